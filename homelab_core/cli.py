@@ -1,0 +1,271 @@
+"""The ``homelab`` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import click
+
+from . import __version__
+from .config import InstanceSettings, Settings, load_settings
+from .errors import ConfigError, HomelabError, UnknownPluginError
+from .hub import build_instance
+from .model import ExecutionStatus
+from .options import config_to_dict
+from .plugins import PluginManager
+from .scheduler import run_once
+
+#: Exit status for bad configuration or bad arguments.
+EXIT_CONFIG = 2
+
+
+class _Group(click.Group):
+    """The root group; adds commands that plugins contribute through ``register_commands``."""
+
+    _plugin_commands_loaded = False
+
+    def _load_plugin_commands(self, ctx: click.Context) -> None:
+        if self._plugin_commands_loaded:
+            return
+        self._plugin_commands_loaded = True
+        manager = _manager(ctx)
+        for impl in manager.hook.register_commands.get_hookimpls():
+            try:
+                impl.function(cli=self)
+            except Exception as exc:
+                click.echo(
+                    f"warning: plugin {impl.plugin_name!r} failed to add commands: {exc}", err=True
+                )
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugin_commands(ctx)
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None:
+            self._load_plugin_commands(ctx)
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+
+def _manager(ctx: click.Context) -> PluginManager:
+    root = ctx.find_root()
+    if root.obj is None:
+        root.obj = PluginManager()
+    manager: PluginManager = root.obj
+    manager.load_entry_points()
+    return manager
+
+
+def _settings(config: str | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _report_load_errors(manager: PluginManager) -> None:
+    manager.plugin_types()
+    for error in manager.load_errors:
+        click.echo(f"error: {error}", err=True)
+
+
+config_option = click.option(
+    "--config",
+    "-c",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Path of homelab.toml (default: $HOMELAB_CONFIG or ./homelab.toml).",
+)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="homelab")
+@click.option(
+    "--log-level",
+    default="WARNING",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="How much to log to stderr.",
+)
+def cli(log_level: str) -> None:
+    """Homelab Core: run monitoring plugins, store and serve their metrics."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True))]
+    for row in rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+@cli.command("plugins")
+@config_option
+@click.pass_context
+def plugins_command(ctx: click.Context, config: str | None) -> None:
+    """List installed plugin types and configured instances."""
+    manager = _manager(ctx)
+    types = manager.plugin_types()
+    _report_load_errors(manager)
+    rows = [
+        (t.name, t.category, t.version, manager.source_of(t.name), t.description)
+        for t in sorted(types.values(), key=lambda t: (t.category, t.name))
+    ]
+    click.echo("Plugin types")
+    click.echo(_table(rows, ["type", "category", "version", "from", "description"]))
+    settings = _settings(config)
+    click.echo()
+    click.echo(
+        "Configured instances"
+        + (f" ({settings.source})" if settings.source else " (embedded defaults)")
+    )
+    inst_rows = [
+        (
+            i.id,
+            i.type + ("" if i.type in types else "  (not installed)"),
+            "yes" if i.enabled else "no",
+            f"{i.interval or (types[i.type].default_interval if i.type in types else 0):g}s",
+        )
+        for i in settings.plugins.values()
+    ]
+    click.echo(
+        _table(inst_rows, ["id", "type", "enabled", "interval"]) if inst_rows else "  (none)"
+    )
+
+
+def _parse_sets(values: Sequence[str]) -> dict[str, str]:
+    result = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not key=value", param_hint="--set")
+        result[key.strip()] = value
+    return result
+
+
+@cli.command("run")
+@click.argument("target")
+@click.option("--once", is_flag=True, help="Run one collection and print it (required).")
+@click.option(
+    "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a config field; repeatable."
+)
+@click.option("--timing", is_flag=True, help="Also print how long set-up and collection took.")
+@config_option
+@click.pass_context
+def run_command(
+    ctx: click.Context,
+    target: str,
+    once: bool,
+    sets: Sequence[str],
+    timing: bool,
+    config: str | None,
+) -> None:
+    """Run one collection of TARGET (an instance id or a plugin type) and print JSON."""
+    if not once:
+        raise click.UsageError("add --once: 'homelab run' runs a single collection")
+    overrides = _parse_sets(sets)
+    manager = _manager(ctx)
+    types = manager.plugin_types()
+    settings = _settings(config)
+    instance = settings.plugins.get(target)
+    if instance is None:
+        if target not in types:
+            _report_load_errors(manager)
+            known = sorted({*types, *settings.plugins})
+            raise click.ClickException(
+                f"{target!r} is neither a configured instance nor an installed plugin type;"
+                f" choose one of: {', '.join(known) or 'none'}"
+            )
+        instance = InstanceSettings(id=target, type=target)
+    if instance.type not in types:
+        raise click.ClickException(str(UnknownPluginError(instance.type, "plugin type")))
+    try:
+        plugin, _, timeout = build_instance(
+            instance,
+            types[instance.type],
+            default_timeout=settings.scheduler.default_timeout,
+            source=settings.source if target in settings.plugins else "--set",
+            overrides=overrides,
+        )
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    execution, metrics, report = anyio.run(
+        lambda: run_once(plugin, instance_id=instance.id, timeout=timeout)
+    )
+    output: dict[str, Any] = {
+        "instance": instance.id,
+        "type": instance.type,
+        "status": execution.status.value,
+        "error": execution.error,
+        "health": ({"state": report.state.value, "message": report.message} if report else None),
+        "config": config_to_dict(plugin.config),
+        "metrics": [m.to_dict() for m in metrics],
+    }
+    if timing:
+        output["timing"] = {"collect_seconds": execution.duration}
+    click.echo(json.dumps(output, indent=2))
+    if execution.status is not ExecutionStatus.OK:
+        click.echo(f"error: {instance.id}: {execution.error}", err=True)
+        ctx.exit(1)
+
+
+@cli.command("check-config")
+@config_option
+@click.pass_context
+def check_config_command(ctx: click.Context, config: str | None) -> None:
+    """Validate homelab.toml and every instance's options."""
+    manager = _manager(ctx)
+    types = manager.plugin_types()
+    settings = _settings(config)
+    problems = []
+    for instance in settings.plugins.values():
+        plugin_type = types.get(instance.type)
+        if plugin_type is None:
+            problems.append(
+                str(
+                    ConfigError(
+                        f"unknown plugin type {instance.type!r}; installed types:"
+                        f" {', '.join(sorted(types)) or 'none'}",
+                        file=settings.source or "<defaults>",
+                        table=f"plugins.{instance.id}",
+                        field="type",
+                    )
+                )
+            )
+            continue
+        try:
+            build_instance(
+                instance,
+                plugin_type,
+                default_timeout=settings.scheduler.default_timeout,
+                source=settings.source,
+            )
+        except HomelabError as exc:
+            problems.append(str(exc))
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    if problems:
+        ctx.exit(EXIT_CONFIG)
+    where = settings.source or "embedded defaults"
+    click.echo(f"ok: {where}: {len(settings.plugins)} plugin instance(s) valid")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``homelab`` console script."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="homelab")
+    except KeyboardInterrupt:  # pragma: no cover - interactive only
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

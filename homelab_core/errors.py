@@ -1,0 +1,61 @@
+"""The exception family of Homelab Core: every error the library raises on purpose."""
+
+from __future__ import annotations
+
+
+class HomelabError(Exception):
+    """Base class of every error raised by Homelab Core."""
+
+
+class ConfigError(HomelabError):
+    """Invalid configuration; the message names the file, the table and the field."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        table: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.file = file
+        self.table = table
+        self.field = field
+        self.reason = message
+        where = []
+        if file:
+            where.append(str(file))
+        if table:
+            where.append(f"[{table}]")
+        if field:
+            where.append(field)
+        super().__init__(f"{' '.join(where)}: {message}" if where else message)
+
+
+class PluginError(HomelabError):
+    """A plugin did something the framework cannot accept."""
+
+
+class PluginLoadError(PluginError):
+    """An entry point of the ``homelab.plugins`` group failed to import."""
+
+    def __init__(self, entry_point: str, error: BaseException) -> None:
+        self.entry_point = entry_point
+        self.error = error
+        super().__init__(f"plugin {entry_point!r} failed to load: {type(error).__name__}: {error}")
+
+
+class PluginRegistrationError(PluginError):
+    """A plugin registered something that is not a valid plugin type."""
+
+
+class UnknownPluginError(HomelabError, LookupError):
+    """No plugin instance or type has the given id."""
+
+    def __init__(self, name: str, kind: str = "plugin instance") -> None:
+        self.name = name
+        super().__init__(f"unknown {kind} {name!r}")
+
+
+class StoreError(HomelabError):
+    """The store could not be opened or used."""

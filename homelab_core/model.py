@@ -1,0 +1,208 @@
+"""Value types shared by every layer: metrics, health, executions and plugin descriptions."""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
+
+
+def _labels(value: Mapping[str, Any] | None) -> dict[str, str]:
+    if not value:
+        return {}
+    return {str(k): str(v) for k, v in sorted(value.items())}
+
+
+def _value(value: Any) -> float:
+    if isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, int | float):
+        raise TypeError(f"metric value must be a number, got {type(value).__name__}")
+    result = float(value)
+    if math.isnan(result) or math.isinf(result):
+        raise ValueError(f"metric value must be finite, got {result}")
+    return result
+
+
+def _check_name(_: Any, __: attrs.Attribute[str], value: str) -> None:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"metric name {value!r} is invalid: use letters, digits, '_', '.', ':' or '-',"
+            " starting with a letter or '_'"
+        )
+
+
+class MetricKind(enum.StrEnum):
+    """Whether a metric is a level (gauge) or an ever-growing total (counter)."""
+
+    GAUGE = "gauge"
+    COUNTER = "counter"
+
+
+@attrs.frozen
+class Metric:
+    """One measured value: ``name`` + ``labels`` identify a series within a plugin instance.
+
+    ``timestamp`` is seconds since the epoch; left out, it is the time of the collection.
+    """
+
+    name: str = attrs.field(validator=_check_name)
+    value: float = attrs.field(converter=_value)
+    unit: str = ""
+    labels: dict[str, str] = attrs.field(factory=dict, converter=_labels, hash=False)
+    timestamp: float | None = None
+    kind: MetricKind = attrs.field(default=MetricKind.GAUGE, converter=MetricKind)
+    device_class: str | None = None
+
+    @property
+    def series_key(self) -> str:
+        """A stable text key of the series: the name, then the sorted labels."""
+        return series_key(self.name, self.labels)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping of this metric."""
+        return {
+            "name": self.name,
+            "value": self.value,
+            "unit": self.unit,
+            "labels": self.labels,
+            "timestamp": self.timestamp,
+            "kind": self.kind.value,
+            "device_class": self.device_class,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Metric:
+        """Rebuild a metric from :meth:`to_dict` output."""
+        return cls(**data)
+
+
+def series_key(name: str, labels: Mapping[str, str]) -> str:
+    """The key of one series of an instance: ``name{a=1,b=2}`` with sorted labels."""
+    if not labels:
+        return name
+    inner = ",".join(f"{k}={labels[k]}" for k in sorted(labels))
+    return f"{name}{{{inner}}}"
+
+
+class HealthState(enum.StrEnum):
+    """The health of a plugin instance."""
+
+    OK = "ok"
+    DEGRADED = "degraded"
+    FAILING = "failing"
+    DISABLED = "disabled"
+    UNKNOWN = "unknown"
+
+
+@attrs.frozen
+class HealthReport:
+    """What a plugin's ``health()`` returns: a state and a sentence a person understands."""
+
+    state: HealthState = attrs.field(converter=HealthState)
+    message: str = ""
+
+
+@attrs.frozen
+class Health:
+    """Health of one instance as the framework tracks it."""
+
+    state: HealthState = HealthState.UNKNOWN
+    message: str = ""
+    since: float = attrs.field(factory=time.time)
+    last_success: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    consecutive_failures: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping of this health."""
+        return {
+            "state": self.state.value,
+            "message": self.message,
+            "since": self.since,
+            "last_success": self.last_success,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            "consecutive_failures": self.consecutive_failures,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Health:
+        """Rebuild a health from :meth:`to_dict` output."""
+        return cls(**{**data, "state": HealthState(data["state"])})
+
+
+class ExecutionStatus(enum.StrEnum):
+    """How one scheduled or manual run ended."""
+
+    OK = "ok"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    SKIPPED = "skipped"
+
+
+@attrs.frozen
+class Execution:
+    """The record of one run of a plugin instance (or of a run that was skipped)."""
+
+    instance_id: str
+    started_at: float
+    duration: float
+    status: ExecutionStatus = attrs.field(converter=ExecutionStatus)
+    error: str | None = None
+    metric_count: int = 0
+    trigger: str = "schedule"
+    lag: float = 0.0
+    #: Row id once stored; used as the ``before`` cursor when paging.
+    id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping of this execution."""
+        return {
+            "instance_id": self.instance_id,
+            "started_at": self.started_at,
+            "duration": self.duration,
+            "status": self.status.value,
+            "error": self.error,
+            "metric_count": self.metric_count,
+            "trigger": self.trigger,
+            "lag": self.lag,
+            "id": self.id,
+        }
+
+
+@attrs.frozen
+class Point:
+    """One point of a history series: a bucket start and its aggregate."""
+
+    timestamp: float
+    value: float
+
+
+@attrs.frozen
+class HistorySeries:
+    """The history of one series over a time range."""
+
+    name: str
+    labels: dict[str, str]
+    unit: str
+    points: list[Point]
+    resolution: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping of this series."""
+        return {
+            "name": self.name,
+            "labels": self.labels,
+            "unit": self.unit,
+            "resolution": self.resolution,
+            "points": [[p.timestamp, p.value] for p in self.points],
+        }

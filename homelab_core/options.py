@@ -1,0 +1,276 @@
+"""Plugin configuration classes: declaring fields, validating input, redacting secrets.
+
+A plugin type's ``Config`` is an attrs class. Its fields are built with :func:`option`,
+which records a description and whether the value is secret. :func:`build_config` turns a
+mapping from ``homelab.toml`` (or ``--set key=value`` strings) into an instance, naming the
+field at fault in every error.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import attrs
+
+from .errors import ConfigError
+
+REDACTED = "**********"
+
+_T = TypeVar("_T")
+
+
+def option(
+    default: Any = attrs.NOTHING,
+    *,
+    description: str = "",
+    secret: bool = False,
+    factory: Any = None,
+    validator: Any = None,
+) -> Any:
+    """Declare a config field with a description; ``secret=True`` redacts it in every output."""
+    metadata = {"description": description, "secret": secret}
+    if factory is not None:
+        return attrs.field(factory=factory, metadata=metadata, validator=validator)
+    return attrs.field(default=default, metadata=metadata, validator=validator)
+
+
+@attrs.define
+class NoConfig:
+    """The config of a plugin type that takes no options."""
+
+
+def _fields(cls: type) -> tuple[attrs.Attribute[Any], ...]:
+    attrs.resolve_types(cls)
+    fields: tuple[attrs.Attribute[Any], ...] = attrs.fields(cls)
+    return fields
+
+
+def secret_fields(cls: type) -> set[str]:
+    """The names of the fields of ``cls`` marked secret."""
+    return {f.name for f in _fields(cls) if f.metadata.get("secret")}
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin is not None:
+        return str(tp).replace("typing.", "")
+    return getattr(tp, "__name__", str(tp))
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _convert(value: Any, tp: Any, from_text: bool) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        is_null = value is None or (from_text and value in ("", "null", "none"))
+        if is_null and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, from_text)
+            except _Invalid:
+                continue
+        raise _Invalid
+    if origin is Literal:
+        for choice in get_args(tp):
+            if value == choice or (from_text and str(choice) == value):
+                return choice
+        raise _Invalid
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if from_text and isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in ("true", "yes", "on", "1"):
+                return True
+            if lowered in ("false", "no", "off", "0"):
+                return False
+        raise _Invalid
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if from_text and isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                raise _Invalid from None
+        raise _Invalid
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if from_text and isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                raise _Invalid from None
+        raise _Invalid
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _Invalid
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            raise _Invalid from None
+    if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
+        if from_text and isinstance(value, str):
+            value = _parse_json_or_csv(value)
+        if not isinstance(value, list | tuple):
+            raise _Invalid
+        args = get_args(tp) or (Any,)
+        items = [_convert(v, args[0], from_text) for v in value]
+        return tuple(items) if origin is tuple or tp is tuple else items
+    if origin in (dict, typing.Mapping) or tp is dict:
+        if from_text and isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise _Invalid from None
+        if not isinstance(value, Mapping):
+            raise _Invalid
+        args = get_args(tp) or (Any, Any)
+        return {str(k): _convert(v, args[1], from_text) for k, v in value.items()}
+    raise _Invalid
+
+
+def _parse_json_or_csv(text: str) -> Any:
+    stripped = text.strip()
+    if stripped.startswith("["):
+        try:
+            return json.loads(stripped)
+        except ValueError:
+            raise _Invalid from None
+    return [part.strip() for part in stripped.split(",") if part.strip()]
+
+
+def build_config(
+    cls: type[_T],
+    data: Mapping[str, Any],
+    *,
+    file: str | None = None,
+    table: str | None = None,
+    from_text: bool = False,
+) -> _T:
+    """Validate ``data`` against the attrs class ``cls`` and return an instance.
+
+    ``from_text=True`` parses strings to each field's type (for ``--set key=value``).
+    Errors are :class:`ConfigError` naming ``file``, ``table`` and the field.
+    """
+    fields = {f.name: f for f in _fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        known = ", ".join(sorted(fields)) or "none"
+        raise ConfigError(
+            f"unknown field; this plugin accepts: {known}",
+            file=file,
+            table=table,
+            field=unknown[0],
+        )
+    kwargs: dict[str, Any] = {}
+    for name, field in fields.items():
+        if name not in data:
+            if field.default is attrs.NOTHING:
+                raise ConfigError("is required", file=file, table=table, field=name)
+            continue
+        value = data[name]
+        try:
+            kwargs[name] = _convert(value, field.type, from_text)
+        except _Invalid:
+            shown = REDACTED if field.metadata.get("secret") else repr(value)
+            raise ConfigError(
+                f"expected {_type_name(field.type)}, got {shown}",
+                file=file,
+                table=table,
+                field=name,
+            ) from None
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc), file=file, table=table) from None
+
+
+def config_to_dict(config: Any, *, redact: bool = True) -> dict[str, Any]:
+    """The config as a JSON-ready mapping, with secret fields redacted unless told not to."""
+    result: dict[str, Any] = {}
+    for field in _fields(type(config)):
+        value = getattr(config, field.name)
+        if redact and field.metadata.get("secret") and value not in (None, ""):
+            value = REDACTED
+        elif isinstance(value, enum.Enum):
+            value = value.value
+        elif isinstance(value, tuple):
+            value = list(value)
+        result[field.name] = value
+    return result
+
+
+def redact_mapping(data: Mapping[str, Any], secrets: set[str]) -> dict[str, Any]:
+    """A copy of ``data`` with the keys in ``secrets`` redacted."""
+    return {k: (REDACTED if k in secrets and v not in (None, "") else v) for k, v in data.items()}
+
+
+def _schema_of(tp: Any) -> dict[str, Any]:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return {"anyOf": [_schema_of(a) for a in get_args(tp)]}
+    if origin is Literal:
+        return {"enum": list(get_args(tp))}
+    simple = {bool: "boolean", int: "integer", float: "number", str: "string"}
+    if tp in simple:
+        return {"type": simple[tp]}
+    if tp is type(None):
+        return {"type": "null"}
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return {"enum": [m.value for m in tp]}
+    if origin in (list, tuple) or tp in (list, tuple):
+        args = get_args(tp)
+        return {"type": "array", "items": _schema_of(args[0]) if args else {}}
+    if origin is dict or tp is dict:
+        args = get_args(tp)
+        return {"type": "object", "additionalProperties": _schema_of(args[1]) if args else {}}
+    return {}
+
+
+def config_schema(cls: type) -> dict[str, Any]:
+    """A JSON Schema of the config class, with descriptions, defaults and secret flags."""
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for field in _fields(cls):
+        prop = _schema_of(field.type)
+        if field.metadata.get("description"):
+            prop["description"] = field.metadata["description"]
+        if field.metadata.get("secret"):
+            prop["writeOnly"] = True
+            prop["x-secret"] = True
+        if field.default is attrs.NOTHING:
+            required.append(field.name)
+        elif isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
+            prop["default"] = field.default.factory()  # type: ignore[union-attr]
+        else:
+            default = field.default
+            prop["default"] = default.value if isinstance(default, enum.Enum) else default
+        properties[field.name] = prop
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    schema["additionalProperties"] = False
+    return schema

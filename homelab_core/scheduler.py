@@ -1,0 +1,574 @@
+"""Runs plugin instances on their intervals, each isolated from the others.
+
+One anyio task group holds a task per enabled instance. Each instance:
+
+- sets up first, retrying a failed or timed-out ``setup()`` after 5, 10, 20, 40, 80 s
+  (configurable; the last wait repeats);
+- then ticks at a fixed rate (tick *n* is at ``start + n * interval``, so late runs do not
+  push later ones back), starting after a random jitter so instances do not all fire at once;
+- never overlaps itself: a tick that finds the previous run (or its abandoned worker
+  thread) still busy is recorded as a ``skipped`` execution;
+- runs under a timeout and the scheduler-wide :class:`anyio.CapacityLimiter`;
+- backs off exponentially after consecutive failures (ticks inside the back-off are passed).
+
+Every run becomes an :class:`~homelab_core.Execution`, handed with the collected metrics and
+the new health to the ``sink`` callback (the hub stores, caches and broadcasts them). The
+scheduler itself is pure anyio and runs on asyncio and trio.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any
+
+import anyio
+import attrs
+from anyio.abc import TaskGroup
+
+from .config import SchedulerSettings
+from .errors import HomelabError, UnknownPluginError
+from .model import Execution, ExecutionStatus, Health, HealthReport, HealthState, Metric
+from .plugin import Plugin
+
+log = logging.getLogger("homelab.scheduler")
+
+#: Seconds that a plugin's ``teardown()`` may take when the instance stops.
+TEARDOWN_TIMEOUT = 10.0
+
+
+@attrs.frozen
+class RunResult:
+    """What one run produced; handed to the scheduler's sink.
+
+    ``execution`` is None when only the health changed (the instance was enabled or
+    disabled).
+    """
+
+    instance_id: str
+    execution: Execution | None
+    metrics: list[Metric]
+    health: Health
+    previous_health: Health
+
+    @property
+    def health_changed(self) -> bool:
+        """Whether this run changed the instance's health state."""
+        return self.health.state != self.previous_health.state
+
+
+Sink = Callable[[RunResult], Awaitable[None]]
+
+
+@attrs.define
+class RunStats:
+    """Counters of one instance since the scheduler started."""
+
+    runs: int = 0
+    ok: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    skipped: int = 0
+    last_execution: Execution | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping of the counters."""
+        return {
+            "runs": self.runs,
+            "ok": self.ok,
+            "errors": self.errors,
+            "timeouts": self.timeouts,
+            "skipped": self.skipped,
+            "last_execution": self.last_execution.to_dict() if self.last_execution else None,
+        }
+
+
+@attrs.define(eq=False)
+class _Unit:
+    id: str
+    plugin: Plugin
+    interval: float
+    timeout: float
+    enabled: bool
+    health: Health = attrs.field(factory=Health)
+    stats: RunStats = attrs.field(factory=RunStats)
+    running: bool = False
+    thread_busy: bool = False
+    set_up: bool = False
+    setup_error: str | None = None
+    backoff_until: float = 0.0
+    scope: anyio.CancelScope | None = None
+    stopped: anyio.Event | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.running or self.thread_busy
+
+
+class Scheduler:
+    """Schedules plugin instances; use as ``async with Scheduler(...) as scheduler``."""
+
+    def __init__(
+        self,
+        settings: SchedulerSettings | None = None,
+        *,
+        sink: Sink | None = None,
+    ) -> None:
+        self.settings = settings or SchedulerSettings()
+        self._sink = sink
+        self._units: dict[str, _Unit] = {}
+        self._limiter = anyio.CapacityLimiter(max(1, self.settings.concurrency))
+        self._tg: TaskGroup | None = None
+        self._stack: AsyncExitStack | None = None
+        self.running = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> Scheduler:
+        self._stack = AsyncExitStack()
+        self._tg = await self._stack.enter_async_context(anyio.create_task_group())
+        self.running = True
+        for unit in self._units.values():
+            if unit.enabled:
+                await self._start(unit)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self.running = False
+        assert self._tg is not None and self._stack is not None
+        self._tg.cancel_scope.cancel()
+        try:
+            return await self._stack.__aexit__(exc_type, exc, tb)
+        finally:
+            self._tg = None
+
+    # -- instances -----------------------------------------------------------------------
+
+    def add(
+        self,
+        instance_id: str,
+        plugin: Plugin,
+        *,
+        interval: float,
+        timeout: float | None = None,
+        enabled: bool = True,
+    ) -> None:
+        """Add an instance; it starts at once if the scheduler runs and it is enabled."""
+        if instance_id in self._units:
+            raise HomelabError(f"plugin instance {instance_id!r} is already scheduled")
+        if interval <= 0:
+            raise HomelabError(f"plugin instance {instance_id!r}: interval must be positive")
+        unit = _Unit(
+            id=instance_id,
+            plugin=plugin,
+            interval=float(interval),
+            timeout=float(timeout if timeout is not None else self.settings.default_timeout),
+            enabled=enabled,
+        )
+        if not enabled:
+            unit.health = Health(state=HealthState.DISABLED, message="disabled")
+        self._units[instance_id] = unit
+        if enabled and self._tg is not None:
+            self._tg.start_soon(self._instance_task, unit, name=f"homelab:{instance_id}")
+
+    def ids(self) -> list[str]:
+        """The ids of every scheduled instance, in the order they were added."""
+        return list(self._units)
+
+    def _unit(self, instance_id: str) -> _Unit:
+        try:
+            return self._units[instance_id]
+        except KeyError:
+            raise UnknownPluginError(instance_id) from None
+
+    def plugin(self, instance_id: str) -> Plugin:
+        """The plugin object of an instance."""
+        return self._unit(instance_id).plugin
+
+    def is_enabled(self, instance_id: str) -> bool:
+        """Whether the instance is enabled."""
+        return self._unit(instance_id).enabled
+
+    def health(self, instance_id: str) -> Health:
+        """The instance's current health."""
+        return self._unit(instance_id).health
+
+    def stats(self, instance_id: str) -> RunStats:
+        """The instance's run counters."""
+        return self._unit(instance_id).stats
+
+    def all_stats(self) -> Mapping[str, RunStats]:
+        """Run counters of every instance."""
+        return {uid: unit.stats for uid, unit in self._units.items()}
+
+    async def set_enabled(self, instance_id: str, enabled: bool) -> Health:
+        """Enable or disable an instance at once; a disabled one is torn down first.
+
+        :return: the instance's health after the change.
+        """
+        unit = self._unit(instance_id)
+        if unit.enabled == enabled:
+            return unit.health
+        unit.enabled = enabled
+        if not enabled:
+            await self._stop(unit)
+            await self._set_health(unit, Health(state=HealthState.DISABLED, message="disabled"))
+        else:
+            await self._set_health(unit, Health(state=HealthState.UNKNOWN, message="enabled"))
+            if self._tg is not None:
+                await self._start(unit)
+        return unit.health
+
+    async def run_now(self, instance_id: str) -> Execution:
+        """Run the instance immediately in the calling task and return its execution.
+
+        The fixed-rate schedule is not moved. If a run is already in progress the result is
+        a ``skipped`` execution.
+        """
+        unit = self._unit(instance_id)
+        if not unit.enabled:
+            raise HomelabError(f"plugin instance {instance_id!r} is disabled; enable it first")
+        if not unit.set_up:
+            raise HomelabError(
+                f"plugin instance {instance_id!r} is not set up yet"
+                + (f" (last setup error: {unit.setup_error})" if unit.setup_error else "")
+            )
+        return await self._run(unit, anyio.current_time(), "manual")
+
+    # -- the instance task -------------------------------------------------------------------
+
+    async def _start(self, unit: _Unit) -> None:
+        assert self._tg is not None
+        await self._tg.start(self._instance_task, unit, name=f"homelab:{unit.id}")
+
+    async def _stop(self, unit: _Unit) -> None:
+        if unit.scope is not None:
+            unit.scope.cancel()
+        if unit.stopped is not None:
+            await unit.stopped.wait()
+
+    async def _instance_task(
+        self, unit: _Unit, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        unit.stopped = anyio.Event()
+        try:
+            with anyio.CancelScope() as scope:
+                unit.scope = scope
+                task_status.started()
+                async with anyio.create_task_group() as runs:
+                    await self._setup(unit)
+                    await self._tick(unit, runs)
+        finally:
+            unit.scope = None
+            try:
+                if unit.set_up:
+                    unit.set_up = False
+                    with anyio.move_on_after(TEARDOWN_TIMEOUT, shield=True):
+                        await self._call(unit, unit.plugin.teardown)
+            except Exception:
+                log.exception("teardown of plugin instance %r failed", unit.id)
+            finally:
+                unit.stopped.set()
+
+    async def _setup(self, unit: _Unit) -> None:
+        waits = self.settings.setup_retry or [5.0]
+        attempt = 0
+        while True:
+            started_wall, started = time.time(), anyio.current_time()
+            status, error = ExecutionStatus.OK, None
+            with anyio.move_on_after(unit.timeout) as scope:
+                try:
+                    await self._call(unit, unit.plugin.setup)
+                except Exception as exc:
+                    status, error = ExecutionStatus.ERROR, _describe(exc)
+            if scope.cancelled_caught:
+                status, error = ExecutionStatus.TIMEOUT, f"setup timed out after {unit.timeout:g} s"
+            if status is ExecutionStatus.OK:
+                unit.set_up, unit.setup_error = True, None
+                if unit.health.state is not HealthState.UNKNOWN:
+                    log.info("plugin instance %r set up after %d failed attempts", unit.id, attempt)
+                return
+            wait = waits[min(attempt, len(waits) - 1)]
+            attempt += 1
+            unit.setup_error = error
+            execution = Execution(
+                instance_id=unit.id,
+                started_at=started_wall,
+                duration=anyio.current_time() - started,
+                status=status,
+                error=error,
+                trigger="setup",
+            )
+            previous = unit.health
+            message = f"setup failed: {error}; retrying in {wait:g} s"
+            if previous.state is not HealthState.FAILING:
+                log.error("plugin instance %r %s", unit.id, message)
+            unit.health = attrs.evolve(
+                previous,
+                state=HealthState.FAILING,
+                message=message,
+                since=previous.since if previous.state is HealthState.FAILING else time.time(),
+                last_error=error,
+                last_error_at=time.time(),
+                consecutive_failures=previous.consecutive_failures + 1,
+            )
+            self._count(unit, execution)
+            await self._emit(RunResult(unit.id, execution, [], unit.health, previous))
+            await anyio.sleep(wait)
+
+    async def _tick(self, unit: _Unit, runs: TaskGroup) -> None:
+        interval = unit.interval
+        jitter = random.uniform(0, min(self.settings.jitter, interval))
+        next_at = anyio.current_time() + jitter
+        while True:
+            await anyio.sleep_until(next_at)
+            scheduled = next_at
+            next_at += interval
+            now = anyio.current_time()
+            if now >= next_at:
+                missed = math.floor((now - next_at) / interval) + 1
+                next_at += missed * interval
+                await self._skip(
+                    unit,
+                    scheduled,
+                    f"scheduler was {now - scheduled:.3f} s late; {missed} tick(s) missed",
+                )
+            if now < unit.backoff_until:
+                continue
+            if unit.busy:
+                await self._skip(unit, scheduled, "previous run still in progress")
+                continue
+            unit.running = True
+            runs.start_soon(self._run, unit, scheduled, "schedule", True)
+
+    async def _skip(self, unit: _Unit, scheduled: float, reason: str) -> None:
+        execution = Execution(
+            instance_id=unit.id,
+            started_at=time.time(),
+            duration=0.0,
+            status=ExecutionStatus.SKIPPED,
+            error=reason,
+            lag=anyio.current_time() - scheduled,
+        )
+        self._count(unit, execution)
+        await self._emit(RunResult(unit.id, execution, [], unit.health, unit.health))
+
+    # -- one run -----------------------------------------------------------------------------
+
+    async def _run(
+        self, unit: _Unit, scheduled: float, trigger: str, claimed: bool = False
+    ) -> Execution:
+        if unit.busy and not claimed:
+            await self._skip(unit, scheduled, "previous run still in progress")
+            assert unit.stats.last_execution is not None
+            return unit.stats.last_execution
+        unit.running = True
+        try:
+            async with self._limiter:
+                execution, metrics, report = await self._collect(unit, scheduled, trigger)
+        finally:
+            unit.running = False
+        previous = unit.health
+        unit.health = self._judge(unit, execution, report)
+        if execution.status is not ExecutionStatus.OK:
+            factor = 2 ** max(0, unit.health.consecutive_failures - 1)
+            delay = min(unit.interval * factor, max(unit.interval, self.settings.max_backoff))
+            unit.backoff_until = scheduled + delay
+        else:
+            unit.backoff_until = 0.0
+        self._count(unit, execution)
+        await self._emit(RunResult(unit.id, execution, metrics, unit.health, previous))
+        return execution
+
+    async def _collect(
+        self, unit: _Unit, scheduled: float, trigger: str
+    ) -> tuple[Execution, list[Metric], HealthReport | None]:
+        started_wall, started = time.time(), anyio.current_time()
+        status, error = ExecutionStatus.OK, None
+        metrics: list[Metric] = []
+        report: HealthReport | None = None
+        with anyio.move_on_after(unit.timeout) as scope:
+            try:
+                raw = await self._call(unit, unit.plugin.collect)
+                metrics = validate_metrics(raw, started_wall)
+                if type(unit.plugin).health is not Plugin.health:
+                    report = _validate_report(await self._call(unit, unit.plugin.health))
+            except Exception as exc:
+                status, error = ExecutionStatus.ERROR, _describe(exc)
+        if scope.cancelled_caught:
+            status, error = ExecutionStatus.TIMEOUT, f"timed out after {unit.timeout:g} s"
+            metrics, report = [], None
+        execution = Execution(
+            instance_id=unit.id,
+            started_at=started_wall,
+            duration=anyio.current_time() - started,
+            status=status,
+            error=error,
+            metric_count=len(metrics),
+            trigger=trigger,
+            lag=max(0.0, started - scheduled),
+        )
+        return execution, metrics, report
+
+    async def _call(self, unit: _Unit, method: Callable[[], Any]) -> Any:
+        """Await an async method, or run a sync one in a worker thread.
+
+        A worker thread cannot be killed: on timeout it is abandoned and the instance stays
+        busy (later ticks are skipped) until the thread returns.
+        """
+        if inspect.iscoroutinefunction(method):
+            result = await method()
+        else:
+
+            def in_thread() -> Any:
+                try:
+                    return method()
+                finally:
+                    unit.thread_busy = False
+
+            unit.thread_busy = True
+            result = await anyio.to_thread.run_sync(in_thread, abandon_on_cancel=True)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def _judge(self, unit: _Unit, execution: Execution, report: HealthReport | None) -> Health:
+        previous = unit.health
+        now = time.time()
+        if execution.status is ExecutionStatus.OK:
+            state = report.state if report else HealthState.OK
+            message = report.message if report else ""
+            health = attrs.evolve(
+                previous,
+                state=state,
+                message=message,
+                last_success=now,
+                consecutive_failures=0,
+                since=previous.since if previous.state == state else now,
+            )
+            if previous.state is HealthState.FAILING and state is not HealthState.FAILING:
+                log.info("plugin instance %r recovered", unit.id)
+            return health
+        failures = previous.consecutive_failures + 1
+        failing = failures >= self.settings.failure_threshold
+        state = HealthState.FAILING if failing else HealthState.DEGRADED
+        if failing and previous.state is not HealthState.FAILING:
+            log.error(
+                "plugin instance %r is failing after %d consecutive failures: %s",
+                unit.id,
+                failures,
+                execution.error,
+            )
+        return attrs.evolve(
+            previous,
+            state=state,
+            message=f"{failures} consecutive failure(s): {execution.error}",
+            last_error=execution.error,
+            last_error_at=now,
+            consecutive_failures=failures,
+            since=previous.since if previous.state == state else now,
+        )
+
+    def _count(self, unit: _Unit, execution: Execution) -> None:
+        stats = unit.stats
+        stats.last_execution = execution
+        if execution.status is ExecutionStatus.SKIPPED:
+            stats.skipped += 1
+            return
+        stats.runs += 1
+        if execution.status is ExecutionStatus.OK:
+            stats.ok += 1
+        elif execution.status is ExecutionStatus.TIMEOUT:
+            stats.timeouts += 1
+        else:
+            stats.errors += 1
+
+    async def _set_health(self, unit: _Unit, health: Health) -> None:
+        previous, unit.health = unit.health, health
+        if previous.state != health.state:
+            await self._emit(RunResult(unit.id, None, [], health, previous))
+
+    async def _emit(self, result: RunResult) -> None:
+        if self._sink is None:
+            return
+        try:
+            await self._sink(result)
+        except Exception:
+            log.exception("handling the result of plugin instance %r failed", result.instance_id)
+
+
+def validate_metrics(raw: Any, timestamp: float) -> list[Metric]:
+    """Check what ``collect()`` returned and stamp metrics that carry no timestamp."""
+    if raw is None:
+        return []
+    if isinstance(raw, Metric | Mapping | str | bytes) or not isinstance(raw, Iterable):
+        raise TypeError(f"collect() must return an iterable of Metric, got {type(raw).__name__}")
+    metrics = []
+    for item in raw:
+        if not isinstance(item, Metric):
+            raise TypeError(
+                f"collect() returned a {type(item).__name__} among its metrics;"
+                " return homelab_core.Metric objects"
+            )
+        if item.timestamp is None:
+            item = attrs.evolve(item, timestamp=timestamp)
+        metrics.append(item)
+    return metrics
+
+
+def _validate_report(raw: Any) -> HealthReport | None:
+    if raw is None or isinstance(raw, HealthReport):
+        return raw
+    raise TypeError(f"health() must return a HealthReport or None, got {type(raw).__name__}")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def run_once(
+    plugin: Plugin, *, instance_id: str, timeout: float
+) -> tuple[Execution, list[Metric], HealthReport | None]:
+    """Set up, collect once, judge and tear down ``plugin``, outside any schedule.
+
+    A failed or timed-out setup is returned as that execution, with no metrics.
+    """
+    scheduler = Scheduler(SchedulerSettings(default_timeout=timeout, jitter=0))
+    unit = _Unit(id=instance_id, plugin=plugin, interval=timeout, timeout=timeout, enabled=True)
+    started_wall, started = time.time(), anyio.current_time()
+    error: str | None = None
+    status = ExecutionStatus.OK
+    with anyio.move_on_after(timeout) as scope:
+        try:
+            await scheduler._call(unit, plugin.setup)
+        except Exception as exc:
+            status, error = ExecutionStatus.ERROR, f"setup failed: {_describe(exc)}"
+    if scope.cancelled_caught:
+        status, error = ExecutionStatus.TIMEOUT, f"setup timed out after {timeout:g} s"
+    if status is not ExecutionStatus.OK:
+        execution = Execution(
+            instance_id=instance_id,
+            started_at=started_wall,
+            duration=anyio.current_time() - started,
+            status=status,
+            error=error,
+            trigger="manual",
+        )
+        return execution, [], None
+    try:
+        return await scheduler._collect(unit, anyio.current_time(), "manual")
+    finally:
+        with anyio.move_on_after(TEARDOWN_TIMEOUT, shield=True):
+            await scheduler._call(unit, plugin.teardown)

@@ -1,0 +1,17 @@
+"""The store: Tortoise models, the batched writer, history queries, rollups and retention."""
+
+from .history import MAX_POINTS, history
+from .retention import Maintenance
+from .store import InstanceState, SeriesInfo, Store
+from .writer import BatchWriter, WriteQueue
+
+__all__ = [
+    "MAX_POINTS",
+    "BatchWriter",
+    "InstanceState",
+    "Maintenance",
+    "SeriesInfo",
+    "Store",
+    "WriteQueue",
+    "history",
+]

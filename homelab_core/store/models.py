@@ -1,0 +1,119 @@
+"""Tortoise models of the store: the schema of record.
+
+Timestamps are seconds since the epoch (floats), which keeps history arithmetic the same on
+SQLite and PostgreSQL. The hot paths (sample inserts, rollups, history) run as SQL on the
+same connection; these models define the tables, indexes and migrations they use.
+"""
+
+from __future__ import annotations
+
+from tortoise import fields
+from tortoise.indexes import Index
+from tortoise.models import Model
+
+
+class InstanceRecord(Model):
+    """A configured plugin instance and its persisted enabled state."""
+
+    id = fields.CharField(max_length=64, primary_key=True)
+    type = fields.CharField(max_length=64)
+    enabled = fields.BooleanField(default=True)
+    # ``enabled`` as the config file last said it: a change in the file wins over the store.
+    config_enabled = fields.BooleanField(default=True)
+    config: fields.Field[dict[str, object]] = fields.JSONField(default=dict)
+    interval = fields.FloatField()
+    updated_at = fields.FloatField()
+
+    class Meta:
+        table = "homelab_instance"
+
+
+class SeriesRecord(Model):
+    """One series: an instance's metric name with one set of labels."""
+
+    id = fields.IntField(primary_key=True)
+    instance_id = fields.CharField(max_length=64, db_index=True)
+    name = fields.CharField(max_length=255)
+    # Canonical JSON of the labels (sorted keys), part of the series identity.
+    labels = fields.TextField()
+    unit = fields.CharField(max_length=32, default="")
+    kind = fields.CharField(max_length=16, default="gauge")
+    device_class = fields.CharField(max_length=32, null=True)
+
+    class Meta:
+        table = "homelab_series"
+        unique_together = (("instance_id", "name", "labels"),)
+
+
+class SampleRecord(Model):
+    """One raw sample of a series."""
+
+    id = fields.BigIntField(primary_key=True)
+    series_id = fields.IntField()
+    ts = fields.FloatField()
+    value = fields.FloatField()
+
+    class Meta:
+        table = "homelab_sample"
+        indexes = (Index(fields=("series_id", "ts"), name="homelab_sample_series_ts"),)
+
+
+class RollupRecord(Model):
+    """Aggregate of a series over one bucket of ``resolution`` seconds."""
+
+    id = fields.BigIntField(primary_key=True)
+    series_id = fields.IntField()
+    resolution = fields.IntField()
+    bucket = fields.FloatField()
+    min = fields.FloatField()
+    max = fields.FloatField()
+    sum = fields.FloatField()
+    count = fields.IntField()
+
+    class Meta:
+        table = "homelab_rollup"
+        unique_together = (("series_id", "resolution", "bucket"),)
+
+
+class ExecutionRecord(Model):
+    """One run (or skipped run) of a plugin instance."""
+
+    id = fields.BigIntField(primary_key=True)
+    instance_id = fields.CharField(max_length=64)
+    started_at = fields.FloatField()
+    duration = fields.FloatField()
+    status = fields.CharField(max_length=16)
+    error = fields.TextField(null=True)
+    metric_count = fields.IntField(default=0)
+    trigger = fields.CharField(max_length=16, default="schedule")
+    lag = fields.FloatField(default=0.0)
+
+    class Meta:
+        table = "homelab_execution"
+        indexes = (
+            Index(fields=("instance_id", "started_at"), name="homelab_execution_instance_ts"),
+        )
+
+
+class HealthTransitionRecord(Model):
+    """A change of an instance's health state."""
+
+    id = fields.BigIntField(primary_key=True)
+    instance_id = fields.CharField(max_length=64, db_index=True)
+    ts = fields.FloatField()
+    old_state = fields.CharField(max_length=16)
+    new_state = fields.CharField(max_length=16)
+    message = fields.TextField(default="")
+
+    class Meta:
+        table = "homelab_health_transition"
+
+
+class StoreMeta(Model):
+    """Small key/value state of the store (rollup watermarks)."""
+
+    key = fields.CharField(max_length=64, primary_key=True)
+    value = fields.FloatField()
+
+    class Meta:
+        table = "homelab_meta"

@@ -1,0 +1,370 @@
+"""The store: opens its own Tortoise context, migrates, and reads and writes every table."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import attrs
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.context import TortoiseContext
+from tortoise.context import _current_context as _tortoise_context
+from tortoise.migrations.executor import MigrationExecutor
+from tortoise.transactions import in_transaction
+
+from ..errors import StoreError
+from ..model import Execution, Health, Metric
+from . import models
+from .sql import Dialect, dialect_of
+
+log = logging.getLogger("homelab.store")
+
+#: The Tortoise connection label and app label of the store; an embedding application's
+#: own Tortoise set-up never sees them.
+CONNECTION = "homelab"
+APP = "homelab"
+_SQLITE_DEFAULTS = {"synchronous": "NORMAL", "busy_timeout": "5000", "journal_mode": "WAL"}
+
+
+def normalise_url(url: str) -> str:
+    """Add the SQLite pragmas the store relies on unless the URL sets them."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        return url
+    query = dict(parse_qsl(parts.query))
+    for key, value in _SQLITE_DEFAULTS.items():
+        query.setdefault(key, value)
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def labels_text(labels: Mapping[str, str]) -> str:
+    """The canonical JSON text of a label set, as stored in the series table."""
+    return json.dumps(labels, sort_keys=True, separators=(",", ":"))
+
+
+@attrs.frozen
+class SeriesInfo:
+    """A stored series."""
+
+    id: int
+    instance_id: str
+    name: str
+    labels: dict[str, str]
+    unit: str
+
+
+@attrs.frozen
+class InstanceState:
+    """What the store remembers of an instance across restarts."""
+
+    enabled: bool
+    config_enabled: bool
+
+
+class Store:
+    """All database work of a hub, in a Tortoise context of its own.
+
+    Every method enters the store's context only for its own duration, so an application
+    that uses Tortoise with its own models and connections is not disturbed.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = normalise_url(url)
+        self.dialect: Dialect = dialect_of(self.url)
+        self._context = TortoiseContext()
+        self._series: dict[tuple[str, str, str], int] = {}
+        self.samples_written = 0
+        self._open = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Make the store's Tortoise context current for the code inside."""
+        token = _tortoise_context.set(self._context)
+        try:
+            yield
+        finally:
+            _tortoise_context.reset(token)
+
+    @property
+    def connection(self) -> BaseDBAsyncClient:
+        """The store's database client (use inside :meth:`active`)."""
+        return self._context.db(CONNECTION)
+
+    async def open(self) -> None:
+        """Connect and bring the schema up to date with the built-in migrations."""
+        config: dict[str, Any] = {
+            "connections": {CONNECTION: self.url},
+            "apps": {
+                APP: {
+                    "models": [models.__name__],
+                    "migrations": f"{__package__}.migrations",
+                    "default_connection": CONNECTION,
+                }
+            },
+        }
+        with self.active():
+            try:
+                await self._context.init(config=config, _create_db=False)
+                executor = MigrationExecutor(self.connection, config["apps"])
+                await executor.migrate()
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    await self._context.close_connections()
+                raise StoreError(f"cannot open the store at {_safe_url(self.url)}: {exc}") from exc
+        self._open = True
+
+    async def close(self) -> None:
+        """Close the store's connections."""
+        if not self._open:
+            return
+        self._open = False
+        with self.active():
+            await self._context.close_connections()
+
+    async def ping(self) -> bool:
+        """Whether the database answers."""
+        if not self._open:
+            return False
+        try:
+            with self.active():
+                await self.connection.execute_query("SELECT 1")
+        except Exception:
+            return False
+        return True
+
+    # -- instances -----------------------------------------------------------------------
+
+    async def instance_states(self) -> dict[str, InstanceState]:
+        """The persisted state of every instance the store knows."""
+        with self.active():
+            rows = await models.InstanceRecord.all().values("id", "enabled", "config_enabled")
+        return {r["id"]: InstanceState(r["enabled"], r["config_enabled"]) for r in rows}
+
+    async def save_instance(
+        self,
+        instance_id: str,
+        *,
+        type_name: str,
+        enabled: bool,
+        config_enabled: bool,
+        config: Mapping[str, Any],
+        interval: float,
+    ) -> None:
+        """Create or update an instance's row."""
+        with self.active():
+            await models.InstanceRecord.update_or_create(
+                id=instance_id,
+                defaults={
+                    "type": type_name,
+                    "enabled": enabled,
+                    "config_enabled": config_enabled,
+                    "config": dict(config),
+                    "interval": interval,
+                    "updated_at": time.time(),
+                },
+            )
+
+    async def set_enabled(self, instance_id: str, enabled: bool) -> None:
+        """Persist an instance's enabled state."""
+        with self.active():
+            await models.InstanceRecord.filter(id=instance_id).update(
+                enabled=enabled, updated_at=time.time()
+            )
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def write(
+        self,
+        samples: Sequence[tuple[str, Sequence[Metric]]],
+        executions: Sequence[Execution] = (),
+        transitions: Sequence[tuple[str, Health, Health]] = (),
+    ) -> int:
+        """Write a batch in one transaction; returns the number of samples written."""
+        try:
+            rows = await self._write(samples, executions, transitions)
+        except BaseException:
+            # Series ids created inside a rolled-back transaction must not be reused.
+            self._series.clear()
+            raise
+        self.samples_written += len(rows)
+        return len(rows)
+
+    async def _write(
+        self,
+        samples: Sequence[tuple[str, Sequence[Metric]]],
+        executions: Sequence[Execution],
+        transitions: Sequence[tuple[str, Health, Health]],
+    ) -> list[list[Any]]:
+        d = self.dialect
+        with self.active():
+            async with in_transaction(CONNECTION) as conn:
+                rows = await self._sample_rows(conn, samples)
+                if rows:
+                    await conn.execute_many(
+                        d.q("INSERT INTO homelab_sample (series_id, ts, value) VALUES (?, ?, ?)"),
+                        rows,
+                    )
+                if executions:
+                    await conn.execute_many(
+                        d.q(
+                            "INSERT INTO homelab_execution (instance_id, started_at, duration,"
+                            " status, error, metric_count, trigger, lag)"
+                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                        ),
+                        [
+                            [
+                                e.instance_id,
+                                e.started_at,
+                                e.duration,
+                                e.status.value,
+                                e.error,
+                                e.metric_count,
+                                e.trigger,
+                                e.lag,
+                            ]
+                            for e in executions
+                        ],
+                    )
+                if transitions:
+                    await conn.execute_many(
+                        d.q(
+                            "INSERT INTO homelab_health_transition"
+                            " (instance_id, ts, old_state, new_state, message)"
+                            " VALUES (?, ?, ?, ?, ?)"
+                        ),
+                        [
+                            [iid, new.since, old.state.value, new.state.value, new.message]
+                            for iid, old, new in transitions
+                        ],
+                    )
+        return rows
+
+    async def _sample_rows(
+        self, conn: BaseDBAsyncClient, samples: Sequence[tuple[str, Sequence[Metric]]]
+    ) -> list[list[Any]]:
+        keyed: list[tuple[tuple[str, str, str], Metric]] = []
+        missing: dict[tuple[str, str, str], Metric] = {}
+        for instance_id, metrics in samples:
+            for metric in metrics:
+                key = (instance_id, metric.name, labels_text(metric.labels))
+                keyed.append((key, metric))
+                if key not in self._series:
+                    missing[key] = metric
+        if missing:
+            await self._create_series(conn, missing)
+        series = self._series
+        return [[series[key], m.timestamp, m.value] for key, m in keyed]
+
+    async def _create_series(
+        self, conn: BaseDBAsyncClient, missing: Mapping[tuple[str, str, str], Metric]
+    ) -> None:
+        d = self.dialect
+        await conn.execute_many(
+            d.q(
+                "INSERT INTO homelab_series (instance_id, name, labels, unit, kind, device_class)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (instance_id, name, labels) DO NOTHING"
+            ),
+            [
+                [key[0], key[1], key[2], m.unit, m.kind.value, m.device_class]
+                for key, m in missing.items()
+            ],
+        )
+        instance_ids = sorted({key[0] for key in missing})
+        marks = ", ".join("?" for _ in instance_ids)
+        rows = await conn.execute_query_dict(
+            d.q(
+                f"SELECT id, instance_id, name, labels FROM homelab_series"
+                f" WHERE instance_id IN ({marks})"
+            ),
+            instance_ids,
+        )
+        for row in rows:
+            self._series[(row["instance_id"], row["name"], row["labels"])] = row["id"]
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def series(self, instance_id: str, name: str | None = None) -> list[SeriesInfo]:
+        """The stored series of an instance, optionally of one metric name."""
+        with self.active():
+            query = models.SeriesRecord.filter(instance_id=instance_id)
+            if name is not None:
+                query = query.filter(name=name)
+            rows = await query.order_by("name", "labels").values(
+                "id", "instance_id", "name", "labels", "unit"
+            )
+        return [
+            SeriesInfo(r["id"], r["instance_id"], r["name"], json.loads(r["labels"]), r["unit"])
+            for r in rows
+        ]
+
+    async def executions(
+        self,
+        instance_id: str | None = None,
+        *,
+        status: str | None = None,
+        limit: int = 50,
+        before: int | None = None,
+    ) -> list[Execution]:
+        """Executions, newest first; ``before`` is an execution id to page from."""
+        filters: dict[str, Any] = {}
+        if instance_id is not None:
+            filters["instance_id"] = instance_id
+        if status is not None:
+            filters["status"] = status
+        if before is not None:
+            filters["id__lt"] = before
+        with self.active():
+            rows = await models.ExecutionRecord.filter(**filters).order_by("-id").limit(limit)
+        return [
+            Execution(
+                id=r.id,
+                instance_id=r.instance_id,
+                started_at=r.started_at,
+                duration=r.duration,
+                status=r.status,
+                error=r.error,
+                metric_count=r.metric_count,
+                trigger=r.trigger,
+                lag=r.lag,
+            )
+            for r in rows
+        ]
+
+    async def health_transitions(self, instance_id: str) -> list[tuple[float, str, str, str]]:
+        """(time, old state, new state, message) of an instance, oldest first."""
+        with self.active():
+            rows = await models.HealthTransitionRecord.filter(instance_id=instance_id).order_by(
+                "id"
+            )
+        return [(r.ts, r.old_state, r.new_state, r.message) for r in rows]
+
+    async def count_samples(self) -> int:
+        """The number of raw samples held."""
+        with self.active():
+            return await models.SampleRecord.all().count()
+
+    async def fetch(self, query: str, values: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Run a read query (``?`` placeholders) on the store's connection."""
+        with self.active():
+            return await self.connection.execute_query_dict(self.dialect.q(query), list(values))
+
+    async def execute(self, query: str, values: Sequence[Any] = ()) -> int:
+        """Run a write statement (``?`` placeholders); returns the rows affected."""
+        with self.active():
+            count, _ = await self.connection.execute_query(self.dialect.q(query), list(values))
+        return count
+
+
+def _safe_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
