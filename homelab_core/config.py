@@ -9,6 +9,7 @@ fixed sections can be set from the environment as ``HOMELAB_<SECTION>_<KEY>`` (f
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -154,15 +155,18 @@ def load_settings(
             data = tomllib.loads(file.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"not valid TOML: {exc}", file=source) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"not UTF-8 text: {exc}", file=source) from None
         except OSError as exc:
             raise ConfigError(f"cannot read: {exc}", file=source) from None
+    else:
+        # No file: the embedded defaults, which the environment may still adjust.
+        data["plugins"] = {i.id: {"type": i.type} for i in Settings.default().plugins.values()}
     _apply_environment(data, env)
-    return settings_from_mapping(data, source=source, default_plugins=source is None)
+    return settings_from_mapping(data, source=source)
 
 
-def settings_from_mapping(
-    data: Mapping[str, Any], *, source: str | None = None, default_plugins: bool = False
-) -> Settings:
+def settings_from_mapping(data: Mapping[str, Any], *, source: str | None = None) -> Settings:
     """Validate a parsed ``homelab.toml`` mapping into :class:`Settings`."""
     where = source or "<settings>"
     unknown = sorted(set(data) - set(_SECTIONS) - {"plugins"})
@@ -178,11 +182,7 @@ def settings_from_mapping(
         if not isinstance(table, Mapping):
             raise ConfigError("must be a table", file=where, table=name)
         sections[name] = build_config(cls, table, file=where, table=name)
-    plugins_table = data.get("plugins")
-    if plugins_table is None and default_plugins:
-        plugins = Settings.default().plugins
-    else:
-        plugins = _instances(plugins_table or {}, where)
+    plugins = _instances(data.get("plugins") or {}, where)
     return Settings(**sections, plugins=plugins, source=source)
 
 
@@ -192,7 +192,7 @@ def _instances(table: Any, where: str) -> dict[str, InstanceSettings]:
     result: dict[str, InstanceSettings] = {}
     for instance_id, body in table.items():
         name = f"plugins.{instance_id}"
-        if not SLUG.match(instance_id):
+        if not SLUG.fullmatch(instance_id):
             raise ConfigError(
                 "instance id must be a lowercase slug (letters, digits, '_', '-')",
                 file=where,
@@ -212,7 +212,10 @@ def _instances(table: Any, where: str) -> dict[str, InstanceSettings]:
         for key in ("interval", "timeout"):
             value = body.get(key)
             if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value <= 0
             ):
                 raise ConfigError(
                     f"expected a positive number of seconds, got {value!r}",
@@ -242,7 +245,7 @@ def _apply_environment(data: dict[str, Any], env: Mapping[str, str]) -> None:
         match = _PLUGIN_ENV.match(key)
         if match:
             instance_id, field = match.group(1).lower(), match.group(2).lower()
-            table = data.setdefault("plugins", {}).setdefault(instance_id, {})
+            table = _table(_table(data, "plugins", key), instance_id, key)
             # Instance options stay text: they are parsed to each field's type later.
             table[field] = _env_value(raw) if field in _INSTANCE_KEYS else raw
             continue
@@ -252,7 +255,14 @@ def _apply_environment(data: dict[str, Any], env: Mapping[str, str]) -> None:
             types = attrs.resolve_types(_SECTIONS[section])
             known = attrs.fields_dict(types).get(field)
             text = known is not None and known.type is str
-            data.setdefault(section, {})[field] = raw if text else _env_value(raw)
+            _table(data, section, key)[field] = raw if text else _env_value(raw)
+
+
+def _table(data: dict[str, Any], name: str, variable: str) -> dict[str, Any]:
+    table = data.setdefault(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"must be a table to apply ${variable}", table=name)
+    return table
 
 
 def _env_value(raw: str) -> Any:

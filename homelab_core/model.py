@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 import math
 import re
 import time
@@ -11,13 +12,13 @@ from typing import Any
 
 import attrs
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]*")
 
 
 def _labels(value: Mapping[str, Any] | None) -> dict[str, str]:
     if not value:
         return {}
-    return {str(k): str(v) for k, v in sorted(value.items())}
+    return dict(sorted((str(k), str(v)) for k, v in value.items()))
 
 
 def _value(value: Any) -> float:
@@ -32,7 +33,7 @@ def _value(value: Any) -> float:
 
 
 def _check_name(_: Any, __: attrs.Attribute[str], value: str) -> None:
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         raise ValueError(
             f"metric name {value!r} is invalid: use letters, digits, '_', '.', ':' or '-',"
             " starting with a letter or '_'"
@@ -85,11 +86,13 @@ class Metric:
 
 
 def series_key(name: str, labels: Mapping[str, str]) -> str:
-    """The key of one series of an instance: ``name{a=1,b=2}`` with sorted labels."""
+    """The key of one series of an instance: the name, then its labels as sorted JSON.
+
+    JSON quoting keeps the key unambiguous whatever characters labels contain.
+    """
     if not labels:
         return name
-    inner = ",".join(f"{k}={labels[k]}" for k in sorted(labels))
-    return f"{name}{{{inner}}}"
+    return name + json.dumps(labels, sort_keys=True, separators=(",", ":"))
 
 
 class HealthState(enum.StrEnum):

@@ -8,10 +8,12 @@ field at fault in every error.
 
 from __future__ import annotations
 
+import collections.abc
 import enum
 import json
+import math
+import re
 import types
-import typing
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
@@ -115,23 +117,27 @@ def _convert(value: Any, tp: Any, from_text: bool) -> Any:
         raise _Invalid
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if from_text and isinstance(value, str):
+            result = float(value)
+        elif from_text and isinstance(value, str):
             try:
-                return float(value.strip())
+                result = float(value.strip())
             except ValueError:
                 raise _Invalid from None
-        raise _Invalid
+        else:
+            raise _Invalid
+        if not math.isfinite(result):
+            raise _Invalid
+        return result
     if tp is str:
         if isinstance(value, str):
             return value
         raise _Invalid
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        try:
-            return tp(value)
-        except ValueError:
-            raise _Invalid from None
-    if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
+        for member in tp:
+            if value == member.value or (from_text and value in (str(member.value), member.name)):
+                return member
+        raise _Invalid
+    if origin in (list, tuple, collections.abc.Sequence) or tp in (list, tuple):
         if from_text and isinstance(value, str):
             value = _parse_json_or_csv(value)
         if not isinstance(value, list | tuple):
@@ -139,7 +145,7 @@ def _convert(value: Any, tp: Any, from_text: bool) -> Any:
         args = get_args(tp) or (Any,)
         items = [_convert(v, args[0], from_text) for v in value]
         return tuple(items) if origin is tuple or tp is tuple else items
-    if origin in (dict, typing.Mapping) or tp is dict:
+    if origin in (dict, collections.abc.Mapping) or tp is dict:
         if from_text and isinstance(value, str):
             try:
                 value = json.loads(value)
@@ -205,7 +211,27 @@ def build_config(
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(str(exc), file=file, table=table) from None
+        name, message = _validator_failure(exc, fields)
+        secrets = [kwargs[f] for f in kwargs if fields[f].metadata.get("secret")]
+        for value in secrets:
+            if isinstance(value, str) and value:
+                message = message.replace(value, REDACTED)
+        raise ConfigError(message, file=file, table=table, field=name) from None
+
+
+def _validator_failure(
+    exc: Exception, fields: Mapping[str, attrs.Attribute[Any]]
+) -> tuple[str | None, str]:
+    """The field an attrs validator rejected, and its message without the attribute's repr."""
+    args = exc.args
+    message = args[0] if args and isinstance(args[0], str) else str(exc)
+    for arg in args[1:]:
+        if isinstance(arg, attrs.Attribute):
+            return arg.name, message
+    quoted = re.search(r"'([A-Za-z_][A-Za-z0-9_]*)'", message)
+    if quoted and quoted.group(1) in fields:
+        return quoted.group(1), message
+    return None, message
 
 
 def config_to_dict(config: Any, *, redact: bool = True) -> dict[str, Any]:
@@ -265,6 +291,8 @@ def config_schema(cls: type) -> dict[str, Any]:
             required.append(field.name)
         elif isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
             prop["default"] = field.default.factory()  # type: ignore[union-attr]
+        elif field.metadata.get("secret") and field.default not in (None, ""):
+            prop["default"] = REDACTED
         else:
             default = field.default
             prop["default"] = default.value if isinstance(default, enum.Enum) else default

@@ -12,7 +12,8 @@ import attrs
 from .model import HealthReport, Metric
 from .options import NoConfig
 
-SLUG = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+#: What plugin type names and instance ids look like (use ``fullmatch``).
+SLUG = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 
 
 class Plugin:
@@ -87,7 +88,7 @@ def validate_plugin_type(obj: Any) -> list[str]:
         return [f"{obj!r} is not a subclass of homelab_core.Plugin"]
     problems = []
     name = getattr(obj, "name", None)
-    if not isinstance(name, str) or not SLUG.match(name):
+    if not isinstance(name, str) or not SLUG.fullmatch(name):
         problems.append(
             f"{obj.__qualname__}.name must be a lowercase slug (letters, digits, '_', '-'),"
             f" got {name!r}"

@@ -7,9 +7,11 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+import anyio
 import attrs
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.context import TortoiseContext
@@ -28,6 +30,8 @@ log = logging.getLogger("homelab.store")
 #: own Tortoise set-up never sees them.
 CONNECTION = "homelab"
 APP = "homelab"
+#: Seconds that connecting and migrating may take before the store gives up.
+OPEN_TIMEOUT = 60.0
 _SQLITE_DEFAULTS = {"synchronous": "NORMAL", "busy_timeout": "5000", "journal_mode": "WAL"}
 
 
@@ -109,16 +113,29 @@ class Store:
                 }
             },
         }
+        self._check_sqlite_path()
         with self.active():
             try:
-                await self._context.init(config=config, _create_db=False)
-                executor = MigrationExecutor(self.connection, config["apps"])
-                await executor.migrate()
+                with anyio.fail_after(OPEN_TIMEOUT):
+                    await self._context.init(config=config, _create_db=False)
+                    executor = MigrationExecutor(self.connection, config["apps"])
+                    await executor.migrate()
             except Exception as exc:
                 with contextlib.suppress(Exception):
                     await self._context.close_connections()
                 raise StoreError(f"cannot open the store at {_safe_url(self.url)}: {exc}") from exc
         self._open = True
+
+    def _check_sqlite_path(self) -> None:
+        # aiosqlite never answers when SQLite cannot create the file: fail clearly instead.
+        parts = urlsplit(self.url)
+        if parts.scheme != "sqlite":
+            return
+        path = Path(unquote(parts.netloc + parts.path))
+        if str(path) != ":memory:" and not path.parent.is_dir():
+            raise StoreError(
+                f"cannot open the store at {path}: directory {str(path.parent)!r} does not exist"
+            )
 
     async def close(self) -> None:
         """Close the store's connections."""

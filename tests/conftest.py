@@ -1,0 +1,41 @@
+"""Shared fixtures: the anyio backend, plugin registration, hub settings on real SQLite."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sample_plugins
+
+from homelab_core import InstanceSettings, PluginManager, Settings
+from homelab_core.config import SchedulerSettings, StoreSettings
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """The store, cache and hub are asyncio libraries; pure-anyio tests override this."""
+    return "asyncio"
+
+
+@pytest.fixture
+def manager() -> Iterator[PluginManager]:
+    """A plugin manager with the test plugin types registered and no entry points loaded."""
+    pm = PluginManager(load_entry_points=False)
+    pm.register(sample_plugins, name="sample_plugins")
+    yield pm
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Any:
+    """Build hub settings on a real SQLite file under ``tmp_path``."""
+
+    def build(*instances: InstanceSettings, **sections: Any) -> Settings:
+        sections.setdefault("scheduler", SchedulerSettings(jitter=0.0, setup_retry=[0.05]))
+        sections.setdefault("store", StoreSettings(flush_interval=0.05))
+        settings = Settings(plugins={i.id: i for i in instances}, **sections)
+        settings.database.url = f"sqlite://{tmp_path / 'homelab.db'}"
+        return settings
+
+    return build

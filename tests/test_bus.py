@@ -1,0 +1,89 @@
+"""The broadcast bus, on asyncio and trio."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from homelab_core import Event, MemoryBus
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def event(n: int, instance_id: str = "a") -> Event:
+    return Event("metrics", instance_id, {"n": n})
+
+
+async def test_every_subscriber_receives_every_event_in_order() -> None:
+    bus = MemoryBus()
+    async with bus.subscribe() as first, bus.subscribe() as second:
+        for n in range(5):
+            bus.publish(event(n))
+        for sub in (first, second):
+            assert [(await sub.receive()).data["n"] for _ in range(5)] == [0, 1, 2, 3, 4]
+
+
+async def test_a_slow_subscriber_misses_events_and_counts_them() -> None:
+    bus = MemoryBus()
+    async with bus.subscribe(buffer=3) as slow, bus.subscribe(buffer=100) as fast:
+        for n in range(10):
+            bus.publish(event(n))
+        assert slow.missed == 7
+        assert [slow.receive_nowait().data["n"] for _ in range(3)] == [0, 1, 2]
+        assert fast.missed == 0
+        assert [fast.receive_nowait().data["n"] for _ in range(10)] == list(range(10))
+        assert slow.take_missed() == 7
+        assert slow.missed == 0
+
+
+async def test_publish_never_waits_for_a_stalled_subscriber() -> None:
+    bus = MemoryBus()
+    async with bus.subscribe(buffer=1) as stalled:
+        # publish() is synchronous: it cannot wait, whatever the subscriber does.
+        for n in range(10_000):
+            bus.publish(event(n))
+        assert stalled.missed == 9_999
+
+
+async def test_accept_filters_before_using_buffer_space() -> None:
+    bus = MemoryBus()
+    async with bus.subscribe(buffer=2, accept=lambda e: e.instance_id == "b") as sub:
+        for n in range(5):
+            bus.publish(event(n, "a"))
+        bus.publish(event(99, "b"))
+        assert sub.missed == 0
+        assert sub.receive_nowait().data == {"n": 99}
+        with pytest.raises(anyio.WouldBlock):
+            sub.receive_nowait()
+
+
+async def test_closing_a_subscription_unregisters_it() -> None:
+    bus = MemoryBus()
+    async with bus.subscribe():
+        assert bus.subscriber_count == 1
+    assert bus.subscriber_count == 0
+    bus.publish(event(1))
+    assert bus.published == 1
+
+
+async def test_async_iteration_delivers_live_events() -> None:
+    bus = MemoryBus()
+    received: list[int] = []
+    async with anyio.create_task_group() as tg, bus.subscribe() as sub:
+
+        async def consume() -> None:
+            async for item in sub:
+                received.append(item.data["n"])
+                if len(received) == 3:
+                    return
+
+        tg.start_soon(consume)
+        for n in range(3):
+            await anyio.sleep(0.01)
+            bus.publish(event(n))
+    assert received == [0, 1, 2]

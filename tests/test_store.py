@@ -1,0 +1,246 @@
+"""The store on a real SQLite file: writes, rollups, history tiers, retention, retries."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from homelab_core import Execution, Health, HealthState, Metric, StoreError
+from homelab_core.config import RetentionSettings, StoreSettings
+from homelab_core.store import BatchWriter, Maintenance, Store, WriteQueue, history
+from homelab_core.store.retention import HOUR, MINUTE
+
+pytestmark = pytest.mark.anyio
+
+T0 = 1_700_000_000.0 - (1_700_000_000.0 % HOUR)  # an hour boundary
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = Store(f"sqlite://{tmp_path / 'store.db'}")
+    await s.open()
+    yield s
+    await s.close()
+
+
+def samples(start: float, count: int, step: float, value: float = 1.0) -> list[Metric]:
+    return [Metric("temp", value + i, unit="°C", timestamp=start + i * step) for i in range(count)]
+
+
+async def test_open_applies_migrations_and_enables_wal(tmp_path: Path) -> None:
+    path = tmp_path / "fresh.db"
+    store = Store(f"sqlite://{path}")
+    await store.open()
+    await store.close()
+    # Opening again finds the migration applied and does nothing.
+    await store.open()
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        applied = conn.execute("SELECT app, name FROM tortoise_migrations").fetchall()
+    assert applied == [("homelab", "0001_initial")]
+
+
+async def test_unreachable_database_is_a_store_error(tmp_path: Path) -> None:
+    store = Store(f"sqlite://{tmp_path / 'missing-dir' / 'x.db'}")
+    with pytest.raises(StoreError, match=r"directory .*missing-dir.* does not exist"):
+        await store.open()
+
+
+async def test_write_creates_series_once_and_stores_samples(store: Store) -> None:
+    await store.write([("a", samples(T0, 3, 10)), ("b", samples(T0, 2, 10))])
+    await store.write([("a", samples(T0 + 30, 2, 10))])
+    series = await store.series("a")
+    assert [(s.name, s.unit, s.labels) for s in series] == [("temp", "°C", {})]
+    assert await store.count_samples() == 7
+    assert store.samples_written == 7
+
+
+async def test_write_records_executions_and_health_transitions(store: Store) -> None:
+    execution = Execution("a", T0, 0.5, "error", error="boom", trigger="schedule")
+    old = Health(HealthState.OK)
+    new = Health(HealthState.FAILING, message="boom", since=T0)
+    await store.write([], [execution], [("a", old, new)])
+    [stored] = await store.executions("a")
+    assert (stored.status, stored.error, stored.duration) == ("error", "boom", 0.5)
+    assert stored.id is not None
+    assert await store.health_transitions("a") == [(T0, "ok", "failing", "boom")]
+
+
+async def test_executions_page_newest_first_and_filter_by_status(store: Store) -> None:
+    runs = [Execution("a", T0 + i, 0.1, "ok" if i % 2 else "error", error=None) for i in range(10)]
+    await store.write([], runs)
+    page = await store.executions("a", limit=4)
+    assert [e.started_at - T0 for e in page] == [9, 8, 7, 6]
+    next_page = await store.executions("a", limit=4, before=page[-1].id)
+    assert [e.started_at - T0 for e in next_page] == [5, 4, 3, 2]
+    errors = await store.executions("a", status="error")
+    assert {e.status for e in errors} == {"error"}
+    assert len(errors) == 5
+
+
+async def test_rollups_fill_minute_and_hour_tiers(store: Store) -> None:
+    # Two hours of 10 s samples: values 0..719.
+    await store.write([("a", [Metric("v", i, timestamp=T0 + i * 10) for i in range(720)])])
+    maintenance = Maintenance(store, RetentionSettings())
+    await maintenance.run_once(now=T0 + 2 * HOUR + 120)
+    rows = await store.fetch(
+        "SELECT resolution, bucket, min, max, sum, count FROM homelab_rollup ORDER BY"
+        " resolution, bucket"
+    )
+    minutes = [r for r in rows if r["resolution"] == MINUTE]
+    hours = [r for r in rows if r["resolution"] == HOUR]
+    assert len(minutes) == 120
+    assert (minutes[0]["min"], minutes[0]["max"], minutes[0]["count"]) == (0, 5, 6)
+    assert [(h["bucket"] - T0, h["min"], h["max"], h["count"]) for h in hours] == [
+        (0, 0, 359, 360),
+        (HOUR, 360, 719, 360),
+    ]
+    assert await maintenance.watermark(MINUTE) == T0 + 2 * HOUR + 60
+    # A second pass adds nothing twice.
+    await maintenance.run_once(now=T0 + 2 * HOUR + 120)
+    [again] = await store.fetch("SELECT SUM(count) AS n FROM homelab_rollup WHERE resolution = 60")
+    assert again["n"] == 720
+
+
+async def test_history_uses_the_coarsest_fitting_tier(store: Store) -> None:
+    await store.write([("a", [Metric("v", i, timestamp=T0 + i * 10) for i in range(720)])])
+    maintenance = Maintenance(store, RetentionSettings())
+    await maintenance.run_once(now=T0 + 2 * HOUR + 120)
+    # Remove raw samples already rolled up: a query that still read them would find gaps.
+    await store.execute("DELETE FROM homelab_sample WHERE ts < ?", [T0 + 2 * HOUR])
+    [series] = await history(store, maintenance, "a", "v", since=T0, until=T0 + 2 * HOUR, step=HOUR)
+    assert series.resolution == HOUR
+    assert [(p.timestamp - T0, p.value) for p in series.points] == [
+        (0, 179.5),
+        (HOUR, 539.5),
+    ]
+    [by_minute] = await history(
+        store, maintenance, "a", "v", since=T0, until=T0 + 600, step=60, agg="max"
+    )
+    assert by_minute.resolution == MINUTE
+    assert [p.value for p in by_minute.points] == [5, 11, 17, 23, 29, 35, 41, 47, 53, 59]
+
+
+async def test_history_reads_raw_samples_newer_than_the_rollups(store: Store) -> None:
+    maintenance = Maintenance(store, RetentionSettings())
+    await store.write([("a", [Metric("v", i, timestamp=T0 + i * 10) for i in range(12)])])
+    await maintenance.run_once(now=T0 + 60 + 30)  # rolls the first minute only
+    await store.write([("a", [Metric("v", 100, timestamp=T0 + 125)])])
+    [series] = await history(
+        store, maintenance, "a", "v", since=T0, until=T0 + 180, step=60, agg="min"
+    )
+    assert [(p.timestamp - T0, p.value) for p in series.points] == [(0, 0), (60, 6), (120, 100)]
+
+
+async def test_history_caps_points_and_filters_labels(store: Store) -> None:
+    metrics = [
+        Metric("v", i, labels={"disk": d}, timestamp=T0 + i) for i in range(1000) for d in "ab"
+    ]
+    await store.write([("a", metrics)])
+    maintenance = Maintenance(store, RetentionSettings())
+    result = await history(
+        store,
+        maintenance,
+        "a",
+        "v",
+        since=T0,
+        until=T0 + 1000,
+        labels={"disk": "b"},
+        max_points=100,
+    )
+    assert [s.labels for s in result] == [{"disk": "b"}]
+    assert len(result[0].points) == 100
+    assert result[0].resolution == 10
+
+
+async def test_history_rejects_bad_arguments(store: Store) -> None:
+    maintenance = Maintenance(store, RetentionSettings())
+    from homelab_core import HomelabError
+
+    with pytest.raises(HomelabError, match="unknown aggregate 'median'"):
+        await history(store, maintenance, "a", "v", since=T0, until=T0 + 1, agg="median")  # type: ignore[arg-type]
+    with pytest.raises(HomelabError, match="'until' must be later than 'since'"):
+        await history(store, maintenance, "a", "v", since=T0, until=T0)
+
+
+async def test_retention_prunes_each_tier(store: Store) -> None:
+    day = 86400.0
+    now = T0 + 100 * day
+    await store.write(
+        [("a", [Metric("v", 1, timestamp=now - 8 * day), Metric("v", 2, timestamp=now - day)])],
+        [Execution("a", now - 15 * day, 0.1, "ok"), Execution("a", now - day, 0.1, "ok")],
+    )
+    await store.execute(
+        "INSERT INTO homelab_rollup (series_id, resolution, bucket, min, max, sum, count)"
+        " VALUES (1, 60, ?, 1, 1, 1, 1), (1, 60, ?, 1, 1, 1, 1)",
+        [now - 91 * day, now - 89 * day],
+    )
+    await Maintenance(store, RetentionSettings()).prune(now)
+    assert [r["value"] for r in await store.fetch("SELECT value FROM homelab_sample")] == [2]
+    assert len(await store.fetch("SELECT id FROM homelab_rollup")) == 1
+    assert len(await store.executions("a")) == 1
+
+
+class FlakyStore:
+    """Wraps a store; its first ``failures`` writes raise."""
+
+    def __init__(self, store: Store, failures: int) -> None:
+        self.store = store
+        self.failures = failures
+
+    async def write(self, *args: object) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("database is away")
+        return await self.store.write(*args)  # type: ignore[arg-type]
+
+
+async def test_writer_retries_until_the_store_is_back(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("homelab_core.store.writer.RETRY_WAITS", (0.01,))
+    queue = WriteQueue(max_samples=1000, batch_size=10)
+    writer = BatchWriter(FlakyStore(store, 2), queue, StoreSettings(flush_interval=0.01))  # type: ignore[arg-type]
+    queue.put_metrics("a", samples(T0, 25, 1))
+    queue.close()
+    with anyio.fail_after(5):
+        await writer.run()
+    assert await store.count_samples() == 25
+    assert writer.failures == 2
+    assert queue.dropped_samples == 0
+
+
+async def test_writer_gives_up_during_shutdown_and_counts_the_loss(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("homelab_core.store.writer.RETRY_WAITS", (0.01,))
+    queue = WriteQueue(max_samples=1000, batch_size=100)
+    writer = BatchWriter(FlakyStore(store, 100), queue, StoreSettings(flush_interval=0.01))  # type: ignore[arg-type]
+    queue.put_metrics("a", samples(T0, 7, 1))
+    queue.close()
+    with anyio.fail_after(5):
+        await writer.run()
+    assert queue.dropped_samples == 7
+
+
+async def test_writer_batches_by_size(store: Store) -> None:
+    queue = WriteQueue(max_samples=10_000, batch_size=100)
+    writer = BatchWriter(store, queue, StoreSettings(flush_interval=10))
+    for i in range(10):
+        queue.put_metrics("a", samples(T0 + i * 100, 50, 1))
+    queue.close()
+    await writer.run()
+    assert writer.batches_written == 5
+    assert await store.count_samples() == 500
+
+
+async def test_closed_queue_refuses_and_counts(store: Store) -> None:
+    queue = WriteQueue(max_samples=100, batch_size=10)
+    queue.close()
+    assert not queue.put_metrics("a", samples(T0, 3, 1))
+    assert queue.dropped_samples == 3
