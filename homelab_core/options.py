@@ -211,12 +211,12 @@ def build_config(
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        name, message = _validator_failure(exc, fields)
+        culprit, message = _validator_failure(exc, fields)
         secrets = [kwargs[f] for f in kwargs if fields[f].metadata.get("secret")]
         for value in secrets:
             if isinstance(value, str) and value:
                 message = message.replace(value, REDACTED)
-        raise ConfigError(message, file=file, table=table, field=name) from None
+        raise ConfigError(message, file=file, table=table, field=culprit) from None
 
 
 def _validator_failure(
