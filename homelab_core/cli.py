@@ -24,6 +24,12 @@ from .scheduler import run_once
 EXIT_CONFIG = 2
 
 
+class ConfigFailure(click.ClickException):
+    """Bad configuration or options: exits with status 2."""
+
+    exit_code = EXIT_CONFIG
+
+
 class _Group(click.Group):
     """The root group; adds commands that plugins contribute through ``register_commands``."""
 
@@ -67,7 +73,7 @@ def _settings(config: str | None) -> Settings:
     try:
         return load_settings(config)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise ConfigFailure(str(exc)) from None
 
 
 def _report_load_errors(manager: PluginManager) -> None:
@@ -128,15 +134,18 @@ def plugins_command(ctx: click.Context, config: str | None) -> None:
         "Configured instances"
         + (f" ({settings.source})" if settings.source else " (embedded defaults)")
     )
-    inst_rows = [
-        (
-            i.id,
-            i.type + ("" if i.type in types else "  (not installed)"),
-            "yes" if i.enabled else "no",
-            f"{i.interval or (types[i.type].default_interval if i.type in types else 0):g}s",
+    inst_rows = []
+    for i in settings.plugins.values():
+        installed = types.get(i.type)
+        interval = i.interval or (installed.default_interval if installed else None)
+        inst_rows.append(
+            (
+                i.id,
+                i.type if installed else f"{i.type} (not installed)",
+                "yes" if i.enabled else "no",
+                f"{interval:g}s" if interval else "-",
+            )
         )
-        for i in settings.plugins.values()
-    ]
     click.echo(
         _table(inst_rows, ["id", "type", "enabled", "interval"]) if inst_rows else "  (none)"
     )
@@ -181,13 +190,13 @@ def run_command(
         if target not in types:
             _report_load_errors(manager)
             known = sorted({*types, *settings.plugins})
-            raise click.ClickException(
+            raise ConfigFailure(
                 f"{target!r} is neither a configured instance nor an installed plugin type;"
                 f" choose one of: {', '.join(known) or 'none'}"
             )
         instance = InstanceSettings(id=target, type=target)
     if instance.type not in types:
-        raise click.ClickException(str(UnknownPluginError(instance.type, "plugin type")))
+        raise ConfigFailure(str(UnknownPluginError(instance.type, "plugin type")))
     try:
         plugin, _, timeout = build_instance(
             instance,
@@ -197,7 +206,7 @@ def run_command(
             overrides=overrides,
         )
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise ConfigFailure(str(exc)) from None
     execution, metrics, report = anyio.run(
         lambda: run_once(plugin, instance_id=instance.id, timeout=timeout)
     )

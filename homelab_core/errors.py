@@ -36,6 +36,10 @@ class PluginError(HomelabError):
     """A plugin did something the framework cannot accept."""
 
 
+class PluginRegistrationError(PluginError):
+    """A plugin registered something that is not a valid plugin type."""
+
+
 class PluginLoadError(PluginError):
     """An entry point of the ``homelab.plugins`` group failed to import."""
 
@@ -43,10 +47,6 @@ class PluginLoadError(PluginError):
         self.entry_point = entry_point
         self.error = error
         super().__init__(f"plugin {entry_point!r} failed to load: {type(error).__name__}: {error}")
-
-
-class PluginRegistrationError(PluginError):
-    """A plugin registered something that is not a valid plugin type."""
 
 
 class UnknownPluginError(HomelabError, LookupError):

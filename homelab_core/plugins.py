@@ -96,7 +96,8 @@ class PluginManager:
     def _collect_types(self) -> tuple[dict[str, type[Plugin]], dict[str, str]]:
         types: dict[str, type[Plugin]] = {}
         sources: dict[str, str] = {}
-        for impl in reversed(self.hook.register_plugins.get_hookimpls()):
+        # In registration order, so that the first plugin to claim a type name keeps it.
+        for impl in self.hook.register_plugins.get_hookimpls():
             source = impl.plugin_name
 
             def register(obj: Any, *, _source: str = source) -> None:

@@ -1,0 +1,191 @@
+"""The ``homelab`` command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from homelab_core import PluginManager, __version__, hookimpl
+from homelab_core.cli import cli
+from homelab_core.options import REDACTED
+
+
+@pytest.fixture
+def run(manager: PluginManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Invoke ``homelab`` in-process with the test plugins, in an empty directory."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HOMELAB_CONFIG", raising=False)
+    runner = CliRunner()
+
+    def invoke(*args: str) -> click.testing.Result:
+        return runner.invoke(cli, list(args), obj=manager, catch_exceptions=False)
+
+    return invoke
+
+
+def write_config(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "homelab.toml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_version_prints_the_package_version(run) -> None:  # type: ignore[no-untyped-def]
+    result = run("--version")
+    assert result.exit_code == 0
+    assert result.output.strip() == f"homelab, version {__version__}"
+
+
+def test_plugins_lists_types_and_configured_instances(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(
+        tmp_path, '[plugins.web]\ntype = "counter"\ninterval = 5\n[plugins.old]\ntype = "gone"\n'
+    )
+    result = run("plugins", "--config", config)
+    assert result.exit_code == 0
+    rows = [line.split() for line in result.output.splitlines()]
+    assert ["counter", "test", "0.0.0", "sample_plugins", "Reports", "how", "many", "times",
+            "it", "has", "run."] in rows
+    assert ["web", "counter", "yes", "5s"] in rows
+    assert ["old", "gone", "(not", "installed)", "yes", "-"] in rows
+
+
+def test_plugins_without_a_file_shows_the_embedded_defaults(run) -> None:  # type: ignore[no-untyped-def]
+    result = run("plugins")
+    assert "Configured instances (embedded defaults)" in result.output
+    assert ["system", "system", "(not", "installed)", "yes", "-"] in [
+        line.split() for line in result.output.splitlines()
+    ]
+
+
+def test_run_once_prints_metrics_as_json(run) -> None:  # type: ignore[no-untyped-def]
+    result = run("run", "counter", "--once", "--set", "series=2", "--set", "token=s3cret")
+    assert result.exit_code == 0, result.output
+    output = json.loads(result.output)
+    assert output["status"] == "ok"
+    assert [(m["name"], m["labels"], m["value"]) for m in output["metrics"]] == [
+        ("count", {"series": "0"}, 1.0),
+        ("count", {"series": "1"}, 1.0),
+    ]
+    assert output["config"]["token"] == REDACTED
+    assert "s3cret" not in result.output
+
+
+def test_run_once_with_timing_reports_the_collection_cost(run) -> None:  # type: ignore[no-untyped-def]
+    output = json.loads(run("run", "counter", "--once", "--timing").output)
+    assert 0 <= output["timing"]["collect_seconds"] < 1
+
+
+def test_run_a_configured_instance_uses_its_options(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(tmp_path, '[plugins.many]\ntype = "counter"\nseries = 3\n')
+    output = json.loads(run("run", "many", "--once", "--config", config).output)
+    assert output["instance"] == "many"
+    assert len(output["metrics"]) == 3
+
+
+def test_run_with_a_bad_value_names_the_field_and_type(run) -> None:  # type: ignore[no-untyped-def]
+    result = run("run", "counter", "--once", "--set", "series=lots")
+    assert result.exit_code == 2
+    assert "--set [plugins.counter] series: expected int, got 'lots'" in result.output
+
+
+def test_run_with_an_unknown_option_lists_the_accepted_ones(run) -> None:  # type: ignore[no-untyped-def]
+    result = run("run", "counter", "--once", "--set", "colour=red")
+    assert result.exit_code == 2
+    assert "colour: unknown field; this plugin accepts: delay, series, token" in result.output
+
+
+def test_run_of_an_unknown_target_lists_the_choices(run) -> None:  # type: ignore[no-untyped-def]
+    result = run("run", "nosuch", "--once")
+    assert result.exit_code == 2
+    assert "'nosuch' is neither a configured instance nor an installed plugin type" in (
+        result.output
+    )
+    assert "counter" in result.output
+
+
+def test_run_without_once_is_a_usage_error(run) -> None:  # type: ignore[no-untyped-def]
+    result = run("run", "counter")
+    assert result.exit_code == 2
+    assert "add --once" in result.output
+
+
+def test_run_set_needs_key_equals_value(run) -> None:  # type: ignore[no-untyped-def]
+    result = run("run", "counter", "--once", "--set", "series")
+    assert result.exit_code == 2
+    assert "'series' is not key=value" in result.output
+
+
+def test_a_failing_run_exits_1_with_the_error(run) -> None:  # type: ignore[no-untyped-def]
+    result = run("run", "raises", "--once")
+    assert result.exit_code == 1
+    assert "error: raises: RuntimeError: the sensor is on fire" in result.output
+
+
+def test_check_config_accepts_a_valid_file(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(tmp_path, '[plugins.a]\ntype = "counter"\nseries = 2\n')
+    result = run("check-config", "--config", config)
+    assert result.exit_code == 0
+    assert f"ok: {config}: 1 plugin instance(s) valid" in result.output
+
+
+def test_check_config_reports_every_problem(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(
+        tmp_path,
+        '[plugins.a]\ntype = "counter"\nseries = "x"\n[plugins.b]\ntype = "nosuch"\n',
+    )
+    result = run("check-config", "--config", config)
+    assert result.exit_code == 2
+    assert f"{config} [plugins.a] series: expected int, got 'x'" in result.output
+    assert f"{config} [plugins.b] type: unknown plugin type 'nosuch'" in result.output
+
+
+def test_bad_toml_is_reported_with_the_file(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(tmp_path, "[server\n")
+    result = run("check-config", "--config", config)
+    assert result.exit_code == 2
+    assert f"{config}: not valid TOML" in result.output
+
+
+def test_missing_config_file_is_reported(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = run("plugins", "--config", str(tmp_path / "nope.toml"))
+    assert result.exit_code == 2
+    assert "nope.toml' does not exist" in result.output
+
+
+class Commands:
+    @hookimpl
+    def register_commands(self, cli: click.Group) -> None:
+        @cli.command("hello")
+        def hello() -> None:
+            """Say hello from a plugin."""
+            click.echo("hello from a plugin")
+
+
+def test_hook_register_commands(manager: PluginManager) -> None:
+    manager.register(Commands(), name="commands")
+    # A fresh group object: the real one remembers that plugin commands were loaded.
+    group = type(cli)(name="homelab", commands=dict(cli.commands))
+    result = CliRunner().invoke(group, ["hello"], obj=manager)
+    assert result.output == "hello from a plugin\n"
+    listing = CliRunner().invoke(group, ["--help"], obj=manager)
+    assert "Say hello from a plugin." in listing.output
+
+
+def test_homelab_run_system_once_prints_cpu_and_memory(tmp_path: Path) -> None:
+    """The acceptance check, as a user runs it: a real process and the bundled plugin."""
+    result = subprocess.run(
+        [sys.executable, "-m", "homelab_core.cli", "run", "system", "--once"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    names = {m["name"] for m in json.loads(result.stdout)["metrics"]}
+    assert {"cpu.percent", "mem.used", "mem.percent"} <= names

@@ -1,0 +1,46 @@
+"""The layering rules of DESIGN.md, checked on the source."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+CORE = Path(__file__).resolve().parent.parent / "homelab_core"
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def core_files() -> list[Path]:
+    return sorted(CORE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", core_files(), ids=lambda p: str(p.relative_to(CORE)))
+def test_core_never_imports_bundled_plugins(path: Path) -> None:
+    assert not {m for m in imported_modules(path) if m.split(".")[0] == "homelab_plugins"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in core_files() if "web" not in p.relative_to(CORE).parts],
+    ids=lambda p: str(p.relative_to(CORE)),
+)
+def test_nothing_below_web_imports_quart(path: Path) -> None:
+    quart = {m for m in imported_modules(path) if m.split(".")[0] in ("quart", "quart_schema")}
+    assert not quart
+
+
+def test_the_checks_see_imports() -> None:
+    """Guard the guard: the scanner finds a plain and a from-import."""
+    sample = CORE.parent / "tests" / "test_layers.py"
+    assert {"ast", "pathlib", "pytest"} <= imported_modules(sample)

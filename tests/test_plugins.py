@@ -1,0 +1,142 @@
+"""The plugin manager: registration, validation, event hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sample_plugins
+from sample_plugins import Counter
+
+from homelab_core import (
+    Metric,
+    Plugin,
+    PluginManager,
+    PluginRegistrationError,
+    UnknownPluginError,
+    hookimpl,
+)
+from homelab_core.plugin import validate_plugin_type
+
+pytestmark = pytest.mark.anyio
+
+Register = Callable[[type[Plugin]], None]
+
+
+class Registers:
+    """A plugin module stand-in that registers the given objects."""
+
+    def __init__(self, *objects: Any) -> None:
+        self.objects = objects
+
+    @hookimpl
+    def register_plugins(self, register: Register) -> None:
+        for obj in self.objects:
+            register(obj)
+
+
+class Nameless(Plugin):
+    name = "Bad Name"
+
+    def collect(self) -> list[Metric]:
+        return []
+
+
+class NoCollect(Plugin):
+    name = "nocollect"
+
+
+def test_hook_register_plugins() -> None:
+    manager = PluginManager(load_entry_points=False)
+    manager.register(sample_plugins, name="sample_plugins")
+    types = manager.plugin_types()
+    assert types["counter"] is Counter
+    assert manager.source_of("counter") == "sample_plugins"
+    assert manager.get_type("counter") is Counter
+
+
+def test_registering_a_non_plugin_names_the_plugin_at_fault() -> None:
+    manager = PluginManager(load_entry_points=False)
+    manager.register(Registers(dict), name="weird")
+    manager.register(sample_plugins, name="sample_plugins")
+    types = manager.plugin_types()
+    assert "counter" in types
+    [error] = manager.load_errors
+    assert error.entry_point == "weird"
+    assert "plugin 'weird' registered an invalid type" in str(error)
+    assert "is not a subclass of homelab_core.Plugin" in str(error)
+
+
+def test_registering_a_taken_type_name_names_both_plugins() -> None:
+    manager = PluginManager(load_entry_points=False)
+    manager.register(sample_plugins, name="sample_plugins")
+
+    class Impostor(Counter):
+        pass
+
+    manager.register(Registers(Impostor), name="impostor")
+    manager.plugin_types()
+    [error] = manager.load_errors
+    assert "plugin 'impostor' registered type 'counter', which plugin 'sample_plugins'" in str(
+        error
+    )
+
+
+def test_plugin_type_problems_are_listed() -> None:
+    assert validate_plugin_type(Counter) == []
+    assert "name must be a lowercase slug" in validate_plugin_type(Nameless)[0]
+    assert validate_plugin_type(NoCollect) == ["NoCollect does not implement collect()"]
+
+
+def test_unknown_plugin_type_raises() -> None:
+    manager = PluginManager(load_entry_points=False)
+    with pytest.raises(UnknownPluginError, match="unknown plugin type 'nope'"):
+        manager.get_type("nope")
+
+
+def test_unregister_removes_the_types() -> None:
+    manager = PluginManager(load_entry_points=False)
+    manager.register(sample_plugins, name="sample_plugins")
+    assert "counter" in manager.plugin_types()
+    manager.unregister("sample_plugins")
+    assert manager.plugin_types() == {}
+
+
+class Events:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    @hookimpl
+    async def hub_startup(self, hub: Any) -> None:
+        self.seen.append(f"async {hub}")
+
+
+class Exploding:
+    @hookimpl
+    def hub_startup(self, hub: Any) -> None:
+        raise RuntimeError("boom")
+
+
+async def test_notify_awaits_async_hooks_and_survives_a_raising_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    manager = PluginManager(load_entry_points=False)
+    events = Events()
+    manager.register(Exploding(), name="exploding")
+    manager.register(events, name="events")
+    await manager.notify("hub_startup", hub="h")
+    assert events.seen == ["async h"]
+    assert "hook hub_startup of plugin 'exploding' failed" in caplog.text
+
+
+def test_describe_gives_metadata_and_config_schema() -> None:
+    info = Counter.describe()
+    assert info["name"] == "counter"
+    assert info["category"] == "test"
+    assert info["config_schema"]["properties"]["series"] == {
+        "type": "integer",
+        "description": "How many series to report.",
+        "default": 1,
+    }
+    assert info["config_schema"]["properties"]["token"]["x-secret"] is True
