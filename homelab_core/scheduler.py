@@ -105,6 +105,7 @@ class _Unit:
     backoff_until: float = 0.0
     scope: anyio.CancelScope | None = None
     stopped: anyio.Event | None = None
+    first_setup: anyio.Event | None = None
 
     @property
     def busy(self) -> bool:
@@ -180,6 +181,7 @@ class Scheduler:
             unit.health = Health(state=HealthState.DISABLED, message="disabled")
         self._units[instance_id] = unit
         if enabled and self._tg is not None:
+            unit.first_setup = anyio.Event()
             self._tg.start_soon(self._instance_task, unit, name=f"homelab:{instance_id}")
 
     def ids(self) -> list[str]:
@@ -239,6 +241,10 @@ class Scheduler:
         unit = self._unit(instance_id)
         if not unit.enabled:
             raise HomelabError(f"plugin instance {instance_id!r} is disabled; enable it first")
+        if not unit.set_up and unit.first_setup is not None:
+            # Just started: let the first setup attempt finish rather than refuse.
+            with anyio.move_on_after(unit.timeout):
+                await unit.first_setup.wait()
         if not unit.set_up:
             raise HomelabError(
                 f"plugin instance {instance_id!r} is not set up yet"
@@ -262,6 +268,8 @@ class Scheduler:
         self, unit: _Unit, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         unit.stopped = anyio.Event()
+        if unit.first_setup is None or unit.first_setup.is_set():
+            unit.first_setup = anyio.Event()
         try:
             with anyio.CancelScope() as scope:
                 unit.scope = scope
@@ -294,6 +302,8 @@ class Scheduler:
                     status, error = ExecutionStatus.ERROR, _describe(exc)
             if scope.cancelled_caught:
                 status, error = ExecutionStatus.TIMEOUT, f"setup timed out after {unit.timeout:g} s"
+            if unit.first_setup is not None:
+                unit.first_setup.set()
             if status is ExecutionStatus.OK:
                 unit.set_up, unit.setup_error = True, None
                 if unit.health.state is not HealthState.UNKNOWN:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sample_plugins
+from services import create_database, postgres_server
 
 from homelab_core import InstanceSettings, PluginManager, Settings
 from homelab_core.config import SchedulerSettings, StoreSettings
@@ -39,3 +41,16 @@ def make_settings(tmp_path: Path) -> Any:
         return settings
 
     return build
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """One PostgreSQL server for the whole session (started only if a test asks for it)."""
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> str:
+    """A fresh, empty database on the session's PostgreSQL server."""
+    return create_database(postgres_server_url, f"t{uuid.uuid4().hex[:12]}")

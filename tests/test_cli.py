@@ -48,8 +48,19 @@ def test_plugins_lists_types_and_configured_instances(run, tmp_path: Path) -> No
     result = run("plugins", "--config", config)
     assert result.exit_code == 0
     rows = [line.split() for line in result.output.splitlines()]
-    assert ["counter", "test", "0.0.0", "sample_plugins", "Reports", "how", "many", "times",
-            "it", "has", "run."] in rows
+    assert [
+        "counter",
+        "test",
+        "0.0.0",
+        "sample_plugins",
+        "Reports",
+        "how",
+        "many",
+        "times",
+        "it",
+        "has",
+        "run.",
+    ] in rows
     assert ["web", "counter", "yes", "5s"] in rows
     assert ["old", "gone", "(not", "installed)", "yes", "-"] in rows
 

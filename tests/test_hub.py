@@ -348,3 +348,23 @@ async def test_plugin_module_registration(make_settings: Build) -> None:
     manager.register(sample_plugins, name="sample_plugins")
     assert set(manager.plugin_types()) >= {"counter", "raises", "hangs"}
     assert manager.source_of("counter") == "sample_plugins"
+
+
+async def test_hub_runs_on_postgresql_and_keeps_every_sample(
+    manager: PluginManager, make_settings: Build, postgres_url: str
+) -> None:
+    settings = make_settings(
+        InstanceSettings(id="c", type="counter", interval=0.02, options={"series": 10}),
+        store=StoreSettings(flush_interval=3600, batch_size=1_000_000),
+    )
+    settings.database.url = postgres_url
+    async with Hub(settings, plugin_manager=manager) as hub:
+        await anyio.sleep(0.3)
+        await hub.set_enabled("c", False)
+        produced = hub.stats("c").ok * 10
+    async with Hub(settings, plugin_manager=manager) as hub:
+        assert not hub.instance("c").enabled
+        assert await hub.store.count_samples() == produced
+        [series] = await hub.history("c", "count", since=time.time() - 60, labels={"series": "3"})
+        assert series.points
+        assert len(await hub.executions("c", limit=1000)) == produced // 10

@@ -13,7 +13,6 @@ from homelab_core import (
     Metric,
     Plugin,
     PluginManager,
-    PluginRegistrationError,
     UnknownPluginError,
     hookimpl,
 )

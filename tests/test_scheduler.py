@@ -323,3 +323,19 @@ async def test_run_once_reports_a_failed_setup() -> None:
     assert execution.status is ExecutionStatus.ERROR
     assert execution.error == "setup failed: ConnectionError: not ready (attempt 1)"
     assert metrics == []
+
+
+async def test_run_now_right_after_start_waits_for_the_first_setup(recorder: Recorder) -> None:
+    async with Scheduler(settings(), sink=recorder) as scheduler:
+        scheduler.add("c", make(Counter), interval=10)
+        execution = await scheduler.run_now("c")
+    assert execution.status is ExecutionStatus.OK
+
+
+async def test_run_now_while_setup_keeps_failing_gives_the_setup_error(
+    recorder: Recorder,
+) -> None:
+    async with Scheduler(settings(setup_retry=[10]), sink=recorder) as scheduler:
+        scheduler.add("late", make(FailsSetup), interval=10)
+        with pytest.raises(HomelabError, match=r"not set up yet .*not ready \(attempt 1\)"):
+            await scheduler.run_now("late")

@@ -19,9 +19,14 @@ pytestmark = pytest.mark.anyio
 T0 = 1_700_000_000.0 - (1_700_000_000.0 % HOUR)  # an hour boundary
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store(f"sqlite://{tmp_path / 'store.db'}")
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A store on a real SQLite file, and on a real PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite://{tmp_path / 'store.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    s = Store(url)
     await s.open()
     yield s
     await s.close()

@@ -1,0 +1,131 @@
+"""Real servers for tests, started on 127.0.0.1 and stopped afterwards.
+
+A server whose binaries are missing skips its tests, unless ``HOMELAB_REQUIRE_SERVICES`` is
+set (CI sets it), in which case the tests fail: CI must never skip them.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+
+def unavailable(what: str) -> None:
+    """Skip, or fail when services are required."""
+    if os.environ.get("HOMELAB_REQUIRE_SERVICES"):
+        pytest.fail(f"{what} (HOMELAB_REQUIRE_SERVICES is set, so this cannot be skipped)")
+    pytest.skip(what)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _postgres_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    return str(candidates[-1]) if candidates else None
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """A throw-away PostgreSQL cluster; yields the URL of its ``postgres`` database."""
+    initdb, server = _postgres_bin("initdb"), _postgres_bin("postgres")
+    if not initdb or not server:
+        unavailable("PostgreSQL is not installed (apt-get install postgresql)")
+        raise AssertionError  # unreachable: unavailable() raises
+    # PostgreSQL refuses to run as root: run it as the 'postgres' system user then.
+    prefix: list[str] = []
+    owner = None
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            unavailable("running as root and there is no 'postgres' user to run PostgreSQL")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    root = Path(tempfile.mkdtemp(prefix="homelab-pg-"))
+    data, sockets = root / "data", root / "run"
+    sockets.mkdir()
+    if owner is not None:
+        for path in (root, sockets):
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+    port = free_port()
+    log = root / "server.log"
+    try:
+        subprocess.run(
+            [*prefix, initdb, "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [
+                    *prefix,
+                    server,
+                    "-D",
+                    str(data),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                    "-k",
+                    str(sockets),
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "full_page_writes=off",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"PostgreSQL did not start: {log.read_text(errors='replace')}"
+                        ) from None
+                    time.sleep(0.1)
+            yield f"postgres://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def create_database(server_url: str, name: str) -> str:
+    """Create database ``name`` on the server at ``server_url``; returns its URL."""
+    psql = _postgres_bin("psql")
+    if not psql:
+        unavailable("psql is not installed (apt-get install postgresql-client)")
+        raise AssertionError  # unreachable
+    subprocess.run(
+        [psql, server_url, "-v", "ON_ERROR_STOP=1", "-qc", f'CREATE DATABASE "{name}"'],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return server_url.rsplit("/", 1)[0] + f"/{name}"
