@@ -34,10 +34,16 @@ class PluginManager:
     def __init__(self, *, load_entry_points: bool = True) -> None:
         self.hook_manager = pluggy.PluginManager(hookspecs.PROJECT)
         self.hook_manager.add_hookspecs(hookspecs)
-        self.load_errors: list[PluginLoadError] = []
+        self._import_errors: list[PluginLoadError] = []
+        self._registration_errors: list[PluginLoadError] = []
         self._types: dict[str, type[Plugin]] | None = None
         self._sources: dict[str, str] = {}
         self._entry_points_loaded = not load_entry_points
+
+    @property
+    def load_errors(self) -> list[PluginLoadError]:
+        """Entry points that failed to import, then registrations that were refused."""
+        return [*self._import_errors, *self._registration_errors]
 
     @property
     def hook(self) -> Any:
@@ -70,7 +76,7 @@ class PluginManager:
                 self.hook_manager.register(module, name=ep.name)
             except Exception as exc:
                 error = PluginLoadError(ep.name, exc)
-                self.load_errors.append(error)
+                self._import_errors.append(error)
                 log.error("%s (entry point %s)", error, ep.value)
         self._types = None
 
@@ -96,6 +102,7 @@ class PluginManager:
     def _collect_types(self) -> tuple[dict[str, type[Plugin]], dict[str, str]]:
         types: dict[str, type[Plugin]] = {}
         sources: dict[str, str] = {}
+        self._registration_errors = []
         # In registration order, so that the first plugin to claim a type name keeps it.
         for impl in self.hook.register_plugins.get_hookimpls():
             source = impl.plugin_name
@@ -117,11 +124,11 @@ class PluginManager:
             try:
                 impl.function(register=register)
             except PluginRegistrationError as exc:
-                self.load_errors.append(PluginLoadError(source, exc))
+                self._registration_errors.append(PluginLoadError(source, exc))
                 log.error("%s", exc)
             except Exception as exc:
                 error = PluginLoadError(source, exc)
-                self.load_errors.append(error)
+                self._registration_errors.append(error)
                 log.error("%s (in register_plugins)", error)
         return types, sources
 

@@ -235,8 +235,9 @@ class Scheduler:
     async def run_now(self, instance_id: str) -> Execution:
         """Run the instance immediately in the calling task and return its execution.
 
-        The fixed-rate schedule is not moved. If a run is already in progress the result is
-        a ``skipped`` execution.
+        The fixed-rate schedule is not moved. A run already in progress is waited for (up to
+        the instance's timeout); if it is still busy then, the result is a ``skipped``
+        execution.
         """
         unit = self._unit(instance_id)
         if not unit.enabled:
@@ -250,6 +251,10 @@ class Scheduler:
                 f"plugin instance {instance_id!r} is not set up yet"
                 + (f" (last setup error: {unit.setup_error})" if unit.setup_error else "")
             )
+        # A run in progress finishes first (within the timeout), so "run now" does run.
+        with anyio.move_on_after(unit.timeout):
+            while unit.busy:
+                await anyio.sleep(0.005)
         return await self._run(unit, anyio.current_time(), "manual")
 
     # -- the instance task -------------------------------------------------------------------

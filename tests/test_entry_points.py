@@ -540,10 +540,6 @@ def test_exception_in_register_plugins_is_reported_and_others_load() -> None:
     assert "unreadable" in str(manager.load_errors[0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: PluginManager._collect_types appends to load_errors on every re-collection",
-)
 def test_registration_error_is_recorded_once_when_types_are_collected_again() -> None:
     manager = PluginManager(load_entry_points=False)
     manager.register(registering(NotAPlugin), name="sloppy")

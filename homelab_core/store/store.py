@@ -26,9 +26,10 @@ from .sql import Dialect, dialect_of
 
 log = logging.getLogger("homelab.store")
 
-#: The Tortoise connection label and app label of the store; an embedding application's
-#: own Tortoise set-up never sees them.
-CONNECTION = "homelab"
+#: The Tortoise app label of the store. The connection label is ``homelab_<dialect>``:
+#: Tortoise caches prepared statements by connection label, so two stores on different
+#: engines in one process must not share one. An embedding application's own Tortoise
+#: set-up never sees either.
 APP = "homelab"
 #: Seconds that connecting and migrating may take before the store gives up.
 OPEN_TIMEOUT = 60.0
@@ -80,6 +81,7 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = normalise_url(url)
         self.dialect: Dialect = dialect_of(self.url)
+        self.connection_name = f"homelab_{self.dialect.name}"
         self._context = TortoiseContext()
         self._series: dict[tuple[str, str, str], int] = {}
         self.samples_written = 0
@@ -99,17 +101,17 @@ class Store:
     @property
     def connection(self) -> BaseDBAsyncClient:
         """The store's database client (use inside :meth:`active`)."""
-        return self._context.db(CONNECTION)
+        return self._context.db(self.connection_name)
 
     async def open(self) -> None:
         """Connect and bring the schema up to date with the built-in migrations."""
         config: dict[str, Any] = {
-            "connections": {CONNECTION: self.url},
+            "connections": {self.connection_name: self.url},
             "apps": {
                 APP: {
                     "models": [models.__name__],
                     "migrations": f"{__package__}.migrations",
-                    "default_connection": CONNECTION,
+                    "default_connection": self.connection_name,
                 }
             },
         }
@@ -221,7 +223,7 @@ class Store:
     ) -> list[list[Any]]:
         d = self.dialect
         with self.active():
-            async with in_transaction(CONNECTION) as conn:
+            async with in_transaction(self.connection_name) as conn:
                 rows = await self._sample_rows(conn, samples)
                 if rows:
                     await conn.execute_many(
