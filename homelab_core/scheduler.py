@@ -106,10 +106,16 @@ class _Unit:
     scope: anyio.CancelScope | None = None
     stopped: anyio.Event | None = None
     first_setup: anyio.Event | None = None
+    run_done: anyio.Event | None = None
 
     @property
     def busy(self) -> bool:
         return self.running or self.thread_busy
+
+    def claim(self) -> None:
+        """Mark a run as started; ``run_done`` is set when it ends."""
+        self.running = True
+        self.run_done = anyio.Event()
 
 
 class Scheduler:
@@ -251,10 +257,10 @@ class Scheduler:
                 f"plugin instance {instance_id!r} is not set up yet"
                 + (f" (last setup error: {unit.setup_error})" if unit.setup_error else "")
             )
-        # A run in progress finishes first (within the timeout), so "run now" does run.
-        with anyio.move_on_after(unit.timeout):
-            while unit.busy:
-                await anyio.sleep(0.005)
+        if unit.running and unit.run_done is not None:
+            # A run in progress finishes first (within the timeout), so "run now" does run.
+            with anyio.move_on_after(unit.timeout):
+                await unit.run_done.wait()
         return await self._run(unit, anyio.current_time(), "manual")
 
     # -- the instance task -------------------------------------------------------------------
@@ -364,7 +370,7 @@ class Scheduler:
             if unit.busy:
                 await self._skip(unit, scheduled, "previous run still in progress")
                 continue
-            unit.running = True
+            unit.claim()
             runs.start_soon(self._run, unit, scheduled, "schedule", True)
 
     async def _skip(self, unit: _Unit, scheduled: float, reason: str) -> None:
@@ -388,12 +394,15 @@ class Scheduler:
             await self._skip(unit, scheduled, "previous run still in progress")
             assert unit.stats.last_execution is not None
             return unit.stats.last_execution
-        unit.running = True
+        if not claimed:
+            unit.claim()
         try:
             async with self._limiter:
                 execution, metrics, report = await self._collect(unit, scheduled, trigger)
         finally:
             unit.running = False
+            if unit.run_done is not None:
+                unit.run_done.set()
         previous = unit.health
         unit.health = self._judge(unit, execution, report)
         if execution.status is not ExecutionStatus.OK:

@@ -339,3 +339,17 @@ async def test_run_now_while_setup_keeps_failing_gives_the_setup_error(
         scheduler.add("late", make(FailsSetup), interval=10)
         with pytest.raises(HomelabError, match=r"not set up yet .*not ready \(attempt 1\)"):
             await scheduler.run_now("late")
+
+
+async def test_run_now_during_a_scheduled_run_waits_for_it_then_runs(
+    recorder: Recorder,
+) -> None:
+    plugin = make(Counter, delay=0.2)
+    async with Scheduler(settings(), sink=recorder) as scheduler:
+        scheduler.add("slow", plugin, interval=10)
+        await anyio.sleep(0.1)
+        assert plugin.active == 1
+        execution = await scheduler.run_now("slow")
+    assert execution.status is ExecutionStatus.OK
+    assert plugin.runs == 2
+    assert plugin.max_active == 1
