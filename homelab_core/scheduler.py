@@ -304,35 +304,19 @@ class Scheduler:
         waits = self.settings.setup_retry or [5.0]
         attempt = 0
         while True:
-            started_wall, started = time.time(), anyio.current_time()
-            status, error = ExecutionStatus.OK, None
-            with anyio.move_on_after(unit.timeout) as scope:
-                try:
-                    await self._call(unit, unit.plugin.setup)
-                except Exception as exc:
-                    status, error = ExecutionStatus.ERROR, _describe(exc)
-            if scope.cancelled_caught:
-                status, error = ExecutionStatus.TIMEOUT, f"setup timed out after {unit.timeout:g} s"
+            execution, _ = await self._attempt(unit, unit.plugin.setup, "setup", "setup")
             if unit.first_setup is not None:
                 unit.first_setup.set()
-            if status is ExecutionStatus.OK:
+            if execution.status is ExecutionStatus.OK:
                 unit.set_up, unit.setup_error = True, None
                 if unit.health.state is not HealthState.UNKNOWN:
                     log.info("plugin instance %r set up after %d failed attempts", unit.id, attempt)
                 return
             wait = waits[min(attempt, len(waits) - 1)]
             attempt += 1
-            unit.setup_error = error
-            execution = Execution(
-                instance_id=unit.id,
-                started_at=started_wall,
-                duration=anyio.current_time() - started,
-                status=status,
-                error=error,
-                trigger="setup",
-            )
+            error = unit.setup_error = execution.error
             previous = unit.health
-            message = f"setup failed: {error}; retrying in {wait:g} s"
+            message = f"{error}; retrying in {wait:g} s"
             if previous.state is not HealthState.FAILING:
                 log.error("plugin instance %r %s", unit.id, message)
             unit.health = attrs.evolve(
@@ -418,32 +402,58 @@ class Scheduler:
     async def _collect(
         self, unit: _Unit, scheduled: float, trigger: str
     ) -> tuple[Execution, list[Metric], HealthReport | None]:
+        started_wall = time.time()
+        judged_by_plugin = type(unit.plugin).health is not Plugin.health
+
+        async def collect() -> tuple[list[Metric], HealthReport | None]:
+            metrics = validate_metrics(await self._call(unit, unit.plugin.collect), started_wall)
+            report = None
+            if judged_by_plugin:
+                report = _validate_report(await self._call(unit, unit.plugin.health))
+            return metrics, report
+
+        execution, result = await self._attempt(unit, collect, trigger, "", scheduled)
+        metrics, report = result if result is not None else ([], None)
+        return attrs.evolve(execution, metric_count=len(metrics)), metrics, report
+
+    async def _attempt(
+        self,
+        unit: _Unit,
+        method: Callable[[], Any],
+        trigger: str,
+        what: str,
+        scheduled: float | None = None,
+    ) -> tuple[Execution, Any]:
+        """Run ``method`` under the instance's timeout; its outcome as an execution.
+
+        ``what`` ("setup" or "") prefixes error texts; the result is None unless it succeeded.
+        """
         started_wall, started = time.time(), anyio.current_time()
-        status, error = ExecutionStatus.OK, None
-        metrics: list[Metric] = []
-        report: HealthReport | None = None
+        status, error, result = ExecutionStatus.OK, None, None
+        prefix = f"{what} " if what else ""
         with anyio.move_on_after(unit.timeout) as scope:
             try:
-                raw = await self._call(unit, unit.plugin.collect)
-                metrics = validate_metrics(raw, started_wall)
-                if type(unit.plugin).health is not Plugin.health:
-                    report = _validate_report(await self._call(unit, unit.plugin.health))
+                result = await self._call(unit, method)
             except Exception as exc:
                 status, error = ExecutionStatus.ERROR, _describe(exc)
+                if what:
+                    error = f"{what} failed: {error}"
         if scope.cancelled_caught:
-            status, error = ExecutionStatus.TIMEOUT, f"timed out after {unit.timeout:g} s"
-            metrics, report = [], None
+            status, error, result = (
+                ExecutionStatus.TIMEOUT,
+                f"{prefix}timed out after {unit.timeout:g} s",
+                None,
+            )
         execution = Execution(
             instance_id=unit.id,
             started_at=started_wall,
             duration=anyio.current_time() - started,
             status=status,
             error=error,
-            metric_count=len(metrics),
             trigger=trigger,
-            lag=max(0.0, started - scheduled),
+            lag=0.0 if scheduled is None else max(0.0, started - scheduled),
         )
-        return execution, metrics, report
+        return execution, result
 
     async def _call(self, unit: _Unit, method: Callable[[], Any]) -> Any:
         """Await an async method, or run a sync one in a worker thread.
@@ -571,25 +581,8 @@ async def run_once(
     """
     scheduler = Scheduler(SchedulerSettings(default_timeout=timeout, jitter=0))
     unit = _Unit(id=instance_id, plugin=plugin, interval=timeout, timeout=timeout, enabled=True)
-    started_wall, started = time.time(), anyio.current_time()
-    error: str | None = None
-    status = ExecutionStatus.OK
-    with anyio.move_on_after(timeout) as scope:
-        try:
-            await scheduler._call(unit, plugin.setup)
-        except Exception as exc:
-            status, error = ExecutionStatus.ERROR, f"setup failed: {_describe(exc)}"
-    if scope.cancelled_caught:
-        status, error = ExecutionStatus.TIMEOUT, f"setup timed out after {timeout:g} s"
-    if status is not ExecutionStatus.OK:
-        execution = Execution(
-            instance_id=instance_id,
-            started_at=started_wall,
-            duration=anyio.current_time() - started,
-            status=status,
-            error=error,
-            trigger="manual",
-        )
+    execution, _ = await scheduler._attempt(unit, plugin.setup, "manual", "setup")
+    if execution.status is not ExecutionStatus.OK:
         return execution, [], None
     try:
         return await scheduler._collect(unit, anyio.current_time(), "manual")
