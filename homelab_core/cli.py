@@ -17,7 +17,7 @@ from .errors import ConfigError, HomelabError, UnknownPluginError
 from .hub import build_instance
 from .model import ExecutionStatus
 from .options import config_to_dict
-from .plugins import PluginManager
+from .plugins import PluginManager, call_impl
 from .scheduler import run_once
 
 #: Exit status for bad configuration or bad arguments.
@@ -40,13 +40,23 @@ class _Group(click.Group):
             return
         self._plugin_commands_loaded = True
         manager = _manager(ctx)
+        builtins = dict(self.commands)
         for impl in manager.hook.register_commands.get_hookimpls():
             try:
-                impl.function(cli=self)
+                call_impl(impl, cli=self)
             except Exception as exc:
                 click.echo(
-                    f"warning: plugin {impl.plugin_name!r} failed to add commands: {exc}", err=True
+                    f"warning: plugin {impl.plugin_name!r} failed to add commands: {exc}",
+                    err=True,
                 )
+            for name, command in builtins.items():
+                if self.commands.get(name) is not command:
+                    self.commands[name] = command
+                    click.echo(
+                        f"warning: plugin {impl.plugin_name!r} tried to replace the built-in"
+                        f" command {name!r}; kept the built-in",
+                        err=True,
+                    )
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_plugin_commands(ctx)
@@ -63,7 +73,8 @@ class _Group(click.Group):
 def _manager(ctx: click.Context) -> PluginManager:
     root = ctx.find_root()
     if root.obj is None:
-        root.obj = PluginManager()
+        # The CLI prints load errors itself, as "error:" lines, instead of logging them.
+        root.obj = PluginManager(log_errors=False)
     manager: PluginManager = root.obj
     manager.load_entry_points()
     return manager

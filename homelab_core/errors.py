@@ -37,16 +37,20 @@ class PluginError(HomelabError):
 
 
 class PluginRegistrationError(PluginError):
-    """A plugin registered something that is not a valid plugin type."""
+    """A plugin registered something unusable, or implements a hook that does not exist."""
 
 
 class PluginLoadError(PluginError):
-    """An entry point of the ``homelab.plugins`` group failed to import."""
+    """A plugin failed to import or to register; ``entry_point`` names it."""
 
     def __init__(self, entry_point: str, error: BaseException) -> None:
         self.entry_point = entry_point
         self.error = error
-        super().__init__(f"plugin {entry_point!r} failed to load: {type(error).__name__}: {error}")
+        if isinstance(error, PluginRegistrationError):
+            message = str(error)  # already names the plugin
+        else:
+            message = f"plugin {entry_point!r} failed to load: {type(error).__name__}: {error}"
+        super().__init__(message)
 
 
 class UnknownPluginError(HomelabError, LookupError):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Awaitable, Iterable
-from importlib.metadata import EntryPoint, entry_points
+from collections.abc import Awaitable
+from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any
 
@@ -31,8 +31,9 @@ class PluginManager:
     name and error, and the others still load.
     """
 
-    def __init__(self, *, load_entry_points: bool = True) -> None:
+    def __init__(self, *, load_entry_points: bool = True, log_errors: bool = True) -> None:
         self.hook_manager = pluggy.PluginManager(hookspecs.PROJECT)
+        self.log_errors = log_errors
         self.hook_manager.add_hookspecs(hookspecs)
         self._import_errors: list[PluginLoadError] = []
         self._registration_errors: list[PluginLoadError] = []
@@ -51,9 +52,35 @@ class PluginManager:
         return self.hook_manager.hook
 
     def register(self, module: ModuleType | object, name: str | None = None) -> None:
-        """Register a plugin module or object by hand (tests, embedding applications)."""
+        """Register a plugin module or object by hand (tests, embedding applications).
+
+        A hook implementation whose name matches no hook (a misspelling) is reported in
+        :attr:`load_errors`, since it would otherwise never be called.
+        """
         self.hook_manager.register(module, name=name)
         self._types = None
+        unknown = sorted(
+            caller.name
+            for caller in self.hook_manager.get_hookcallers(module) or []
+            if caller.spec is None
+        )
+        if unknown:
+            plugin_name = self.hook_manager.get_name(module) or repr(module)
+            self._record(
+                self._import_errors,
+                PluginLoadError(
+                    plugin_name,
+                    PluginRegistrationError(
+                        f"plugin {plugin_name!r} implements unknown hook(s):"
+                        f" {', '.join(unknown)}; they will never be called (see docs/hooks.md)"
+                    ),
+                ),
+            )
+
+    def _record(self, errors: list[PluginLoadError], error: PluginLoadError) -> None:
+        errors.append(error)
+        if self.log_errors:
+            log.error("%s", error)
 
     def unregister(self, name: str) -> None:
         """Remove a plugin registered under ``name``."""
@@ -66,18 +93,31 @@ class PluginManager:
             return
         self._entry_points_loaded = True
         allowed = _allowed_names()
-        for ep in _group_entry_points():
+        seen: dict[str, str] = {}
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
             if allowed is not None and ep.name not in allowed:
                 continue
+            dist = ep.dist.name if ep.dist is not None else "?"
+            if ep.name in seen:
+                if seen[ep.name] != dist:
+                    self._record(
+                        self._import_errors,
+                        PluginLoadError(
+                            ep.name,
+                            PluginRegistrationError(
+                                f"entry point {ep.name!r} is declared by both {seen[ep.name]!r}"
+                                f" and {dist!r}; the one from {dist!r} is ignored"
+                            ),
+                        ),
+                    )
+                continue
+            seen[ep.name] = dist
             if self.hook_manager.has_plugin(ep.name):
                 continue
             try:
-                module = ep.load()
-                self.hook_manager.register(module, name=ep.name)
+                self.register(ep.load(), name=ep.name)
             except Exception as exc:
-                error = PluginLoadError(ep.name, exc)
-                self._import_errors.append(error)
-                log.error("%s (entry point %s)", error, ep.value)
+                self._record(self._import_errors, PluginLoadError(ep.name, exc))
         self._types = None
 
     def plugin_types(self) -> dict[str, type[Plugin]]:
@@ -122,25 +162,21 @@ class PluginManager:
                 sources[obj.name] = _source
 
             try:
-                impl.function(register=register)
-            except PluginRegistrationError as exc:
-                self._registration_errors.append(PluginLoadError(source, exc))
-                log.error("%s", exc)
+                call_impl(impl, register=register)
             except Exception as exc:
-                error = PluginLoadError(source, exc)
-                self._registration_errors.append(error)
-                log.error("%s (in register_plugins)", error)
+                self._record(self._registration_errors, PluginLoadError(source, exc))
         return types, sources
 
     async def notify(self, hook_name: str, **kwargs: Any) -> None:
         """Call an event hook on every plugin, awaiting awaitable results.
 
-        An implementation that raises is logged with the plugin's name; the rest still run.
+        Implementations run in the order their plugins were registered. One that raises is
+        logged with the plugin's name; the rest still run.
         """
         caller = getattr(self.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):
+        for impl in caller.get_hookimpls():
             try:
-                result = impl.function(**{k: kwargs[k] for k in impl.argnames})
+                result = call_impl(impl, **kwargs)
                 if inspect.isawaitable(result):
                     await _await(result)
             except Exception:
@@ -149,6 +185,11 @@ class PluginManager:
     def has_implementations(self, hook_name: str) -> bool:
         """Whether any registered plugin implements ``hook_name`` (to skip work if none)."""
         return bool(getattr(self.hook, hook_name).get_hookimpls())
+
+
+def call_impl(impl: Any, **kwargs: Any) -> Any:
+    """Call one hook implementation with the arguments it declares (pluggy allows fewer)."""
+    return impl.function(**{name: kwargs[name] for name in impl.argnames})
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:
@@ -160,11 +201,3 @@ def _allowed_names() -> set[str] | None:
     if raw is None:
         return None
     return {part.strip() for part in raw.split(",") if part.strip()}
-
-
-def _group_entry_points() -> Iterable[EntryPoint]:
-    seen: set[str] = set()
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in seen:
-            seen.add(ep.name)
-            yield ep

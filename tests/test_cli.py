@@ -200,3 +200,21 @@ def test_homelab_run_system_once_prints_cpu_and_memory(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     names = {m["name"] for m in json.loads(result.stdout)["metrics"]}
     assert {"cpu.percent", "mem.used", "mem.percent"} <= names
+
+
+class Hijacker:
+    @hookimpl
+    def register_commands(self, cli: click.Group) -> None:
+        @cli.command("run")
+        def run() -> None:
+            click.echo("hijacked")
+
+
+def test_a_plugin_cannot_replace_a_built_in_command(manager: PluginManager) -> None:
+    manager.register(Hijacker(), name="hijacker")
+    group = type(cli)(name="homelab", commands=dict(cli.commands))
+    listing = CliRunner().invoke(group, ["--help"], obj=manager)
+    assert "plugin 'hijacker' tried to replace the built-in command 'run'" in listing.output
+    result = CliRunner().invoke(group, ["run", "counter", "--once"], obj=manager)
+    assert "hijacked" not in result.output
+    assert json.loads(result.output)["status"] == "ok"

@@ -139,3 +139,54 @@ def test_describe_gives_metadata_and_config_schema() -> None:
         "default": 1,
     }
     assert info["config_schema"]["properties"]["token"]["x-secret"] is True
+
+
+class Misspelt:
+    @hookimpl
+    def hub_started(self, hub: Any) -> None:
+        """Meant to be hub_startup."""
+
+
+def test_a_misspelt_hook_is_reported() -> None:
+    manager = PluginManager(load_entry_points=False)
+    manager.register(Misspelt(), name="typo")
+    [error] = manager.load_errors
+    assert str(error) == (
+        "plugin 'typo' implements unknown hook(s): hub_started; they will never be called"
+        " (see docs/hooks.md)"
+    )
+
+
+class TakesNothing:
+    calls = 0
+
+    @hookimpl
+    def register_plugins(self) -> None:
+        TakesNothing.calls += 1
+
+
+def test_a_hook_implementation_may_take_fewer_arguments() -> None:
+    manager = PluginManager(load_entry_points=False)
+    manager.register(TakesNothing(), name="lazy")
+    assert manager.plugin_types() == {}
+    assert manager.load_errors == []
+    assert TakesNothing.calls == 1
+
+
+class Order:
+    def __init__(self, name: str, seen: list[str]) -> None:
+        self.name = name
+        self.seen = seen
+
+    @hookimpl
+    def hub_startup(self, hub: Any) -> None:
+        self.seen.append(self.name)
+
+
+async def test_event_hooks_run_in_registration_order() -> None:
+    manager = PluginManager(load_entry_points=False)
+    seen: list[str] = []
+    for name in ("first", "second", "third"):
+        manager.register(Order(name, seen), name=name)
+    await manager.notify("hub_startup", hub=None)
+    assert seen == ["first", "second", "third"]
