@@ -12,7 +12,7 @@ import anyio
 import click
 
 from . import __version__
-from .config import InstanceSettings, Settings, load_settings
+from .config import NO_FILE, InstanceSettings, Settings, load_settings
 from .errors import ConfigError, HomelabError, UnknownPluginError
 from .hub import build_instance
 from .model import ExecutionStatus
@@ -255,7 +255,7 @@ def check_config_command(ctx: click.Context, config: str | None) -> None:
                     ConfigError(
                         f"unknown plugin type {instance.type!r}; installed types:"
                         f" {', '.join(sorted(types)) or 'none'}",
-                        file=settings.source or "<defaults>",
+                        file=settings.source or NO_FILE,
                         table=f"plugins.{instance.id}",
                         field="type",
                     )

@@ -26,6 +26,22 @@ from .plugin import SLUG
 CONFIG_ENV = "HOMELAB_CONFIG"
 DEFAULT_CONFIG_FILE = "homelab.toml"
 DEFAULT_DATABASE_URL = "sqlite://homelab.db"
+#: Stands for the file in messages about settings that came from no file.
+NO_FILE = "<no config file>"
+#: URL schemes the store can use: SQLite, or PostgreSQL through asyncpg or psycopg.
+DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql", "asyncpg", "psycopg")
+
+_positive = attrs.validators.gt(0)
+_at_least_one = attrs.validators.ge(1)
+
+
+def _database_url(_: Any, __: attrs.Attribute[str], value: str) -> None:
+    scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+    if scheme not in DATABASE_SCHEMES:
+        raise ValueError(
+            f"'url' must be a database URL starting with one of"
+            f" {', '.join(s + '://' for s in DATABASE_SCHEMES)}; got {value.split(':', 1)[0]!r}"
+        )
 
 
 @attrs.define
@@ -33,7 +49,11 @@ class ServerSettings:
     """``[server]``: where the web server listens and how it authenticates."""
 
     host: str = option("127.0.0.1", description="Address to bind.")
-    port: int = option(8765, description="Port to bind.")
+    port: int = option(
+        8765,
+        description="Port to bind.",
+        validator=[attrs.validators.ge(1), attrs.validators.le(65535)],
+    )
     api_token: str = option("", description="Bearer token for the API.", secret=True)
     auth: Literal["writes", "all"] = option(
         "writes", description="'writes': token guards changes; 'all': reads too."
@@ -44,7 +64,11 @@ class ServerSettings:
 class DatabaseSettings:
     """``[database]``: the store's database URL (SQLite file or PostgreSQL)."""
 
-    url: str = option(DEFAULT_DATABASE_URL, description="Tortoise database URL.", secret=False)
+    url: str = option(
+        DEFAULT_DATABASE_URL,
+        description="sqlite://<path> or postgres://user:password@host:port/database.",
+        validator=_database_url,
+    )
 
 
 @attrs.define
@@ -58,25 +82,42 @@ class CacheSettings:
 class RetentionSettings:
     """``[retention]``: how long each tier of history is kept, in days."""
 
-    raw_days: float = option(7.0, description="Days of raw samples.")
-    minute_days: float = option(90.0, description="Days of 1-minute rollups.")
-    hour_days: float = option(730.0, description="Days of 1-hour rollups.")
-    executions_days: float = option(14.0, description="Days of execution records.")
-    maintenance_interval: float = option(60.0, description="Seconds between rollup passes.")
+    raw_days: float = option(7.0, description="Days of raw samples.", validator=_positive)
+    minute_days: float = option(90.0, description="Days of 1-minute rollups.", validator=_positive)
+    hour_days: float = option(730.0, description="Days of 1-hour rollups.", validator=_positive)
+    executions_days: float = option(
+        14.0, description="Days of execution records.", validator=_positive
+    )
+    maintenance_interval: float = option(
+        60.0, description="Seconds between rollup passes.", validator=_positive
+    )
 
 
 @attrs.define
 class SchedulerSettings:
     """``[scheduler]``: limits shared by every instance."""
 
-    concurrency: int = option(64, description="Runs allowed at the same time.")
-    default_timeout: float = option(30.0, description="Seconds a run may take by default.")
-    failure_threshold: int = option(3, description="Consecutive failures before 'failing'.")
-    max_backoff: float = option(300.0, description="Longest wait, in seconds, after failures.")
-    jitter: float = option(1.0, description="Largest random start delay, in seconds.")
+    concurrency: int = option(
+        64, description="Runs allowed at the same time.", validator=_at_least_one
+    )
+    default_timeout: float = option(
+        30.0, description="Seconds a run may take by default.", validator=_positive
+    )
+    failure_threshold: int = option(
+        3, description="Consecutive failures before 'failing'.", validator=_at_least_one
+    )
+    max_backoff: float = option(
+        300.0, description="Longest wait, in seconds, after failures.", validator=_positive
+    )
+    jitter: float = option(
+        1.0,
+        description="Largest random start delay, in seconds.",
+        validator=attrs.validators.ge(0),
+    )
     setup_retry: list[float] = option(
         factory=lambda: [5.0, 10.0, 20.0, 40.0, 80.0],
         description="Waits between setup attempts; the last repeats.",
+        validator=attrs.validators.deep_iterable(_positive),
     )
 
 
@@ -84,9 +125,15 @@ class SchedulerSettings:
 class StoreSettings:
     """``[store]``: the write queue between collection and the database."""
 
-    queue_size: int = option(500_000, description="Samples held before new ones are dropped.")
-    batch_size: int = option(20_000, description="Most samples written in one transaction.")
-    flush_interval: float = option(1.0, description="Longest wait, in seconds, before a write.")
+    queue_size: int = option(
+        500_000, description="Samples held before new ones are dropped.", validator=_at_least_one
+    )
+    batch_size: int = option(
+        20_000, description="Most samples written in one transaction.", validator=_at_least_one
+    )
+    flush_interval: float = option(
+        1.0, description="Longest wait, in seconds, before a write.", validator=_positive
+    )
 
 
 @attrs.frozen
@@ -99,6 +146,9 @@ class InstanceSettings:
     interval: float | None = None
     timeout: float | None = None
     options: dict[str, Any] = attrs.field(factory=dict)
+    #: Options set from the environment, with the variable that set each. Their values
+    #: are text, parsed to the option's type; options from the file must have the type.
+    from_environment: dict[str, str] = attrs.field(factory=dict)
 
 
 _SECTIONS: dict[str, type] = {
@@ -162,13 +212,34 @@ def load_settings(
     else:
         # No file: the embedded defaults, which the environment may still adjust.
         data["plugins"] = {i.id: {"type": i.type} for i in Settings.default().plugins.values()}
-    _apply_environment(data, env)
-    return settings_from_mapping(data, source=source)
+    origins = _apply_environment(data, env)
+    return settings_from_mapping(data, source=source, origins=origins)
 
 
-def settings_from_mapping(data: Mapping[str, Any], *, source: str | None = None) -> Settings:
-    """Validate a parsed ``homelab.toml`` mapping into :class:`Settings`."""
-    where = source or "<settings>"
+def settings_from_mapping(
+    data: Mapping[str, Any],
+    *,
+    source: str | None = None,
+    origins: Mapping[tuple[str, str], str] | None = None,
+) -> Settings:
+    """Validate a parsed ``homelab.toml`` mapping into :class:`Settings`.
+
+    ``origins`` maps (table, key) to the environment variable that set the value, so that
+    an error about it names the variable.
+    """
+    origins = origins or {}
+    try:
+        return _settings(data, source or NO_FILE, origins)
+    except ConfigError as exc:
+        variable = origins.get((exc.table or "", exc.field or ""))
+        if variable is None:
+            raise
+        raise exc.set_by(variable) from None
+
+
+def _settings(
+    data: Mapping[str, Any], where: str, origins: Mapping[tuple[str, str], str]
+) -> Settings:
     unknown = sorted(set(data) - set(_SECTIONS) - {"plugins"})
     if unknown:
         raise ConfigError(
@@ -182,11 +253,13 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str | None = None)
         if not isinstance(table, Mapping):
             raise ConfigError("must be a table", file=where, table=name)
         sections[name] = build_config(cls, table, file=where, table=name)
-    plugins = _instances(data.get("plugins") or {}, where)
-    return Settings(**sections, plugins=plugins, source=source)
+    plugins = _instances(data.get("plugins") or {}, where, origins)
+    return Settings(**sections, plugins=plugins, source=None if where == NO_FILE else where)
 
 
-def _instances(table: Any, where: str) -> dict[str, InstanceSettings]:
+def _instances(
+    table: Any, where: str, origins: Mapping[tuple[str, str], str]
+) -> dict[str, InstanceSettings]:
     if not isinstance(table, Mapping):
         raise ConfigError("must be a table of [plugins.<id>] tables", file=where, table="plugins")
     result: dict[str, InstanceSettings] = {}
@@ -225,8 +298,14 @@ def _instances(table: Any, where: str) -> dict[str, InstanceSettings]:
                 )
             durations[key] = float(value) if value is not None else None
         options = {k: v for k, v in body.items() if k not in _INSTANCE_KEYS}
+        from_environment = {k: origins[(name, k)] for k in options if (name, k) in origins}
         result[instance_id] = InstanceSettings(
-            id=instance_id, type=kind, enabled=enabled, options=options, **durations
+            id=instance_id,
+            type=kind,
+            enabled=enabled,
+            options=options,
+            from_environment=from_environment,
+            **durations,
         )
     return result
 
@@ -234,11 +313,17 @@ def _instances(table: Any, where: str) -> dict[str, InstanceSettings]:
 _PLUGIN_ENV = re.compile(r"^HOMELAB_PLUGINS__([A-Za-z0-9_-]+)__([A-Za-z0-9_]+)$")
 
 
-def _apply_environment(data: dict[str, Any], env: Mapping[str, str]) -> None:
-    """Overlay ``HOMELAB_*`` variables onto ``data``, parsing values as TOML when they can."""
+def _apply_environment(data: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str, str], str]:
+    """Overlay ``HOMELAB_*`` variables onto ``data``; returns (table, key) -> variable.
+
+    Values of fixed sections are parsed as TOML when they can be (``8080`` -> 8080) unless
+    the key is text; instance options stay text and are parsed to their field's type later.
+    """
+    origins: dict[tuple[str, str], str] = {}
     token = env.get("HOMELAB_API_TOKEN")
     if token is not None:
-        data.setdefault("server", {})["api_token"] = token
+        _table(data, "server", "HOMELAB_API_TOKEN")["api_token"] = token
+        origins[("server", "api_token")] = "HOMELAB_API_TOKEN"
     for key, raw in env.items():
         if not key.startswith("HOMELAB_"):
             continue
@@ -246,8 +331,8 @@ def _apply_environment(data: dict[str, Any], env: Mapping[str, str]) -> None:
         if match:
             instance_id, field = match.group(1).lower(), match.group(2).lower()
             table = _table(_table(data, "plugins", key), instance_id, key)
-            # Instance options stay text: they are parsed to each field's type later.
             table[field] = _env_value(raw) if field in _INSTANCE_KEYS else raw
+            origins[(f"plugins.{instance_id}", field)] = key
             continue
         rest = key[len("HOMELAB_") :].lower()
         section, _, field = rest.partition("_")
@@ -256,6 +341,8 @@ def _apply_environment(data: dict[str, Any], env: Mapping[str, str]) -> None:
             known = attrs.fields_dict(types).get(field)
             text = known is not None and known.type is str
             _table(data, section, key)[field] = raw if text else _env_value(raw)
+            origins[(section, field)] = key
+    return origins
 
 
 def _table(data: dict[str, Any], name: str, variable: str) -> dict[str, Any]:

@@ -31,6 +31,15 @@ class ConfigError(HomelabError):
             where.append(field)
         super().__init__(f"{' '.join(where)}: {message}" if where else message)
 
+    def set_by(self, variable: str) -> ConfigError:
+        """The same error, saying which environment variable supplied the value."""
+        return ConfigError(
+            f"{self.reason} (set by ${variable})",
+            file=self.file,
+            table=self.table,
+            field=self.field,
+        )
+
 
 class PluginError(HomelabError):
     """A plugin did something the framework cannot accept."""

@@ -15,7 +15,7 @@ from anyio.abc import TaskGroup
 
 from .bus import Bus, Event, MemoryBus
 from .cache import AiocacheLatest, LatestCache
-from .config import InstanceSettings, Settings, load_settings
+from .config import NO_FILE, InstanceSettings, Settings, load_settings
 from .errors import ConfigError, HomelabError, UnknownPluginError
 from .model import Execution, Health, HealthState, HistorySeries, Metric
 from .options import build_config, config_to_dict
@@ -80,11 +80,19 @@ def build_instance(
     :return: the plugin, its interval and its timeout.
     """
     table = f"plugins.{settings.id}"
-    where = source or "<settings>"
-    options = dict(settings.options)
-    options.update(overrides or {})
-    # Values from text (environment, --set) are parsed to each field's type.
-    config: Any = build_config(plugin_type.Config, options, file=where, table=table, from_text=True)
+    where = source or NO_FILE
+    options = {**settings.options, **(overrides or {})}
+    # Text from the environment or --set is parsed to each field's type; TOML values are not.
+    text_fields = {*settings.from_environment, *(overrides or {})}
+    try:
+        config: Any = build_config(
+            plugin_type.Config, options, file=where, table=table, text_fields=text_fields
+        )
+    except ConfigError as exc:
+        variable = settings.from_environment.get(exc.field or "")
+        if variable is None or exc.field in (overrides or {}):
+            raise
+        raise exc.set_by(variable) from None
     interval = settings.interval or float(plugin_type.default_interval)
     timeout = settings.timeout or plugin_type.default_timeout or min(default_timeout, interval)
     return plugin_type(config, instance_id=settings.id), interval, timeout
@@ -187,7 +195,7 @@ class Hub:
                 installed = ", ".join(sorted(types)) or "none"
                 raise ConfigError(
                     f"unknown plugin type {inst.type!r}; installed types: {installed}",
-                    file=source or "<settings>",
+                    file=source or NO_FILE,
                     table=f"plugins.{instance_id}",
                     field="type",
                 )

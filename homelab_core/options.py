@@ -14,7 +14,7 @@ import json
 import math
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import attrs
@@ -175,10 +175,12 @@ def build_config(
     file: str | None = None,
     table: str | None = None,
     from_text: bool = False,
+    text_fields: Collection[str] = (),
 ) -> _T:
     """Validate ``data`` against the attrs class ``cls`` and return an instance.
 
-    ``from_text=True`` parses strings to each field's type (for ``--set key=value``).
+    ``from_text=True`` parses strings to each field's type (for ``--set key=value``);
+    ``text_fields`` does so for the named fields only (values from the environment).
     Errors are :class:`ConfigError` naming ``file``, ``table`` and the field.
     """
     fields = {f.name: f for f in _fields(cls)}
@@ -186,7 +188,7 @@ def build_config(
     if unknown:
         known = ", ".join(sorted(fields)) or "none"
         raise ConfigError(
-            f"unknown field; this plugin accepts: {known}",
+            f"unknown field; accepted fields: {known}",
             file=file,
             table=table,
             field=unknown[0],
@@ -199,7 +201,7 @@ def build_config(
             continue
         value = data[name]
         try:
-            kwargs[name] = _convert(value, field.type, from_text)
+            kwargs[name] = _convert(value, field.type, from_text or name in text_fields)
         except _Invalid:
             shown = REDACTED if field.metadata.get("secret") else repr(value)
             raise ConfigError(

@@ -107,7 +107,7 @@ def test_run_with_a_bad_value_names_the_field_and_type(run) -> None:  # type: ig
 def test_run_with_an_unknown_option_lists_the_accepted_ones(run) -> None:  # type: ignore[no-untyped-def]
     result = run("run", "counter", "--once", "--set", "colour=red")
     assert result.exit_code == 2
-    assert "colour: unknown field; this plugin accepts: delay, series, token" in result.output
+    assert "colour: unknown field; accepted fields: delay, series, token" in result.output
 
 
 def test_run_of_an_unknown_target_lists_the_choices(run) -> None:  # type: ignore[no-untyped-def]

@@ -414,7 +414,10 @@ def test_env_plugin_option_creates_instance_with_raw_text(tmp_path: Path) -> Non
     settings = load_settings(write(tmp_path, ""), environ=env)
 
     assert settings.plugins["web"] == InstanceSettings(
-        id="web", type="web", options={"url": "http://nas.lan"}
+        id="web",
+        type="web",
+        options={"url": "http://nas.lan"},
+        from_environment={"url": "HOMELAB_PLUGINS__WEB__URL"},
     )
 
 
@@ -464,3 +467,28 @@ def test_env_plugin_instance_id_and_key_are_lowercased(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, ""), environ=env)
 
     assert settings.plugins["web"].options == {"url": "http://nas.lan"}
+
+
+def test_an_error_in_a_value_from_the_environment_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, ""), environ={"HOMELAB_SERVER_PORT": "high"})
+    assert str(info.value).endswith(
+        "[server] port: expected int, got 'high' (set by $HOMELAB_SERVER_PORT)"
+    )
+
+
+def test_settings_are_range_checked(tmp_path: Path) -> None:
+    path = write(tmp_path, "[store]\nqueue_size = 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    assert (info.value.table, info.value.field) == ("store", "queue_size")
+    assert "'queue_size' must be >= 1: 0" in str(info.value)
+
+
+def test_an_unsupported_database_url_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, '[database]\nurl = "mysql://db/x"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    assert (info.value.table, info.value.field) == ("database", "url")
+    assert "starting with one of sqlite://, postgres://" in str(info.value)
+    assert "got 'mysql'" in str(info.value)

@@ -28,7 +28,8 @@ from homelab_core import (
     UnknownPluginError,
     hookimpl,
 )
-from homelab_core.config import StoreSettings
+from homelab_core.config import StoreSettings, load_settings
+from homelab_core.hub import build_instance
 from homelab_core.options import REDACTED
 
 pytestmark = pytest.mark.anyio
@@ -368,3 +369,37 @@ async def test_hub_runs_on_postgresql_and_keeps_every_sample(
         [series] = await hub.history("c", "count", since=time.time() - 60, labels={"series": "3"})
         assert series.points
         assert len(await hub.executions("c", limit=1000)) == produced // 10
+
+
+def test_instance_options_from_the_file_must_have_their_type() -> None:
+    settings = InstanceSettings(id="c", type="counter", options={"series": "3"})
+    with pytest.raises(ConfigError, match=r"\[plugins.c\] series: expected int, got '3'"):
+        build_instance(settings, sample_plugins.Counter, default_timeout=5, source="h.toml")
+
+
+def test_instance_options_from_the_environment_are_parsed_and_errors_name_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no homelab.toml: the embedded defaults apply
+    env = {"HOMELAB_PLUGINS__C__SERIES": "3", "HOMELAB_PLUGINS__C__TYPE": "counter"}
+    settings = load_settings(environ=env)
+    plugin, _, _ = build_instance(settings.plugins["c"], sample_plugins.Counter, default_timeout=5)
+    assert plugin.config.series == 3
+    bad = load_settings(environ={**env, "HOMELAB_PLUGINS__C__SERIES": "three"})
+    with pytest.raises(ConfigError) as info:
+        build_instance(bad.plugins["c"], sample_plugins.Counter, default_timeout=5)
+    assert str(info.value).endswith(
+        "series: expected int, got 'three' (set by $HOMELAB_PLUGINS__C__SERIES)"
+    )
+
+
+def test_instance_timeout_defaults_to_the_interval_when_shorter() -> None:
+    settings = InstanceSettings(id="c", type="counter", interval=2)
+    _, interval, timeout = build_instance(settings, sample_plugins.Counter, default_timeout=30)
+    assert (interval, timeout) == (2, 2)
+    _, _, timeout = build_instance(
+        InstanceSettings(id="c", type="counter", interval=60, timeout=7),
+        sample_plugins.Counter,
+        default_timeout=30,
+    )
+    assert timeout == 7

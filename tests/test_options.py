@@ -125,11 +125,11 @@ def test_unknown_field_error_lists_accepted_fields() -> None:
         "color, headers, limit, mode, ports, proxy, retries, tags, timeout, token, url,"
         " verify, weights"
     )
-    assert info.value.reason == f"unknown field; this plugin accepts: {accepted}"
+    assert info.value.reason == f"unknown field; accepted fields: {accepted}"
 
 
 def test_unknown_field_on_config_without_fields_says_none_accepted() -> None:
-    with pytest.raises(ConfigError, match="this plugin accepts: none"):
+    with pytest.raises(ConfigError, match="accepted fields: none"):
         build_config(NoConfig, {"anything": 1})
 
 
