@@ -22,6 +22,7 @@ import inspect
 import logging
 import math
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
@@ -89,6 +90,19 @@ class RunStats:
         }
 
 
+def _idle_event() -> threading.Event:
+    event = threading.Event()
+    event.set()
+    return event
+
+
+async def _thread_finished(unit: _Unit, timeout: float | None) -> bool:
+    """Wait for an abandoned worker thread of ``unit`` to return; False if it did not."""
+    if unit.thread_idle.is_set():
+        return True
+    return await anyio.to_thread.run_sync(unit.thread_idle.wait, timeout, abandon_on_cancel=True)
+
+
 @attrs.define(eq=False)
 class _Unit:
     id: str
@@ -99,7 +113,8 @@ class _Unit:
     health: Health = attrs.field(factory=Health)
     stats: RunStats = attrs.field(factory=RunStats)
     running: bool = False
-    thread_busy: bool = False
+    #: Set while no worker thread of this instance runs (one may outlive its timeout).
+    thread_idle: threading.Event = attrs.field(factory=_idle_event)
     set_up: bool = False
     setup_error: str | None = None
     backoff_until: float = 0.0
@@ -110,7 +125,7 @@ class _Unit:
 
     @property
     def busy(self) -> bool:
-        return self.running or self.thread_busy
+        return self.running or not self.thread_idle.is_set()
 
     def claim(self) -> None:
         """Mark a run as started; ``run_done`` is set when it ends."""
@@ -294,7 +309,14 @@ class Scheduler:
                 if unit.set_up:
                     unit.set_up = False
                     with anyio.move_on_after(TEARDOWN_TIMEOUT, shield=True):
-                        await self._call(unit, unit.plugin.teardown)
+                        if await _thread_finished(unit, TEARDOWN_TIMEOUT):
+                            await self._call(unit, unit.plugin.teardown)
+                        else:
+                            log.warning(
+                                "plugin instance %r: not tearing down, a run is still blocked"
+                                " in its worker thread",
+                                unit.id,
+                            )
             except Exception:
                 log.exception("teardown of plugin instance %r failed", unit.id)
             finally:
@@ -331,6 +353,8 @@ class Scheduler:
             self._count(unit, execution)
             await self._emit(RunResult(unit.id, execution, [], unit.health, previous))
             await anyio.sleep(wait)
+            # A timed-out setup may still run in its thread: never run two at once.
+            await _thread_finished(unit, None)
 
     async def _tick(self, unit: _Unit, runs: TaskGroup) -> None:
         interval = unit.interval
@@ -469,9 +493,9 @@ class Scheduler:
                 try:
                     return method()
                 finally:
-                    unit.thread_busy = False
+                    unit.thread_idle.set()
 
-            unit.thread_busy = True
+            unit.thread_idle.clear()
             result = await anyio.to_thread.run_sync(in_thread, abandon_on_cancel=True)
         if inspect.isawaitable(result):
             result = await result

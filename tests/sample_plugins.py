@@ -149,3 +149,33 @@ def register_plugins(register: Callable[[type[Plugin]], None]) -> None:
 def make(plugin_type: type[Plugin], instance_id: str | None = None, **config: Any) -> Any:
     """An instance of ``plugin_type`` with ``config`` as keyword arguments of its Config."""
     return plugin_type(plugin_type.Config(**config), instance_id=instance_id or plugin_type.name)
+
+
+class SlowSetup(Plugin):
+    """A sync setup whose first call outlives the timeout; records overlapping calls."""
+
+    name = "slow_setup"
+    default_interval = 0.1
+
+    def __init__(self, config: Any, *, instance_id: str) -> None:
+        super().__init__(config, instance_id=instance_id)
+        self.calls = 0
+        self.active = 0
+        self.max_active = 0
+        self.lock = threading.Lock()
+
+    def setup(self) -> None:
+        with self.lock:
+            self.calls += 1
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+            first = self.calls == 1
+        try:
+            if first:
+                threading.Event().wait(0.3)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+    def collect(self) -> list[Metric]:
+        return [Metric("ready", 1)]

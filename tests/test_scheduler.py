@@ -353,3 +353,38 @@ async def test_run_now_during_a_scheduled_run_waits_for_it_then_runs(
     assert execution.status is ExecutionStatus.OK
     assert plugin.runs == 2
     assert plugin.max_active == 1
+
+
+async def test_a_timed_out_sync_setup_is_not_retried_while_its_thread_runs(
+    recorder: Recorder,
+) -> None:
+    from sample_plugins import SlowSetup
+
+    plugin = make(SlowSetup)
+    async with Scheduler(settings(setup_retry=[0.02]), sink=recorder) as scheduler:
+        scheduler.add("slow", plugin, interval=0.1, timeout=0.1)
+        await anyio.sleep(0.6)
+        assert scheduler.health("slow").state is HealthState.OK
+    setups = [e for e in recorder.executions("slow") if e.trigger == "setup"]
+    assert [e.status for e in setups] == [ExecutionStatus.TIMEOUT]
+    assert plugin.calls == 2
+    assert plugin.max_active == 1
+
+
+async def test_teardown_waits_for_a_blocked_collect_thread(recorder: Recorder) -> None:
+    class Tracked(Blocks):
+        torn_down_while_blocked: bool | None = None
+
+        def teardown(self) -> None:
+            Tracked.torn_down_while_blocked = not Blocks.release.is_set()
+
+    Blocks.release.clear()
+    async with Scheduler(settings(), sink=recorder) as scheduler:
+        scheduler.add("b", make(Tracked), interval=0.05, timeout=0.05)
+        await anyio.sleep(0.1)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scheduler.set_enabled, "b", False)
+            await anyio.sleep(0.1)
+            assert Tracked.torn_down_while_blocked is None
+            Blocks.release.set()
+    assert Tracked.torn_down_while_blocked is False
