@@ -4,7 +4,8 @@ Implement a hook by writing a function of the same name, decorated with
 :data:`homelab_core.hookimpl`, in the module an entry point of the ``homelab.plugins`` group
 names. ``register_*`` hooks contribute things; the others are events. Event hooks may be
 plain functions or coroutines: the hub awaits what they return, and an error in one
-implementation is logged without stopping the others.
+implementation is logged without stopping the others. Implementations run in the order
+their plugins were registered.
 """
 
 from __future__ import annotations
@@ -77,11 +78,11 @@ def hub_shutdown(hub: Hub) -> Any:
 
 @hookspec
 def metrics_collected(instance_id: str, metrics: Sequence[Metric]) -> Any:
-    """Receive every successful collection (for exporters and forwarders).
+    """Receive the metrics of every successful collection (for exporters and forwarders).
 
-    Called after each successful run of a plugin instance, once its metrics are validated
-    and cached, before they are queued for the store. Keep it quick: slow work belongs in a
-    task of your own.
+    Called after each successful run that returned metrics, once they are validated,
+    cached, broadcast and queued for the store. Runs in the scheduler's task: keep it
+    quick, and move slow work to a task of your own.
 
     :param instance_id: the id of the instance that collected.
     :param metrics: the validated metrics, each with its timestamp set.

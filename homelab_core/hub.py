@@ -384,6 +384,7 @@ class Hub:
             "skipped": sum(s.skipped for s in all_stats),
             "samples_written": self.store.samples_written,
             "samples_dropped": self.queue.dropped_samples,
+            "executions_dropped": self.queue.dropped_executions,
             "queue_depth": self.queue.pending_samples,
             "subscribers": self.bus.subscriber_count,
         }

@@ -12,7 +12,7 @@ import pytest
 from homelab_core import Execution, Health, HealthState, Metric, StoreError
 from homelab_core.config import RetentionSettings, StoreSettings
 from homelab_core.store import BatchWriter, Maintenance, Store, WriteQueue, history
-from homelab_core.store.retention import HOUR, MINUTE
+from homelab_core.store.retention import DAY, HOUR, MINUTE
 
 pytestmark = pytest.mark.anyio
 
@@ -118,14 +118,24 @@ async def test_history_uses_the_coarsest_fitting_tier(store: Store) -> None:
     await maintenance.run_once(now=T0 + 2 * HOUR + 120)
     # Remove raw samples already rolled up: a query that still read them would find gaps.
     await store.execute("DELETE FROM homelab_sample WHERE ts < ?", [T0 + 2 * HOUR])
-    [series] = await history(store, maintenance, "a", "v", since=T0, until=T0 + 2 * HOUR, step=HOUR)
+    [series] = await history(
+        store, maintenance, "a", "v", since=T0, now=T0 + 3 * HOUR, until=T0 + 2 * HOUR, step=HOUR
+    )
     assert series.resolution == HOUR
     assert [(p.timestamp - T0, p.value) for p in series.points] == [
         (0, 179.5),
         (HOUR, 539.5),
     ]
     [by_minute] = await history(
-        store, maintenance, "a", "v", since=T0, until=T0 + 600, step=60, agg="max"
+        store,
+        maintenance,
+        "a",
+        "v",
+        since=T0,
+        now=T0 + 3 * HOUR,
+        until=T0 + 600,
+        step=60,
+        agg="max",
     )
     assert by_minute.resolution == MINUTE
     assert [p.value for p in by_minute.points] == [5, 11, 17, 23, 29, 35, 41, 47, 53, 59]
@@ -137,7 +147,15 @@ async def test_history_reads_raw_samples_newer_than_the_rollups(store: Store) ->
     await maintenance.run_once(now=T0 + 60 + 30)  # rolls the first minute only
     await store.write([("a", [Metric("v", 100, timestamp=T0 + 125)])])
     [series] = await history(
-        store, maintenance, "a", "v", since=T0, until=T0 + 180, step=60, agg="min"
+        store,
+        maintenance,
+        "a",
+        "v",
+        since=T0,
+        now=T0 + 3 * HOUR,
+        until=T0 + 180,
+        step=60,
+        agg="min",
     )
     assert [(p.timestamp - T0, p.value) for p in series.points] == [(0, 0), (60, 6), (120, 100)]
 
@@ -154,6 +172,7 @@ async def test_history_caps_points_and_filters_labels(store: Store) -> None:
         "a",
         "v",
         since=T0,
+        now=T0 + 3 * HOUR,
         until=T0 + 1000,
         labels={"disk": "b"},
         max_points=100,
@@ -168,9 +187,11 @@ async def test_history_rejects_bad_arguments(store: Store) -> None:
     from homelab_core import HomelabError
 
     with pytest.raises(HomelabError, match="unknown aggregate 'median'"):
-        await history(store, maintenance, "a", "v", since=T0, until=T0 + 1, agg="median")  # type: ignore[arg-type]
+        await history(
+            store, maintenance, "a", "v", since=T0, now=T0 + 3 * HOUR, until=T0 + 1, agg="median"
+        )  # type: ignore[arg-type]
     with pytest.raises(HomelabError, match="'until' must be later than 'since'"):
-        await history(store, maintenance, "a", "v", since=T0, until=T0)
+        await history(store, maintenance, "a", "v", since=T0, now=T0 + 3 * HOUR, until=T0)
 
 
 async def test_retention_prunes_each_tier(store: Store) -> None:
@@ -249,3 +270,23 @@ async def test_closed_queue_refuses_and_counts(store: Store) -> None:
     queue.close()
     assert not queue.put_metrics("a", samples(T0, 3, 1))
     assert queue.dropped_samples == 3
+
+
+async def test_history_of_a_range_past_raw_retention_reads_rollups(store: Store) -> None:
+    await store.write([("a", [Metric("v", i, timestamp=T0 + i * 10) for i in range(60)])])
+    maintenance = Maintenance(store, RetentionSettings(raw_days=1))
+    await maintenance.run_once(now=T0 + 2 * DAY)  # rolls up, then prunes the raw samples
+    assert await store.count_samples() == 0
+    [series] = await history(
+        store, maintenance, "a", "v", since=T0, until=T0 + 600, step=10, now=T0 + 2 * DAY
+    )
+    assert series.resolution == MINUTE
+    assert [p.value for p in series.points] == [2.5 + 6 * i for i in range(10)]
+
+
+def test_queued_executions_are_bounded_and_counted() -> None:
+    queue = WriteQueue(max_samples=3, batch_size=10)
+    for i in range(5):
+        queue.put_execution(Execution("a", T0 + i, 0.1, "ok"))
+    assert queue.dropped_executions == 2
+    assert len(queue.take().executions) == 3

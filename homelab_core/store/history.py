@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from typing import Literal
 
 from ..errors import HomelabError
 from ..model import HistorySeries, Point
-from .retention import HOUR, MINUTE, Maintenance
+from ..config import RetentionSettings
+from .retention import DAY, HOUR, MINUTE, Maintenance
 from .store import Store
 
 Aggregate = Literal["avg", "min", "max"]
@@ -23,11 +25,12 @@ def choose_step(since: float, until: float, step: float | None, max_points: int)
     return max(step or 0.0, minimum, 1.0)
 
 
-def tier_for(step: float) -> int:
-    """The coarsest tier whose resolution fits in ``step`` (0 means raw samples)."""
-    if step >= HOUR:
+def tier_for(step: float, since: float, retention: RetentionSettings, now: float) -> int:
+    """The tier to read (0 means raw samples): the coarsest whose resolution fits in
+    ``step``, but never one whose retention has already dropped the start of the range."""
+    if step >= HOUR or since < now - retention.minute_days * DAY:
         return HOUR
-    if step >= MINUTE:
+    if step >= MINUTE or since < now - retention.raw_days * DAY:
         return MINUTE
     return 0
 
@@ -44,6 +47,7 @@ async def history(
     agg: Aggregate = "avg",
     labels: Mapping[str, str] | None = None,
     max_points: int = MAX_POINTS,
+    now: float | None = None,
 ) -> list[HistorySeries]:
     """Points of every series of ``metric`` whose labels include ``labels``.
 
@@ -62,7 +66,8 @@ async def history(
     if not series:
         return []
     width = choose_step(since, until, step, max_points)
-    tier = tier_for(width)
+    now = time.time() if now is None else now
+    tier = tier_for(width, since, maintenance.settings, now)
     if tier:
         width = math.ceil(width / tier) * tier
     # Align buckets so that tiers agree on where a bucket starts.

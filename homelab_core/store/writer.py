@@ -40,7 +40,8 @@ class WriteQueue:
 
     Putting never waits. When accepting a collection would pass ``max_samples``, the whole
     collection is dropped and counted in :attr:`dropped_samples` (and logged), never lost
-    silently. Execution records and health transitions are small and always accepted.
+    silently. Execution records are bounded by the same number and counted in
+    :attr:`dropped_executions`; health transitions are rare and always accepted.
     """
 
     def __init__(self, max_samples: int, batch_size: int) -> None:
@@ -51,6 +52,7 @@ class WriteQueue:
         self._transitions: deque[tuple[str, Health, Health]] = deque()
         self.pending_samples = 0
         self.dropped_samples = 0
+        self.dropped_executions = 0
         self.closed = False
         self._wakeup = anyio.Event()
         self._last_drop_log = 0.0
@@ -83,7 +85,10 @@ class WriteQueue:
         return True
 
     def put_execution(self, execution: Execution) -> None:
-        """Queue an execution record."""
+        """Queue an execution record; dropped and counted if too many are waiting."""
+        if len(self._executions) >= self.max_samples:
+            self.dropped_executions += 1
+            return
         self._executions.append(execution)
 
     def put_transition(self, instance_id: str, old: Health, new: Health) -> None:
