@@ -7,9 +7,9 @@ import time
 from collections.abc import Mapping
 from typing import Literal
 
+from ..config import RetentionSettings
 from ..errors import HomelabError
 from ..model import HistorySeries, Point
-from ..config import RetentionSettings
 from .retention import DAY, HOUR, MINUTE, Maintenance
 from .store import Store
 
