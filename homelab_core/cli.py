@@ -12,9 +12,9 @@ import anyio
 import click
 
 from . import __version__
-from .config import NO_FILE, InstanceSettings, Settings, load_settings
-from .errors import ConfigError, HomelabError, UnknownPluginError
-from .hub import build_instance
+from .config import InstanceSettings, Settings, load_settings
+from .errors import ConfigError, HomelabError
+from .hub import build_instance, plugin_type_for
 from .model import ExecutionStatus
 from .options import config_to_dict
 from .plugins import PluginManager, call_impl
@@ -178,7 +178,7 @@ def _parse_sets(values: Sequence[str]) -> dict[str, str]:
 @click.option(
     "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Set a config field; repeatable."
 )
-@click.option("--timing", is_flag=True, help="Also print how long set-up and collection took.")
+@click.option("--timing", is_flag=True, help="Also print how long the collection took.")
 @config_option
 @click.pass_context
 def run_command(
@@ -206,12 +206,10 @@ def run_command(
                 f" choose one of: {', '.join(known) or 'none'}"
             )
         instance = InstanceSettings(id=target, type=target)
-    if instance.type not in types:
-        raise ConfigFailure(str(UnknownPluginError(instance.type, "plugin type")))
     try:
         plugin, _, timeout = build_instance(
             instance,
-            types[instance.type],
+            plugin_type_for(types, instance, settings.source),
             default_timeout=settings.scheduler.default_timeout,
             source=settings.source if target in settings.plugins else "--set",
             overrides=overrides,
@@ -248,24 +246,10 @@ def check_config_command(ctx: click.Context, config: str | None) -> None:
     settings = _settings(config)
     problems = []
     for instance in settings.plugins.values():
-        plugin_type = types.get(instance.type)
-        if plugin_type is None:
-            problems.append(
-                str(
-                    ConfigError(
-                        f"unknown plugin type {instance.type!r}; installed types:"
-                        f" {', '.join(sorted(types)) or 'none'}",
-                        file=settings.source or NO_FILE,
-                        table=f"plugins.{instance.id}",
-                        field="type",
-                    )
-                )
-            )
-            continue
         try:
             build_instance(
                 instance,
-                plugin_type,
+                plugin_type_for(types, instance, settings.source),
                 default_timeout=settings.scheduler.default_timeout,
                 source=settings.source,
             )

@@ -66,6 +66,22 @@ class _Instance:
     timeout: float
 
 
+def plugin_type_for(
+    types: Mapping[str, type[Plugin]], settings: InstanceSettings, source: str | None = None
+) -> type[Plugin]:
+    """The installed type an instance names, or a :class:`ConfigError` pointing at it."""
+    plugin_type = types.get(settings.type)
+    if plugin_type is None:
+        raise ConfigError(
+            f"unknown plugin type {settings.type!r}; installed types:"
+            f" {', '.join(sorted(types)) or 'none'}",
+            file=source or NO_FILE,
+            table=f"plugins.{settings.id}",
+            field="type",
+        )
+    return plugin_type
+
+
 def build_instance(
     settings: InstanceSettings,
     plugin_type: type[Plugin],
@@ -190,15 +206,7 @@ class Hub:
         types = self.plugins.plugin_types()
         source = self.settings.source
         for instance_id, inst in self.settings.plugins.items():
-            plugin_type = types.get(inst.type)
-            if plugin_type is None:
-                installed = ", ".join(sorted(types)) or "none"
-                raise ConfigError(
-                    f"unknown plugin type {inst.type!r}; installed types: {installed}",
-                    file=source or NO_FILE,
-                    table=f"plugins.{instance_id}",
-                    field="type",
-                )
+            plugin_type = plugin_type_for(types, inst, source)
             plugin, interval, timeout = build_instance(
                 inst,
                 plugin_type,
