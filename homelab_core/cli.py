@@ -41,7 +41,7 @@ class _Group(click.Group):
         self._plugin_commands_loaded = True
         manager = _manager(ctx)
         builtins = dict(self.commands)
-        for impl in manager.hook.register_commands.get_hookimpls():
+        for impl in manager.implementations("register_commands"):
             try:
                 call_impl(impl, cli=self)
             except Exception as exc:
@@ -88,7 +88,6 @@ def _settings(config: str | None) -> Settings:
 
 
 def _report_load_errors(manager: PluginManager) -> None:
-    manager.plugin_types()
     for error in manager.load_errors:
         click.echo(f"error: {error}", err=True)
 
@@ -195,11 +194,11 @@ def run_command(
     overrides = _parse_sets(sets)
     manager = _manager(ctx)
     types = manager.plugin_types()
+    _report_load_errors(manager)
     settings = _settings(config)
     instance = settings.plugins.get(target)
     if instance is None:
         if target not in types:
-            _report_load_errors(manager)
             known = sorted({*types, *settings.plugins})
             raise ConfigFailure(
                 f"{target!r} is neither a configured instance nor an installed plugin type;"
@@ -243,6 +242,8 @@ def check_config_command(ctx: click.Context, config: str | None) -> None:
     """Validate homelab.toml and every instance's options."""
     manager = _manager(ctx)
     types = manager.plugin_types()
+    # A plugin that failed to load explains an "unknown plugin type" below.
+    _report_load_errors(manager)
     settings = _settings(config)
     problems = []
     for instance in settings.plugins.values():

@@ -28,8 +28,8 @@ DEFAULT_CONFIG_FILE = "homelab.toml"
 DEFAULT_DATABASE_URL = "sqlite://homelab.db"
 #: Stands for the file in messages about settings that came from no file.
 NO_FILE = "<no config file>"
-#: URL schemes the store can use: SQLite, or PostgreSQL through asyncpg or psycopg.
-DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql", "asyncpg", "psycopg")
+#: URL schemes the store can use: SQLite, or PostgreSQL through asyncpg.
+DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql", "asyncpg")
 
 _positive = attrs.validators.gt(0)
 _at_least_one = attrs.validators.ge(1)

@@ -144,7 +144,7 @@ class PluginManager:
         sources: dict[str, str] = {}
         self._registration_errors = []
         # In registration order, so that the first plugin to claim a type name keeps it.
-        for impl in self.hook.register_plugins.get_hookimpls():
+        for impl in self.implementations("register_plugins"):
             source = impl.plugin_name
 
             def register(obj: Any, *, _source: str = source) -> None:
@@ -170,17 +170,25 @@ class PluginManager:
     async def notify(self, hook_name: str, **kwargs: Any) -> None:
         """Call an event hook on every plugin, awaiting awaitable results.
 
-        Implementations run in the order their plugins were registered. One that raises is
-        logged with the plugin's name; the rest still run.
+        Implementations run in :meth:`implementations` order. One that raises is logged
+        with the plugin's name; the rest still run.
         """
-        caller = getattr(self.hook, hook_name)
-        for impl in caller.get_hookimpls():
+        for impl in self.implementations(hook_name):
             try:
                 result = call_impl(impl, **kwargs)
                 if inspect.isawaitable(result):
                     await _await(result)
             except Exception:
                 log.exception("hook %s of plugin %r failed", hook_name, impl.plugin_name)
+
+    def implementations(self, hook_name: str) -> list[Any]:
+        """The implementations of a hook in calling order.
+
+        ``tryfirst`` ones first and ``trylast`` ones last, as in pluggy; the rest in the
+        order their plugins were registered.
+        """
+        impls = getattr(self.hook, hook_name).get_hookimpls()
+        return sorted(impls, key=lambda i: 0 if i.tryfirst else 2 if i.trylast else 1)
 
     def has_implementations(self, hook_name: str) -> bool:
         """Whether any registered plugin implements ``hook_name`` (to skip work if none)."""

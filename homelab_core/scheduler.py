@@ -308,24 +308,32 @@ class Scheduler:
             try:
                 if unit.set_up:
                     unit.set_up = False
-                    with anyio.move_on_after(TEARDOWN_TIMEOUT, shield=True):
-                        if await _thread_finished(unit, TEARDOWN_TIMEOUT):
-                            await self._call(unit, unit.plugin.teardown)
-                        else:
-                            log.warning(
-                                "plugin instance %r: not tearing down, a run is still blocked"
-                                " in its worker thread",
-                                unit.id,
-                            )
-            except Exception:
-                log.exception("teardown of plugin instance %r failed", unit.id)
+                    await self._teardown(unit)
             finally:
                 unit.stopped.set()
+
+    async def _teardown(self, unit: _Unit) -> None:
+        """Call ``teardown()``, shielded and bounded, once no worker thread of it runs."""
+        with anyio.move_on_after(TEARDOWN_TIMEOUT, shield=True):
+            try:
+                if await _thread_finished(unit, TEARDOWN_TIMEOUT):
+                    await self._call(unit, unit.plugin.teardown)
+                else:
+                    log.warning(
+                        "plugin instance %r: not tearing down, a run is still blocked in its"
+                        " worker thread",
+                        unit.id,
+                    )
+            except Exception:
+                log.exception("teardown of plugin instance %r failed", unit.id)
 
     async def _setup(self, unit: _Unit) -> None:
         waits = self.settings.setup_retry or [5.0]
         attempt = 0
         while True:
+            # A timed-out setup (or collect) may still run in its thread: wait for it, so
+            # that two calls into the plugin never overlap, even across disable/enable.
+            await _thread_finished(unit, None)
             execution, _ = await self._attempt(unit, unit.plugin.setup, "setup", "setup")
             if unit.first_setup is not None:
                 unit.first_setup.set()
@@ -353,8 +361,6 @@ class Scheduler:
             self._count(unit, execution)
             await self._emit(RunResult(unit.id, execution, [], unit.health, previous))
             await anyio.sleep(wait)
-            # A timed-out setup may still run in its thread: never run two at once.
-            await _thread_finished(unit, None)
 
     async def _tick(self, unit: _Unit, runs: TaskGroup) -> None:
         interval = unit.interval
@@ -611,5 +617,4 @@ async def run_once(
     try:
         return await scheduler._collect(unit, anyio.current_time(), "manual")
     finally:
-        with anyio.move_on_after(TEARDOWN_TIMEOUT, shield=True):
-            await scheduler._call(unit, plugin.teardown)
+        await scheduler._teardown(unit)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -218,3 +219,19 @@ def test_a_plugin_cannot_replace_a_built_in_command(manager: PluginManager) -> N
     result = CliRunner().invoke(group, ["run", "counter", "--once"], obj=manager)
     assert "hijacked" not in result.output
     assert json.loads(result.output)["status"] == "ok"
+
+
+class RegistersJunk:
+    @hookimpl
+    def register_plugins(self, register: Any) -> None:
+        register(dict)
+
+
+def test_check_config_shows_why_a_plugin_is_missing(
+    run, manager: PluginManager, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    manager.register(RegistersJunk(), name="junk")
+    config = write_config(tmp_path, '[plugins.a]\ntype = "counter"\n')
+    result = run("check-config", "--config", config)
+    assert "error: plugin 'junk' registered an invalid type" in result.output
+    assert result.exit_code == 0

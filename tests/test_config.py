@@ -492,3 +492,9 @@ def test_an_unsupported_database_url_is_refused(tmp_path: Path) -> None:
     assert (info.value.table, info.value.field) == ("database", "url")
     assert "starting with one of sqlite://, postgres://" in str(info.value)
     assert "got 'mysql'" in str(info.value)
+
+
+def test_psycopg_urls_are_refused_since_the_store_speaks_asyncpg(tmp_path: Path) -> None:
+    path = write(tmp_path, '[database]\nurl = "psycopg://u@h/db"\n')
+    with pytest.raises(ConfigError, match="got 'psycopg'"):
+        load_settings(path, environ={})

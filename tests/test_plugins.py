@@ -190,3 +190,31 @@ async def test_event_hooks_run_in_registration_order() -> None:
         manager.register(Order(name, seen), name=name)
     await manager.notify("hub_startup", hub=None)
     assert seen == ["first", "second", "third"]
+
+
+class First:
+    def __init__(self, seen: list[str]) -> None:
+        self.seen = seen
+
+    @hookimpl(tryfirst=True)
+    def hub_startup(self, hub: Any) -> None:
+        self.seen.append("tryfirst")
+
+
+class Last:
+    def __init__(self, seen: list[str]) -> None:
+        self.seen = seen
+
+    @hookimpl(trylast=True)
+    def hub_startup(self, hub: Any) -> None:
+        self.seen.append("trylast")
+
+
+async def test_tryfirst_and_trylast_are_honoured() -> None:
+    manager = PluginManager(load_entry_points=False)
+    seen: list[str] = []
+    manager.register(Last(seen), name="last")
+    manager.register(Order("plain", seen), name="plain")
+    manager.register(First(seen), name="first")
+    await manager.notify("hub_startup", hub=None)
+    assert seen == ["tryfirst", "plain", "trylast"]

@@ -388,3 +388,40 @@ async def test_teardown_waits_for_a_blocked_collect_thread(recorder: Recorder) -
             assert Tracked.torn_down_while_blocked is None
             Blocks.release.set()
     assert Tracked.torn_down_while_blocked is False
+
+
+async def test_reenabling_never_overlaps_a_setup_still_running_in_its_thread(
+    recorder: Recorder,
+) -> None:
+    from sample_plugins import SlowSetup
+
+    plugin = make(SlowSetup)
+    async with Scheduler(settings(setup_retry=[5]), sink=recorder) as scheduler:
+        scheduler.add("slow", plugin, interval=0.1, timeout=0.1)
+        await anyio.sleep(0.15)  # the first setup timed out; its thread runs on
+        await scheduler.set_enabled("slow", False)
+        await scheduler.set_enabled("slow", True)
+        await anyio.sleep(0.4)
+        assert scheduler.health("slow").state is HealthState.OK
+    assert plugin.calls == 2
+    assert plugin.max_active == 1
+
+
+async def test_run_once_tears_down_only_after_a_timed_out_thread_returns() -> None:
+    class Tracked(Blocks):
+        torn_down_while_blocked: bool | None = None
+
+        def teardown(self) -> None:
+            Tracked.torn_down_while_blocked = not Blocks.release.is_set()
+
+    Blocks.release.clear()
+    async with anyio.create_task_group() as tg:
+
+        async def release_later() -> None:
+            await anyio.sleep(0.3)
+            Blocks.release.set()
+
+        tg.start_soon(release_later)
+        execution, _, _ = await run_once(make(Tracked), instance_id="b", timeout=0.1)
+    assert execution.status is ExecutionStatus.TIMEOUT
+    assert Tracked.torn_down_while_blocked is False

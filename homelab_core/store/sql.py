@@ -43,7 +43,7 @@ class Dialect:
 def dialect_of(url: str) -> Dialect:
     """The dialect of a Tortoise database URL."""
     scheme = url.split(":", 1)[0].lower()
-    if scheme.startswith(("postgres", "asyncpg", "psycopg")):
+    if scheme in ("postgres", "postgresql", "asyncpg"):
         return Dialect("postgres")
     if scheme == "sqlite":
         return Dialect("sqlite")

@@ -125,7 +125,14 @@ class Store:
             except Exception as exc:
                 with contextlib.suppress(Exception):
                     await self._context.close_connections()
-                raise StoreError(f"cannot open the store at {_safe_url(self.url)}: {exc}") from exc
+                reason = (
+                    f"no answer within {OPEN_TIMEOUT:g} s"
+                    if isinstance(exc, TimeoutError)
+                    else str(exc) or type(exc).__name__
+                )
+                raise StoreError(
+                    f"cannot open the store at {_safe_url(self.url)}: {reason}"
+                ) from exc
         self._open = True
 
     def _check_sqlite_path(self) -> None:
