@@ -94,6 +94,16 @@ class Blocks(Plugin):
         return [Metric("blocked", 1)]
 
 
+class BlocksThenTearsDown(Blocks):
+    """Records whether ``teardown()`` came while a collection was still blocked."""
+
+    name = "blocks_teardown"
+    torn_down_while_blocked: bool | None = None
+
+    def teardown(self) -> None:
+        BlocksThenTearsDown.torn_down_while_blocked = not Blocks.release.is_set()
+
+
 class FailsSetup(Plugin):
     """Setup fails ``failures`` times, then succeeds."""
 

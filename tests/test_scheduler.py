@@ -9,7 +9,18 @@ from typing import Any
 
 import anyio
 import pytest
-from sample_plugins import Blocks, Counter, FailsSetup, Garbage, Hangs, Judges, Raises, make
+from sample_plugins import (
+    Blocks,
+    BlocksThenTearsDown,
+    Counter,
+    FailsSetup,
+    Garbage,
+    Hangs,
+    Judges,
+    Raises,
+    SlowSetup,
+    make,
+)
 
 from homelab_core import ExecutionStatus, HealthState, HomelabError, RunResult, Scheduler
 from homelab_core.config import SchedulerSettings
@@ -358,8 +369,6 @@ async def test_run_now_during_a_scheduled_run_waits_for_it_then_runs(
 async def test_a_timed_out_sync_setup_is_not_retried_while_its_thread_runs(
     recorder: Recorder,
 ) -> None:
-    from sample_plugins import SlowSetup
-
     plugin = make(SlowSetup)
     async with Scheduler(settings(setup_retry=[0.02]), sink=recorder) as scheduler:
         scheduler.add("slow", plugin, interval=0.1, timeout=0.1)
@@ -372,29 +381,23 @@ async def test_a_timed_out_sync_setup_is_not_retried_while_its_thread_runs(
 
 
 async def test_teardown_waits_for_a_blocked_collect_thread(recorder: Recorder) -> None:
-    class Tracked(Blocks):
-        torn_down_while_blocked: bool | None = None
 
-        def teardown(self) -> None:
-            Tracked.torn_down_while_blocked = not Blocks.release.is_set()
-
+    BlocksThenTearsDown.torn_down_while_blocked = None
     Blocks.release.clear()
     async with Scheduler(settings(), sink=recorder) as scheduler:
-        scheduler.add("b", make(Tracked), interval=0.05, timeout=0.05)
+        scheduler.add("b", make(BlocksThenTearsDown), interval=0.05, timeout=0.05)
         await anyio.sleep(0.1)
         async with anyio.create_task_group() as tg:
             tg.start_soon(scheduler.set_enabled, "b", False)
             await anyio.sleep(0.1)
-            assert Tracked.torn_down_while_blocked is None
+            assert BlocksThenTearsDown.torn_down_while_blocked is None
             Blocks.release.set()
-    assert Tracked.torn_down_while_blocked is False
+    assert BlocksThenTearsDown.torn_down_while_blocked is False
 
 
 async def test_reenabling_never_overlaps_a_setup_still_running_in_its_thread(
     recorder: Recorder,
 ) -> None:
-    from sample_plugins import SlowSetup
-
     plugin = make(SlowSetup)
     async with Scheduler(settings(setup_retry=[5]), sink=recorder) as scheduler:
         scheduler.add("slow", plugin, interval=0.1, timeout=0.1)
@@ -408,12 +411,8 @@ async def test_reenabling_never_overlaps_a_setup_still_running_in_its_thread(
 
 
 async def test_run_once_tears_down_only_after_a_timed_out_thread_returns() -> None:
-    class Tracked(Blocks):
-        torn_down_while_blocked: bool | None = None
 
-        def teardown(self) -> None:
-            Tracked.torn_down_while_blocked = not Blocks.release.is_set()
-
+    BlocksThenTearsDown.torn_down_while_blocked = None
     Blocks.release.clear()
     async with anyio.create_task_group() as tg:
 
@@ -422,6 +421,6 @@ async def test_run_once_tears_down_only_after_a_timed_out_thread_returns() -> No
             Blocks.release.set()
 
         tg.start_soon(release_later)
-        execution, _, _ = await run_once(make(Tracked), instance_id="b", timeout=0.1)
+        execution, _, _ = await run_once(make(BlocksThenTearsDown), instance_id="b", timeout=0.1)
     assert execution.status is ExecutionStatus.TIMEOUT
-    assert Tracked.torn_down_while_blocked is False
+    assert BlocksThenTearsDown.torn_down_while_blocked is False
