@@ -371,6 +371,15 @@ class Store:
             )
         return [(r.ts, r.old_state, r.new_state, r.message) for r in rows]
 
+    async def execution_counts(self, *, since: float) -> dict[str, int]:
+        """How many executions of each status started at or after ``since``."""
+        rows = await self.fetch(
+            "SELECT status, COUNT(*) AS n FROM homelab_execution WHERE started_at >= ?"
+            " GROUP BY status",
+            [since],
+        )
+        return {r["status"]: int(r["n"]) for r in rows}
+
     async def count_samples(self) -> int:
         """The number of raw samples held."""
         with self.active():

@@ -1,0 +1,282 @@
+"""The REST API blueprint: the paths of DESIGN.md, plus run-now and health."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from quart import Blueprint, request
+from quart_schema import validate_querystring, validate_request, validate_response
+
+from ..model import Execution, Health, HealthState
+from . import schemas as s
+from .auth import check_request
+from .errors import ApiError, register_error_handlers
+
+if TYPE_CHECKING:
+    from ..hub import Hub, InstanceInfo
+    from .extension import HomelabWeb
+
+#: Most points per series a history request may ask for.
+MAX_POINTS = 2000
+#: Most executions one page may hold.
+MAX_LIMIT = 1000
+_RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_time(text: str, *, name: str, now: float) -> float:
+    """Seconds since the epoch from ISO 8601, epoch seconds, ``now`` or ``-1h``-style text."""
+    value = text.strip()
+    if value == "now":
+        return now
+    relative = _RELATIVE.match(value)
+    if relative:
+        return now - float(relative.group(1)) * _UNITS[relative.group(2)]
+    try:
+        number = float(value)
+    except ValueError:
+        pass
+    else:
+        if math.isfinite(number):
+            return number
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"{name}: {text!r} is not a time; use ISO 8601, epoch seconds, 'now' or a"
+            " relative time such as -1h, -30m, -7d",
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def parse_labels(text: str | None) -> dict[str, str]:
+    """``k=v,k2=v2`` as a mapping."""
+    if not text:
+        return {}
+    labels = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ApiError(400, "invalid_request", f"labels: {part!r} is not key=value")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def health_out(health: Health) -> s.HealthOut:
+    return s.HealthOut(**health.to_dict())
+
+
+def plugin_out(info: InstanceInfo) -> s.PluginOut:
+    return s.PluginOut(
+        id=info.id,
+        type=info.type,
+        title=info.title,
+        category=info.category,
+        enabled=info.enabled,
+        interval=info.interval,
+        timeout=info.timeout,
+        config=info.config,
+        health=health_out(info.health),
+    )
+
+
+def execution_out(execution: Execution) -> s.ExecutionOut:
+    data = execution.to_dict()
+    return s.ExecutionOut(**data)
+
+
+def create_blueprint(web: HomelabWeb) -> Blueprint:
+    """The API blueprint of one :class:`HomelabWeb` extension."""
+    bp = Blueprint("homelab", __name__)
+    register_error_handlers(bp)
+
+    def hub() -> Hub:
+        return web.hub
+
+    @bp.before_request
+    async def authenticate() -> None:
+        write = request.method not in ("GET", "HEAD", "OPTIONS")
+        check_request(web.settings.server, request.headers.get("Authorization"), write=write)
+
+    @bp.get("/api/plugins")
+    @validate_querystring(s.PluginsQuery)
+    @validate_response(s.PluginList)
+    async def list_plugins(query_args: s.PluginsQuery) -> s.PluginList:
+        """Configured plugin instances, optionally filtered."""
+        plugins = [
+            plugin_out(i)
+            for i in hub().instances()
+            if (query_args.category is None or i.category == query_args.category)
+            and (query_args.enabled is None or i.enabled == query_args.enabled)
+            and (query_args.status is None or i.health.state.value == query_args.status)
+        ]
+        return s.PluginList(plugins=plugins, count=len(plugins))
+
+    @bp.get("/api/plugins/categories/list")
+    @validate_response(s.CategoryList)
+    async def categories() -> s.CategoryList:
+        """Categories of the configured instances, with how many each has."""
+        counts: dict[str, int] = {}
+        for info in hub().instances():
+            counts[info.category] = counts.get(info.category, 0) + 1
+        return s.CategoryList([s.CategoryOut(name, n) for name, n in sorted(counts.items())])
+
+    @bp.get("/api/plugins/stats/summary")
+    @validate_response(s.SummaryOut)
+    async def summary() -> s.SummaryOut:
+        """The figures a dashboard header shows."""
+        h = hub()
+        infos = h.instances()
+        by_status = {state.value: 0 for state in HealthState}
+        for info in infos:
+            by_status[info.health.state.value] += 1
+        counts = await h.store.execution_counts(since=time.time() - 3600)
+        return s.SummaryOut(
+            instances=len(infos),
+            enabled=sum(i.enabled for i in infos),
+            by_status=by_status,
+            runs_last_hour=sum(n for status, n in counts.items() if status != "skipped"),
+            failures_last_hour=counts.get("error", 0) + counts.get("timeout", 0),
+            samples_stored=await web.samples_stored(),
+            samples_dropped=h.queue.dropped_samples,
+            uptime=time.time() - (h.started_at or time.time()),
+        )
+
+    @bp.get("/api/plugins/<plugin_id>")
+    @validate_response(s.PluginDetails)
+    async def plugin_details(plugin_id: str) -> s.PluginDetails:
+        """One instance: its type, config (secrets redacted), config schema and run counts."""
+        h = hub()
+        info = h.instance(plugin_id)
+        kind = h.plugin_type(plugin_id).describe()
+        stats = h.stats(plugin_id)
+        return s.PluginDetails(
+            plugin=plugin_out(info),
+            type=s.TypeOut(
+                name=kind["name"],
+                title=kind["title"],
+                category=kind["category"],
+                description=kind["description"],
+                version=kind["version"],
+                default_interval=kind["default_interval"],
+            ),
+            config_schema=kind["config_schema"],
+            stats=s.RunStatsOut(
+                runs=stats.runs,
+                ok=stats.ok,
+                errors=stats.errors,
+                timeouts=stats.timeouts,
+                skipped=stats.skipped,
+            ),
+        )
+
+    @bp.post("/api/plugins/<plugin_id>/enable")
+    @validate_request(s.EnableIn)
+    @validate_response(s.PluginOut)
+    async def enable(plugin_id: str, data: s.EnableIn) -> s.PluginOut:
+        """Enable or disable an instance; the choice is stored and acts at once."""
+        return plugin_out(await hub().set_enabled(plugin_id, data.enabled))
+
+    @bp.post("/api/plugins/<plugin_id>/run")
+    @validate_response(s.ExecutionOut)
+    async def run_now(plugin_id: str) -> s.ExecutionOut:
+        """Run an instance now and return the execution."""
+        return execution_out(await hub().run_now(plugin_id))
+
+    @bp.get("/api/plugins/<plugin_id>/status")
+    @validate_response(s.HealthOut)
+    async def status(plugin_id: str) -> s.HealthOut:
+        """An instance's health."""
+        return health_out(hub().health(plugin_id))
+
+    @bp.get("/api/plugins/<plugin_id>/metrics")
+    @validate_response(s.MetricList)
+    async def latest(plugin_id: str) -> s.MetricList:
+        """The latest value of every series of an instance."""
+        metrics = await hub().latest(plugin_id)
+        return s.MetricList(plugin_id, [s.MetricOut(**m.to_dict()) for m in metrics])
+
+    @bp.get("/api/plugins/<plugin_id>/metrics/history")
+    @validate_querystring(s.HistoryQuery)
+    @validate_response(s.HistoryOut)
+    async def history(plugin_id: str, query_args: s.HistoryQuery) -> s.HistoryOut:
+        """Bucketed history of one metric of an instance."""
+        q = query_args
+        h = hub()
+        h.instance(plugin_id)
+        now = time.time()
+        since = parse_time(q.since, name="since", now=now)
+        until = parse_time(q.until, name="until", now=now) if q.until else now
+        if until <= since:
+            raise ApiError(400, "invalid_request", "until must be later than since")
+        if not 1 <= q.points <= MAX_POINTS:
+            raise ApiError(400, "invalid_request", f"points must be between 1 and {MAX_POINTS}")
+        if q.step is not None and not (math.isfinite(q.step) and q.step > 0):
+            raise ApiError(400, "invalid_request", "step must be a positive number of seconds")
+        series = await h.history(
+            plugin_id,
+            q.metric,
+            since=since,
+            until=until,
+            step=q.step,
+            agg=q.agg,
+            labels=parse_labels(q.labels),
+            max_points=q.points,
+        )
+        return s.HistoryOut(
+            plugin_id=plugin_id,
+            metric=q.metric,
+            since=since,
+            until=until,
+            agg=q.agg,
+            series=[
+                s.HistorySeriesOut(
+                    name=x.name,
+                    labels=x.labels,
+                    unit=x.unit,
+                    resolution=x.resolution,
+                    points=[(p.timestamp, p.value) for p in x.points],
+                )
+                for x in series
+            ],
+        )
+
+    @bp.get("/api/plugins/<plugin_id>/executions")
+    @validate_querystring(s.ExecutionsQuery)
+    @validate_response(s.ExecutionList)
+    async def executions(plugin_id: str, query_args: s.ExecutionsQuery) -> s.ExecutionList:
+        """An instance's executions, newest first; page with ``before``."""
+        q = query_args
+        if not 1 <= q.limit <= MAX_LIMIT:
+            raise ApiError(400, "invalid_request", f"limit must be between 1 and {MAX_LIMIT}")
+        found = await hub().executions(plugin_id, status=q.status, limit=q.limit, before=q.before)
+        next_before = found[-1].id if len(found) == q.limit else None
+        return s.ExecutionList(plugin_id, [execution_out(e) for e in found], next_before)
+
+    @bp.get("/api/health")
+    @validate_response(s.HealthCheckOut, 200)
+    @validate_response(s.HealthCheckOut, 503)
+    async def health() -> tuple[s.HealthCheckOut, int]:
+        """Liveness and readiness: the store answers and the scheduler runs."""
+        running = web.running_hub
+        store = running is not None and await running.store.ping()
+        scheduler = running is not None and running.scheduler.running
+        ready = bool(store and scheduler)
+        body = s.HealthCheckOut(
+            status="ok" if ready else "unavailable",
+            live=True,
+            ready=ready,
+            store=bool(store),
+            scheduler=bool(scheduler),
+        )
+        return body, 200 if ready else 503
+
+    return bp

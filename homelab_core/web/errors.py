@@ -1,0 +1,67 @@
+"""JSON errors: every failure of the API answers ``{"error": {"code", "message"}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from quart import Blueprint, Quart, Response, jsonify
+from quart_schema import RequestSchemaValidationError
+from werkzeug.exceptions import HTTPException
+
+from ..errors import HomelabError, UnknownPluginError
+
+log = logging.getLogger("homelab.web")
+
+
+class ApiError(Exception):
+    """An error to answer with ``status`` and a JSON body."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    """A JSON error response."""
+    response = jsonify({"error": {"code": code, "message": message}})
+    response.status_code = status
+    return response
+
+
+def _validation_message(error: RequestSchemaValidationError) -> str:
+    cause: Any = error.validation_error
+    text = str(cause) if cause is not None else "invalid request"
+    return text.replace("$.", "").replace("`$`", "body")
+
+
+def register_error_handlers(target: Blueprint | Quart) -> None:
+    """JSON handlers for the API's errors on ``target`` (a blueprint, or the bundled app)."""
+
+    @target.errorhandler(ApiError)
+    async def api_error(error: ApiError) -> Response:
+        return error_response(error.status, error.code, error.message)
+
+    @target.errorhandler(RequestSchemaValidationError)
+    async def invalid_request(error: RequestSchemaValidationError) -> Response:
+        return error_response(400, "invalid_request", _validation_message(error))
+
+    @target.errorhandler(UnknownPluginError)
+    async def unknown_plugin(error: UnknownPluginError) -> Response:
+        return error_response(404, "not_found", str(error))
+
+    @target.errorhandler(HomelabError)
+    async def homelab_error(error: HomelabError) -> Response:
+        return error_response(409, "conflict", str(error))
+
+    @target.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        code = (error.name or "error").lower().replace(" ", "_")
+        return error_response(error.code or 500, code, error.description or error.name)
+
+    @target.errorhandler(Exception)
+    async def unexpected(error: Exception) -> Response:
+        log.exception("unexpected error while serving a request")
+        return error_response(500, "internal_error", "internal error; see the server log")

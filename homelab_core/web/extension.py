@@ -1,0 +1,147 @@
+"""The embeddable extension and the bundled server's app factory."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from importlib.resources import files
+
+from quart import Blueprint, Quart, Response, current_app, send_file
+from quart_schema import QuartSchema
+
+from .. import __version__
+from ..config import Settings, load_settings
+from ..hub import Hub
+from .api import create_blueprint
+from .errors import ApiError, register_error_handlers
+from .prometheus import exposition
+from .ws import MetricStream, add_websocket
+
+EXTENSION_KEY = "homelab"
+#: Seconds that the summary's sample count may be old (counting a big table is slow).
+SAMPLE_COUNT_TTL = 30.0
+
+
+class HomelabWeb:
+    """Mounts Homelab Core's API into a Quart app and runs the hub while the app serves.
+
+    ::
+
+        app = Quart(__name__)
+        HomelabWeb(app, settings=load_settings(), url_prefix="/homelab")
+
+    The hub starts before the app serves its first request and stops (draining the write
+    queue) when the app shuts down. Pass ``hub=`` to share a hub you run yourself.
+    quart-schema is app-wide: an existing ``QuartSchema`` on the app is reused.
+    """
+
+    def __init__(
+        self,
+        app: Quart | None = None,
+        *,
+        settings: Settings | None = None,
+        hub: Hub | None = None,
+        url_prefix: str = "",
+    ) -> None:
+        self.settings = (
+            settings
+            if settings is not None
+            else (hub.settings if hub is not None else load_settings())
+        )
+        self._own_hub = hub is None
+        self._hub: Hub | None = hub
+        self.url_prefix = url_prefix
+        self._sample_count: tuple[float, int] | None = None
+        #: The WebSocket broadcaster while serving.
+        self.stream: MetricStream | None = None
+        if app is not None:
+            self.init_app(app, url_prefix=url_prefix)
+
+    def init_app(self, app: Quart, url_prefix: str | None = None) -> None:
+        """Register the API blueprint under ``url_prefix`` and tie the hub to serving."""
+        prefix = (self.url_prefix if url_prefix is None else url_prefix).rstrip("/")
+        self.url_prefix = prefix
+        app.extensions[EXTENSION_KEY] = self
+        if "QUART_SCHEMA" not in app.extensions:
+            QuartSchema(
+                app,
+                info={"title": "Homelab Core", "version": __version__},
+                openapi_path=f"{prefix}/openapi.json",
+                swagger_ui_path=None,
+                redoc_ui_path=None,
+                scalar_ui_path=None,
+                security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
+            )
+        blueprint = create_blueprint(self)
+        add_extras(blueprint, self)
+        add_websocket(blueprint, self)
+        app.register_blueprint(blueprint, url_prefix=prefix or None)
+        app.while_serving(self._serve)  # type: ignore[type-var]
+
+    async def _serve(self) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            if self._own_hub:
+                self._hub = await stack.enter_async_context(Hub(self.settings))
+            assert self._hub is not None
+            self.stream = await stack.enter_async_context(MetricStream(self._hub).running())
+            try:
+                yield
+            finally:
+                self.stream = None
+                if self._own_hub:
+                    self._hub = None
+
+    @property
+    def running_hub(self) -> Hub | None:
+        """The hub, or None before serving starts and after it stops."""
+        return self._hub
+
+    @property
+    def hub(self) -> Hub:
+        """The running hub; a 503 error for requests while it is not running."""
+        if self._hub is None:
+            raise ApiError(503, "unavailable", "the hub is not running")
+        return self._hub
+
+    async def samples_stored(self) -> int:
+        """The number of stored raw samples, counted at most every 30 s."""
+        now = time.monotonic()
+        if self._sample_count is None or now - self._sample_count[0] > SAMPLE_COUNT_TTL:
+            self._sample_count = (now, await self.hub.store.count_samples())
+        return self._sample_count[1]
+
+
+def add_extras(blueprint: Blueprint, web: HomelabWeb) -> None:
+    """``/metrics`` (Prometheus) and ``/docs`` (the API docs, served from the package)."""
+
+    @blueprint.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus text exposition of every series' latest value and our own counters."""
+        clients = web.stream.clients if web.stream is not None else 0
+        body = await exposition(web.hub, {"websocket_clients": clients})
+        return Response(body, content_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @blueprint.get("/docs")
+    async def docs() -> Response:
+        """The API documentation page; its assets come from this package, not a CDN."""
+        schema = current_app.extensions["QUART_SCHEMA"]
+        page = (files(__package__) / "static" / "docs.html").read_text(encoding="utf-8")
+        page = page.replace("{{OPENAPI_URL}}", schema.openapi_path or "/openapi.json")
+        page = page.replace("{{STATIC}}", f"{web.url_prefix}/docs/static")
+        return Response(page, content_type="text/html; charset=utf-8")
+
+    @blueprint.get("/docs/static/<name>")
+    async def docs_static(name: str) -> Response:
+        if name not in ("docs.js", "docs.css"):
+            raise ApiError(404, "not_found", f"no such file {name!r}")
+        path = files(__package__) / "static" / name
+        return await send_file(str(path))
+
+
+def create_app(settings: Settings | None = None) -> Quart:
+    """The bundled server's app: the API at the root, JSON errors for every path."""
+    app = Quart("homelab_core")
+    HomelabWeb(app, settings=settings)
+    register_error_handlers(app)
+    return app

@@ -1,0 +1,210 @@
+"""Request and response schemas of the REST API (attrs classes, validated by msgspec)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import attrs
+
+Status = Literal["ok", "degraded", "failing", "disabled", "unknown"]
+ExecutionStatusName = Literal["ok", "error", "timeout", "skipped"]
+
+
+@attrs.define
+class Error:
+    """The body of every error response: ``{"error": {"code": ..., "message": ...}}``."""
+
+    code: str
+    message: str
+
+
+@attrs.define
+class ErrorBody:
+    error: Error
+
+
+@attrs.define
+class PluginsQuery:
+    """Filters of ``GET /api/plugins``."""
+
+    category: str | None = None
+    enabled: bool | None = None
+    status: Status | None = None
+
+
+@attrs.define
+class HealthOut:
+    state: Status
+    message: str
+    since: float
+    last_success: float | None
+    last_error: str | None
+    last_error_at: float | None
+    consecutive_failures: int
+
+
+@attrs.define
+class PluginOut:
+    id: str
+    type: str
+    title: str
+    category: str
+    enabled: bool
+    interval: float
+    timeout: float
+    config: dict[str, Any]
+    health: HealthOut
+
+
+@attrs.define
+class PluginList:
+    plugins: list[PluginOut]
+    count: int
+
+
+@attrs.define
+class RunStatsOut:
+    runs: int
+    ok: int
+    errors: int
+    timeouts: int
+    skipped: int
+
+
+@attrs.define
+class TypeOut:
+    name: str
+    title: str
+    category: str
+    description: str
+    version: str
+    default_interval: float
+
+
+@attrs.define
+class PluginDetails:
+    plugin: PluginOut
+    type: TypeOut
+    config_schema: dict[str, Any]
+    stats: RunStatsOut
+
+
+@attrs.define
+class EnableIn:
+    """Body of ``POST /api/plugins/{id}/enable``."""
+
+    enabled: bool
+
+
+@attrs.define
+class MetricOut:
+    name: str
+    value: float
+    unit: str
+    labels: dict[str, str]
+    timestamp: float | None
+    kind: Literal["gauge", "counter"]
+    device_class: str | None
+
+
+@attrs.define
+class MetricList:
+    plugin_id: str
+    metrics: list[MetricOut]
+
+
+@attrs.define
+class HistoryQuery:
+    """Parameters of ``GET /api/plugins/{id}/metrics/history``.
+
+    ``since`` and ``until`` take ISO 8601 times, seconds since the epoch, or times
+    relative to now such as ``-1h``, ``-30m``, ``-7d``; ``labels`` is ``k=v,k2=v2``.
+    """
+
+    metric: str
+    since: str = "-1h"
+    until: str | None = None
+    step: float | None = None
+    agg: Literal["avg", "min", "max"] = "avg"
+    labels: str | None = None
+    points: int = 500
+
+
+@attrs.define
+class HistorySeriesOut:
+    name: str
+    labels: dict[str, str]
+    unit: str
+    resolution: float
+    points: list[tuple[float, float]]
+
+
+@attrs.define
+class HistoryOut:
+    plugin_id: str
+    metric: str
+    since: float
+    until: float
+    agg: str
+    series: list[HistorySeriesOut]
+
+
+@attrs.define
+class ExecutionsQuery:
+    """Parameters of ``GET /api/plugins/{id}/executions``."""
+
+    status: ExecutionStatusName | None = None
+    limit: int = 50
+    before: int | None = None
+
+
+@attrs.define
+class ExecutionOut:
+    id: int | None
+    instance_id: str
+    started_at: float
+    duration: float
+    status: ExecutionStatusName
+    error: str | None
+    metric_count: int
+    trigger: str
+    lag: float
+
+
+@attrs.define
+class ExecutionList:
+    plugin_id: str
+    executions: list[ExecutionOut]
+    next_before: int | None
+
+
+@attrs.define
+class CategoryOut:
+    name: str
+    count: int
+
+
+@attrs.define
+class CategoryList:
+    categories: list[CategoryOut]
+
+
+@attrs.define
+class SummaryOut:
+    instances: int
+    enabled: int
+    by_status: dict[str, int]
+    runs_last_hour: int
+    failures_last_hour: int
+    samples_stored: int
+    samples_dropped: int
+    uptime: float
+
+
+@attrs.define
+class HealthCheckOut:
+    status: Literal["ok", "unavailable"]
+    live: bool
+    ready: bool
+    store: bool
+    scheduler: bool

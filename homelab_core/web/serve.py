@@ -1,0 +1,129 @@
+"""``homelab serve``: the bundled server, contributed through the ``register_commands`` hook.
+
+Registered by the ``homelab.plugins`` entry point ``web``, so the core CLI never imports
+the web layer. Quart and the servers load only when the command runs.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import click
+
+from ..config import load_settings
+from ..errors import ConfigError
+from ..hookspecs import hookimpl
+from .auth import bind_problem
+
+SERVERS = ("hypercorn", "uvicorn")
+
+
+def _url(host: str, port: int, path: str = "") -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}{path}"
+
+
+@click.command("serve")
+@click.option(
+    "--config",
+    "-c",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Path of homelab.toml (default: $HOMELAB_CONFIG or ./homelab.toml).",
+)
+@click.option("--host", default=None, help="Address to bind (default: [server] host).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port to bind (default: [server] port).",
+)
+@click.option(
+    "--server",
+    "server_name",
+    type=click.Choice(SERVERS),
+    default="hypercorn",
+    show_default=True,
+    help="ASGI server; uvicorn needs the 'uvicorn' extra.",
+)
+@click.option(
+    "--insecure", is_flag=True, help="Allow binding beyond loopback without an API token."
+)
+def serve(
+    config: str | None, host: str | None, port: int | None, server_name: str, insecure: bool
+) -> None:
+    """Serve the REST API, /ws/metrics and the API docs, running every plugin."""
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if host is not None:
+        settings.server.host = host
+    if port is not None:
+        settings.server.port = port
+    problem = bind_problem(settings.server, insecure=insecure)
+    if problem:
+        raise click.ClickException(problem)
+    try:
+        from .extension import create_app
+    except ImportError as exc:
+        raise click.ClickException(
+            f"the web server needs the 'web' extra (pip install 'homelab-core[web]'): {exc}"
+        ) from None
+    app = create_app(settings)
+    host, port = settings.server.host, settings.server.port
+
+    def announce(bound_port: int) -> None:
+        click.echo(f"Homelab Core serving on {_url(host, bound_port)}", err=True)
+        click.echo(f"API docs: {_url(host, bound_port, '/docs')}", err=True)
+
+    if server_name == "uvicorn":
+        _run_uvicorn(app, host, port, announce)
+    else:
+        anyio.run(_run_hypercorn, app, host, port, announce)
+
+
+async def _run_hypercorn(app: Any, host: str, port: int, announce: Callable[[int], None]) -> None:
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.graceful_timeout = 10
+    stop = anyio.Event()
+
+    async def watch_signals() -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                stop.set()
+                return
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch_signals)
+        announce(port)
+        await hypercorn_serve(app, config, shutdown_trigger=stop.wait)
+        tg.cancel_scope.cancel()
+
+
+def _run_uvicorn(app: Any, host: str, port: int, announce: Callable[[int], None]) -> None:
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise click.ClickException(
+            f"--server uvicorn needs the 'uvicorn' extra (pip install 'homelab-core[uvicorn]'):"
+            f" {exc}"
+        ) from None
+    announce(port)
+    uvicorn.run(
+        app, host=host, port=port, lifespan="on", log_level="warning", loop="auto", http="auto"
+    )
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    """Add ``homelab serve``."""
+    cli.add_command(serve)
