@@ -13,6 +13,7 @@ from quart_schema import QuartSchema
 from .. import __version__
 from ..config import Settings, load_settings
 from ..hub import Hub
+from ..plugins import PluginManager
 from .api import create_blueprint
 from .errors import ApiError, register_error_handlers
 from .prometheus import exposition
@@ -32,7 +33,8 @@ class HomelabWeb:
         HomelabWeb(app, settings=load_settings(), url_prefix="/homelab")
 
     The hub starts before the app serves its first request and stops (draining the write
-    queue) when the app shuts down. Pass ``hub=`` to share a hub you run yourself.
+    queue) when the app shuts down. Pass ``hub=`` to share a hub you run yourself, or
+    ``plugin_manager=`` to choose the plugins of the hub the extension runs.
     quart-schema is app-wide: an existing ``QuartSchema`` on the app is reused.
     """
 
@@ -42,6 +44,7 @@ class HomelabWeb:
         *,
         settings: Settings | None = None,
         hub: Hub | None = None,
+        plugin_manager: PluginManager | None = None,
         url_prefix: str = "",
     ) -> None:
         self.settings = (
@@ -51,6 +54,7 @@ class HomelabWeb:
         )
         self._own_hub = hub is None
         self._hub: Hub | None = hub
+        self._plugin_manager = plugin_manager
         self.url_prefix = url_prefix
         self._sample_count: tuple[float, int] | None = None
         #: The WebSocket broadcaster while serving.
@@ -82,7 +86,9 @@ class HomelabWeb:
     async def _serve(self) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             if self._own_hub:
-                self._hub = await stack.enter_async_context(Hub(self.settings))
+                self._hub = await stack.enter_async_context(
+                    Hub(self.settings, plugin_manager=self._plugin_manager)
+                )
             assert self._hub is not None
             self.stream = await stack.enter_async_context(MetricStream(self._hub).running())
             try:
@@ -139,9 +145,11 @@ def add_extras(blueprint: Blueprint, web: HomelabWeb) -> None:
         return await send_file(str(path))
 
 
-def create_app(settings: Settings | None = None) -> Quart:
+def create_app(
+    settings: Settings | None = None, *, plugin_manager: PluginManager | None = None
+) -> Quart:
     """The bundled server's app: the API at the root, JSON errors for every path."""
     app = Quart("homelab_core")
-    HomelabWeb(app, settings=settings)
+    HomelabWeb(app, settings=settings, plugin_manager=plugin_manager)
     register_error_handlers(app)
     return app

@@ -6,6 +6,7 @@ the web layer. Quart and the servers load only when the command runs.
 
 from __future__ import annotations
 
+import logging
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -91,6 +92,8 @@ async def _run_hypercorn(app: Any, host: str, port: int, announce: Callable[[int
     from hypercorn.config import Config
 
     config = Config()
+    # Hypercorn logs through its own handler; do not print each line twice via the root.
+    logging.getLogger("hypercorn.error").propagate = False
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.graceful_timeout = 10
