@@ -5,11 +5,17 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from quart import Blueprint, request
-from quart_schema import validate_querystring, validate_request, validate_response
+from quart_schema import (
+    document_response,
+    validate_querystring,
+    validate_request,
+    validate_response,
+)
 
 from ..model import Execution, Health, HealthState
 from . import schemas as s
@@ -19,6 +25,8 @@ from .errors import ApiError, register_error_handlers
 if TYPE_CHECKING:
     from ..hub import Hub, InstanceInfo
     from .extension import HomelabWeb
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 #: Most points per series a history request may ask for.
 MAX_POINTS = 2000
@@ -93,6 +101,17 @@ def execution_out(execution: Execution) -> s.ExecutionOut:
     return s.ExecutionOut(**data)
 
 
+def errors(*codes: int) -> Callable[[_F], _F]:
+    """Document the JSON error responses a route can give, for the OpenAPI document."""
+
+    def decorate(func: _F) -> _F:
+        for code in codes:
+            func = document_response(s.ErrorBody, code)(func)
+        return func
+
+    return decorate
+
+
 def create_blueprint(web: HomelabWeb) -> Blueprint:
     """The API blueprint of one :class:`HomelabWeb` extension."""
     bp = Blueprint("homelab", __name__)
@@ -107,6 +126,7 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
         check_request(web.settings.server, request.headers.get("Authorization"), write=write)
 
     @bp.get("/api/plugins")
+    @errors(400, 401, 403, 503)
     @validate_querystring(s.PluginsQuery)
     @validate_response(s.PluginList)
     async def list_plugins(query_args: s.PluginsQuery) -> s.PluginList:
@@ -121,6 +141,7 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
         return s.PluginList(plugins=plugins, count=len(plugins))
 
     @bp.get("/api/plugins/categories/list")
+    @errors(401, 403, 503)
     @validate_response(s.CategoryList)
     async def categories() -> s.CategoryList:
         """Categories of the configured instances, with how many each has."""
@@ -130,6 +151,7 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
         return s.CategoryList([s.CategoryOut(name, n) for name, n in sorted(counts.items())])
 
     @bp.get("/api/plugins/stats/summary")
+    @errors(401, 403, 503)
     @validate_response(s.SummaryOut)
     async def summary() -> s.SummaryOut:
         """The figures a dashboard header shows."""
@@ -151,6 +173,7 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
         )
 
     @bp.get("/api/plugins/<plugin_id>")
+    @errors(404, 401, 403, 503)
     @validate_response(s.PluginDetails)
     async def plugin_details(plugin_id: str) -> s.PluginDetails:
         """One instance: its type, config (secrets redacted), config schema and run counts."""
@@ -179,6 +202,7 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
         )
 
     @bp.post("/api/plugins/<plugin_id>/enable")
+    @errors(400, 404, 401, 403, 503)
     @validate_request(s.EnableIn)
     @validate_response(s.PluginOut)
     async def enable(plugin_id: str, data: s.EnableIn) -> s.PluginOut:
@@ -186,18 +210,21 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
         return plugin_out(await hub().set_enabled(plugin_id, data.enabled))
 
     @bp.post("/api/plugins/<plugin_id>/run")
+    @errors(404, 409, 401, 403, 503)
     @validate_response(s.ExecutionOut)
     async def run_now(plugin_id: str) -> s.ExecutionOut:
         """Run an instance now and return the execution."""
         return execution_out(await hub().run_now(plugin_id))
 
     @bp.get("/api/plugins/<plugin_id>/status")
+    @errors(404, 401, 403, 503)
     @validate_response(s.HealthOut)
     async def status(plugin_id: str) -> s.HealthOut:
         """An instance's health."""
         return health_out(hub().health(plugin_id))
 
     @bp.get("/api/plugins/<plugin_id>/metrics")
+    @errors(404, 401, 403, 503)
     @validate_response(s.MetricList)
     async def latest(plugin_id: str) -> s.MetricList:
         """The latest value of every series of an instance."""
@@ -205,6 +232,7 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
         return s.MetricList(plugin_id, [s.MetricOut(**m.to_dict()) for m in metrics])
 
     @bp.get("/api/plugins/<plugin_id>/metrics/history")
+    @errors(400, 404, 401, 403, 503)
     @validate_querystring(s.HistoryQuery)
     @validate_response(s.HistoryOut)
     async def history(plugin_id: str, query_args: s.HistoryQuery) -> s.HistoryOut:
@@ -250,6 +278,7 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
         )
 
     @bp.get("/api/plugins/<plugin_id>/executions")
+    @errors(400, 404, 401, 403, 503)
     @validate_querystring(s.ExecutionsQuery)
     @validate_response(s.ExecutionList)
     async def executions(plugin_id: str, query_args: s.ExecutionsQuery) -> s.ExecutionList:

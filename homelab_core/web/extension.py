@@ -6,7 +6,9 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from importlib.resources import files
+from typing import Any
 
+import msgspec
 from quart import Blueprint, Quart, Response, current_app, send_file
 from quart_schema import QuartSchema
 
@@ -14,6 +16,7 @@ from .. import __version__
 from ..config import Settings, load_settings
 from ..hub import Hub
 from ..plugins import PluginManager
+from . import schemas
 from .api import create_blueprint
 from .errors import ApiError, register_error_handlers
 from .prometheus import exposition
@@ -77,6 +80,7 @@ class HomelabWeb:
                 scalar_ui_path=None,
                 security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
             )
+        complete_components(app.extensions["QUART_SCHEMA"])
         blueprint = create_blueprint(self)
         add_extras(blueprint, self)
         add_websocket(blueprint, self)
@@ -116,6 +120,31 @@ class HomelabWeb:
         if self._sample_count is None or now - self._sample_count[0] > SAMPLE_COUNT_TTL:
             self._sample_count = (now, await self.hub.store.count_samples())
         return self._sample_count[1]
+
+
+def complete_components(schema_extension: QuartSchema) -> None:
+    """Put the API's nested schemas into the OpenAPI document's components.
+
+    quart-schema keeps only the top model of each msgspec schema, so references to nested
+    ones (``HealthOut`` inside ``PluginOut``) would dangle. Wraps the provider once.
+    """
+    provider = schema_extension.openapi_provider
+    if getattr(provider, "_homelab_components", False):
+        return
+    build = provider.schema
+    _, components = msgspec.json.schema_components(
+        schemas.SCHEMA_CLASSES, ref_template="#/components/schemas/{name}"
+    )
+
+    def schema() -> dict[str, Any]:
+        document = build()
+        known = document.setdefault("components", {}).setdefault("schemas", {})
+        for name, value in components.items():
+            known.setdefault(name, value)
+        return document
+
+    provider.schema = schema  # type: ignore[method-assign]
+    provider._homelab_components = True  # type: ignore[attr-defined]
 
 
 def add_extras(blueprint: Blueprint, web: HomelabWeb) -> None:

@@ -208,3 +208,11 @@ class HealthCheckOut:
     ready: bool
     store: bool
     scheduler: bool
+
+
+#: Every schema class, for the OpenAPI document's components.
+SCHEMA_CLASSES = tuple(
+    value
+    for value in list(globals().values())
+    if isinstance(value, type) and attrs.has(value) and value.__module__ == __name__
+)
