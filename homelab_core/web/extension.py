@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 from quart import Blueprint, Quart, Response, current_app, send_file
-from quart_schema import QuartSchema
+from quart_schema import QuartSchema, hide
 
 from .. import __version__
 from ..config import Settings, load_settings
@@ -80,7 +80,7 @@ class HomelabWeb:
                 scalar_ui_path=None,
                 security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
             )
-        complete_components(app.extensions["QUART_SCHEMA"])
+        complete_components(app.extensions["QUART_SCHEMA"], metrics_path=f"{prefix}/metrics")
         blueprint = create_blueprint(self)
         add_extras(blueprint, self)
         add_websocket(blueprint, self)
@@ -122,11 +122,23 @@ class HomelabWeb:
         return self._sample_count[1]
 
 
-def complete_components(schema_extension: QuartSchema) -> None:
+PROMETHEUS_RESPONSES = {
+    "200": {
+        "description": "Prometheus text exposition format 0.0.4",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
+    "401": {"description": "Missing bearer token"},
+    "403": {"description": "Wrong bearer token"},
+    "503": {"description": "The hub is not running"},
+}
+
+
+def complete_components(schema_extension: QuartSchema, *, metrics_path: str) -> None:
     """Put the API's nested schemas into the OpenAPI document's components.
 
     quart-schema keeps only the top model of each msgspec schema, so references to nested
-    ones (``HealthOut`` inside ``PluginOut``) would dangle. Wraps the provider once.
+    ones (``HealthOut`` inside ``PluginOut``) would dangle; and it cannot describe the text
+    response of ``metrics_path``. Wraps the provider once.
     """
     provider = schema_extension.openapi_provider
     if getattr(provider, "_homelab_components", False):
@@ -141,6 +153,9 @@ def complete_components(schema_extension: QuartSchema) -> None:
         known = document.setdefault("components", {}).setdefault("schemas", {})
         for name, value in components.items():
             known.setdefault(name, value)
+        prometheus = document.get("paths", {}).get(metrics_path, {}).get("get")
+        if prometheus is not None:
+            prometheus["responses"] = PROMETHEUS_RESPONSES
         return document
 
     provider.schema = schema  # type: ignore[method-assign]
@@ -158,6 +173,7 @@ def add_extras(blueprint: Blueprint, web: HomelabWeb) -> None:
         return Response(body, content_type="text/plain; version=0.0.4; charset=utf-8")
 
     @blueprint.get("/docs")
+    @hide
     async def docs() -> Response:
         """The API documentation page; its assets come from this package, not a CDN."""
         schema = current_app.extensions["QUART_SCHEMA"]
@@ -167,6 +183,7 @@ def add_extras(blueprint: Blueprint, web: HomelabWeb) -> None:
         return Response(page, content_type="text/html; charset=utf-8")
 
     @blueprint.get("/docs/static/<name>")
+    @hide
     async def docs_static(name: str) -> Response:
         if name not in ("docs.js", "docs.css"):
             raise ApiError(404, "not_found", f"no such file {name!r}")
