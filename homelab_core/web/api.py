@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
+#: Endpoints that never need the token.
+PUBLIC_ENDPOINTS = frozenset({"homelab.docs", "homelab.docs_static"})
 #: Most points per series a history request may ask for.
 MAX_POINTS = 2000
 #: Most executions one page may hold.
@@ -122,6 +124,10 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
 
     @bp.before_request
     async def authenticate() -> None:
+        # The docs page is static and describes a public document: a browser opening it
+        # cannot send a bearer token, so it stays open even with auth = "all".
+        if request.endpoint in PUBLIC_ENDPOINTS:
+            return
         write = request.method not in ("GET", "HEAD", "OPTIONS")
         check_request(web.settings.server, request.headers.get("Authorization"), write=write)
 

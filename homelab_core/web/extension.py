@@ -153,6 +153,9 @@ def complete_components(schema_extension: QuartSchema, *, metrics_path: str) -> 
         known = document.setdefault("components", {}).setdefault("schemas", {})
         for name, value in components.items():
             known.setdefault(name, value)
+        for operations in document.get("paths", {}).values():
+            if "post" in operations:
+                operations["post"].setdefault("security", [{"bearer": []}])
         prometheus = document.get("paths", {}).get(metrics_path, {}).get("get")
         if prometheus is not None:
             prometheus["responses"] = PROMETHEUS_RESPONSES
@@ -188,7 +191,8 @@ def add_extras(blueprint: Blueprint, web: HomelabWeb) -> None:
         if name not in ("docs.js", "docs.css"):
             raise ApiError(404, "not_found", f"no such file {name!r}")
         path = files(__package__) / "static" / name
-        return await send_file(str(path))
+        # Revalidate every time (by ETag), so an upgrade never leaves an old page in caches.
+        return await send_file(str(path), cache_timeout=0, conditional=True)
 
 
 def create_app(

@@ -27,7 +27,7 @@
   function add(node, child) {
     if (child === null || child === undefined || child === false) return;
     if (Array.isArray(child)) child.forEach(function (c) { add(node, c); });
-    else node.appendChild(typeof child === "object" ? child : document.createTextNode(String(child)));
+    else node.appendChild(child instanceof Node ? child : document.createTextNode(String(child)));
   }
 
   function uniqueId(text) {
@@ -42,18 +42,19 @@
     try { return JSON.stringify(value); } catch (e) { return String(value); }
   }
 
-  /* Rendered description text: paragraphs split on blank lines, ``code`` kept literal. */
+  /* Text with `code` or ``code`` spans as nodes (the rest stays plain text). */
+  function inline(text) {
+    return String(text).split(/``?([^`]+)``?/).map(function (part, i) {
+      return i % 2 ? h("code", {}, part) : part;
+    });
+  }
+
+  /* Description text: paragraphs split on blank lines. */
   function prose(text, cls) {
     if (!text) return null;
-    var box = h("div", { class: cls || "prose" });
-    String(text).split(/\n\s*\n/).forEach(function (para) {
-      var p = h("p");
-      para.split(/``?([^`]+)``?/).forEach(function (part, i) {
-        add(p, i % 2 ? h("code", {}, part) : part);
-      });
-      box.appendChild(p);
-    });
-    return box;
+    return h("div", { class: cls || "prose" }, String(text).split(/\n\s*\n/).map(function (para) {
+      return h("p", {}, inline(para));
+    }));
   }
 
   /* ---- schemas ---- */
@@ -226,6 +227,7 @@
 
   function paramsView(params) {
     if (!params.length) return null;
+    var described = params.some(function (p) { return p.description || (p.schema && p.schema.description); });
     var rows = params.map(function (p) {
       return h("tr", {},
         h("td", {}, h("code", {}, p.name)),
@@ -233,11 +235,11 @@
         h("td", {}, h("span", { class: "type" }, typeLabel(p.schema)),
           facts(p.schema).map(function (f) { return [" ", h("span", { class: "fact" }, f)]; })),
         h("td", {}, p.required ? "yes" : "no"),
-        h("td", {}, prose(p.description || (p.schema && p.schema.description), "prose small") || ""));
+        described ? h("td", {}, prose(p.description || (p.schema && p.schema.description), "prose small") || "") : null);
     });
     return h("div", { class: "section" }, h("h4", {}, "Parameters"),
       h("div", { class: "scroll" }, h("table", {},
-        h("thead", {}, h("tr", {}, ["Name", "In", "Type", "Required", "Description"].map(function (t) { return h("th", { scope: "col" }, t); }))),
+        h("thead", {}, h("tr", {}, ["Name", "In", "Type", "Required", described ? "Description" : null].filter(Boolean).map(function (t) { return h("th", { scope: "col" }, t); }))),
         h("tbody", {}, rows))));
   }
 
@@ -256,15 +258,25 @@
       prose(rb.description, "prose small"), contentView(rb.content));
   }
 
+  /* Responses; statuses with the same body (errors, typically) share one schema view. */
   function responsesView(responses) {
     var codes = Object.keys(responses || {});
     if (!codes.length) return null;
-    return h("div", { class: "section" }, h("h4", {}, "Responses"), codes.map(function (code) {
+    var shared = [];
+    codes.forEach(function (code) {
       var r = responses[code] || {};
-      var cls = /^2/.test(code) ? "ok" : /^[45]/.test(code) ? "bad" : "other";
+      var key = r.content ? json(r.content) : "";
+      var same = key && shared.filter(function (g) { return g.key === key; })[0];
+      if (same) same.codes.push(code);
+      else shared.push({ key: key, codes: [code], content: r.content });
+    });
+    return h("div", { class: "section" }, h("h4", {}, "Responses"), shared.map(function (g) {
       return h("div", { class: "response" },
-        h("h5", {}, h("span", { class: "status " + cls }, code), " ", r.description || ""),
-        r.content ? contentView(r.content) : h("p", { class: "muted" }, "No body described."));
+        h("ul", { class: "codes" }, g.codes.map(function (code) {
+          var cls = /^2/.test(code) ? "ok" : /^[45]/.test(code) ? "bad" : "other";
+          return h("li", {}, h("span", { class: "status " + cls }, code), " ", inline(responses[code].description || ""));
+        })),
+        g.content ? contentView(g.content) : h("p", { class: "muted small" }, "No body described."));
     }));
   }
 
@@ -291,9 +303,10 @@
     var form = h("form", { class: "try-it", "aria-label": "Try " + method.toUpperCase() + " " + path });
     form.appendChild(h("h4", {}, "Try it"));
     var inputs = params.filter(function (p) { return ["path", "query", "header"].indexOf(p["in"]) >= 0; });
-    inputs.forEach(function (p, i) {
-      form.appendChild(field(id + "-p" + i, p.name, paramControl(id + "-p" + i, p),
-        "(" + p["in"] + (p.required ? ", required" : "") + ")"));
+    var controls = inputs.map(function (p, i) {
+      var control = paramControl(id + "-p" + i, p);
+      form.appendChild(field(id + "-p" + i, p.name, control, "(" + p["in"] + (p.required ? ", required" : "") + ")"));
+      return control;
     });
     var rb = op.requestBody;
     var types = rb && rb.content ? Object.keys(rb.content) : [];
@@ -315,7 +328,7 @@
       var query = new URLSearchParams();
       var headers = { Accept: "application/json, text/plain;q=0.9, */*;q=0.5" };
       inputs.forEach(function (p, i) {
-        var value = form.querySelector("#" + CSS.escape(id + "-p" + i)).value;
+        var value = controls[i].value;
         if (p["in"] === "path") url = url.split("{" + p.name + "}").join(encodeURIComponent(value));
         else if (value !== "" && p["in"] === "query") query.append(p.name, value);
         else if (value !== "") headers[p.name] = value;
@@ -364,15 +377,14 @@
       return p && p.$ref ? resolveAny(p.$ref) || { name: refName(p.$ref), "in": "?" } : p;
     });
     var panel = h("div", { class: "op-body", id: id + "-body", hidden: true },
-      op.summary && op.description ? prose(op.summary) : null,
-      prose(op.description || op.summary),
+      op.description && op.description !== op.summary ? prose(op.description) : null,
       op.deprecated ? h("p", { class: "status bad" }, "Deprecated.") : null,
       securityView(op), paramsView(params), bodyView(op.requestBody),
       responsesView(op.responses), tryForm(id, method, path, op, params));
     var toggle = h("button", { type: "button", class: "op-toggle", "aria-expanded": "false", "aria-controls": id + "-body" },
       h("span", { class: "method m-" + method }, method.toUpperCase()), " ",
       h("code", { class: "path" }, path), " ",
-      h("span", { class: "summary" }, op.summary || ""));
+      h("span", { class: "summary" }, inline(op.summary || "")));
     toggle.addEventListener("click", function () { setOpen(section, toggle.getAttribute("aria-expanded") !== "true"); });
     var section = h("section", { class: "op", id: id }, h("h3", {}, toggle), panel);
     return section;
@@ -419,8 +431,8 @@
     var main = document.getElementById("operations");
     var status = document.getElementById("status");
     var toc = h("ul", {});
-    var names2 = Object.keys(groups).sort();
-    names2.forEach(function (name) {
+    var groupNames = Object.keys(groups).sort();
+    groupNames.forEach(function (name) {
       var gid = uniqueId("group-" + name);
       toc.appendChild(h("li", {}, h("a", { href: "#" + gid }, name), h("span", { class: "muted" }, " (" + groups[name].length + ")")));
       main.appendChild(h("section", { class: "group", id: gid, "aria-labelledby": gid + "-h" },
@@ -433,8 +445,8 @@
         h("button", { type: "button", id: "collapse-all" }, "Collapse all"))]);
     document.getElementById("expand-all").addEventListener("click", function () { toggleAll(true); });
     document.getElementById("collapse-all").addEventListener("click", function () { toggleAll(false); });
-    status.textContent = names2.length ? "" : "The description has no operations.";
-    status.hidden = !!names2.length;
+    status.textContent = groupNames.length ? "" : "The description has no operations.";
+    status.hidden = !!groupNames.length;
     openFromHash();
   }
 
@@ -477,7 +489,9 @@
   setupToken();
   setupWebSocketNote();
   window.addEventListener("hashchange", openFromHash);
-  fetch(openapiUrl, { headers: { Accept: "application/json" }, credentials: "same-origin" })
+  var specHeaders = { Accept: "application/json" };
+  if (document.getElementById("token").value) specHeaders.Authorization = "Bearer " + document.getElementById("token").value.trim();
+  fetch(openapiUrl, { headers: specHeaders, credentials: "same-origin" })
     .then(function (response) {
       if (!response.ok) throw new Error("HTTP " + response.status + " " + response.statusText);
       return response.json();
