@@ -496,12 +496,14 @@ class Scheduler:
         else:
 
             def in_thread() -> Any:
+                # Marked busy here, not before: a job cancelled before a worker picks it
+                # up never runs, and must not leave the instance looking busy for good.
+                unit.thread_idle.clear()
                 try:
                     return method()
                 finally:
                     unit.thread_idle.set()
 
-            unit.thread_idle.clear()
             result = await anyio.to_thread.run_sync(in_thread, abandon_on_cancel=True)
         if inspect.isawaitable(result):
             result = await result

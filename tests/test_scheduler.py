@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from sample_plugins import (
     Blocks,
@@ -424,3 +425,14 @@ async def test_run_once_tears_down_only_after_a_timed_out_thread_returns() -> No
         execution, _, _ = await run_once(make(BlocksThenTearsDown), instance_id="b", timeout=0.1)
     assert execution.status is ExecutionStatus.TIMEOUT
     assert BlocksThenTearsDown.torn_down_while_blocked is False
+
+
+async def test_stopping_before_a_worker_thread_starts_leaves_the_instance_idle(
+    recorder: Recorder,
+) -> None:
+    for _ in range(20):
+        with anyio.fail_after(5):  # a stuck "busy" flag would wait out the 10 s teardown
+            async with Scheduler(settings(), sink=recorder) as scheduler:
+                scheduler.add("j", make(Judges), interval=1)
+                await anyio.lowlevel.checkpoint()
+        assert scheduler._unit("j").thread_idle.is_set()

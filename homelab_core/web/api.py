@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
+#: Latest time the API accepts (year 5138): keeps bucket arithmetic within 64 bits.
+MAX_TIME = 1e11
+#: Largest history step, in seconds (about 30 years).
+MAX_STEP = 1e9
+#: Largest execution id a cursor may name.
+MAX_ID = 2**63 - 1
 #: Endpoints that never need the token.
 PUBLIC_ENDPOINTS = frozenset({"homelab.docs", "homelab.docs_static"})
 #: Most points per series a history request may ask for.
@@ -45,14 +51,14 @@ def parse_time(text: str, *, name: str, now: float) -> float:
         return now
     relative = _RELATIVE.match(value)
     if relative:
-        return now - float(relative.group(1)) * _UNITS[relative.group(2)]
+        return _in_range(now - float(relative.group(1)) * _UNITS[relative.group(2)], text, name)
     try:
         number = float(value)
     except ValueError:
         pass
     else:
         if math.isfinite(number):
-            return number
+            return _in_range(number, text, name)
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -64,7 +70,15 @@ def parse_time(text: str, *, name: str, now: float) -> float:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    return _in_range(moment.timestamp(), text, name)
+
+
+def _in_range(value: float, text: str, name: str) -> float:
+    if not 0 <= value <= MAX_TIME:
+        raise ApiError(
+            400, "invalid_request", f"{name}: {text!r} is outside the times the API accepts"
+        )
+    return value
 
 
 def parse_labels(text: str | None) -> dict[str, str]:
@@ -213,6 +227,10 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
     @validate_response(s.PluginOut)
     async def enable(plugin_id: str, data: s.EnableIn) -> s.PluginOut:
         """Enable or disable an instance; the choice is stored and acts at once."""
+        # quart-schema converts bodies leniently ("false" -> False); insist on a boolean.
+        raw = await request.get_json(silent=True)
+        if not isinstance(raw, dict) or not isinstance(raw.get("enabled"), bool):
+            raise ApiError(400, "invalid_request", "enabled must be true or false")
         return plugin_out(await hub().set_enabled(plugin_id, data.enabled))
 
     @bp.post("/api/plugins/<plugin_id>/run")
@@ -253,8 +271,10 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
             raise ApiError(400, "invalid_request", "until must be later than since")
         if not 1 <= q.points <= MAX_POINTS:
             raise ApiError(400, "invalid_request", f"points must be between 1 and {MAX_POINTS}")
-        if q.step is not None and not (math.isfinite(q.step) and q.step > 0):
-            raise ApiError(400, "invalid_request", "step must be a positive number of seconds")
+        if q.step is not None and not (math.isfinite(q.step) and 0 < q.step <= MAX_STEP):
+            raise ApiError(
+                400, "invalid_request", f"step must be between 0 and {MAX_STEP:g} seconds"
+            )
         series = await h.history(
             plugin_id,
             q.metric,
@@ -292,6 +312,8 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
         q = query_args
         if not 1 <= q.limit <= MAX_LIMIT:
             raise ApiError(400, "invalid_request", f"limit must be between 1 and {MAX_LIMIT}")
+        if q.before is not None and not 1 <= q.before <= MAX_ID:
+            raise ApiError(400, "invalid_request", "before must be an execution id")
         found = await hub().executions(plugin_id, status=q.status, limit=q.limit, before=q.before)
         next_before = found[-1].id if len(found) == q.limit else None
         return s.ExecutionList(plugin_id, [execution_out(e) for e in found], next_before)

@@ -68,6 +68,11 @@ def check_request(server: ServerSettings, header: str | None, *, write: bool) ->
         return
     token = bearer(header)
     if token is None:
-        raise ApiError(401, "unauthorized", "this request needs 'Authorization: Bearer <token>'")
+        raise ApiError(
+            401,
+            "unauthorized",
+            "this request needs 'Authorization: Bearer <token>'",
+            {"WWW-Authenticate": 'Bearer realm="homelab"'},
+        )
     if not token_matches(server, token):
         raise ApiError(403, "forbidden", "the bearer token is not valid")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from quart import Blueprint, Quart, Response, jsonify
@@ -17,17 +18,25 @@ log = logging.getLogger("homelab.web")
 class ApiError(Exception):
     """An error to answer with ``status`` and a JSON body."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}
 
 
-def error_response(status: int, code: str, message: str) -> Response:
+def error_response(
+    status: int, code: str, message: str, headers: Iterable[tuple[str, str]] = ()
+) -> Response:
     """A JSON error response."""
     response = jsonify({"error": {"code": code, "message": message}})
     response.status_code = status
+    for name, value in headers:
+        if name.lower() not in ("content-type", "content-length"):
+            response.headers[name] = value
     return response
 
 
@@ -42,7 +51,7 @@ def register_error_handlers(target: Blueprint | Quart) -> None:
 
     @target.errorhandler(ApiError)
     async def api_error(error: ApiError) -> Response:
-        return error_response(error.status, error.code, error.message)
+        return error_response(error.status, error.code, error.message, error.headers.items())
 
     @target.errorhandler(RequestSchemaValidationError)
     async def invalid_request(error: RequestSchemaValidationError) -> Response:
@@ -59,7 +68,10 @@ def register_error_handlers(target: Blueprint | Quart) -> None:
     @target.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
         code = (error.name or "error").lower().replace(" ", "_")
-        return error_response(error.code or 500, code, error.description or error.name)
+        # Keep the exception's headers: a 405 must say which methods are allowed.
+        return error_response(
+            error.code or 500, code, error.description or error.name, error.get_headers()
+        )
 
     @target.errorhandler(Exception)
     async def unexpected(error: Exception) -> Response:
