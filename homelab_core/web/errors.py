@@ -57,6 +57,10 @@ def register_error_handlers(target: Blueprint | Quart) -> None:
     async def invalid_request(error: RequestSchemaValidationError) -> Response:
         return error_response(400, "invalid_request", _validation_message(error))
 
+    @target.errorhandler(UnicodeDecodeError)
+    async def not_text(error: UnicodeDecodeError) -> Response:
+        return error_response(400, "invalid_request", "the request body is not UTF-8 text")
+
     @target.errorhandler(UnknownPluginError)
     async def unknown_plugin(error: UnknownPluginError) -> Response:
         return error_response(404, "not_found", str(error))

@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack
 from importlib.resources import files
 from typing import Any
 
+import attrs
 import msgspec
 from quart import Blueprint, Quart, Response, current_app, send_file
 from quart_schema import QuartSchema, hide
@@ -133,6 +134,33 @@ PROMETHEUS_RESPONSES = {
 }
 
 
+def _required_query_fields() -> dict[frozenset[str], set[str]]:
+    models = (schemas.PluginsQuery, schemas.HistoryQuery, schemas.ExecutionsQuery)
+    return {
+        frozenset(f.name for f in attrs.fields(m)): {
+            f.name for f in attrs.fields(m) if f.default is attrs.NOTHING
+        }
+        for m in models
+    }
+
+
+_REQUIRED_QUERY = _required_query_fields()
+
+
+def _complete_operation(method: str, operation: dict[str, Any]) -> None:
+    """What quart-schema leaves out of one operation: required query parameters (it looks
+    for ``required`` on each property), required bodies, and the POSTs' bearer security."""
+    query = [p for p in operation.get("parameters", []) if p.get("in") == "query"]
+    required = _REQUIRED_QUERY.get(frozenset(p["name"] for p in query), set())
+    for parameter in query:
+        if parameter["name"] in required:
+            parameter["required"] = True
+    if "requestBody" in operation:
+        operation["requestBody"]["required"] = True
+    if method == "post":
+        operation.setdefault("security", [{"bearer": []}])
+
+
 def complete_components(schema_extension: QuartSchema, *, metrics_path: str) -> None:
     """Put the API's nested schemas into the OpenAPI document's components.
 
@@ -154,8 +182,8 @@ def complete_components(schema_extension: QuartSchema, *, metrics_path: str) -> 
         for name, value in components.items():
             known.setdefault(name, value)
         for operations in document.get("paths", {}).values():
-            if "post" in operations:
-                operations["post"].setdefault("security", [{"bearer": []}])
+            for method, operation in operations.items():
+                _complete_operation(method, operation)
         prometheus = document.get("paths", {}).get(metrics_path, {}).get("get")
         if prometheus is not None:
             prometheus["responses"] = PROMETHEUS_RESPONSES

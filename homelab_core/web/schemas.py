@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import attrs
+import msgspec
+
+#: What ``since`` and ``until`` look like: ``now``, ``-1h``-style, epoch seconds, ISO 8601.
+TIME_PATTERN = (
+    r"^(now|-\d+(\.\d+)?[smhdw]|\d+(\.\d+)?"
+    r"|\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?)$"
+)
 
 Status = Literal["ok", "degraded", "failing", "disabled", "unknown"]
 ExecutionStatusName = Literal["ok", "error", "timeout", "skipped"]
@@ -121,13 +128,13 @@ class HistoryQuery:
     relative to now such as ``-1h``, ``-30m``, ``-7d``; ``labels`` is ``k=v,k2=v2``.
     """
 
-    metric: str
-    since: str = "-1h"
-    until: str | None = None
-    step: float | None = None
+    metric: Annotated[str, msgspec.Meta(min_length=1)]
+    since: Annotated[str, msgspec.Meta(pattern=TIME_PATTERN)] = "-1h"
+    until: Annotated[str, msgspec.Meta(pattern=TIME_PATTERN)] | None = None
+    step: Annotated[float, msgspec.Meta(gt=0, le=1e9)] | None = None
     agg: Literal["avg", "min", "max"] = "avg"
     labels: str | None = None
-    points: int = 500
+    points: Annotated[int, msgspec.Meta(ge=1, le=2000)] = 500
 
 
 @attrs.define
@@ -154,8 +161,8 @@ class ExecutionsQuery:
     """Parameters of ``GET /api/plugins/{id}/executions``."""
 
     status: ExecutionStatusName | None = None
-    limit: int = 50
-    before: int | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
+    before: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)] | None = None
 
 
 @attrs.define

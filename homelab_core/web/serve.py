@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -74,8 +75,9 @@ def serve(
         raise click.ClickException(
             f"the web server needs the 'web' extra (pip install 'homelab-core[web]'): {exc}"
         ) from None
-    app = create_app(settings)
     host, port = settings.server.host, settings.server.port
+    _check_port(host, port)
+    app = create_app(settings)
 
     def announce(bound_port: int) -> None:
         click.echo(f"Homelab Core serving on {_url(host, bound_port)}", err=True)
@@ -85,6 +87,19 @@ def serve(
         _run_uvicorn(app, host, port, announce)
     else:
         anyio.run(_run_hypercorn, app, host, port, announce)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail with one clear line, before the hub starts, if the address cannot be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot listen on {_url(host, port)}: {exc.strerror or exc}"
+            ) from None
 
 
 async def _run_hypercorn(app: Any, host: str, port: int, announce: Callable[[int], None]) -> None:
@@ -121,9 +136,11 @@ def _run_uvicorn(app: Any, host: str, port: int, announce: Callable[[int], None]
             f" {exc}"
         ) from None
     announce(port)
-    uvicorn.run(
-        app, host=host, port=port, lifespan="on", log_level="warning", loop="auto", http="auto"
-    )
+    # uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown; with these no-op
+    # handlers in place that ends the command normally (exit 0) instead of by the signal.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: None)
+    uvicorn.run(app, host=host, port=port, lifespan="on", log_level="warning")
 
 
 @hookimpl

@@ -1,0 +1,376 @@
+"""``homelab serve`` as a real process, talked to from outside over loopback.
+
+Every server here is a separate ``python -m homelab_core.cli serve`` process (see
+:mod:`live_server`); the clients are httpx, the ``websockets`` library and sqlite3 on the
+database file after the server has exited.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from live_server import LiveServer, live_server, serve_command, server_env, sqlite_url
+from services import free_port, unavailable
+
+pytestmark = pytest.mark.slow
+
+#: Seconds between runs of the ``system`` instance in the shared server.
+INTERVAL = 1.0
+#: Seconds the store may hold an execution before writing it (the default flush interval).
+FLUSH = 1.0
+TOKEN = "test-token-3f9a1c"
+
+
+def system_config(directory: Path, *, interval: float = INTERVAL, extra: str = "") -> str:
+    """homelab.toml with the bundled ``system`` plugin only, on SQLite in ``directory``."""
+    return (
+        f'[database]\nurl = "{sqlite_url(directory)}"\n\n'
+        f'{extra}\n[plugins.system]\ntype = "system"\ninterval = {interval}\n'
+    )
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, step: float = 0.1) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(step)
+
+
+def prometheus_values(text: str) -> dict[str, float]:
+    """The unlabelled samples of a Prometheus text exposition, by name."""
+    values = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#") or "{" in line:
+            continue
+        name, _, value = line.partition(" ")
+        values[name] = float(value.split(" ")[0])
+    return values
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One server with the ``system`` plugin at a 1 s interval, shared by this module."""
+    directory = tmp_path_factory.mktemp("serve")
+    with live_server(directory, config=system_config(directory)) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=10.0) as http:
+        yield http
+
+
+# -- 1. the paths of DESIGN.md ------------------------------------------------------------
+
+
+SEED_GETS = [
+    "/api/plugins",
+    "/api/plugins/system",
+    "/api/plugins/system/status",
+    "/api/plugins/system/metrics",
+    "/api/plugins/system/metrics/history?metric=cpu.percent&since=-5m",
+    "/api/plugins/system/executions",
+    "/api/plugins/categories/list",
+    "/api/plugins/stats/summary",
+]
+
+
+@pytest.mark.parametrize("path", SEED_GETS)
+def test_seed_get_paths_answer_200_with_json(client: httpx.Client, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert isinstance(response.json(), dict)
+
+
+def test_seed_post_enable_answers_200(client: httpx.Client) -> None:
+    response = client.post("/api/plugins/system/enable", json={"enabled": True})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["id"] == "system"
+    assert body["enabled"] is True
+
+
+def test_seed_responses_describe_the_configured_instance(client: httpx.Client) -> None:
+    plugins = client.get("/api/plugins").json()
+    assert [p["id"] for p in plugins["plugins"]] == ["system"]
+    assert plugins["plugins"][0]["interval"] == INTERVAL
+    details = client.get("/api/plugins/system").json()
+    assert details["plugin"]["type"] == "system"
+    categories = client.get("/api/plugins/categories/list").json()["categories"]
+    assert sum(c["count"] for c in categories) == 1
+    # Collections happen on their own: the latest values fill in within a few intervals.
+    metrics = wait_for(
+        "latest metrics of 'system'",
+        lambda: client.get("/api/plugins/system/metrics").json()["metrics"],
+        timeout=5 * INTERVAL + FLUSH,
+    )
+    assert "cpu.percent" in {m["name"] for m in metrics}
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "needle"),
+    [
+        ("/api/health", "application/json", '"ready":true'),
+        ("/metrics", "text/plain", "homelab_core_runs_total"),
+        ("/openapi.json", "application/json", '"openapi"'),
+        ("/docs", "text/html", "<html"),
+    ],
+)
+def test_service_paths_answer_200(
+    client: httpx.Client, path: str, content_type: str, needle: str
+) -> None:
+    response = client.get(path)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith(content_type)
+    assert needle in response.text.replace(" ", "")
+
+
+# -- 2. enable/disable acts on the schedule -------------------------------------------------
+
+
+def newest_execution_id(client: httpx.Client) -> int | None:
+    response = client.get("/api/plugins/system/executions", params={"limit": 1})
+    assert response.status_code == 200, response.text
+    executions = response.json()["executions"]
+    return executions[0]["id"] if executions else None
+
+
+def test_disable_stops_runs_and_enable_resumes_them(client: httpx.Client) -> None:
+    wait_for(
+        "a first execution",
+        lambda: newest_execution_id(client) is not None,
+        timeout=3 * INTERVAL + FLUSH + 2,
+    )
+    try:
+        response = client.post("/api/plugins/system/enable", json={"enabled": False})
+        assert response.status_code == 200, response.text
+        assert response.json()["enabled"] is False
+        assert client.get("/api/plugins/system/status").json()["state"] == "disabled"
+        # A run in flight at the moment of disabling may still finish and be written.
+        time.sleep(INTERVAL + FLUSH + 0.5)
+        stopped_at = newest_execution_id(client)
+        time.sleep(3 * INTERVAL + FLUSH)
+        assert newest_execution_id(client) == stopped_at, "runs went on while disabled"
+        assert client.get("/api/plugins/system").json()["plugin"]["enabled"] is False
+    finally:
+        response = client.post("/api/plugins/system/enable", json={"enabled": True})
+    assert response.status_code == 200, response.text
+    assert response.json()["enabled"] is True
+    # Within two intervals (plus the store's flush interval) it runs again.
+    wait_for(
+        "an execution after enabling again",
+        lambda: newest_execution_id(client) != stopped_at,
+        timeout=2 * INTERVAL + FLUSH + 0.5,
+    )
+
+
+# -- 3. the WebSocket ------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_websocket_greets_then_streams_metrics(server: LiveServer) -> None:
+    try:
+        from websockets.asyncio.client import connect
+    except ImportError:
+        unavailable("websockets >= 13 is not installed (pip install 'homelab-core[dev]')")
+
+    url = f"ws://127.0.0.1:{server.port}/ws/metrics"
+    with anyio.fail_after(15):
+        async with connect(url, open_timeout=5, close_timeout=2) as ws:
+            hello = json.loads(await ws.recv())
+            assert hello["type"] == "hello", hello
+            seen: list[dict[str, Any]] = []
+            while True:
+                event = json.loads(await ws.recv())
+                seen.append(event)
+                assert "type" in event, event
+                if event["type"] == "metrics" and event.get("plugin_id") == "system":
+                    break
+    assert isinstance(event["seq"], int)
+    assert isinstance(event["ts"], int | float)
+    data = event["data"]
+    assert isinstance(data, list)
+    assert data
+    assert {"name", "value", "unit", "labels"} <= set(data[0])
+    assert "cpu.percent" in {m["name"] for m in data}
+    sequence = [e["seq"] for e in seen if "seq" in e]
+    assert sequence == sorted(sequence), f"seq not increasing: {sequence}"
+
+
+# -- 4. graceful shutdown drains the write queue -----------------------------------------
+
+
+QUEUED_STORE = """[store]
+flush_interval = 3600
+batch_size = 10000000
+queue_size = 10000000
+
+[scheduler]
+jitter = 0
+"""
+
+
+def stored_counts(database: Path) -> tuple[int, int, int, int]:
+    """(samples, SUM(metric_count) of ok runs, ok runs, all executions) in the file."""
+    with sqlite3.connect(database) as db:
+        samples = db.execute("SELECT COUNT(*) FROM homelab_sample").fetchone()[0]
+        collected, ok_runs = db.execute(
+            "SELECT COALESCE(SUM(metric_count), 0), COUNT(*) FROM homelab_execution"
+            " WHERE status = 'ok'"
+        ).fetchone()
+        executions = db.execute("SELECT COUNT(*) FROM homelab_execution").fetchone()[0]
+    db.close()
+    return samples, collected, ok_runs, executions
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_during_collection_writes_every_sample(tmp_path: Path, sig: int) -> None:
+    config = system_config(tmp_path, interval=0.5, extra=QUEUED_STORE)
+    with live_server(tmp_path, config=config) as running:
+        with httpx.Client(base_url=running.url, timeout=10.0) as http:
+            time.sleep(3.0)
+            counters = prometheus_values(http.get("/metrics").text)
+            summary = http.get("/api/plugins/stats/summary").json()
+        code = running.stop(sig)
+        stderr = running.stderr()
+    assert code == 0, f"exit code {code} after {signal.Signals(sig).name}. stderr:\n{stderr}"
+    assert "Traceback" not in stderr, stderr
+
+    written = counters["homelab_core_samples_written_total"]
+    queued = counters["homelab_core_write_queue_depth"]
+    runs = counters["homelab_core_runs_total"]
+    # The samples really were waiting in the queue when the signal came.
+    assert queued > 0, counters
+    assert runs >= 3, counters
+    assert counters["homelab_core_samples_dropped_total"] == 0, counters
+    assert summary["samples_dropped"] == 0, summary
+
+    samples, collected, ok_runs, executions = stored_counts(running.database)
+    assert samples >= written + queued, (samples, counters)
+    assert samples == collected, f"{samples} samples stored but ok executions collected {collected}"
+    assert executions >= runs, (executions, counters)
+    assert ok_runs >= 1
+
+
+# -- 5. refusing to serve beyond loopback without a token ----------------------------------
+
+
+def test_non_loopback_without_token_is_refused_before_binding(tmp_path: Path) -> None:
+    (tmp_path / "homelab.toml").write_text(system_config(tmp_path), encoding="utf-8")
+    started = time.monotonic()
+    result = subprocess.run(
+        serve_command("--host", "0.0.0.0", "--port", str(free_port())),
+        cwd=tmp_path,
+        env=server_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode != 0, result.stderr
+    assert elapsed < 20, f"took {elapsed:.1f} s to refuse"
+    message = result.stderr
+    assert "token" in message.lower(), message
+    assert "--insecure" in message, message
+    assert "Traceback" not in message, message
+    assert "Running on" not in message, message
+    # It stopped before starting anything: the hub never opened its database.
+    assert not (tmp_path / "homelab.db").exists()
+
+
+def test_non_loopback_with_token_starts_and_guards_changes(tmp_path: Path) -> None:
+    with (
+        live_server(
+            tmp_path,
+            config=system_config(tmp_path),
+            args=["--host", "0.0.0.0"],
+            env={"HOMELAB_API_TOKEN": TOKEN},
+        ) as running,
+        httpx.Client(base_url=running.url, timeout=10.0) as http,
+    ):
+        assert http.get("/api/plugins").status_code == 200
+        path = "/api/plugins/system/enable"
+        body = {"enabled": True}
+
+        missing = http.post(path, json=body)
+        assert missing.status_code == 401, missing.text
+        assert missing.json()["error"]["code"]
+
+        wrong = http.post(path, json=body, headers={"Authorization": "Bearer not-the-token"})
+        assert wrong.status_code == 403, wrong.text
+
+        allowed = http.post(path, json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert allowed.status_code == 200, allowed.text
+        assert allowed.json()["enabled"] is True
+
+
+def test_non_loopback_with_insecure_starts(tmp_path: Path) -> None:
+    with (
+        live_server(
+            tmp_path, config=system_config(tmp_path), args=["--host", "0.0.0.0", "--insecure"]
+        ) as running,
+        httpx.Client(base_url=running.url, timeout=10.0) as http,
+    ):
+        response = http.get("/api/plugins")
+        assert response.status_code == 200, response.text
+        assert [p["id"] for p in response.json()["plugins"]] == ["system"]
+
+
+# -- 6. the optional uvicorn server ------------------------------------------------------
+
+
+def test_uvicorn_server(tmp_path: Path) -> None:
+    if importlib.util.find_spec("uvicorn") is None:
+        (tmp_path / "homelab.toml").write_text(system_config(tmp_path), encoding="utf-8")
+        result = subprocess.run(
+            serve_command("--server", "uvicorn", "--port", str(free_port())),
+            cwd=tmp_path,
+            env=server_env(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode != 0, result.stderr
+        assert "'uvicorn' extra" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr, result.stderr
+        assert not (tmp_path / "homelab.db").exists()
+        return
+    config = system_config(tmp_path, interval=0.5, extra=QUEUED_STORE)
+    with live_server(tmp_path, config=config, args=["--server", "uvicorn"]) as running:
+        with httpx.Client(base_url=running.url, timeout=10.0) as http:
+            response = http.get("/api/plugins")
+            assert response.status_code == 200, response.text
+            assert [p["id"] for p in response.json()["plugins"]] == ["system"]
+            time.sleep(1.5)
+            counters = prometheus_values(http.get("/metrics").text)
+        code = running.stop(signal.SIGTERM)
+        stderr = running.stderr()
+    # Graceful shutdown under uvicorn drains the write queue as under hypercorn ...
+    assert counters["homelab_core_write_queue_depth"] > 0, counters
+    samples, collected, _, executions = stored_counts(running.database)
+    assert samples >= counters["homelab_core_write_queue_depth"], (samples, counters)
+    assert samples == collected
+    assert executions >= counters["homelab_core_runs_total"], (executions, counters)
+    # ... and the command ends the same way: exit code 0, whichever server ran.
+    assert code == 0, f"exit code {code} after SIGTERM under uvicorn. stderr:\n{stderr}"
+    assert "Traceback" not in stderr, stderr
