@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 from importlib.resources import files
 from typing import Any
@@ -50,6 +50,7 @@ class HomelabWeb:
         hub: Hub | None = None,
         plugin_manager: PluginManager | None = None,
         url_prefix: str = "",
+        stream_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = (
             settings
@@ -59,6 +60,8 @@ class HomelabWeb:
         self._own_hub = hub is None
         self._hub: Hub | None = hub
         self._plugin_manager = plugin_manager
+        #: Keyword arguments of the WebSocket broadcaster (queue and replay sizes, heartbeat).
+        self.stream_options = dict(stream_options or {})
         self.url_prefix = url_prefix
         self._sample_count: tuple[float, int] | None = None
         #: The WebSocket broadcaster while serving.
@@ -95,7 +98,8 @@ class HomelabWeb:
                     Hub(self.settings, plugin_manager=self._plugin_manager)
                 )
             assert self._hub is not None
-            self.stream = await stack.enter_async_context(MetricStream(self._hub).running())
+            stream = MetricStream(self._hub, **self.stream_options)
+            self.stream = await stack.enter_async_context(stream.running())
             try:
                 yield
             finally:
@@ -199,8 +203,13 @@ def add_extras(blueprint: Blueprint, web: HomelabWeb) -> None:
     @blueprint.get("/metrics")
     async def metrics() -> Response:
         """Prometheus text exposition of every series' latest value and our own counters."""
-        clients = web.stream.clients if web.stream is not None else 0
-        body = await exposition(web.hub, {"websocket_clients": clients})
+        stream = web.stream
+        extra = {
+            "websocket_clients": stream.clients if stream else 0,
+            "websocket_dropped": stream.dropped if stream else 0,
+            "websocket_lost": stream.lost if stream else 0,
+        }
+        body = await exposition(web.hub, extra)
         return Response(body, content_type="text/plain; version=0.0.4; charset=utf-8")
 
     @blueprint.get("/docs")

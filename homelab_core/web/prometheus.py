@@ -44,6 +44,16 @@ CORE = {
         "gauge",
         "Connected /ws/metrics clients.",
     ),
+    "websocket_dropped": (
+        "homelab_core_websocket_dropped_total",
+        "counter",
+        "Events dropped for slow /ws/metrics clients (each told with a lagged notice).",
+    ),
+    "websocket_lost": (
+        "homelab_core_websocket_lost_total",
+        "counter",
+        "Events the WebSocket broadcaster itself missed from the bus.",
+    ),
 }
 
 

@@ -120,10 +120,17 @@ async def _run_hypercorn(app: Any, host: str, port: int, announce: Callable[[int
                 stop.set()
                 return
 
+    async def shutdown_trigger() -> None:
+        await stop.wait()
+        # Close WebSockets (1001) now: hypercorn would wait its graceful timeout for them.
+        stream = app.extensions["homelab"].stream
+        if stream is not None:
+            await stream.close_clients()
+
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch_signals)
         announce(port)
-        await hypercorn_serve(app, config, shutdown_trigger=stop.wait)
+        await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)
         tg.cancel_scope.cancel()
 
 

@@ -1,0 +1,142 @@
+"""One ``/ws/metrics`` client: its outgoing queue and what it missed.
+
+The broadcaster offers events to a :class:`Client` without waiting; the client's sender
+task takes them from its :class:`Outbox`. A full outbox drops live events for that client
+alone, and the client is told how many with a ``lagged`` notice before its next event.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Protocol
+
+import anyio
+import attrs
+
+from . import ws_protocol as p
+
+
+class Connection(Protocol):
+    """The part of a WebSocket the stream uses (Quart's ``websocket`` has it)."""
+
+    async def send(self, data: str) -> None: ...
+
+    async def receive(self) -> str | bytes: ...
+
+    async def close(self, code: int, reason: str = "") -> None: ...
+
+
+@attrs.frozen
+class Close:
+    """Queued after a client's last message: close the socket with ``code``."""
+
+    code: int
+    reason: str
+
+
+class Outbox:
+    """A client's outgoing messages, in order.
+
+    Live events are :meth:`offer`-ed and dropped when ``limit`` messages wait. Replies,
+    snapshots and replays are :meth:`put` regardless; the client's reader waits for room
+    before it handles a message, so only the client itself can grow its queue past the
+    limit, and only by what one message asks for.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: deque[str | Close] = deque()
+        self._arrived: anyio.Event | None = None
+        self._room: anyio.Event | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def offer(self, item: str) -> bool:
+        if len(self._items) >= self.limit:
+            return False
+        self.put(item)
+        return True
+
+    def put(self, *items: str | Close) -> None:
+        self._items.extend(items)
+        if self._arrived is not None:
+            self._arrived.set()
+            self._arrived = None
+
+    def replace(self, item: Close) -> None:
+        """Drop everything waiting and queue ``item`` alone."""
+        self._items.clear()
+        self.put(item)
+        if self._room is not None:
+            self._room.set()
+            self._room = None
+
+    async def get(self) -> str | Close:
+        while not self._items:
+            self._arrived = anyio.Event()
+            await self._arrived.wait()
+        return self.get_nowait()
+
+    def get_nowait(self) -> str | Close:
+        """The next message; the outbox must not be empty."""
+        item = self._items.popleft()
+        if self._room is not None and len(self._items) < self.limit:
+            self._room.set()
+            self._room = None
+        return item
+
+    async def wait_for_room(self) -> None:
+        while len(self._items) >= self.limit:
+            if self._room is None:
+                self._room = anyio.Event()
+            await self._room.wait()
+
+
+class Client:
+    """One connection's state: authorization, filter, outgoing queue and missed events."""
+
+    def __init__(self, queue_size: int, *, authorized: bool, synced: int) -> None:
+        self.outbox = Outbox(queue_size)
+        self.authorized = authorized
+        self.filter: p.Filter = p.EVERYTHING
+        #: Set while a subscription's snapshot is read; the replay buffer covers the gap.
+        self.paused = False
+        self.closing = False
+        #: Events dropped since the last ``lagged`` notice, and the last one's seq.
+        self.missed = 0
+        self.last_missed = 0
+        #: Every event up to this seq has been queued, filtered out or counted as missed.
+        self.synced = synced
+        #: When the sender last wrote to the socket (anyio clock), for heartbeats.
+        self.last_sent = anyio.current_time()
+        self.scope: anyio.CancelScope | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.authorized and not self.paused and not self.closing
+
+    def offer(self, seq: int, text: str) -> bool:
+        """Queue a live event, or count it as missed; a pending ``lagged`` goes first."""
+        self.flush_lag(room=2)
+        if not self.missed and self.outbox.offer(text):
+            return True
+        self.missed += 1
+        self.last_missed = seq
+        return False
+
+    def flush_lag(self, room: int) -> None:
+        """Queue the ``lagged`` notice once there is room for it and ``room - 1`` more."""
+        if self.missed and len(self.outbox) + room <= self.outbox.limit:
+            self.outbox.put(p.lagged(missed=self.missed, seq=self.last_missed))
+            self.missed = 0
+
+    def close(self, code: int, reason: str, *, now: bool = False) -> None:
+        """Close after what is queued, or, ``now``, instead of it (the server stops)."""
+        if self.closing and not now:
+            return
+        self.closing = True
+        if now:
+            self.outbox.replace(Close(code, reason))
+        else:
+            self.outbox.put(Close(code, reason))
