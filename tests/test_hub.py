@@ -73,7 +73,11 @@ async def test_misbehaving_plugins_leave_others_on_schedule(
         by_instance.setdefault(instance_id, []).append((status, trigger, lag))
     healthy = by_instance["healthy"]
     assert {s for s, _, _ in healthy} == {"ok"}
-    assert max(lag for _, _, lag in healthy) < 0.05
+    # On schedule: most starts within a few ms; none pushed back by a whole interval, even
+    # on a busy two-core machine.
+    lags = sorted(lag for _, _, lag in healthy)
+    assert lags[len(lags) // 2] < 0.02
+    assert lags[-1] < 0.1
     assert {s for s, _, _ in by_instance["raises"]} == {"error"}
     assert {s for s, _, _ in by_instance["hangs"]} == {"timeout"}
     assert {"timeout", "skipped"} <= {s for s, _, _ in by_instance["blocks"]}

@@ -73,9 +73,11 @@ async def test_fixed_rate_runs_do_not_drift(recorder: Recorder) -> None:
     starts = plugin.started
     assert 9 <= len(starts) <= 12
     first = starts[0]
-    # Tick n is at first + n * interval: the 30 ms each run takes never accumulates.
-    for n, started in enumerate(starts):
-        assert abs(started - (first + n * 0.1)) < 0.05, (n, started - first)
+    # Tick n is at first + n * interval: the 30 ms each run takes never accumulates (it
+    # would be 0.3 s by the last run), and no start strays by a whole interval.
+    errors = [started - (first + n * 0.1) for n, started in enumerate(starts)]
+    assert abs(errors[-1]) < 0.05, errors
+    assert max(abs(e) for e in errors) < 0.1, errors
 
 
 async def test_start_jitter_spreads_first_runs(recorder: Recorder) -> None:
@@ -86,7 +88,8 @@ async def test_start_jitter_spreads_first_runs(recorder: Recorder) -> None:
             scheduler.add(f"c{i}", plugin, interval=10)
         await anyio.sleep(0.7)
     firsts = [p.started[0] - started for p in plugins]
-    assert all(0 <= f < 0.6 for f in firsts)
+    # Jitter is at most 0.5 s; allow the scheduler some lateness on a busy machine.
+    assert all(0 <= f < 0.5 + 0.2 for f in firsts)
     assert max(firsts) - min(firsts) > 0.1
 
 
@@ -141,7 +144,9 @@ async def test_blocking_sync_collect_times_out_and_stays_busy_until_its_thread_e
     # Once the abandoned thread returned, the instance ran again normally.
     assert statuses[-1] is ExecutionStatus.OK
     assert len(healthy.started) >= 7
-    assert max(e.lag for e in recorder.executions("healthy")) < 0.05
+    lags = sorted(e.lag for e in recorder.executions("healthy"))
+    assert lags[len(lags) // 2] < 0.02
+    assert lags[-1] < 0.1
 
 
 async def test_failing_setup_is_retried_then_the_instance_runs(recorder: Recorder) -> None:
