@@ -107,8 +107,8 @@ async def _run_hypercorn(app: Any, host: str, port: int, announce: Callable[[int
     from hypercorn.config import Config
 
     config = Config()
-    # Hypercorn logs through its own handler; do not print each line twice via the root.
-    logging.getLogger("hypercorn.error").propagate = False
+    # Hypercorn's messages go through our logging (and its level), printed once.
+    config.errorlog = logging.getLogger("homelab.server")
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.graceful_timeout = 10
