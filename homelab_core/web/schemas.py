@@ -13,6 +13,12 @@ TIME_PATTERN = (
     r"|\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?)$"
 )
 
+#: Bounds the API enforces through the schema (and so documents in /openapi.json).
+MAX_STEP = 1e9  # seconds, about 30 years
+MAX_POINTS = 2000  # per series in one history answer
+MAX_LIMIT = 1000  # executions in one page
+MAX_ID = 2**63 - 1  # the largest execution id
+
 Status = Literal["ok", "degraded", "failing", "disabled", "unknown"]
 ExecutionStatusName = Literal["ok", "error", "timeout", "skipped"]
 
@@ -131,10 +137,10 @@ class HistoryQuery:
     metric: Annotated[str, msgspec.Meta(min_length=1)]
     since: Annotated[str, msgspec.Meta(pattern=TIME_PATTERN)] = "-1h"
     until: Annotated[str, msgspec.Meta(pattern=TIME_PATTERN)] | None = None
-    step: Annotated[float, msgspec.Meta(gt=0, le=1e9)] | None = None
+    step: Annotated[float, msgspec.Meta(gt=0, le=MAX_STEP)] | None = None
     agg: Literal["avg", "min", "max"] = "avg"
     labels: str | None = None
-    points: Annotated[int, msgspec.Meta(ge=1, le=2000)] = 500
+    points: Annotated[int, msgspec.Meta(ge=1, le=MAX_POINTS)] = 500
 
 
 @attrs.define
@@ -161,8 +167,8 @@ class ExecutionsQuery:
     """Parameters of ``GET /api/plugins/{id}/executions``."""
 
     status: ExecutionStatusName | None = None
-    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
-    before: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = 50
+    before: Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)] | None = None
 
 
 @attrs.define
