@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import attrs
 from quart import Blueprint, request
 from quart_schema import (
     document_response,
@@ -91,17 +92,7 @@ def health_out(health: Health) -> s.HealthOut:
 
 
 def plugin_out(info: InstanceInfo) -> s.PluginOut:
-    return s.PluginOut(
-        id=info.id,
-        type=info.type,
-        title=info.title,
-        category=info.category,
-        enabled=info.enabled,
-        interval=info.interval,
-        timeout=info.timeout,
-        config=info.config,
-        health=health_out(info.health),
-    )
+    return s.PluginOut(**{**attrs.asdict(info, recurse=False), "health": health_out(info.health)})
 
 
 def execution_out(execution: Execution) -> s.ExecutionOut:
