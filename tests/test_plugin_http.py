@@ -1,0 +1,384 @@
+"""The bundled ``http`` plugin, against real HTTP and HTTPS servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from services import free_port, unavailable
+
+from homelab_core import ConfigError, ExecutionStatus, HealthState, Metric, PluginManager
+from homelab_core.cli import cli
+from homelab_core.options import REDACTED, build_config, config_to_dict
+from homelab_core.plugin import validate_plugin_type
+from homelab_core.scheduler import run_once
+from homelab_plugins import http
+from homelab_plugins.http import Http, HttpConfig
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """The plugin is pure anyio (and httpx supports both), so it is checked on both."""
+    return str(request.param)
+
+
+#: How long /slow takes to answer; the timeout test gives the plugin less than this.
+SLOW_SECONDS = 1.5
+CERT_DAYS = 30
+
+
+class Handler(BaseHTTPRequestHandler):
+    """A few routes that each answer one way."""
+
+    def do_GET(self) -> None:
+        if self.path == "/":
+            self._answer(200, b"<h1>Welcome to the homelab</h1>")
+        elif self.path == "/unavailable":
+            self._answer(503, b"maintenance")
+        elif self.path == "/redirect":
+            self._answer(302, b"", Location="/")
+        elif self.path == "/loop":
+            self._answer(302, b"", Location="/loop")
+        elif self.path == "/slow":
+            time.sleep(SLOW_SECONDS)
+            self._answer(200, b"finally")
+        elif self.path == "/bearer":
+            ok = self.headers.get("Authorization") == "Bearer s3cret"
+            self._answer(200 if ok else 401, b"")
+        elif self.path == "/basic":
+            expected = "Basic " + base64.b64encode(b"admin:hunter2").decode()
+            self._answer(200 if self.headers.get("Authorization") == expected else 401, b"")
+        else:
+            self._answer(404, b"not found")
+
+    def do_HEAD(self) -> None:
+        self._answer(200, b"")
+
+    def _answer(self, status: int, body: bytes, **headers: str) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that hang up early (the timeout test) are expected here
+
+
+@contextmanager
+def serve(tls: ssl.SSLContext | None = None) -> Iterator[str]:
+    """Run :class:`Handler` on a free loopback port; yields the base URL."""
+    server = Server(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    scheme = "https" if tls else "http"
+    try:
+        yield f"{scheme}://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def base_url() -> Iterator[str]:
+    with serve() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 valid for CERT_DAYS days, and its key."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        unavailable("the openssl command is not installed")
+        raise AssertionError  # unreachable
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", str(CERT_DAYS),
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+def https_url(certificate: tuple[Path, Path]) -> Iterator[str]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    with serve(context) as url:
+        yield url
+
+
+async def check(url: str, **options: Any) -> tuple[dict[str, Metric], HealthState, str]:
+    """Run one collection; the metrics by name, the health state and message."""
+    config = build_config(HttpConfig, {"url": url, **options})
+    execution, metrics, report = await run_once(
+        Http(config, instance_id="h"), instance_id="h", timeout=10
+    )
+    assert execution.status is ExecutionStatus.OK, execution.error
+    assert report is not None
+    return {m.name: m for m in metrics}, report.state, report.message
+
+
+def values(metrics: dict[str, Metric]) -> dict[str, float]:
+    return {name: m.value for name, m in metrics.items()}
+
+
+async def test_a_page_answering_200_is_up(base_url: str) -> None:
+    metrics, state, message = await check(base_url + "/")
+    assert values(metrics).keys() == {
+        "http.up",
+        "http.status_code",
+        "http.response_time",
+        "http.redirects",
+    }
+    assert values(metrics)["http.up"] == 1
+    assert values(metrics)["http.status_code"] == 200
+    assert values(metrics)["http.redirects"] == 0
+    assert 0 < metrics["http.response_time"].value < 5
+    assert metrics["http.response_time"].unit == "s"
+    assert state is HealthState.OK
+    assert message.startswith(f"{base_url}/ answered 200 in ")
+
+
+async def test_a_keyword_on_the_page_is_reported_found(base_url: str) -> None:
+    metrics, state, _ = await check(base_url + "/", keyword="Welcome")
+    assert values(metrics)["http.keyword_found"] == 1
+    assert values(metrics)["http.up"] == 1
+    assert state is HealthState.OK
+
+
+async def test_a_missing_keyword_makes_the_target_down(base_url: str) -> None:
+    metrics, state, message = await check(base_url + "/", keyword="Goodbye")
+    assert values(metrics)["http.keyword_found"] == 0
+    assert values(metrics)["http.up"] == 0
+    assert values(metrics)["http.status_code"] == 200
+    assert state is HealthState.FAILING
+    assert message == f"{base_url}/ answered 200 but the body does not contain 'Goodbye'"
+
+
+async def test_a_wrong_status_makes_the_target_down(base_url: str) -> None:
+    metrics, state, message = await check(base_url + "/unavailable")
+    assert values(metrics)["http.up"] == 0
+    assert values(metrics)["http.status_code"] == 503
+    assert state is HealthState.FAILING
+    assert message == f"{base_url}/unavailable answered 503, expected 200-399"
+
+
+async def test_expected_status_makes_a_listed_code_up(base_url: str) -> None:
+    metrics, state, _ = await check(base_url + "/unavailable", expected_status=[503])
+    assert values(metrics)["http.up"] == 1
+    assert state is HealthState.OK
+
+
+async def test_a_response_slower_than_the_timeout_is_down_and_says_it_timed_out(
+    base_url: str,
+) -> None:
+    started = time.monotonic()
+    metrics, state, message = await check(base_url + "/slow", request_timeout=0.3)
+    assert time.monotonic() - started < SLOW_SECONDS
+    assert values(metrics) == {"http.up": 0}
+    assert state is HealthState.FAILING
+    assert message == f"{base_url}/slow did not answer within 0.3 s"
+
+
+async def test_a_redirect_is_followed_and_counted(base_url: str) -> None:
+    metrics, _, message = await check(base_url + "/redirect")
+    assert values(metrics)["http.redirects"] == 1
+    assert values(metrics)["http.status_code"] == 200
+    assert values(metrics)["http.up"] == 1
+    assert metrics["http.redirects"].unit == "redirects"
+    assert "answered 200 after 1 redirect in" in message
+
+
+async def test_a_redirect_not_followed_reports_the_3xx_as_up(base_url: str) -> None:
+    metrics, _, _ = await check(base_url + "/redirect", follow_redirects=False)
+    assert values(metrics)["http.status_code"] == 302
+    assert values(metrics)["http.redirects"] == 0
+    assert values(metrics)["http.up"] == 1
+
+
+async def test_a_redirect_loop_is_down_after_max_redirects(base_url: str) -> None:
+    metrics, state, message = await check(base_url + "/loop", max_redirects=3)
+    assert values(metrics) == {"http.up": 0}
+    assert state is HealthState.FAILING
+    assert message == f"{base_url}/loop redirected more than 3 times"
+
+
+async def test_a_refused_connection_is_down() -> None:
+    url = f"http://127.0.0.1:{free_port()}/"
+    metrics, state, message = await check(url)
+    assert values(metrics) == {"http.up": 0}
+    assert state is HealthState.FAILING
+    assert message == f"{url} refused the connection"
+
+
+async def test_head_requests_work(base_url: str) -> None:
+    metrics, _, _ = await check(base_url + "/", method="HEAD")
+    assert values(metrics)["http.up"] == 1
+
+
+async def test_a_bearer_token_is_sent(base_url: str) -> None:
+    metrics, _, _ = await check(base_url + "/bearer", bearer_token="s3cret")
+    assert values(metrics)["http.status_code"] == 200
+
+
+async def test_basic_auth_is_sent(base_url: str) -> None:
+    metrics, _, _ = await check(base_url + "/basic", username="admin", password="hunter2")
+    assert values(metrics)["http.status_code"] == 200
+
+
+async def test_https_reports_the_days_until_the_certificate_expires(https_url: str) -> None:
+    metrics, state, _ = await check(https_url + "/", verify_tls=False)
+    assert values(metrics)["http.up"] == 1
+    days = metrics["http.tls_days_left"]
+    assert CERT_DAYS - 1 <= days.value <= CERT_DAYS
+    assert days.unit == "days"
+    assert state is HealthState.OK
+
+
+async def test_a_self_signed_certificate_fails_verification_with_a_clear_message(
+    https_url: str,
+) -> None:
+    metrics, state, message = await check(https_url + "/")
+    assert values(metrics)["http.up"] == 0
+    assert "http.status_code" not in metrics
+    assert state is HealthState.FAILING
+    assert message.startswith(f"{https_url}/ failed TLS certificate verification: self")
+    # The expiry is still read, so an untrusted or expired certificate shows it.
+    assert CERT_DAYS - 1 <= metrics["http.tls_days_left"].value <= CERT_DAYS
+
+
+async def test_ca_file_makes_a_private_certificate_trusted(
+    https_url: str, certificate: tuple[Path, Path]
+) -> None:
+    metrics, state, _ = await check(https_url + "/", ca_file=str(certificate[0]))
+    assert values(metrics)["http.up"] == 1
+    assert state is HealthState.OK
+
+
+async def test_a_certificate_expiring_within_tls_warn_days_is_degraded(https_url: str) -> None:
+    metrics, state, message = await check(https_url + "/", verify_tls=False, tls_warn_days=60)
+    assert values(metrics)["http.up"] == 1
+    assert state is HealthState.DEGRADED
+    assert "; its TLS certificate expires in " in message
+
+
+async def test_an_unreadable_ca_file_fails_setup(tmp_path: Path) -> None:
+    config = build_config(HttpConfig, {"url": "https://127.0.0.1/", "ca_file": str(tmp_path / "x")})
+    execution, metrics, _ = await run_once(
+        Http(config, instance_id="h"), instance_id="h", timeout=5
+    )
+    assert execution.status is ExecutionStatus.ERROR
+    assert execution.error is not None and execution.error.startswith("setup failed")
+    assert metrics == []
+
+
+@pytest.mark.parametrize("url", ["ftp://nas/", "127.0.0.1:8080", "http:///path", "http://h:99999/"])
+def test_a_url_that_is_not_http_or_https_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError, match="'url' must be an http:// or https:// URL") as caught:
+        build_config(HttpConfig, {"url": url})
+    assert caught.value.field == "url"
+
+
+def test_an_unknown_method_is_refused() -> None:
+    with pytest.raises(ConfigError, match="method"):
+        build_config(HttpConfig, {"url": "http://nas/", "method": "FETCH"})
+
+
+def test_a_keyword_with_head_is_refused() -> None:
+    with pytest.raises(ConfigError, match="'keyword' cannot be checked with method HEAD"):
+        build_config(HttpConfig, {"url": "http://nas/", "method": "HEAD", "keyword": "x"})
+
+
+def test_expected_status_outside_100_to_599_is_refused() -> None:
+    with pytest.raises(ConfigError, match="'expected_status' must hold HTTP status codes"):
+        build_config(HttpConfig, {"url": "http://nas/", "expected_status": [200, 700]})
+
+
+def test_options_given_as_text_are_parsed() -> None:
+    config = build_config(
+        HttpConfig,
+        {
+            "url": "http://nas/",
+            "expected_status": "200,204",
+            "headers": '{"Host": "example.org"}',
+            "follow_redirects": "false",
+        },
+        from_text=True,
+    )
+    assert config.expected_status == [200, 204]
+    assert config.headers == {"Host": "example.org"}
+    assert config.follow_redirects is False
+
+
+def test_secrets_are_redacted() -> None:
+    config = build_config(
+        HttpConfig, {"url": "http://nas/", "username": "admin", "password": "hunter2"}
+    )
+    assert config_to_dict(config)["password"] == REDACTED
+    token = build_config(HttpConfig, {"url": "http://nas/", "bearer_token": "s3cret"})
+    assert config_to_dict(token)["bearer_token"] == REDACTED
+
+
+def test_the_type_is_valid_and_described() -> None:
+    assert validate_plugin_type(Http) == []
+    schema = Http.describe()["config_schema"]
+    assert schema["required"] == ["url"]
+    assert schema["properties"]["password"]["x-secret"] is True
+    assert schema["properties"]["expected_status"]["default"] is None
+
+
+def test_homelab_run_checks_a_url(
+    base_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HOMELAB_CONFIG", raising=False)
+    manager = PluginManager(load_entry_points=False)
+    manager.register(http, name="http")
+    result = CliRunner().invoke(
+        cli,
+        ["run", "http", "--once", "--set", f"url={base_url}/", "--set", "keyword=homelab"],
+        obj=manager,
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    output = json.loads(result.stdout)
+    assert output["health"]["state"] == "ok"
+    found = {m["name"]: m["value"] for m in output["metrics"]}
+    assert found["http.up"] == 1
+    assert found["http.keyword_found"] == 1
