@@ -45,11 +45,6 @@ _FALSE = frozenset({"f", "F", "false", "False", "FALSE"})
 _KINDS = frozenset({"gauge", "counter"})
 
 
-def _positive(_: Any, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"'{attribute.name}' must be a positive number of seconds, got {value}")
-
-
 def _not_empty(_: Any, attribute: attrs.Attribute[Any], value: str | list[str]) -> None:
     if (isinstance(value, str) and not value.strip()) or (isinstance(value, list) and not value):
         raise ValueError(f"'{attribute.name}' must not be empty")
@@ -73,7 +68,7 @@ class CommandConfig:
     command_timeout: float = option(
         10.0,
         description="Seconds the command may run; then its whole process group is killed.",
-        validator=_positive,
+        validator=attrs.validators.gt(0),
     )
     format: Literal["auto", "json", "influx"] = option(
         "auto",

@@ -56,11 +56,6 @@ def _check_url(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
     )
 
 
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"'{attribute.name}' must be positive, got {value!r}")
-
-
 @attrs.define
 class DockerConfig:
     """Options of a ``docker`` instance."""
@@ -75,7 +70,7 @@ class DockerConfig:
         10.0,
         description="Seconds each Engine API request may take (a stats reading takes about"
         " 1 s); keep it below the instance's timeout.",
-        validator=_positive,
+        validator=attrs.validators.gt(0),
     )
     all: bool = option(True, description="Also report stopped containers.")
     include: list[str] = option(

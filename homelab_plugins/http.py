@@ -56,11 +56,6 @@ def _statuses(_: Any, __: attrs.Attribute[list[int] | None], value: list[int] | 
         raise ValueError(f"'expected_status' must hold HTTP status codes (100-599), got {bad}")
 
 
-def _positive(_: Any, attribute: attrs.Attribute[float], value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"'{attribute.name}' must be a positive number of seconds, got {value:g}")
-
-
 def _not_negative(_: Any, attribute: attrs.Attribute[int], value: int) -> None:
     if value < 0:
         raise ValueError(f"'{attribute.name}' must be 0 or more, got {value}")
@@ -99,7 +94,7 @@ class HttpConfig:
         10.0,
         description="Seconds the whole request (with redirects and body) may take before the"
         " target counts as down. Keep it below the instance's run 'timeout'.",
-        validator=_positive,
+        validator=attrs.validators.gt(0),
     )
     username: str | None = option(None, description="User name for HTTP basic authentication.")
     password: str | None = option(

@@ -80,11 +80,6 @@ def _check_prefix(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
         )
 
 
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"'{attribute.name}' must be positive, got {value!r}")
-
-
 @attrs.define
 class PrometheusConfig:
     """Options of a ``prometheus`` instance."""
@@ -97,7 +92,7 @@ class PrometheusConfig:
     request_timeout: float = option(
         10.0,
         description="Seconds the scrape request may take; keep it below the instance's timeout.",
-        validator=_positive,
+        validator=attrs.validators.gt(0),
     )
     headers: dict[str, str] = option(
         factory=dict, description="Extra HTTP headers sent with each scrape."
@@ -123,7 +118,7 @@ class PrometheusConfig:
         10_000,
         description="Report at most this many samples per scrape; the excess is counted and"
         " makes the health degraded.",
-        validator=_positive,
+        validator=attrs.validators.gt(0),
     )
     prefix: str = option(
         "",

@@ -31,14 +31,6 @@ def _port(_: Any, __: attrs.Attribute[int], value: int) -> None:
         raise ValueError(f"'port' must be between 1 and 65535, got {value}")
 
 
-def _positive(name: str) -> Callable[[Any, attrs.Attribute[float], float], None]:
-    def check(_: Any, __: attrs.Attribute[float], value: float) -> None:
-        if value <= 0:
-            raise ValueError(f"'{name}' must be a positive number of seconds, got {value:g}")
-
-    return check
-
-
 @attrs.define
 class TcpConfig:
     """Options of a ``tcp`` instance."""
@@ -49,7 +41,7 @@ class TcpConfig:
         5.0,
         description="Seconds to wait for the connection before reporting the port down."
         " Keep it below the instance's run 'timeout'.",
-        validator=_positive("connect_timeout"),
+        validator=attrs.validators.gt(0),
     )
 
 

@@ -48,11 +48,6 @@ def _port(_: object, attribute: attrs.Attribute[int], value: int) -> None:
         raise ValueError(f"'{attribute.name}' must be between 1 and 65535, got {value}")
 
 
-def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"'{attribute.name}' must be a positive number of seconds, got {value}")
-
-
 @attrs.define
 class TlsCertConfig:
     """Options of a ``tls_cert`` instance."""
@@ -76,7 +71,7 @@ class TlsCertConfig:
     connect_timeout: float = option(
         10.0,
         description="Seconds for connecting and for the TLS handshake (each connection).",
-        validator=_positive,
+        validator=attrs.validators.gt(0),
     )
     warn_days: float = option(
         14.0, description="Health is degraded when the certificate expires within this many days."

@@ -99,7 +99,7 @@ def test_options_given_as_text_are_parsed() -> None:
 
 
 def test_a_connect_timeout_of_zero_is_refused() -> None:
-    with pytest.raises(ConfigError, match="'connect_timeout' must be a positive"):
+    with pytest.raises(ConfigError, match="'connect_timeout' must be > 0"):
         build_config(TcpConfig, {"host": "nas", "port": 22, "connect_timeout": 0})
 
 
