@@ -361,11 +361,12 @@ async def test_run_now_while_setup_keeps_failing_gives_the_setup_error(
 async def test_run_now_during_a_scheduled_run_waits_for_it_then_runs(
     recorder: Recorder,
 ) -> None:
-    plugin = make(Counter, delay=0.2)
+    plugin = make(Counter, delay=0.5)
     async with Scheduler(settings(), sink=recorder) as scheduler:
         scheduler.add("slow", plugin, interval=10)
-        await anyio.sleep(0.1)
-        assert plugin.active == 1
+        with anyio.fail_after(2):
+            while not plugin.active:  # noqa: ASYNC110 - polls a plain attribute of the plugin
+                await anyio.sleep(0.01)
         execution = await scheduler.run_now("slow")
     assert execution.status is ExecutionStatus.OK
     assert plugin.runs == 2
