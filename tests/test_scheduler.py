@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -58,6 +58,13 @@ def settings(**overrides: Any) -> SchedulerSettings:
     base: dict[str, Any] = {"jitter": 0.0, "setup_retry": [0.05], "default_timeout": 1.0}
     base.update(overrides)
     return SchedulerSettings(**base)
+
+
+async def until(condition: Callable[[], object], limit: float = 3.0) -> None:
+    """Wait, bounded, until ``condition()`` holds (the plugins' counters are plain ints)."""
+    with anyio.fail_after(limit):
+        while not condition():  # noqa: ASYNC110 - nothing to wait on but an attribute
+            await anyio.sleep(0.01)
 
 
 @pytest.fixture
@@ -217,7 +224,7 @@ async def test_disable_stops_at_once_and_tears_down(recorder: Recorder) -> None:
     plugin = make(Counter)
     async with Scheduler(settings(), sink=recorder) as scheduler:
         scheduler.add("c", plugin, interval=0.05)
-        await anyio.sleep(0.12)
+        await until(lambda: plugin.runs >= 2)
         health = await scheduler.set_enabled("c", False)
         assert health.state is HealthState.DISABLED
         assert plugin.torn_down
@@ -226,8 +233,7 @@ async def test_disable_stops_at_once_and_tears_down(recorder: Recorder) -> None:
         assert plugin.runs == runs
         plugin.torn_down = False
         await scheduler.set_enabled("c", True)
-        await anyio.sleep(0.12)
-        assert plugin.runs > runs
+        await until(lambda: plugin.runs > runs)
     assert plugin.torn_down
     changes = [
         (r.previous_health.state, r.health.state) for r in recorder.results if r.execution is None
@@ -240,7 +246,7 @@ async def test_run_now_runs_at_once_and_keeps_the_schedule(recorder: Recorder) -
     plugin = make(Counter)
     async with Scheduler(settings(), sink=recorder) as scheduler:
         scheduler.add("c", plugin, interval=10)
-        await anyio.sleep(0.05)
+        await until(lambda: plugin.runs == 1)
         execution = await scheduler.run_now("c")
         assert execution.status is ExecutionStatus.OK
         assert execution.trigger == "manual"
@@ -364,9 +370,7 @@ async def test_run_now_during_a_scheduled_run_waits_for_it_then_runs(
     plugin = make(Counter, delay=0.5)
     async with Scheduler(settings(), sink=recorder) as scheduler:
         scheduler.add("slow", plugin, interval=10)
-        with anyio.fail_after(2):
-            while not plugin.active:  # noqa: ASYNC110 - polls a plain attribute of the plugin
-                await anyio.sleep(0.01)
+        await until(lambda: plugin.active)  # the scheduled run has started
         execution = await scheduler.run_now("slow")
     assert execution.status is ExecutionStatus.OK
     assert plugin.runs == 2
