@@ -12,7 +12,7 @@ import socket
 import ssl
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -105,10 +105,8 @@ def stamp(moment: datetime, hours: int = 0) -> str:
 
 
 @contextmanager
-def tls_server(cert: Path, key: Path) -> Iterator[int]:
-    """A TLS server on 127.0.0.1 that completes handshakes and hangs up; yields its port."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
+def serving(handle: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A server on 127.0.0.1 that passes each connection to ``handle``; yields its port."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.1)
     stop = threading.Event()
@@ -119,12 +117,7 @@ def tls_server(cert: Path, key: Path) -> Iterator[int]:
                 conn, _ = listener.accept()
             except TimeoutError:
                 continue
-            conn.settimeout(5)
-            try:
-                with context.wrap_socket(conn, server_side=True) as tls:
-                    tls.recv(1)  # until the client hangs up
-            except OSError:  # failed handshakes (the client refusing the certificate) too
-                conn.close()
+            handle(conn)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -137,29 +130,33 @@ def tls_server(cert: Path, key: Path) -> Iterator[int]:
 
 
 @contextmanager
+def tls_server(cert: Path, key: Path) -> Iterator[int]:
+    """A TLS server that completes handshakes and hangs up; yields its port."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    def handshake(conn: socket.socket) -> None:
+        conn.settimeout(5)
+        try:
+            with context.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(1)  # until the client hangs up
+        except OSError:  # failed handshakes (the client refusing the certificate) too
+            conn.close()
+
+    with serving(handshake) as port:
+        yield port
+
+
+@contextmanager
 def plain_tcp_server() -> Iterator[int]:
     """A server that accepts connections and answers like HTTP, not TLS."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.1)
-    stop = threading.Event()
 
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(5)
-        listener.close()
+    with serving(answer) as port:
+        yield port
 
 
 @pytest.fixture(scope="module")
