@@ -22,11 +22,15 @@ test-web: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check homelab_core homelab_plugins tests
+	$(BIN)/ruff format --check homelab_core homelab_plugins tests bench
 	$(BIN)/mypy
 
 test: lint
 	$(BIN)/python -m pytest --cov --cov-report=term --cov-fail-under=85
+
+# `make bench` runs every benchmark; `make bench QUICK=1` a shorter version of each (< 3 min).
+bench: $(STAMP)
+	$(BIN)/python -m bench $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) .venv313 .pytest_cache .mypy_cache .ruff_cache .coverage

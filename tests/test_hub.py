@@ -372,7 +372,8 @@ async def test_hub_runs_on_postgresql_and_keeps_every_sample(
         assert await hub.store.count_samples() == produced
         [series] = await hub.history("c", "count", since=time.time() - 60, labels={"series": "3"})
         assert series.points
-        assert len(await hub.executions("c", limit=1000)) == produced // 10
+        # Skipped runs (a late tick on a busy machine) are recorded too: count the ok ones.
+        assert len(await hub.executions("c", status="ok", limit=1000)) == produced // 10
 
 
 def test_instance_options_from_the_file_must_have_their_type() -> None:

@@ -33,6 +33,8 @@ log = logging.getLogger("homelab.store")
 APP = "homelab"
 #: Seconds that connecting and migrating may take before the store gives up.
 OPEN_TIMEOUT = 60.0
+#: (instance id, metric name, label items in sorted order): the store's key of a series.
+_SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]
 _SQLITE_DEFAULTS = {"synchronous": "NORMAL", "busy_timeout": "5000", "journal_mode": "WAL"}
 
 
@@ -83,7 +85,7 @@ class Store:
         self.dialect: Dialect = dialect_of(self.url)
         self.connection_name = f"homelab_{self.dialect.name}"
         self._context = TortoiseContext()
-        self._series: dict[tuple[str, str, str], int] = {}
+        self._series: dict[_SeriesKey, int] = {}
         self.samples_written = 0
         self._open = False
 
@@ -227,7 +229,7 @@ class Store:
         samples: Sequence[tuple[str, Sequence[Metric]]],
         executions: Sequence[Execution],
         transitions: Sequence[tuple[str, Health, Health]],
-    ) -> list[list[Any]]:
+    ) -> list[tuple[Any, ...]]:
         d = self.dialect
         with self.active():
             async with in_transaction(self.connection_name) as conn:
@@ -274,22 +276,28 @@ class Store:
 
     async def _sample_rows(
         self, conn: BaseDBAsyncClient, samples: Sequence[tuple[str, Sequence[Metric]]]
-    ) -> list[list[Any]]:
-        keyed: list[tuple[tuple[str, str, str], Metric]] = []
-        missing: dict[tuple[str, str, str], Metric] = {}
+    ) -> list[tuple[Any, ...]]:
+        # The hot path: one dict lookup per sample, keyed by the labels' items (already
+        # sorted by Metric), so no sample is JSON-encoded unless its series is new.
+        series = self._series
+        rows: list[tuple[Any, ...]] = []
+        missing: dict[_SeriesKey, Metric] = {}
         for instance_id, metrics in samples:
-            for metric in metrics:
-                key = (instance_id, metric.name, labels_text(metric.labels))
-                keyed.append((key, metric))
-                if key not in self._series:
-                    missing[key] = metric
+            for m in metrics:
+                key = (instance_id, m.name, tuple(m.labels.items()))
+                sid = series.get(key)
+                if sid is None:
+                    missing.setdefault(key, m)
+                    rows.append((key, m.timestamp, m.value))
+                else:
+                    rows.append((sid, m.timestamp, m.value))
         if missing:
             await self._create_series(conn, missing)
-        series = self._series
-        return [[series[key], m.timestamp, m.value] for key, m in keyed]
+            rows = [(series[r[0]], r[1], r[2]) if type(r[0]) is tuple else r for r in rows]
+        return rows
 
     async def _create_series(
-        self, conn: BaseDBAsyncClient, missing: Mapping[tuple[str, str, str], Metric]
+        self, conn: BaseDBAsyncClient, missing: Mapping[_SeriesKey, Metric]
     ) -> None:
         d = self.dialect
         await conn.execute_many(
@@ -298,7 +306,7 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (instance_id, name, labels) DO NOTHING"
             ),
             [
-                [key[0], key[1], key[2], m.unit, m.kind.value, m.device_class]
+                [key[0], key[1], labels_text(m.labels), m.unit, m.kind.value, m.device_class]
                 for key, m in missing.items()
             ],
         )
@@ -312,7 +320,8 @@ class Store:
             instance_ids,
         )
         for row in rows:
-            self._series[(row["instance_id"], row["name"], row["labels"])] = row["id"]
+            labels = tuple(json.loads(row["labels"]).items())
+            self._series[(row["instance_id"], row["name"], labels)] = row["id"]
 
     # -- reads -----------------------------------------------------------------------------
 

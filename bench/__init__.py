@@ -1,0 +1,1 @@
+"""Homelab Core's benchmarks: ``make bench`` or ``make bench QUICK=1`` (docs/performance.md)."""
