@@ -79,7 +79,11 @@ class Bus(abc.ABC):
     @property
     @abc.abstractmethod
     def subscriber_count(self) -> int:
-        """How many subscriptions are open."""
+        """How many subscriptions are open (never 0 while anyone may listen).
+
+        Publishers may skip building an event nobody can receive when this is 0; a bus that
+        spans processes reports its remote listeners too (or 1 when it cannot know).
+        """
 
 
 class MemoryBus(Bus):

@@ -252,7 +252,9 @@ class Hub:
             await self.cache.set_health(instance_id, result.health)
         execution = result.execution
         if result.metrics:
-            self.bus.publish(Event("metrics", instance_id, [m.to_dict() for m in result.metrics]))
+            if self.bus.subscriber_count:
+                data = [m.to_dict() for m in result.metrics]
+                self.bus.publish(Event("metrics", instance_id, data))
             self.queue.put_metrics(instance_id, result.metrics)
             await self._notify("metrics_collected", instance_id=instance_id, metrics=result.metrics)
         if execution is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import math
 import re
@@ -18,13 +19,25 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]*")
 def _labels(value: Mapping[str, Any] | None) -> dict[str, str]:
     if not value:
         return {}
+    if type(value) is dict:
+        # The common case: text keys, already in order, text values. One pass and a copy.
+        previous = ""
+        for k, v in value.items():
+            if type(k) is not str or type(v) is not str or k < previous:
+                break
+            previous = k
+        else:
+            return value.copy()
     return dict(sorted((str(k), str(v)) for k, v in value.items()))
 
 
 def _value(value: Any) -> float:
-    if isinstance(value, bool):
+    if type(value) is float:
+        if value - value == 0.0:  # neither NaN nor infinite
+            return value
+    elif type(value) is int or type(value) is bool:
         return float(value)
-    if not isinstance(value, int | float):
+    elif not isinstance(value, int | float):
         raise TypeError(f"metric value must be a number, got {type(value).__name__}")
     result = float(value)
     if math.isnan(result) or math.isinf(result):
@@ -32,12 +45,21 @@ def _value(value: Any) -> float:
     return result
 
 
+#: Names already found valid: most plugins report the same few hundred names every run.
+_VALID_NAMES: set[str] = set()
+_VALID_NAMES_MAX = 100_000
+
+
 def _check_name(_: Any, __: attrs.Attribute[str], value: str) -> None:
+    if type(value) is str and value in _VALID_NAMES:
+        return
     if not _NAME.fullmatch(value):
         raise ValueError(
             f"metric name {value!r} is invalid: use letters, digits, '_', '.', ':' or '-',"
             " starting with a letter or '_'"
         )
+    if len(_VALID_NAMES) < _VALID_NAMES_MAX:
+        _VALID_NAMES.add(value)
 
 
 class MetricKind(enum.StrEnum):
@@ -45,6 +67,10 @@ class MetricKind(enum.StrEnum):
 
     GAUGE = "gauge"
     COUNTER = "counter"
+
+
+def _kind(value: Any) -> MetricKind:
+    return value if type(value) is MetricKind else MetricKind(value)
 
 
 @attrs.frozen
@@ -59,13 +85,25 @@ class Metric:
     unit: str = ""
     labels: dict[str, str] = attrs.field(factory=dict, converter=_labels, hash=False)
     timestamp: float | None = None
-    kind: MetricKind = attrs.field(default=MetricKind.GAUGE, converter=MetricKind)
+    kind: MetricKind = attrs.field(default=MetricKind.GAUGE, converter=_kind)
     device_class: str | None = None
 
     @property
     def series_key(self) -> str:
         """A stable text key of the series: the name, then the sorted labels."""
         return series_key(self.name, self.labels)
+
+    def with_timestamp(self, timestamp: float) -> Metric:
+        """A copy stamped with ``timestamp``.
+
+        Cheaper than :func:`attrs.evolve`: the fields are already valid, so no converter
+        or validator runs again (the collection path stamps every metric that has no time).
+        """
+        new: Metric = object.__new__(Metric)
+        for field in _METRIC_FIELDS:
+            object.__setattr__(new, field, getattr(self, field))
+        object.__setattr__(new, "timestamp", float(timestamp))
+        return new
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping of this metric."""
@@ -85,14 +123,23 @@ class Metric:
         return cls(**data)
 
 
+_METRIC_FIELDS = tuple(a.name for a in attrs.fields(Metric) if a.name != "timestamp")
+
+
 def series_key(name: str, labels: Mapping[str, str]) -> str:
     """The key of one series of an instance: the name, then its labels as sorted JSON.
 
-    JSON quoting keeps the key unambiguous whatever characters labels contain.
+    JSON quoting keeps the key unambiguous whatever characters labels contain. Keys are
+    remembered (a bounded cache), since the same series come back every collection.
     """
     if not labels:
         return name
-    return name + json.dumps(labels, sort_keys=True, separators=(",", ":"))
+    return _series_key(name, tuple(labels.items()))
+
+
+@functools.lru_cache(maxsize=65_536)
+def _series_key(name: str, items: tuple[tuple[str, str], ...]) -> str:
+    return name + json.dumps(dict(items), sort_keys=True, separators=(",", ":"))
 
 
 class HealthState(enum.StrEnum):

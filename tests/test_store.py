@@ -13,6 +13,7 @@ from homelab_core import Execution, Health, HealthState, Metric, StoreError
 from homelab_core.config import RetentionSettings, StoreSettings
 from homelab_core.store import BatchWriter, Maintenance, Store, WriteQueue, history
 from homelab_core.store.retention import DAY, HOUR, MINUTE
+from homelab_core.store.store import labels_text
 
 pytestmark = pytest.mark.anyio
 
@@ -63,6 +64,41 @@ async def test_write_creates_series_once_and_stores_samples(store: Store) -> Non
     assert [(s.name, s.unit, s.labels) for s in series] == [("temp", "°C", {})]
     assert await store.count_samples() == 7
     assert store.samples_written == 7
+
+
+async def test_large_batches_keep_every_row_and_value(store: Store) -> None:
+    # More rows than one multi-row statement holds on SQLite (full chunks + a remainder),
+    # with new and known series mixed in one batch.
+    await store.write([("a", [Metric("known", 1.0, timestamp=T0)])])
+    collections = [
+        (
+            f"i{i}",
+            [
+                Metric("v", float(i * 100 + n), labels={"n": str(n)}, timestamp=T0 + n)
+                for n in range(100)
+            ]
+            + [Metric("known", float(i), timestamp=T0 + 1)],
+        )
+        for i in range(250)
+    ]
+    collections.append(("a", [Metric("known", 2.0, timestamp=T0 + 2)]))
+    runs = [Execution(f"i{i}", T0 + i, 0.1, "ok", metric_count=101) for i in range(5_000)]
+    assert await store.write(collections, runs) == 250 * 101 + 1
+    rows = await store.fetch(
+        "SELECT s.instance_id, s.name, s.labels, p.ts, p.value FROM homelab_sample p"
+        " JOIN homelab_series s ON s.id = p.series_id"
+    )
+    got = sorted((r["instance_id"], r["name"], r["labels"], r["ts"], r["value"]) for r in rows)
+    expected = sorted(
+        (iid, m.name, labels_text(m.labels), m.timestamp, m.value)
+        for iid, metrics in [("a", [Metric("known", 1.0, timestamp=T0)]), *collections]
+        for m in metrics
+    )
+    assert got == expected
+    stored = await store.executions(limit=10_000)
+    assert sorted((e.instance_id, e.started_at) for e in stored) == sorted(
+        (e.instance_id, e.started_at) for e in runs
+    )
 
 
 async def test_write_records_executions_and_health_transitions(store: Store) -> None:

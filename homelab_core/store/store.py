@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import anyio
@@ -35,6 +37,8 @@ APP = "homelab"
 OPEN_TIMEOUT = 60.0
 #: (instance id, metric name, label items in sorted order): the store's key of a series.
 _SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]
+#: Parameters per statement on SQLite (its default limit; 999 before SQLite 3.32).
+_SQLITE_MAX_PARAMS = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 _SQLITE_DEFAULTS = {"synchronous": "NORMAL", "busy_timeout": "5000", "journal_mode": "WAL"}
 
 
@@ -230,24 +234,19 @@ class Store:
         executions: Sequence[Execution],
         transitions: Sequence[tuple[str, Health, Health]],
     ) -> list[tuple[Any, ...]]:
-        d = self.dialect
         with self.active():
             async with in_transaction(self.connection_name) as conn:
                 rows = await self._sample_rows(conn, samples)
                 if rows:
-                    await conn.execute_many(
-                        d.q("INSERT INTO homelab_sample (series_id, ts, value) VALUES (?, ?, ?)"),
-                        rows,
-                    )
+                    await self._insert(conn, "homelab_sample", "series_id, ts, value", rows)
                 if executions:
-                    await conn.execute_many(
-                        d.q(
-                            "INSERT INTO homelab_execution (instance_id, started_at, duration,"
-                            " status, error, metric_count, trigger, lag)"
-                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                        ),
+                    await self._insert(
+                        conn,
+                        "homelab_execution",
+                        "instance_id, started_at, duration, status, error, metric_count,"
+                        " trigger, lag",
                         [
-                            [
+                            (
                                 e.instance_id,
                                 e.started_at,
                                 e.duration,
@@ -256,23 +255,49 @@ class Store:
                                 e.metric_count,
                                 e.trigger,
                                 e.lag,
-                            ]
+                            )
                             for e in executions
                         ],
                     )
                 if transitions:
-                    await conn.execute_many(
-                        d.q(
-                            "INSERT INTO homelab_health_transition"
-                            " (instance_id, ts, old_state, new_state, message)"
-                            " VALUES (?, ?, ?, ?, ?)"
-                        ),
+                    await self._insert(
+                        conn,
+                        "homelab_health_transition",
+                        "instance_id, ts, old_state, new_state, message",
                         [
-                            [iid, new.since, old.state.value, new.state.value, new.message]
+                            (iid, new.since, old.state.value, new.state.value, new.message)
                             for iid, old, new in transitions
                         ],
                     )
         return rows
+
+    async def _insert(
+        self, conn: BaseDBAsyncClient, table: str, columns: str, rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Insert ``rows`` into ``table`` (``columns`` as in SQL) in few statements."""
+        width = columns.count(",") + 1
+        single = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['?'] * width)})"
+        if self.dialect.postgres:
+            # asyncpg takes any sequence of rows; Tortoise's annotation says lists.
+            await conn.execute_many(self.dialect.q(single), cast(Any, rows))
+            return
+        # SQLite: many rows per statement. sqlite3 releases the GIL around every statement
+        # step and must take it back from a busy event loop afterwards (up to a switch
+        # interval each time): one statement per row made the writer crawl under load
+        # (docs/performance.md). Full chunks go in one executemany (one trip to the
+        # database thread), the rest in one statement of its own size.
+        per = _SQLITE_MAX_PARAMS // width
+        values = [value for row in rows for value in row]
+        full = len(rows) - len(rows) % per
+        if full:
+            chunk = per * width
+            await conn.execute_many(
+                _rows_statement(single, per),
+                [values[start : start + chunk] for start in range(0, full * width, chunk)],
+            )
+        if full < len(rows):
+            rest = _rows_statement.__wrapped__(single, len(rows) - full)
+            await conn.execute_query(rest, values[full * width :])
 
     async def _sample_rows(
         self, conn: BaseDBAsyncClient, samples: Sequence[tuple[str, Sequence[Metric]]]
@@ -404,6 +429,13 @@ class Store:
         with self.active():
             count, _ = await self.connection.execute_query(self.dialect.q(query), list(values))
         return count
+
+
+@functools.lru_cache(maxsize=8)
+def _rows_statement(single: str, rows: int) -> str:
+    """``single`` (an INSERT of one row) made to insert ``rows`` rows."""
+    head, _, row = single.partition(" VALUES ")
+    return f"{head} VALUES {', '.join([row] * rows)}"
 
 
 def _safe_url(url: str) -> str:
