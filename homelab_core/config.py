@@ -119,6 +119,11 @@ class SchedulerSettings:
         description="Waits between setup attempts; the last repeats.",
         validator=attrs.validators.deep_iterable(_positive),
     )
+    gc_threshold: int = option(
+        50_000,
+        description="Allocations between young garbage collections while a hub runs; 0 = Python's.",
+        validator=attrs.validators.ge(0),
+    )
 
 
 @attrs.define

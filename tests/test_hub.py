@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -408,3 +409,22 @@ def test_instance_timeout_defaults_to_the_interval_when_shorter() -> None:
         default_timeout=30,
     )
     assert timeout == 7
+
+
+@pytest.mark.parametrize("threshold", [50_000, 0])
+async def test_hub_tunes_the_garbage_collector_only_while_it_runs(
+    manager: PluginManager, make_settings: Build, threshold: int
+) -> None:
+    settings = make_settings(InstanceSettings(id="c", type="counter", interval=0.05))
+    settings.scheduler.gc_threshold = threshold
+    before = gc.get_threshold()
+    assert gc.get_freeze_count() == 0
+    async with Hub(settings, plugin_manager=manager):
+        if threshold:
+            assert gc.get_threshold() == (threshold, *before[1:])
+            assert gc.get_freeze_count() > 0
+        else:
+            assert gc.get_threshold() == before
+            assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0

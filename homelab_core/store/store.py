@@ -272,11 +272,16 @@ class Store:
         return rows
 
     async def _insert(
-        self, conn: BaseDBAsyncClient, table: str, columns: str, rows: Sequence[Sequence[Any]]
+        self,
+        conn: BaseDBAsyncClient,
+        table: str,
+        columns: str,
+        rows: Sequence[Sequence[Any]],
+        suffix: str = "",
     ) -> None:
         """Insert ``rows`` into ``table`` (``columns`` as in SQL) in few statements."""
         width = columns.count(",") + 1
-        single = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['?'] * width)})"
+        single = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['?'] * width)}){suffix}"
         if self.dialect.postgres:
             # asyncpg takes any sequence of rows; Tortoise's annotation says lists.
             await conn.execute_many(self.dialect.q(single), cast(Any, rows))
@@ -292,11 +297,11 @@ class Store:
         if full:
             chunk = per * width
             await conn.execute_many(
-                _rows_statement(single, per),
+                _rows_statement(single, per, suffix),
                 [values[start : start + chunk] for start in range(0, full * width, chunk)],
             )
         if full < len(rows):
-            rest = _rows_statement.__wrapped__(single, len(rows) - full)
+            rest = _rows_statement.__wrapped__(single, len(rows) - full, suffix)
             await conn.execute_query(rest, values[full * width :])
 
     async def _sample_rows(
@@ -324,21 +329,20 @@ class Store:
     async def _create_series(
         self, conn: BaseDBAsyncClient, missing: Mapping[_SeriesKey, Metric]
     ) -> None:
-        d = self.dialect
-        await conn.execute_many(
-            d.q(
-                "INSERT INTO homelab_series (instance_id, name, labels, unit, kind, device_class)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (instance_id, name, labels) DO NOTHING"
-            ),
+        await self._insert(
+            conn,
+            "homelab_series",
+            "instance_id, name, labels, unit, kind, device_class",
             [
-                [key[0], key[1], labels_text(m.labels), m.unit, m.kind.value, m.device_class]
+                (key[0], key[1], labels_text(m.labels), m.unit, m.kind.value, m.device_class)
                 for key, m in missing.items()
             ],
+            " ON CONFLICT (instance_id, name, labels) DO NOTHING",
         )
         instance_ids = sorted({key[0] for key in missing})
         marks = ", ".join("?" for _ in instance_ids)
         rows = await conn.execute_query_dict(
-            d.q(
+            self.dialect.q(
                 f"SELECT id, instance_id, name, labels FROM homelab_series"
                 f" WHERE instance_id IN ({marks})"
             ),
@@ -432,10 +436,10 @@ class Store:
 
 
 @functools.lru_cache(maxsize=8)
-def _rows_statement(single: str, rows: int) -> str:
-    """``single`` (an INSERT of one row) made to insert ``rows`` rows."""
-    head, _, row = single.partition(" VALUES ")
-    return f"{head} VALUES {', '.join([row] * rows)}"
+def _rows_statement(single: str, rows: int, suffix: str) -> str:
+    """``single`` (an INSERT of one row, then ``suffix``) made to insert ``rows`` rows."""
+    head, _, row = single.removesuffix(suffix).partition(" VALUES ")
+    return f"{head} VALUES {', '.join([row] * rows)}{suffix}"
 
 
 def _safe_url(url: str) -> str:
