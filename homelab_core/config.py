@@ -58,6 +58,22 @@ class ServerSettings:
     auth: Literal["writes", "all"] = option(
         "writes", description="'writes': token guards changes; 'all': reads too."
     )
+    websocket_compression: bool = option(
+        False, description="Accept permessage-deflate on /ws/metrics when a client offers it."
+    )
+    websocket_queue_size: int = option(
+        1024,
+        description="Messages a WebSocket client may have waiting before events are dropped.",
+        validator=attrs.validators.ge(2),
+    )
+    websocket_replay_size: int = option(
+        10_000,
+        description="Events kept for WebSocket clients that resume.",
+        validator=_at_least_one,
+    )
+    websocket_heartbeat: float = option(
+        20.0, description="Idle seconds before a WebSocket heartbeat.", validator=_positive
+    )
 
 
 @attrs.define

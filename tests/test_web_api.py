@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -30,11 +31,13 @@ from homelab_core import (
     PluginManager,
     Settings,
 )
+from homelab_core.bus import Event, MemoryBus
 from homelab_core.config import ServerSettings
 from homelab_core.options import REDACTED
 from homelab_core.web import HomelabWeb
 from homelab_core.web.auth import bind_problem, is_loopback
 from homelab_core.web.errors import register_error_handlers
+from homelab_core.web.latest import LatestBodies
 
 pytestmark = pytest.mark.anyio
 
@@ -327,6 +330,72 @@ async def test_latest_metrics_lists_every_series(api: Served) -> None:
 async def test_latest_metrics_of_an_instance_that_never_ran(api: Served) -> None:
     body = await json_of(await api.client.get("/api/plugins/off/metrics"))
     assert body == {"plugin_id": "off", "metrics": []}
+
+
+async def test_latest_metrics_are_encoded_once_until_the_next_run(api: Served) -> None:
+    latest = api.web.latest
+    first = await api.client.get("/api/plugins/counter/metrics")
+    misses, hits = latest.misses, latest.hits
+    again = await api.client.get("/api/plugins/counter/metrics")
+    assert await again.get_data() == await first.get_data()
+    assert (latest.misses, latest.hits) == (misses, hits + 1)
+    assert again.content_type == "application/json"
+    # A run changes the values: the very next read has them (the bus tells the cache as it
+    # publishes, before the run is reported done).
+    await json_of(await api.client.post("/api/plugins/counter/run"))
+    body = await json_of(await api.client.get("/api/plugins/counter/metrics"))
+    assert [m["value"] for m in body["metrics"]] == [2.0, 2.0]
+    assert latest.misses == misses + 1
+
+
+class SlowLatestHub:
+    """Enough of a hub for :class:`LatestBodies`, whose reads wait for ``release``."""
+
+    def __init__(self) -> None:
+        self.bus = MemoryBus()
+        self.value = 1.0
+        self.release = anyio.Event()
+
+    def plugin_type(self, instance_id: str) -> type:
+        return object
+
+    def subscribe(self, **kwargs: Any) -> Any:
+        return self.bus.subscribe(**kwargs)
+
+    async def latest(self, instance_id: str) -> list[Metric]:
+        metrics = [Metric("x", self.value, timestamp=1.0)]
+        await self.release.wait()
+        return metrics
+
+    def change(self, value: float) -> None:
+        self.value = value
+        self.bus.publish(Event("metrics", "one", [Metric("x", value).to_dict()]))
+
+
+def values_of(body: bytes) -> list[float]:
+    return [m["value"] for m in json.loads(body)["metrics"]]
+
+
+async def test_a_latest_body_read_while_the_values_change_is_not_kept() -> None:
+    hub = SlowLatestHub()
+    async with LatestBodies(hub).watching() as latest:  # type: ignore[arg-type]
+        async with anyio.create_task_group() as tg:
+            read: list[bytes] = []
+
+            async def get() -> None:
+                read.append(await latest.body("one"))
+
+            tg.start_soon(get)
+            await anyio.wait_all_tasks_blocked()
+            hub.change(2.0)  # while the first read holds the old values
+            hub.release.set()
+        assert values_of(read[0]) == [1.0]
+        assert values_of(await latest.body("one")) == [2.0], "the old body was not kept"
+        assert values_of(await latest.body("one")) == [2.0]
+        assert (latest.misses, latest.hits) == (2, 1)
+        hub.change(3.0)
+        assert values_of(await latest.body("one")) == [3.0]
+    assert values_of(await LatestBodies(hub).body("one")) == [3.0], "answers when not watching"
 
 
 # -- GET /api/plugins/{id}/metrics/history ------------------------------------------------------

@@ -215,6 +215,77 @@ async def test_websocket_greets_then_streams_metrics(server: LiveServer) -> None
     assert sequence == sorted(sequence), f"seq not increasing: {sequence}"
 
 
+OFFER = "permessage-deflate; client_max_window_bits"
+
+
+@pytest.mark.anyio
+async def test_websocket_compression_is_declined_by_default(server: LiveServer) -> None:
+    from websockets.asyncio.client import connect
+
+    url = f"ws://127.0.0.1:{server.port}/ws/metrics"
+    with anyio.fail_after(15):
+        async with connect(url, open_timeout=5, close_timeout=2) as ws:  # offers deflate
+            assert ws.request is not None
+            assert "permessage-deflate" in ws.request.headers["Sec-WebSocket-Extensions"]
+            assert ws.response is not None
+            assert "Sec-WebSocket-Extensions" not in ws.response.headers
+            assert json.loads(await ws.recv())["type"] == "hello"
+
+
+@pytest.mark.anyio
+async def test_websocket_compression_can_be_enabled(tmp_path: Path) -> None:
+    from websockets.asyncio.client import connect
+
+    config = system_config(tmp_path)
+    with live_server(tmp_path, config=config, args=["--websocket-compression"]) as running:
+        url = f"ws://127.0.0.1:{running.port}/ws/metrics"
+        with anyio.fail_after(15):
+            async with connect(url, open_timeout=5, close_timeout=2) as ws:
+                assert ws.response is not None
+                assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
+                assert json.loads(await ws.recv())["type"] == "hello"
+
+
+@pytest.fixture
+def hypercorn_handshake() -> Iterator[Callable[[bool], str | None]]:
+    """What hypercorn answers to a client that offers deflate, with compression on or off."""
+    from hypercorn.protocol.ws_stream import Handshake
+
+    from homelab_core.web.serve import hypercorn_websocket_compression
+
+    def answer(enabled: bool) -> str | None:
+        hypercorn_websocket_compression(enabled)
+        handshake = Handshake(
+            [
+                (b"connection", b"Upgrade"),
+                (b"upgrade", b"websocket"),
+                (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+                (b"sec-websocket-version", b"13"),
+                (b"sec-websocket-extensions", OFFER.encode()),
+            ],
+            "1.1",
+        )
+        status, headers, _ = handshake.accept(None, [])
+        assert status == 101
+        extensions = dict(headers).get(b"sec-websocket-extensions")
+        return None if extensions is None else extensions.decode()
+
+    try:
+        yield answer
+    finally:
+        hypercorn_websocket_compression(True)  # hypercorn's own behaviour, for what follows
+
+
+def test_hypercorn_websocket_compression_switches_both_ways(
+    hypercorn_handshake: Callable[[bool], str | None],
+) -> None:
+    assert hypercorn_handshake(False) is None
+    assert hypercorn_handshake(False) is None, "idempotent"
+    answer = hypercorn_handshake(True)
+    assert answer is not None and answer.startswith("permessage-deflate")
+    assert hypercorn_handshake(False) is None
+
+
 # -- 4. graceful shutdown drains the write queue -----------------------------------------
 
 

@@ -18,6 +18,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -38,7 +39,8 @@ from homelab_core import (
 )
 from homelab_core.config import ServerSettings
 from homelab_core.web import HomelabWeb, create_app, extension
-from homelab_core.web.ws import MetricStream
+from homelab_core.web.extension import stream_settings
+from homelab_core.web.ws import MetricStream, QuartConnection
 from homelab_core.web.ws_protocol import MAX_MESSAGE_BYTES
 
 pytestmark = pytest.mark.anyio
@@ -82,8 +84,13 @@ def build(manager: PluginManager, make_settings: Any, monkeypatch: pytest.Monkey
     def build_app(
         *instances: InstanceSettings, server: ServerSettings | None = None, **options: Any
     ) -> Quart:
+        server = server or ServerSettings()
+        # Options that [server] settings carry go there (the settings win over a partial).
+        for setting, option in extension.STREAM_SETTINGS.items():
+            if option in options:
+                setattr(server, setting, options.pop(option))
         monkeypatch.setattr(extension, "MetricStream", functools.partial(MetricStream, **options))
-        settings = make_settings(*instances, server=server or ServerSettings())
+        settings = make_settings(*instances, server=server)
         return create_app(settings, plugin_manager=manager)
 
     return build_app
@@ -496,6 +503,25 @@ async def test_resume_from_a_seq_older_than_the_replay_buffer_gets_a_fresh_snaps
     assert live["seq"] == since + 11, "nothing is replayed after a fresh snapshot"
 
 
+async def test_resume_replays_only_the_metrics_the_new_patterns_match(build: Build) -> None:
+    app = build(idle("one"))
+    with anyio.fail_after(10):
+        async with app.test_app():
+            since = stream(app).seq
+            publish(app, "metrics", "one", [metric("cpu.user", 1), metric("mem.used", 2)])
+            publish(app, "metrics", "one", [metric("mem.used", 3)])
+            publish(app, "metrics", "one", [metric("cpu.user", 4)])
+            await until(lambda: stream(app).seq == since + 3)
+            async with connected(app) as ws:
+                await send(ws, type="subscribe", metrics=["cpu.*"], since=since)
+                assert (await receive(ws))["resumed"] is True
+                replayed = [await receive(ws) for _ in range(2)]
+    assert [(e["seq"], [(m["name"], m["value"]) for m in e["data"]]) for e in replayed] == [
+        (since + 1, [("cpu.user", 1.0)]),
+        (since + 3, [("cpu.user", 4.0)]),
+    ]
+
+
 @pytest.mark.parametrize("case", ["future", "other stream"])
 async def test_resume_that_cannot_be_honoured_gets_a_fresh_snapshot(
     build: Build, case: str
@@ -511,6 +537,40 @@ async def test_resume_that_cannot_be_honoured_gets_a_fresh_snapshot(
                 await send(ws, type="subscribe", since=seq - 1, stream="an-earlier-run")
             snap = await receive(ws)
     assert (snap["resumed"], snap["seq"], list(snap["plugins"])) == (False, seq, ["one"])
+
+
+def test_stream_options_come_from_the_server_settings_then_the_arguments() -> None:
+    server = ServerSettings(websocket_queue_size=8, websocket_heartbeat=5.0)
+    settings = SimpleNamespace(server=server)
+    expected = {"queue_size": 8, "heartbeat": 5.0, "replay_size": 10_000}
+    assert stream_settings(settings) == expected
+    assert stream_settings(settings, {"queue_size": 2}) == {**expected, "queue_size": 2}
+
+
+class PublicWebsocket:
+    """A websocket with only the public methods."""
+
+    async def send(self, data: str) -> None: ...
+
+    async def receive(self) -> str:
+        return ""
+
+    async def close(self, code: int, reason: str = "") -> None: ...
+
+
+class QuartLikeWebsocket(PublicWebsocket):
+    """Quart's: ``send`` ends in ``_send``."""
+
+    async def _send(self, data: str) -> None: ...
+
+
+def test_the_stream_writes_through_quarts_inner_send_when_there_is_one() -> None:
+    quart_like = QuartLikeWebsocket()
+    conn = QuartConnection(quart_like)
+    assert conn.send == quart_like._send
+    assert (conn.receive, conn.close) == (quart_like.receive, quart_like.close)
+    public = PublicWebsocket()
+    assert QuartConnection(public).send == public.send
 
 
 # -- backpressure --------------------------------------------------------------------------

@@ -20,10 +20,18 @@ from ..plugins import PluginManager
 from . import schemas
 from .api import create_blueprint
 from .errors import ApiError, register_error_handlers
+from .latest import LatestBodies
 from .prometheus import exposition
 from .ws import MetricStream, add_websocket
 
 EXTENSION_KEY = "homelab"
+#: ``[server]`` settings that configure the WebSocket stream, and the argument of
+#: :class:`MetricStream` each one sets.
+STREAM_SETTINGS = {
+    "websocket_heartbeat": "heartbeat",
+    "websocket_queue_size": "queue_size",
+    "websocket_replay_size": "replay_size",
+}
 #: Seconds that the summary's sample count may be old (counting a big table is slow).
 SAMPLE_COUNT_TTL = 30.0
 
@@ -60,12 +68,15 @@ class HomelabWeb:
         self._own_hub = hub is None
         self._hub: Hub | None = hub
         self._plugin_manager = plugin_manager
-        #: Keyword arguments of the WebSocket broadcaster (queue and replay sizes, heartbeat).
-        self.stream_options = dict(stream_options or {})
+        #: Keyword arguments of the WebSocket broadcaster (queue and replay sizes,
+        #: heartbeat): the ``[server] websocket_*`` settings, then ``stream_options``.
+        self.stream_options = stream_settings(self.settings, stream_options)
         self.url_prefix = url_prefix
         self._sample_count: tuple[float, int] | None = None
         #: The WebSocket broadcaster while serving.
         self.stream: MetricStream | None = None
+        #: The encoded latest-metrics bodies while serving.
+        self._latest: LatestBodies | None = None
         if app is not None:
             self.init_app(app, url_prefix=url_prefix)
 
@@ -98,12 +109,14 @@ class HomelabWeb:
                     Hub(self.settings, plugin_manager=self._plugin_manager)
                 )
             assert self._hub is not None
+            self._latest = await stack.enter_async_context(LatestBodies(self._hub).watching())
             stream = MetricStream(self._hub, **self.stream_options)
             self.stream = await stack.enter_async_context(stream.running())
             try:
                 yield
             finally:
                 self.stream = None
+                self._latest = None
                 if self._own_hub:
                     self._hub = None
 
@@ -119,12 +132,28 @@ class HomelabWeb:
             raise ApiError(503, "unavailable", "the hub is not running")
         return self._hub
 
+    @property
+    def latest(self) -> LatestBodies:
+        """The latest-metrics bodies; a 503 error while the hub is not running."""
+        latest = self._latest
+        if latest is None or self._hub is None:
+            raise ApiError(503, "unavailable", "the hub is not running")
+        return latest
+
     async def samples_stored(self) -> int:
         """The number of stored raw samples, counted at most every 30 s."""
         now = time.monotonic()
         if self._sample_count is None or now - self._sample_count[0] > SAMPLE_COUNT_TTL:
             self._sample_count = (now, await self.hub.store.count_samples())
         return self._sample_count[1]
+
+
+def stream_settings(settings: Any, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The :class:`MetricStream` arguments that ``settings`` and ``overrides`` set."""
+    server = settings.server
+    options = {arg: getattr(server, name) for name, arg in STREAM_SETTINGS.items()}
+    options.update(overrides or {})
+    return options
 
 
 PROMETHEUS_RESPONSES = {

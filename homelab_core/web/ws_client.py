@@ -7,6 +7,8 @@ alone, and the client is told how many with a ``lagged`` notice before its next 
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import deque
 from typing import Protocol
 
@@ -41,13 +43,19 @@ class Outbox:
     snapshots and replays are :meth:`put` regardless; the client's reader waits for room
     before it handles a message, so only the client itself can grow its queue past the
     limit, and only by what one message asks for.
+
+    Waiting is on bare asyncio futures (Quart, hence the stream, runs on asyncio): every
+    event wakes every client's sender, and an anyio event is four objects (and as many
+    calls) where a future is one.
     """
+
+    __slots__ = ("_arrived", "_items", "_room", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._items: deque[str | Close] = deque()
-        self._arrived: anyio.Event | None = None
-        self._room: anyio.Event | None = None
+        self._arrived: asyncio.Future[None] | None = None
+        self._room: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -60,41 +68,61 @@ class Outbox:
 
     def put(self, *items: str | Close) -> None:
         self._items.extend(items)
-        if self._arrived is not None:
-            self._arrived.set()
-            self._arrived = None
+        _wake(self._arrived)
 
     def replace(self, item: Close) -> None:
         """Drop everything waiting and queue ``item`` alone."""
         self._items.clear()
         self.put(item)
-        if self._room is not None:
-            self._room.set()
-            self._room = None
+        _wake(self._room)
 
     async def get(self) -> str | Close:
+        """The next message, once there is one (one consumer at a time)."""
         while not self._items:
-            self._arrived = anyio.Event()
-            await self._arrived.wait()
+            self._arrived = asyncio.get_running_loop().create_future()
+            try:
+                await self._arrived
+            finally:
+                self._arrived = None
         return self.get_nowait()
 
     def get_nowait(self) -> str | Close:
         """The next message; the outbox must not be empty."""
         item = self._items.popleft()
         if self._room is not None and len(self._items) < self.limit:
-            self._room.set()
-            self._room = None
+            _wake(self._room)
         return item
 
     async def wait_for_room(self) -> None:
+        """Return once fewer than ``limit`` messages wait (one waiter at a time)."""
         while len(self._items) >= self.limit:
-            if self._room is None:
-                self._room = anyio.Event()
-            await self._room.wait()
+            self._room = asyncio.get_running_loop().create_future()
+            try:
+                await self._room
+            finally:
+                self._room = None
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 class Client:
     """One connection's state: authorization, filter, outgoing queue and missed events."""
+
+    __slots__ = (
+        "authorized",
+        "closing",
+        "filter",
+        "last_missed",
+        "last_sent",
+        "missed",
+        "outbox",
+        "paused",
+        "scope",
+        "synced",
+    )
 
     def __init__(self, queue_size: int, *, authorized: bool, synced: int) -> None:
         self.outbox = Outbox(queue_size)
@@ -108,8 +136,9 @@ class Client:
         self.last_missed = 0
         #: Every event up to this seq has been queued, filtered out or counted as missed.
         self.synced = synced
-        #: When the sender last wrote to the socket (anyio clock), for heartbeats.
-        self.last_sent = anyio.current_time()
+        #: When the sender last wrote to the socket (``time.monotonic()``, the clock of
+        #: anyio on asyncio), for heartbeats.
+        self.last_sent = time.monotonic()
         self.scope: anyio.CancelScope | None = None
 
     @property

@@ -133,6 +133,10 @@ def parse_message(raw: str | bytes | None) -> Message:
 # -- events and filters ------------------------------------------------------------------
 
 
+#: An event as the replay buffer keeps it: (seq, type, plugin_id, ts, text).
+Entry = tuple[int, str, str, float, str]
+
+
 @attrs.frozen
 class Frame:
     """One bus event with its sequence number, encoded once for every client."""
@@ -143,6 +147,10 @@ class Frame:
     ts: float
     data: Any
     text: str
+
+    def entry(self) -> Entry:
+        """The frame without its parsed data, for the replay buffer."""
+        return (self.seq, self.type, self.plugin_id, self.ts, self.text)
 
 
 def event_text(seq: int, kind: str, plugin_id: str, ts: float, data: Any) -> str:
@@ -190,6 +198,15 @@ class Filter:
             return metrics
         match = self._regex.match
         return [m for m in metrics if (name := _metric_name(m)) is not None and match(name)]
+
+    def render_entry(self, entry: Entry) -> str | None:
+        """:meth:`render` for a replay buffer entry (its data parsed only if needed)."""
+        seq, kind, plugin_id, ts, text = entry
+        if not self.wants_plugin(plugin_id):
+            return None
+        if self._regex is None or kind != "metrics":
+            return text
+        return self.render(Frame(seq, kind, plugin_id, ts, json.loads(text)["data"], text))
 
     def render(self, frame: Frame) -> str | None:
         """The frame's text for this filter, or None if nothing of it passes."""
