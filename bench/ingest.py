@@ -84,6 +84,7 @@ async def measure(directory: Path, rounds: int, ticks: int) -> tuple[list[float]
         conn = sqlite3.connect(directory / "raw.db", isolation_level="DEFERRED")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA cache_size=-65536")  # as the store sets it
         batch = StoreSettings().batch_size
         subject, baseline = [], []
         for n in range(rounds):
