@@ -371,6 +371,7 @@ class Scheduler:
                     runs.start_soon(self._run, unit, scheduled, "schedule", True, name=unit.id)
             # A push of an earlier entry sets this event (no await between here and waiting).
             self._wakeup = wakeup = anyio.Event()
+            now = anyio.current_time()  # starting many runs takes time too
             with anyio.move_on_after(due[0][0] - now if due else math.inf):
                 await wakeup.wait()
 
