@@ -305,11 +305,11 @@ class Store:
         if full:
             chunk = per * width
             await conn.execute_many(
-                _rows_statement(single, per, suffix),
+                _full_chunk_statement(single, per, suffix),
                 [values[start : start + chunk] for start in range(0, full * width, chunk)],
             )
         if full < len(rows):
-            rest = _rows_statement.__wrapped__(single, len(rows) - full, suffix)
+            rest = _rows_statement(single, len(rows) - full, suffix)
             await conn.execute_query(rest, values[full * width :])
 
     async def _sample_rows(
@@ -443,11 +443,15 @@ class Store:
         return count
 
 
-@functools.lru_cache(maxsize=8)
 def _rows_statement(single: str, rows: int, suffix: str) -> str:
     """``single`` (an INSERT of one row, then ``suffix``) made to insert ``rows`` rows."""
     head, _, row = single.removesuffix(suffix).partition(" VALUES ")
     return f"{head} VALUES {', '.join([row] * rows)}{suffix}"
+
+
+#: The full-chunk statement of each table is the same every batch: built once. (Remainders
+#: vary in size and are built each time rather than kept.)
+_full_chunk_statement = functools.lru_cache(maxsize=8)(_rows_statement)
 
 
 def _safe_url(url: str) -> str:
