@@ -9,7 +9,7 @@ order, to every client at ``/ws/metrics``, with a fresh ``seq`` and ``ts``, enco
 unbounded queue and a task that sends from it: the least a correct broadcaster does. No
 hub, no protocol, no filters, no bounds. Hypercorn runs with the settings of ``homelab
 serve`` (:mod:`homelab_core.web.serve`), including its WebSocket compression choice, and
-the garbage collector is set as in such a process (:func:`homelab_gc`).
+the garbage collector is set as in such a process (:func:`serving.homelab_gc`).
 SIGUSR1 pauses the loop, SIGUSR2 resumes it (the bench measures one server at a time).
 """
 
@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -29,10 +27,9 @@ from typing import Any
 import anyio
 from hypercorn.asyncio import serve
 from quart import Quart, websocket
+from serving import homelab_gc, orphaned
 
-from homelab_core import hub
-from homelab_core.config import SchedulerSettings
-from homelab_core.web.serve import hypercorn_config, hypercorn_websocket_compression, settle_gc
+from homelab_core.web.serve import hypercorn_config, hypercorn_websocket_compression
 
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 #: Tells a client that it is connected (the bench's clients wait for it).
@@ -98,28 +95,6 @@ def make_app(
         task.cancel()
 
     return app
-
-
-def homelab_gc() -> contextlib.AbstractContextManager[None]:
-    """The garbage collector as in a ``homelab serve`` process, for the ``with`` block.
-
-    The web server's settling (:func:`~homelab_core.web.serve.settle_gc`) and, when the hub
-    tunes the collector while it runs (``homelab_core.hub.tuned_gc``), the same tuning with
-    the default ``[scheduler]`` threshold: the baseline's process gets every advantage the
-    subject's does.
-    """
-    settle_gc()
-    tuned = getattr(hub, "tuned_gc", None)
-    threshold = getattr(SchedulerSettings(), "gc_threshold", 0)
-    return tuned(threshold) if tuned is not None else contextlib.nullcontext()
-
-
-async def orphaned(stop: anyio.Event) -> None:
-    """Stop when the bench that started this server is gone."""
-    parent = os.getppid()
-    while os.getppid() == parent:  # noqa: ASYNC110 - polls the process, not an event
-        await anyio.sleep(1)
-    stop.set()
 
 
 async def main(args: argparse.Namespace, spec: dict[str, Any]) -> None:

@@ -118,6 +118,16 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else math.nan
 
 
+def median_of(rows: Sequence[Mapping[str, Any]], key: str) -> float:
+    """The median of ``row[key]`` over ``rows`` (rounds of one measurement)."""
+    return median([row[key] for row in rows])
+
+
+def rounded(rows: Sequence[Mapping[str, Any]], key: str) -> list[float]:
+    """``row[key]`` of every round, to two decimals (for details)."""
+    return [round(row[key], 2) for row in rows]
+
+
 def percentile(values: Sequence[float], p: float) -> float:
     """The ``p``-th percentile (0..100), nearest rank; NaN for no values."""
     if not values:

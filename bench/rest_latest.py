@@ -25,10 +25,11 @@ from .common import (
     free_port,
     homelab_server,
     log,
-    median,
+    median_of,
     python_process,
     ratio_target,
     result,
+    rounded,
     value_target,
     wait_http,
     workdir,
@@ -127,12 +128,6 @@ def run(quick: bool) -> list[Result]:
             f" homelab {h['throughput']:,.0f} req/s p99 {h['p99_ms']:.1f} ms"
         )
 
-    def med(runs: list[dict[str, Any]], key: str) -> float:
-        return median([r[key] for r in runs])
-
-    def per_segment(runs: list[dict[str, Any]], key: str) -> list[float]:
-        return [round(r[key], 2) for r in runs]
-
     common = {
         "connections": CONNECTIONS,
         "segments": segments,
@@ -142,37 +137,37 @@ def run(quick: bool) -> list[Result]:
     }
     throughput = result(
         f"{NAME}.throughput",
-        med(subject, "throughput"),
+        median_of(subject, "throughput"),
         "req/s",
         ratio_target(">=", 0.8),
-        baseline=med(bare, "throughput"),
+        baseline=median_of(bare, "throughput"),
         baseline_name="bare Quart route, same bytes, same server",
         details={
             **common,
-            "homelab_per_segment": per_segment(subject, "throughput"),
-            "bare_per_segment": per_segment(bare, "throughput"),
+            "homelab_per_segment": rounded(subject, "throughput"),
+            "bare_per_segment": rounded(bare, "throughput"),
             "reconnects": {  # connections the servers closed while idle (keep-alive timeout)
                 "homelab": sum(r["reconnects"] for r in subject),
                 "bare": sum(r["reconnects"] for r in bare),
             },
-            "homelab_server_cpu_percent": med(subject, "server_cpu_percent"),
-            "bare_server_cpu_percent": med(bare, "server_cpu_percent"),
+            "homelab_server_cpu_percent": median_of(subject, "server_cpu_percent"),
+            "bare_server_cpu_percent": median_of(bare, "server_cpu_percent"),
         },
     )
     p99 = result(
         f"{NAME}.p99",
-        med(subject, "p99_ms"),
+        median_of(subject, "p99_ms"),
         "ms",
         value_target("<", 25, "ms"),
-        baseline=med(bare, "p99_ms"),
+        baseline=median_of(bare, "p99_ms"),
         baseline_name="bare Quart route p99 (for reference; the target is absolute)",
         details={
             **common,
-            "p50_ms": round(med(subject, "p50_ms"), 2),
-            "p90_ms": round(med(subject, "p90_ms"), 2),
-            "bare_p50_ms": round(med(bare, "p50_ms"), 2),
-            "homelab_p99_per_segment": per_segment(subject, "p99_ms"),
-            "bare_p99_per_segment": per_segment(bare, "p99_ms"),
+            "p50_ms": round(median_of(subject, "p50_ms"), 2),
+            "p90_ms": round(median_of(subject, "p90_ms"), 2),
+            "bare_p50_ms": round(median_of(bare, "p50_ms"), 2),
+            "homelab_p99_per_segment": rounded(subject, "p99_ms"),
+            "bare_p99_per_segment": rounded(bare, "p99_ms"),
         },
     )
     return [throughput, p99]

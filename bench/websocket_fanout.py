@@ -54,12 +54,13 @@ from .common import (
     free_port,
     homelab_server,
     log,
-    median,
+    median_of,
     percentile,
     process,
     python_process,
     ratio_target,
     result,
+    rounded,
     value_target,
     wait_http,
     workdir,
@@ -327,14 +328,6 @@ def run(quick: bool) -> list[Result]:
     return results(plan, healthy, stalled, bares, counters, connect, compressed, deflate)
 
 
-def _med(runs: list[dict[str, Any]], key: str) -> float:
-    return median([r[key] for r in runs])
-
-
-def _rounds(runs: list[dict[str, Any]], key: str) -> list[float]:
-    return [round(r[key], 2) for r in runs]
-
-
 def _ratios(runs: list[dict[str, Any]], bases: list[dict[str, Any]]) -> list[float]:
     return [round(r["p99_ms"] / b["p99_ms"], 3) for r, b in zip(runs, bases, strict=True)]
 
@@ -369,24 +362,24 @@ def results(
             **common,
             "deliveries": delivered_total,
             "expected_deliveries": expected_total,
-            "per_window_percent": _rounds(subject, "delivered_percent"),
-            "bare_per_window_percent": _rounds(bare, "delivered_percent"),
+            "per_window_percent": rounded(subject, "delivered_percent"),
+            "bare_per_window_percent": rounded(bare, "delivered_percent"),
             "failed_clients": max(r["failed_clients"] for r in subject),
             "lagged_events_healthy_clients": sum(r["lagged_events"] for r in subject),
         },
     )
     details: dict[str, Any] = {
         **common,
-        "p50_ms": round(_med(healthy, "p50_ms"), 2),
-        "bare_p50_ms": round(_med(bare, "p50_ms"), 2),
-        "p99_per_round": _rounds(healthy, "p99_ms"),
-        "bare_p99_per_round": _rounds(bare, "p99_ms"),
+        "p50_ms": round(median_of(healthy, "p50_ms"), 2),
+        "bare_p50_ms": round(median_of(bare, "p50_ms"), 2),
+        "p99_per_round": rounded(healthy, "p99_ms"),
+        "bare_p99_per_round": rounded(bare, "p99_ms"),
         "ratio_per_round": _ratios(healthy, bare),
-        "server_cpu_percent": _med(healthy, "server_cpu_percent"),
-        "bare_server_cpu_percent": _med(bare, "server_cpu_percent"),
+        "server_cpu_percent": median_of(healthy, "server_cpu_percent"),
+        "bare_server_cpu_percent": median_of(bare, "server_cpu_percent"),
         "server_rss_mb": healthy[-1]["server_rss_mb"],
         "bare_server_rss_mb": bare[-1]["server_rss_mb"],
-        "client_cpu_percent": _med(healthy, "client_cpu_percent"),
+        "client_cpu_percent": median_of(healthy, "client_cpu_percent"),
         "connect_seconds": connect,
         "compressed_clients": compressed,
     }
@@ -394,10 +387,10 @@ def results(
     if raw is not None:
         details["bare_raw_send"] = {
             "note": "the bare loop writing through websocket._send, as the stream does",
-            "p99_ms": round(_med(raw.runs, "p99_ms"), 2),
-            "p99_per_round": _rounds(raw.runs, "p99_ms"),
-            "ratio": round(_med(healthy, "p99_ms") / _med(raw.runs, "p99_ms"), 3),
-            "server_cpu_percent": _med(raw.runs, "server_cpu_percent"),
+            "p99_ms": round(median_of(raw.runs, "p99_ms"), 2),
+            "p99_per_round": rounded(raw.runs, "p99_ms"),
+            "ratio": round(median_of(healthy, "p99_ms") / median_of(raw.runs, "p99_ms"), 3),
+            "server_cpu_percent": median_of(raw.runs, "server_cpu_percent"),
         }
     if deflate is not None:
         details["websocket_compression_on"] = {
@@ -410,28 +403,28 @@ def results(
         }
     p99 = result(
         f"{NAME}.p99",
-        _med(healthy, "p99_ms"),
+        median_of(healthy, "p99_ms"),
         "ms",
         ratio_target("<=", 1.25),
-        baseline=_med(bare, "p99_ms"),
+        baseline=median_of(bare, "p99_ms"),
         baseline_name="bare Quart broadcast loop, same server",
         details=details,
     )
     p99_stalled = result(
         f"{NAME}.p99_stalled",
-        _med(stalled, "p99_ms"),
+        median_of(stalled, "p99_ms"),
         "ms",
         ratio_target("<=", 1.25),
-        baseline=_med(healthy, "p99_ms"),
+        baseline=median_of(healthy, "p99_ms"),
         baseline_name="homelab p99 without the stalled clients",
         details={
             **common,
             "stalled_clients": STALLED,
             "stalled_seconds_before_window": plan.fill,
-            "p50_ms": round(_med(stalled, "p50_ms"), 2),
-            "p99_per_round": _rounds(stalled, "p99_ms"),
+            "p50_ms": round(median_of(stalled, "p50_ms"), 2),
+            "p99_per_round": rounded(stalled, "p99_ms"),
             "ratio_per_round": _ratios(stalled, healthy),
-            "server_cpu_percent": _med(stalled, "server_cpu_percent"),
+            "server_cpu_percent": median_of(stalled, "server_cpu_percent"),
             "stream_counters": counters,
         },
     )
