@@ -330,3 +330,37 @@ def test_history_series_to_dict_gives_points_as_pairs() -> None:
         "resolution": 60.0,
         "points": [[60.0, 1.5], [120.0, 2.5]],
     }
+
+
+def test_metric_keeps_its_own_copy_of_ordered_text_labels() -> None:
+    labels = {"core": "0", "mode": "user"}  # already in order: the fast path
+    metric = Metric("cpu", 1.0, labels=labels)
+    labels["mode"] = "system"
+    labels["zone"] = "x"
+    assert metric.labels == {"core": "0", "mode": "user"}
+
+
+def test_metric_names_are_checked_every_time_despite_the_cache() -> None:
+    Metric("cpu.total", 1.0)  # a valid name, now remembered
+    with pytest.raises(ValueError, match="metric name 'cpu total' is invalid"):
+        Metric("cpu total", 1.0)
+    with pytest.raises(TypeError):
+        Metric(42, 1.0)  # type: ignore[arg-type]
+
+
+def test_with_timestamp_copies_every_field_and_leaves_the_original() -> None:
+    original = Metric(
+        "disk.used", 3, unit="%", labels={"mount": "/"}, kind="counter", device_class="data"
+    )
+    stamped = original.with_timestamp(1_700_000_000)
+    assert original.timestamp is None
+    assert stamped == Metric(
+        "disk.used",
+        3.0,
+        unit="%",
+        labels={"mount": "/"},
+        timestamp=1_700_000_000.0,
+        kind="counter",
+        device_class="data",
+    )
+    assert isinstance(stamped.timestamp, float)
