@@ -2,24 +2,36 @@
 
 Plugin authors need :data:`hookimpl`, :class:`Plugin`, :class:`Metric` and :func:`option`;
 embedders need :class:`Hub` and :func:`load_settings`.
+
+:class:`Hub` and the cache load on first use: ``import homelab_core`` (and ``homelab
+--version``) does not import Tortoise, aiocache, httpx or Quart.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-from .bus import Bus, Event, MemoryBus, Subscription
-from .cache import AiocacheLatest, LatestCache
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+from .bus import Bus, MemoryBus, Subscription
 from .config import InstanceSettings, Settings, load_settings
 from .errors import (
     ConfigError,
+    ConflictError,
     HomelabError,
+    InvalidArgumentError,
+    NotFoundError,
     PluginError,
     PluginLoadError,
     PluginRegistrationError,
+    SetupFailed,
+    SetupNotReady,
     StoreError,
-    UnknownPluginError,
+    UnknownInstanceError,
+    UnknownPluginTypeError,
 )
+from .events import Event, ExecutionFinished, HealthChanged, InstanceChanged, MetricsCollected
 from .hookspecs import hookimpl, hookspec
-from .hub import Hub, InstanceInfo
 from .model import (
     Execution,
     ExecutionStatus,
@@ -27,6 +39,8 @@ from .model import (
     HealthReport,
     HealthState,
     HistorySeries,
+    InstanceInfo,
+    InstanceState,
     Metric,
     MetricKind,
     Point,
@@ -36,31 +50,56 @@ from .plugin import Plugin
 from .plugins import PluginManager
 from .scheduler import RunResult, Scheduler
 
+if TYPE_CHECKING:
+    from .cache import AiocacheLatest, LatestCache
+    from .hub import Hub
+
 try:
     __version__ = version("homelab-core")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
+#: Names whose modules import Tortoise or aiocache: imported when first used.
+_LAZY = {"AiocacheLatest": "cache", "Hub": "hub", "LatestCache": "cache"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'homelab_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
 __all__ = [
     "AiocacheLatest",
     "Bus",
     "ConfigError",
+    "ConflictError",
     "Event",
     "Execution",
+    "ExecutionFinished",
     "ExecutionStatus",
     "Health",
+    "HealthChanged",
     "HealthReport",
     "HealthState",
     "HistorySeries",
     "HomelabError",
     "Hub",
+    "InstanceChanged",
     "InstanceInfo",
     "InstanceSettings",
+    "InstanceState",
+    "InvalidArgumentError",
     "LatestCache",
     "MemoryBus",
     "Metric",
     "MetricKind",
+    "MetricsCollected",
     "NoConfig",
+    "NotFoundError",
     "Plugin",
     "PluginError",
     "PluginLoadError",
@@ -70,9 +109,12 @@ __all__ = [
     "RunResult",
     "Scheduler",
     "Settings",
+    "SetupFailed",
+    "SetupNotReady",
     "StoreError",
     "Subscription",
-    "UnknownPluginError",
+    "UnknownInstanceError",
+    "UnknownPluginTypeError",
     "__version__",
     "hookimpl",
     "hookspec",

@@ -1,34 +1,23 @@
 """Broadcast of events to subscribers.
 
-:class:`MemoryBus` gives each subscriber its own bounded anyio memory stream. Publishing
-never waits: when a subscriber's buffer is full the event is dropped for that subscriber
-alone and counted in :attr:`Subscription.missed`. The :class:`Bus` interface lets other
-backends (Redis pub/sub) slot in.
+The bus carries the typed events of :mod:`homelab_core.events`. :class:`MemoryBus` gives
+each subscriber its own bounded anyio memory stream. Publishing never waits: when a
+subscriber's buffer is full the event is dropped for that subscriber alone and counted in
+:attr:`Subscription.missed`. The :class:`Bus` interface lets other backends (Redis pub/sub)
+slot in.
 """
 
 from __future__ import annotations
 
 import abc
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any
 
 import anyio
-import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-EventType = Literal["metrics", "status", "execution", "plugin"]
-
-
-@attrs.frozen
-class Event:
-    """One broadcast event: ``type`` says what changed, ``data`` carries it (JSON-ready)."""
-
-    type: EventType
-    instance_id: str
-    data: Any
-    timestamp: float = attrs.field(factory=time.time)
+from .events import Event
 
 
 class Subscription:

@@ -14,11 +14,11 @@ import click
 from . import __version__
 from .config import InstanceSettings, Settings, load_settings
 from .errors import ConfigError, HomelabError
-from .hub import build_instance, plugin_type_for
+from .instances import build_instance, plugin_type_for
 from .model import ExecutionStatus
 from .options import config_to_dict
 from .plugins import PluginManager, call_impl
-from .scheduler import run_once
+from .runner import run_once
 
 #: Exit status for bad configuration or bad arguments.
 EXIT_CONFIG = 2

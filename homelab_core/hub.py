@@ -13,21 +13,36 @@ from typing import Any
 
 import anyio
 import attrs
-from anyio.abc import TaskGroup
 
-from .bus import Bus, Event, MemoryBus
+from .bus import Bus, MemoryBus
 from .cache import AiocacheLatest, LatestCache
-from .config import NO_FILE, InstanceSettings, Settings, load_settings
-from .errors import ConfigError, HomelabError, UnknownPluginError
-from .model import Execution, Health, HealthState, HistorySeries, Metric
-from .options import build_config, config_to_dict
+from .config import InstanceSettings, Settings, load_settings
+from .errors import InvalidArgumentError, UnknownInstanceError
+from .events import ExecutionFinished, HealthChanged, InstanceChanged, MetricsCollected
+from .instances import build_instance, plugin_type_for
+from .lifecycle import resolve_enabled
+from .model import (
+    Execution,
+    Health,
+    HealthState,
+    HistorySeries,
+    InstanceInfo,
+    Metric,
+    Readiness,
+    RunStats,
+    Summary,
+    TypeInfo,
+)
+from .options import config_to_dict
 from .plugin import Plugin
 from .plugins import PluginManager
-from .scheduler import RunResult, RunStats, Scheduler
+from .scheduler import RunResult, Scheduler
 from .store import BatchWriter, Maintenance, Store, WriteQueue
 from .store import history as store_history
 
 log = logging.getLogger("homelab.hub")
+#: Seconds that :meth:`Hub.samples_stored` may be old.
+SAMPLE_COUNT_TTL = 30.0
 
 
 @contextlib.contextmanager
@@ -54,90 +69,18 @@ def tuned_gc(threshold: int) -> Iterator[None]:
         gc.set_threshold(*previous)
 
 
-@attrs.frozen
-class InstanceInfo:
-    """A configured plugin instance as the hub sees it (config with secrets redacted)."""
-
-    id: str
-    type: str
-    title: str
-    category: str
-    enabled: bool
-    interval: float
-    timeout: float
-    config: dict[str, Any]
-    health: Health
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready mapping of the instance."""
-        return {
-            "id": self.id,
-            "type": self.type,
-            "title": self.title,
-            "category": self.category,
-            "enabled": self.enabled,
-            "interval": self.interval,
-            "timeout": self.timeout,
-            "config": self.config,
-            "health": self.health.to_dict(),
-        }
-
-
 @attrs.define
 class _Instance:
+    """What the hub keeps of an instance: its settings, its type and its plugin object.
+
+    Its state, health and enabled flag belong to the scheduler, its history to the store.
+    """
+
     settings: InstanceSettings
     plugin_type: type[Plugin]
     plugin: Plugin
     interval: float
     timeout: float
-
-
-def plugin_type_for(
-    types: Mapping[str, type[Plugin]], settings: InstanceSettings, source: str | None = None
-) -> type[Plugin]:
-    """The installed type an instance names, or a :class:`ConfigError` pointing at it."""
-    plugin_type = types.get(settings.type)
-    if plugin_type is None:
-        raise ConfigError(
-            f"unknown plugin type {settings.type!r}; installed types:"
-            f" {', '.join(sorted(types)) or 'none'}",
-            file=source or NO_FILE,
-            table=f"plugins.{settings.id}",
-            field="type",
-        )
-    return plugin_type
-
-
-def build_instance(
-    settings: InstanceSettings,
-    plugin_type: type[Plugin],
-    *,
-    default_timeout: float,
-    source: str | None = None,
-    overrides: Mapping[str, str] | None = None,
-) -> tuple[Plugin, float, float]:
-    """Validate an instance's options and create its plugin object.
-
-    ``overrides`` are ``--set key=value`` strings, parsed to the field types.
-    :return: the plugin, its interval and its timeout.
-    """
-    table = f"plugins.{settings.id}"
-    where = source or NO_FILE
-    options = {**settings.options, **(overrides or {})}
-    # Text from the environment or --set is parsed to each field's type; TOML values are not.
-    text_fields = {*settings.from_environment, *(overrides or {})}
-    try:
-        config: Any = build_config(
-            plugin_type.Config, options, file=where, table=table, text_fields=text_fields
-        )
-    except ConfigError as exc:
-        variable = settings.from_environment.get(exc.field or "")
-        if variable is None or exc.field in (overrides or {}):
-            raise
-        raise exc.set_by(variable) from None
-    interval = settings.interval or float(plugin_type.default_interval)
-    timeout = settings.timeout or plugin_type.default_timeout or min(default_timeout, interval)
-    return plugin_type(config, instance_id=settings.id), interval, timeout
 
 
 class Hub:
@@ -150,6 +93,7 @@ class Hub:
                 print(info.id, info.health.state)
 
     Runs on asyncio (the store and cache are asyncio libraries). Nothing here needs Quart.
+    The web layer reaches the core only through the methods of this class.
     """
 
     def __init__(
@@ -171,8 +115,8 @@ class Hub:
         self.scheduler = Scheduler(self.settings.scheduler, sink=self._on_result)
         self._instances: dict[str, _Instance] = {}
         self._stack: AsyncExitStack | None = None
-        self._tasks: TaskGroup | None = None
         self._background: anyio.CancelScope | None = None
+        self._sample_count: tuple[float, int] | None = None
         self.started_at: float | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -184,11 +128,11 @@ class Hub:
             await self.store.open()
             stack.push_async_callback(self._close_resources)
             await self._sync_instances()
-            self._tasks = await stack.enter_async_context(anyio.create_task_group())
+            tasks = await stack.enter_async_context(anyio.create_task_group())
             stack.push_async_callback(self._drain)
-            self._tasks.start_soon(self.writer.run, name="homelab:writer")
+            tasks.start_soon(self.writer.run, name="homelab:writer")
             self._background = anyio.CancelScope()
-            self._tasks.start_soon(self._run_maintenance, name="homelab:maintenance")
+            tasks.start_soon(self._run_maintenance, name="homelab:maintenance")
             await stack.enter_async_context(self.scheduler)
             stack.enter_context(tuned_gc(self.settings.scheduler.gc_threshold))
             self.started_at = time.time()
@@ -243,15 +187,16 @@ class Hub:
             self._instances[instance_id] = _Instance(inst, plugin_type, plugin, interval, timeout)
 
     async def _sync_instances(self) -> None:
-        """Reconcile enabled state with the store and schedule every instance.
-
-        The stored state wins unless the config file changed ``enabled`` since last time.
-        """
-        states = await self.store.instance_states()
+        """Schedule every instance, enabled as :func:`resolve_enabled` decides, and save it."""
+        stored = await self.store.instance_states()
         for instance_id, inst in self._instances.items():
             wanted = inst.settings.enabled
-            state = states.get(instance_id)
-            enabled = wanted if state is None or state.config_enabled != wanted else state.enabled
+            known = stored.get(instance_id)
+            enabled = resolve_enabled(
+                wanted,
+                known.enabled if known else None,
+                known.config_enabled if known else None,
+            )
             await self.store.save_instance(
                 instance_id,
                 type_name=inst.plugin_type.name,
@@ -267,36 +212,28 @@ class Hub:
                 timeout=inst.timeout,
                 enabled=enabled,
             )
-            await self.cache.set_health(instance_id, self.scheduler.health(instance_id))
 
     # -- the data path ---------------------------------------------------------------------
 
     async def _on_result(self, result: RunResult) -> None:
-        instance_id = result.instance_id
-        if result.metrics:
-            await self.cache.update(instance_id, result.metrics, result.health)
-        else:
-            await self.cache.set_health(instance_id, result.health)
-        execution = result.execution
-        if result.metrics:
-            if self.bus.subscriber_count:
-                data = [m.to_dict() for m in result.metrics]
-                self.bus.publish(Event("metrics", instance_id, data))
-            self.queue.put_metrics(instance_id, result.metrics)
-            await self._notify("metrics_collected", instance_id=instance_id, metrics=result.metrics)
+        instance_id, metrics, execution = result.instance_id, result.metrics, result.execution
+        bus = self.bus
+        if metrics:
+            await self.cache.update(instance_id, metrics)
+            if bus.subscriber_count:
+                bus.publish(MetricsCollected(instance_id, metrics))
+            self.queue.put_metrics(instance_id, metrics)
+            await self._notify("metrics_collected", instance_id=instance_id, metrics=metrics)
         if execution is not None:
-            self.bus.publish(Event("execution", instance_id, execution.to_dict()))
+            if bus.subscriber_count:
+                bus.publish(ExecutionFinished(instance_id, execution))
             self.queue.put_execution(execution)
             await self._notify("execution_finished", execution=execution)
         if result.health_changed:
-            self.bus.publish(Event("status", instance_id, result.health.to_dict()))
-            self.queue.put_transition(instance_id, result.previous_health, result.health)
-            await self._notify(
-                "health_changed",
-                instance_id=instance_id,
-                old=result.previous_health,
-                new=result.health,
-            )
+            old, new = result.previous_health, result.health
+            bus.publish(HealthChanged(instance_id, old, new))
+            self.queue.put_transition(instance_id, old, new)
+            await self._notify("health_changed", instance_id=instance_id, old=old, new=new)
 
     async def _notify(self, hook: str, **kwargs: Any) -> None:
         if self.plugins.has_implementations(hook):
@@ -308,22 +245,24 @@ class Hub:
         try:
             return self._instances[instance_id]
         except KeyError:
-            raise UnknownPluginError(instance_id) from None
+            raise UnknownInstanceError(instance_id) from None
 
     def instances(self) -> list[InstanceInfo]:
         """Every configured instance, in configuration order."""
         return [self.instance(i) for i in self._instances]
 
     def instance(self, instance_id: str) -> InstanceInfo:
-        """One instance; :class:`UnknownPluginError` if there is none by that id."""
+        """One instance; :class:`UnknownInstanceError` if there is none by that id."""
         inst = self._get(instance_id)
         kind = inst.plugin_type
+        lifecycle = self.scheduler.state(instance_id)
         return InstanceInfo(
             id=instance_id,
             type=kind.name,
             title=kind.title or kind.name,
             category=kind.category,
-            enabled=self.scheduler.is_enabled(instance_id),
+            enabled=lifecycle.enabled,
+            state=lifecycle.state,
             interval=inst.interval,
             timeout=inst.timeout,
             config=config_to_dict(inst.plugin.config),
@@ -333,6 +272,14 @@ class Hub:
     def plugin_type(self, instance_id: str) -> type[Plugin]:
         """The plugin type of an instance."""
         return self._get(instance_id).plugin_type
+
+    def type_info(self, instance_id: str) -> TypeInfo:
+        """The metadata of an instance's plugin type."""
+        return self._get(instance_id).plugin_type.describe()
+
+    def config_schema(self, instance_id: str) -> dict[str, Any]:
+        """The JSON Schema of an instance's config."""
+        return self._get(instance_id).plugin_type.config_schema()
 
     def health(self, instance_id: str) -> Health:
         """An instance's current health."""
@@ -349,7 +296,8 @@ class Hub:
         self._get(instance_id)
         await self.store.set_enabled(instance_id, enabled)
         await self.scheduler.set_enabled(instance_id, enabled)
-        self.bus.publish(Event("plugin", instance_id, {"enabled": enabled}))
+        state = self.scheduler.state(instance_id).state
+        self.bus.publish(InstanceChanged(instance_id, enabled, state))
         return self.instance(instance_id)
 
     async def run_now(self, instance_id: str) -> Execution:
@@ -400,7 +348,7 @@ class Hub:
         """Stored executions of an instance, newest first."""
         self._get(instance_id)
         if limit < 1:
-            raise HomelabError("limit must be at least 1")
+            raise InvalidArgumentError("limit must be at least 1")
         return await self.store.executions(instance_id, status=status, limit=limit, before=before)
 
     def subscribe(self, **kwargs: Any) -> Any:
@@ -411,6 +359,8 @@ class Hub:
         """Write everything queued so far to the store before returning."""
         while len(self.queue):
             await self.writer.write_batch(self.queue.take())
+
+    # -- figures -------------------------------------------------------------------------------
 
     def counters(self) -> dict[str, float]:
         """Framework counters: runs, failures, skipped runs, samples, queue depth."""
@@ -425,6 +375,38 @@ class Hub:
             "queue_depth": self.queue.pending_samples,
             "subscribers": self.bus.subscriber_count,
         }
+
+    async def samples_stored(self) -> int:
+        """The number of stored raw samples, counted at most every ``SAMPLE_COUNT_TTL`` s
+        (counting a big table is slow)."""
+        now = time.monotonic()
+        if self._sample_count is None or now - self._sample_count[0] > SAMPLE_COUNT_TTL:
+            self._sample_count = (now, await self.store.count_samples())
+        return self._sample_count[1]
+
+    async def summary(self) -> Summary:
+        """Counts by state, runs and failures of the last hour, samples, uptime."""
+        infos = self.instances()
+        by_status = {state.value: 0 for state in HealthState}
+        for info in infos:
+            by_status[info.health.state.value] += 1
+        counts = await self.store.execution_counts(since=time.time() - 3600)
+        return Summary(
+            instances=len(infos),
+            enabled=sum(i.enabled for i in infos),
+            by_status=by_status,
+            runs_last_hour=sum(n for status, n in counts.items() if status != "skipped"),
+            failures_last_hour=counts.get("error", 0) + counts.get("timeout", 0),
+            samples_stored=await self.samples_stored(),
+            samples_dropped=self.queue.dropped_samples,
+            uptime=time.time() - (self.started_at or time.time()),
+        )
+
+    async def readiness(self) -> Readiness:
+        """Whether the store answers and the scheduler runs."""
+        return Readiness(
+            store_answers=await self.store.ping(), scheduler_runs=self.scheduler.running
+        )
 
     def unhealthy(self) -> list[str]:
         """Ids of enabled instances whose state is failing."""

@@ -1,10 +1,14 @@
-"""Value types shared by every layer: metrics, health, executions and plugin descriptions."""
+"""Value types shared by every layer: metrics, health, executions and instance descriptions.
+
+Each domain type is defined once, here. Its JSON form, the API's schemas and the store's
+columns are derived from these classes (see :mod:`homelab_core.codec`), never written out
+again by hand.
+"""
 
 from __future__ import annotations
 
 import enum
 import functools
-import json
 import math
 import re
 import time
@@ -12,6 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+
+from .codec import labels_json, to_builtins
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]*")
 
@@ -107,15 +113,7 @@ class Metric:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping of this metric."""
-        return {
-            "name": self.name,
-            "value": self.value,
-            "unit": self.unit,
-            "labels": self.labels,
-            "timestamp": self.timestamp,
-            "kind": self.kind.value,
-            "device_class": self.device_class,
-        }
+        return to_builtins(self)  # type: ignore[no-any-return]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Metric:
@@ -129,7 +127,8 @@ _METRIC_FIELDS = tuple(a.name for a in attrs.fields(Metric) if a.name != "timest
 def series_key(name: str, labels: Mapping[str, str]) -> str:
     """The key of one series of an instance: the name, then its labels as sorted JSON.
 
-    JSON quoting keeps the key unambiguous whatever characters labels contain. Keys are
+    The labels are written as :func:`~homelab_core.codec.labels_json` writes them for the
+    store, so the key is unambiguous whatever characters labels contain. Keys are
     remembered (a bounded cache), since the same series come back every collection.
     """
     if not labels:
@@ -139,7 +138,7 @@ def series_key(name: str, labels: Mapping[str, str]) -> str:
 
 @functools.lru_cache(maxsize=65_536)
 def _series_key(name: str, items: tuple[tuple[str, str], ...]) -> str:
-    return name + json.dumps(dict(items), sort_keys=True, separators=(",", ":"))
+    return name + labels_json(dict(items))
 
 
 class HealthState(enum.StrEnum):
@@ -148,6 +147,8 @@ class HealthState(enum.StrEnum):
     OK = "ok"
     DEGRADED = "degraded"
     FAILING = "failing"
+    #: Setup failed permanently (:class:`~homelab_core.errors.SetupFailed`); not retried.
+    FAILED = "failed"
     DISABLED = "disabled"
     UNKNOWN = "unknown"
 
@@ -174,20 +175,7 @@ class Health:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping of this health."""
-        return {
-            "state": self.state.value,
-            "message": self.message,
-            "since": self.since,
-            "last_success": self.last_success,
-            "last_error": self.last_error,
-            "last_error_at": self.last_error_at,
-            "consecutive_failures": self.consecutive_failures,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Health:
-        """Rebuild a health from :meth:`to_dict` output."""
-        return cls(**{**data, "state": HealthState(data["state"])})
+        return to_builtins(self)  # type: ignore[no-any-return]
 
 
 class ExecutionStatus(enum.StrEnum):
@@ -216,17 +204,95 @@ class Execution:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping of this execution."""
-        return {
-            "instance_id": self.instance_id,
-            "started_at": self.started_at,
-            "duration": self.duration,
-            "status": self.status.value,
-            "error": self.error,
-            "metric_count": self.metric_count,
-            "trigger": self.trigger,
-            "lag": self.lag,
-            "id": self.id,
-        }
+        return to_builtins(self)  # type: ignore[no-any-return]
+
+
+#: The stored columns of an execution, in order: every field but the row id.
+EXECUTION_COLUMNS = tuple(f.name for f in attrs.fields(Execution) if f.name != "id")
+
+
+@attrs.define
+class RunStats:
+    """Counters of one instance since the scheduler started."""
+
+    runs: int = 0
+    ok: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    skipped: int = 0
+    last_execution: Execution | None = None
+
+    def count(self, execution: Execution) -> None:
+        """Count one execution."""
+        self.last_execution = execution
+        status = execution.status
+        if status is ExecutionStatus.SKIPPED:
+            self.skipped += 1
+            return
+        self.runs += 1
+        if status is ExecutionStatus.OK:
+            self.ok += 1
+        elif status is ExecutionStatus.TIMEOUT:
+            self.timeouts += 1
+        else:
+            self.errors += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping of the counters."""
+        return to_builtins(self)  # type: ignore[no-any-return]
+
+
+class InstanceState(enum.StrEnum):
+    """Where an instance is in its life cycle (the transitions: :mod:`homelab_core.lifecycle`).
+
+    ``enabled`` is ``state is not DISABLED``: the life cycle is the one owner of it while a
+    hub runs (the store keeps it across restarts).
+    """
+
+    #: Enabled, but not running (the scheduler is not running, or has stopped it).
+    STOPPED = "stopped"
+    #: ``setup()`` is being called.
+    SETTING_UP = "setting_up"
+    #: ``setup()`` failed or said it was not ready; waiting to try again.
+    SETUP_RETRY = "setup_retry"
+    #: Set up; runs on its schedule.
+    READY = "ready"
+    #: Switched off by its owner; not run.
+    DISABLED = "disabled"
+    #: ``setup()`` failed permanently; not retried until disabled and enabled again.
+    FAILED = "failed"
+
+
+@attrs.frozen
+class TypeInfo:
+    """An installed plugin type's metadata."""
+
+    name: str
+    title: str
+    category: str
+    description: str
+    version: str
+    default_interval: float
+
+
+@attrs.frozen
+class InstanceInfo:
+    """A configured plugin instance as the hub sees it (config with secrets redacted)."""
+
+    id: str
+    type: str
+    title: str
+    category: str
+    enabled: bool
+    state: InstanceState
+    interval: float
+    timeout: float
+    config: dict[str, Any]
+    health: Health
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping of the instance."""
+        return to_builtins(self)  # type: ignore[no-any-return]
 
 
 @attrs.frozen
@@ -256,3 +322,30 @@ class HistorySeries:
             "resolution": self.resolution,
             "points": [[p.timestamp, p.value] for p in self.points],
         }
+
+
+@attrs.frozen
+class Summary:
+    """The figures a dashboard header shows, as :meth:`Hub.summary` computes them."""
+
+    instances: int
+    enabled: int
+    by_status: dict[str, int]
+    runs_last_hour: int
+    failures_last_hour: int
+    samples_stored: int
+    samples_dropped: int
+    uptime: float
+
+
+@attrs.frozen
+class Readiness:
+    """Whether a hub can do its work: the store answers and the scheduler runs."""
+
+    store_answers: bool
+    scheduler_runs: bool
+
+    @property
+    def ready(self) -> bool:
+        """Both parts work."""
+        return self.store_answers and self.scheduler_runs

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from .model import HealthReport, Metric
+from .model import HealthReport, Metric, TypeInfo
 from .options import NoConfig
 
 #: What plugin type names and instance ids look like (use ``fullmatch``).
@@ -67,19 +67,23 @@ class Plugin:
         return None
 
     @classmethod
-    def describe(cls) -> dict[str, Any]:
-        """The type's metadata as a JSON-ready mapping."""
+    def config_schema(cls) -> dict[str, Any]:
+        """The JSON Schema of the type's ``Config`` (descriptions, defaults, secrets)."""
         from .options import config_schema
 
-        return {
-            "name": cls.name,
-            "title": cls.title or cls.name,
-            "category": cls.category,
-            "description": cls.description,
-            "version": cls.version,
-            "default_interval": cls.default_interval,
-            "config_schema": config_schema(cls.Config),
-        }
+        return config_schema(cls.Config)
+
+    @classmethod
+    def describe(cls) -> TypeInfo:
+        """The type's metadata."""
+        return TypeInfo(
+            name=cls.name,
+            title=cls.title or cls.name,
+            category=cls.category,
+            description=cls.description,
+            version=cls.version,
+            default_interval=cls.default_interval,
+        )
 
 
 def validate_plugin_type(obj: Any) -> list[str]:

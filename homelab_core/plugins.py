@@ -13,7 +13,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import PluginLoadError, PluginRegistrationError, UnknownPluginError
+from .errors import PluginLoadError, PluginRegistrationError, UnknownPluginTypeError
 from .plugin import Plugin, validate_plugin_type
 
 log = logging.getLogger("homelab.plugins")
@@ -133,10 +133,10 @@ class PluginManager:
         return self._sources[type_name]
 
     def get_type(self, type_name: str) -> type[Plugin]:
-        """The plugin type called ``type_name``, or :class:`UnknownPluginError`."""
+        """The plugin type called ``type_name``, or :class:`UnknownPluginTypeError`."""
         types = self.plugin_types()
         if type_name not in types:
-            raise UnknownPluginError(type_name, kind="plugin type")
+            raise UnknownPluginTypeError(type_name, sorted(types))
         return types[type_name]
 
     def _collect_types(self) -> tuple[dict[str, type[Plugin]], dict[str, str]]:

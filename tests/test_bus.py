@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from homelab_core import Event, MemoryBus
+from homelab_core import Event, MemoryBus, Metric, MetricsCollected
 
 pytestmark = pytest.mark.anyio
 
@@ -16,7 +16,12 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 
 def event(n: int, instance_id: str = "a") -> Event:
-    return Event("metrics", instance_id, {"n": n})
+    return MetricsCollected(instance_id, [Metric("n", n)])
+
+
+def number(event: Event) -> int:
+    assert isinstance(event, MetricsCollected)
+    return int(event.metrics[0].value)
 
 
 async def test_every_subscriber_receives_every_event_in_order() -> None:
@@ -25,7 +30,7 @@ async def test_every_subscriber_receives_every_event_in_order() -> None:
         for n in range(5):
             bus.publish(event(n))
         for sub in (first, second):
-            assert [(await sub.receive()).data["n"] for _ in range(5)] == [0, 1, 2, 3, 4]
+            assert [number(await sub.receive()) for _ in range(5)] == [0, 1, 2, 3, 4]
 
 
 async def test_a_slow_subscriber_misses_events_and_counts_them() -> None:
@@ -34,9 +39,9 @@ async def test_a_slow_subscriber_misses_events_and_counts_them() -> None:
         for n in range(10):
             bus.publish(event(n))
         assert slow.missed == 7
-        assert [slow.receive_nowait().data["n"] for _ in range(3)] == [0, 1, 2]
+        assert [number(slow.receive_nowait()) for _ in range(3)] == [0, 1, 2]
         assert fast.missed == 0
-        assert [fast.receive_nowait().data["n"] for _ in range(10)] == list(range(10))
+        assert [number(fast.receive_nowait()) for _ in range(10)] == list(range(10))
         assert slow.take_missed() == 7
         assert slow.missed == 0
 
@@ -57,7 +62,7 @@ async def test_accept_filters_before_using_buffer_space() -> None:
             bus.publish(event(n, "a"))
         bus.publish(event(99, "b"))
         assert sub.missed == 0
-        assert sub.receive_nowait().data == {"n": 99}
+        assert number(sub.receive_nowait()) == 99
         with pytest.raises(anyio.WouldBlock):
             sub.receive_nowait()
 
@@ -78,7 +83,7 @@ async def test_async_iteration_delivers_live_events() -> None:
 
         async def consume() -> None:
             async for item in sub:
-                received.append(item.data["n"])
+                received.append(number(item))
                 if len(received) == 3:
                     return
 

@@ -19,7 +19,7 @@ import pytest
 
 from homelab_core import PluginManager, Settings, hookspecs
 from homelab_core.config import settings_from_mapping
-from homelab_core.hub import build_instance
+from homelab_core.instances import build_instance
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -23,14 +23,16 @@ from homelab_core import (
     Health,
     HealthState,
     Hub,
+    InstanceChanged,
     InstanceSettings,
+    InstanceState,
     Metric,
     PluginManager,
-    UnknownPluginError,
+    UnknownInstanceError,
     hookimpl,
 )
 from homelab_core.config import StoreSettings, load_settings
-from homelab_core.hub import build_instance
+from homelab_core.instances import build_instance
 from homelab_core.options import REDACTED
 
 pytestmark = pytest.mark.anyio
@@ -226,9 +228,9 @@ async def test_run_now_and_latest_values(manager: PluginManager, make_settings: 
 
 async def test_unknown_instance_ids_raise(manager: PluginManager, make_settings: Build) -> None:
     async with Hub(make_settings(), plugin_manager=manager) as hub:
-        with pytest.raises(UnknownPluginError, match="unknown plugin instance 'nope'"):
+        with pytest.raises(UnknownInstanceError, match="unknown plugin instance 'nope'"):
             hub.instance("nope")
-        with pytest.raises(UnknownPluginError):
+        with pytest.raises(UnknownInstanceError):
             await hub.latest("nope")
 
 
@@ -269,7 +271,10 @@ async def test_subscribers_receive_metrics_execution_and_status_events(
                 kinds.append(sub.receive_nowait())
             except anyio.WouldBlock:
                 break
-        assert ("plugin", {"enabled": False}) in [(e.type, e.data) for e in kinds]
+        changes = [e for e in kinds if isinstance(e, InstanceChanged)]
+        assert [(e.instance_id, e.enabled, e.state) for e in changes] == [
+            ("c", False, InstanceState.DISABLED)
+        ]
 
 
 class HookRecorder:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from homelab_core.codec import from_builtins
 from homelab_core.model import (
     Execution,
     ExecutionStatus,
@@ -258,10 +259,10 @@ def test_health_to_dict() -> None:
     }
 
 
-def test_health_from_dict_round_trips_to_dict() -> None:
+def test_health_round_trips_through_the_codec() -> None:
     health = Health(HealthState.OK, "fine", since=10.0, last_success=12.0)
 
-    rebuilt = Health.from_dict(health.to_dict())
+    rebuilt = from_builtins(health.to_dict(), Health)
 
     assert rebuilt == health
     assert rebuilt.state is HealthState.OK

@@ -11,7 +11,7 @@ import pytest
 from homelab_core import ExecutionStatus, HealthReport, Metric, PluginManager
 from homelab_core.options import build_config
 from homelab_core.plugin import validate_plugin_type
-from homelab_core.scheduler import run_once
+from homelab_core.runner import run_once
 from homelab_plugins import command
 from homelab_plugins.command import Command, CommandConfig, parse_influx
 

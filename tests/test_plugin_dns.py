@@ -22,7 +22,7 @@ from homelab_core import ConfigError, ExecutionStatus, HealthState, Metric, Plug
 from homelab_core.cli import cli
 from homelab_core.options import build_config
 from homelab_core.plugin import validate_plugin_type
-from homelab_core.scheduler import run_once
+from homelab_core.runner import run_once
 from homelab_plugins import dns as dns_plugin
 from homelab_plugins.dns import Dns, DnsConfig
 
@@ -301,7 +301,7 @@ def test_options_given_as_text_are_parsed() -> None:
 
 def test_the_type_is_valid_and_described() -> None:
     assert validate_plugin_type(Dns) == []
-    schema = Dns.describe()["config_schema"]
+    schema = Dns.config_schema()
     assert schema["required"] == ["name"]
     properties = schema["properties"]
     assert properties["record_type"]["default"] == "A"

@@ -26,7 +26,7 @@ import pytest
 from homelab_core import ConfigError, ExecutionStatus, HealthState, Metric, PluginManager
 from homelab_core.options import build_config
 from homelab_core.plugin import validate_plugin_type
-from homelab_core.scheduler import run_once
+from homelab_core.runner import run_once
 from homelab_plugins import docker
 from homelab_plugins.docker import Docker, DockerConfig, cpu_percent, engine_address, memory_usage
 

@@ -10,7 +10,7 @@ import pytest
 
 from homelab_core import PluginManager
 from homelab_core.config import settings_from_mapping
-from homelab_core.hub import build_instance, plugin_type_for
+from homelab_core.instances import build_instance, plugin_type_for
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
 TEXT = DOC.read_text(encoding="utf-8")

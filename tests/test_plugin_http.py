@@ -23,7 +23,7 @@ from homelab_core import ConfigError, ExecutionStatus, HealthState, Metric, Plug
 from homelab_core.cli import cli
 from homelab_core.options import REDACTED, build_config, config_to_dict
 from homelab_core.plugin import validate_plugin_type
-from homelab_core.scheduler import run_once
+from homelab_core.runner import run_once
 from homelab_plugins import http
 from homelab_plugins.http import Http, HttpConfig
 
@@ -357,7 +357,7 @@ def test_secrets_are_redacted() -> None:
 
 def test_the_type_is_valid_and_described() -> None:
     assert validate_plugin_type(Http) == []
-    schema = Http.describe()["config_schema"]
+    schema = Http.config_schema()
     assert schema["required"] == ["url"]
     assert schema["properties"]["password"]["x-secret"] is True
     assert schema["properties"]["expected_status"]["default"] is None

@@ -27,7 +27,7 @@ from homelab_core.cli import cli
 from homelab_core.config import settings_from_mapping
 from homelab_core.options import build_config
 from homelab_core.plugin import validate_plugin_type
-from homelab_core.scheduler import run_once
+from homelab_core.runner import run_once
 from homelab_plugins import ping
 from homelab_plugins.ping import Ping, PingConfig, PingResult, checksum, judge
 
@@ -259,7 +259,7 @@ def test_options_given_as_text_are_parsed() -> None:
 
 def test_the_type_is_valid_and_described() -> None:
     assert validate_plugin_type(Ping) == []
-    schema = Ping.describe()["config_schema"]
+    schema = Ping.config_schema()
     assert schema["required"] == ["host"]
     defaults = {k: v.get("default") for k, v in schema["properties"].items()}
     assert defaults == {

@@ -20,7 +20,7 @@ from services import free_port
 from homelab_core import ConfigError, ExecutionStatus, HealthState, Metric, PluginManager
 from homelab_core.options import REDACTED, build_config, config_to_dict
 from homelab_core.plugin import validate_plugin_type
-from homelab_core.scheduler import run_once
+from homelab_core.runner import run_once
 from homelab_plugins import prometheus
 from homelab_plugins.prometheus import Prometheus, PrometheusConfig, sanitize_name
 

@@ -15,7 +15,7 @@ from homelab_core import ConfigError, ExecutionStatus, HealthState, Metric, Plug
 from homelab_core.cli import cli
 from homelab_core.options import build_config
 from homelab_core.plugin import validate_plugin_type
-from homelab_core.scheduler import run_once
+from homelab_core.runner import run_once
 from homelab_plugins import tcp
 from homelab_plugins.tcp import Tcp, TcpConfig
 
@@ -105,7 +105,7 @@ def test_a_connect_timeout_of_zero_is_refused() -> None:
 
 def test_the_type_is_valid_and_described() -> None:
     assert validate_plugin_type(Tcp) == []
-    schema = Tcp.describe()["config_schema"]
+    schema = Tcp.config_schema()
     assert schema["required"] == ["host", "port"]
     assert schema["properties"]["connect_timeout"]["default"] == 5.0
 

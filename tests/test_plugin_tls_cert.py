@@ -23,7 +23,7 @@ from services import free_port, unavailable
 
 from homelab_core import ExecutionStatus, HealthReport, Metric, PluginManager
 from homelab_core.plugin import validate_plugin_type
-from homelab_core.scheduler import run_once
+from homelab_core.runner import run_once
 from homelab_plugins import tls_cert
 from homelab_plugins.tls_cert import TlsCert, TlsCertConfig, read_certificate
 

@@ -13,7 +13,7 @@ from homelab_core import (
     Metric,
     Plugin,
     PluginManager,
-    UnknownPluginError,
+    UnknownPluginTypeError,
     hookimpl,
 )
 from homelab_core.plugin import validate_plugin_type
@@ -90,7 +90,7 @@ def test_plugin_type_problems_are_listed() -> None:
 
 def test_unknown_plugin_type_raises() -> None:
     manager = PluginManager(load_entry_points=False)
-    with pytest.raises(UnknownPluginError, match="unknown plugin type 'nope'"):
+    with pytest.raises(UnknownPluginTypeError, match="unknown plugin type 'nope'"):
         manager.get_type("nope")
 
 
@@ -129,16 +129,16 @@ async def test_notify_awaits_async_hooks_and_survives_a_raising_one(
     assert "hook hub_startup of plugin 'exploding' failed" in caplog.text
 
 
-def test_describe_gives_metadata_and_config_schema() -> None:
+def test_describe_gives_metadata_and_config_schema_gives_the_options() -> None:
     info = Counter.describe()
-    assert info["name"] == "counter"
-    assert info["category"] == "test"
-    assert info["config_schema"]["properties"]["series"] == {
+    assert (info.name, info.category) == ("counter", "test")
+    schema = Counter.config_schema()
+    assert schema["properties"]["series"] == {
         "type": "integer",
         "description": "How many series to report.",
         "default": 1,
     }
-    assert info["config_schema"]["properties"]["token"]["x-secret"] is True
+    assert schema["properties"]["token"]["x-secret"] is True
 
 
 class Misspelt:

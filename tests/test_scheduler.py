@@ -25,7 +25,7 @@ from sample_plugins import (
 
 from homelab_core import ExecutionStatus, HealthState, HomelabError, RunResult, Scheduler
 from homelab_core.config import SchedulerSettings
-from homelab_core.scheduler import run_once
+from homelab_core.runner import run_once
 
 pytestmark = pytest.mark.anyio
 
@@ -445,4 +445,4 @@ async def test_stopping_before_a_worker_thread_starts_leaves_the_instance_idle(
             async with Scheduler(settings(), sink=recorder) as scheduler:
                 scheduler.add("j", make(Judges), interval=1)
                 await anyio.lowlevel.checkpoint()
-        assert scheduler._unit("j").thread_idle.is_set()
+        assert not scheduler.busy("j")

@@ -10,10 +10,10 @@ import anyio
 import pytest
 
 from homelab_core import Execution, Health, HealthState, Metric, StoreError
+from homelab_core.codec import labels_json
 from homelab_core.config import RetentionSettings, StoreSettings
 from homelab_core.store import BatchWriter, Maintenance, Store, WriteQueue, history
 from homelab_core.store.retention import DAY, HOUR, MINUTE
-from homelab_core.store.store import labels_text
 
 pytestmark = pytest.mark.anyio
 
@@ -90,7 +90,7 @@ async def test_large_batches_keep_every_row_and_value(store: Store) -> None:
     )
     got = sorted((r["instance_id"], r["name"], r["labels"], r["ts"], r["value"]) for r in rows)
     expected = sorted(
-        (iid, m.name, labels_text(m.labels), m.timestamp, m.value)
+        (iid, m.name, labels_json(m.labels), m.timestamp, m.value)
         for iid, metrics in [("a", [Metric("known", 1.0, timestamp=T0)]), *collections]
         for m in metrics
     )

@@ -245,7 +245,7 @@ def test_every_metric_has_a_unit() -> None:
 
 
 def test_every_option_is_described() -> None:
-    properties = System.describe()["config_schema"]["properties"]
+    properties = System.config_schema()["properties"]
     assert set(properties) == {
         "per_cpu",
         "disks",

@@ -31,8 +31,9 @@ from homelab_core import (
     PluginManager,
     Settings,
 )
-from homelab_core.bus import Event, MemoryBus
+from homelab_core.bus import MemoryBus
 from homelab_core.config import ServerSettings
+from homelab_core.events import MetricsCollected
 from homelab_core.options import REDACTED
 from homelab_core.web import HomelabWeb
 from homelab_core.web.auth import bind_problem, is_loopback
@@ -228,8 +229,11 @@ async def test_plugin_details_include_the_config_schema(api: Served) -> None:
 async def test_plugin_details_include_run_stats(api: Served) -> None:
     counter = await json_of(await api.client.get("/api/plugins/counter"))
     raises = await json_of(await api.client.get("/api/plugins/raises"))
-    assert counter["stats"] == {"runs": 1, "ok": 1, "errors": 0, "timeouts": 0, "skipped": 0}
-    assert raises["stats"] == {"runs": 1, "ok": 0, "errors": 1, "timeouts": 0, "skipped": 0}
+    counts = ("runs", "ok", "errors", "timeouts", "skipped")
+    assert [counter["stats"][k] for k in counts] == [1, 1, 0, 0, 0]
+    assert [raises["stats"][k] for k in counts] == [1, 0, 1, 0, 0]
+    assert counter["stats"]["last_execution"]["status"] == "ok"
+    assert raises["stats"]["last_execution"]["status"] == "error"
 
 
 # -- POST /api/plugins/{id}/enable ------------------------------------------------------------
@@ -369,7 +373,7 @@ class SlowLatestHub:
 
     def change(self, value: float) -> None:
         self.value = value
-        self.bus.publish(Event("metrics", "one", [Metric("x", value).to_dict()]))
+        self.bus.publish(MetricsCollected("one", [Metric("x", value)]))
 
 
 def values_of(body: bytes) -> list[float]:
@@ -689,6 +693,7 @@ async def test_summary_figures(api: Served) -> None:
         "ok": 1,
         "degraded": 2,
         "failing": 0,
+        "failed": 0,
         "disabled": 1,
         "unknown": 0,
     }
@@ -888,9 +893,9 @@ def refs(node: Any) -> Iterator[str]:
 
 
 async def test_openapi_references_resolve(openapi: dict[str, Any]) -> None:
-    """Nested response schemas (PluginOut, ExecutionOut, ...) are referenced, so defined."""
+    """Nested response schemas (InstanceInfo, Execution, ...) are referenced, so defined."""
     found = set(refs(openapi))
-    assert "#/components/schemas/PluginOut" in found
+    assert "#/components/schemas/InstanceInfo" in found
     defined = {f"#/components/schemas/{name}" for name in openapi["components"]["schemas"]}
     assert found - defined == set()
 

@@ -170,7 +170,7 @@ async def test_host_openapi_lists_host_and_homelab_routes(
     assert "/hello" in paths
     assert f"{PREFIX}/api/plugins" in paths
     assert f"{PREFIX}/api/plugins/{{plugin_id}}/metrics/history" in paths
-    assert "PluginOut" in document["components"]["schemas"]
+    assert "InstanceInfo" in document["components"]["schemas"]
 
 
 async def test_docs_use_the_host_openapi_document(

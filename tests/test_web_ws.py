@@ -19,9 +19,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
+import attrs
 import httpx
 import pytest
 from quart import Quart
@@ -30,14 +31,23 @@ from services import free_port
 
 from homelab_core import (
     Event,
+    Execution,
+    ExecutionFinished,
+    Health,
+    HealthChanged,
+    HealthState,
+    InstanceChanged,
     InstanceSettings,
+    InstanceState,
     Metric,
+    MetricsCollected,
     Plugin,
     PluginManager,
     __version__,
     hookimpl,
 )
 from homelab_core.config import ServerSettings
+from homelab_core.events import EventType
 from homelab_core.web import HomelabWeb, create_app, extension
 from homelab_core.web.extension import stream_settings
 from homelab_core.web.ws import MetricStream, QuartConnection
@@ -111,8 +121,20 @@ def stream(app: Quart) -> MetricStream:
     return running
 
 
+def typed(kind: str, plugin_id: str, data: Any) -> Event:
+    """The bus event whose wire message has this type and data."""
+    if kind == "metrics":
+        return MetricsCollected(plugin_id, [Metric(**m) for m in data])
+    if kind == "status":
+        return HealthChanged(plugin_id, Health(), Health(**{"state": HealthState.OK, **data}))
+    if kind == "execution":
+        fields = {"instance_id": plugin_id, "started_at": 1.0, "duration": 0.0, **data}
+        return ExecutionFinished(plugin_id, Execution(**fields))
+    return InstanceChanged(plugin_id, data["enabled"], InstanceState.STOPPED)
+
+
 def publish(app: Quart, kind: str, plugin_id: str, data: Any) -> None:
-    web(app).hub.bus.publish(Event(kind, plugin_id, data))  # type: ignore[arg-type]
+    web(app).hub.bus.publish(typed(kind, plugin_id, data))
 
 
 def metric(name: str, value: float = 1.0) -> dict[str, Any]:
@@ -330,19 +352,25 @@ async def test_running_plugins_send_metrics_status_and_execution_events_in_seq_o
                 assert event["plugin_id"] == "alpha"
                 assert isinstance(event["ts"], float)
                 seen[event["type"]] = event
-    assert seen["plugin"]["data"] == {"enabled": True}
+    assert seen["plugin"]["data"]["enabled"] is True
+    assert seen["plugin"]["data"]["state"] in ("setting_up", "ready")
     assert seen["metrics"]["data"][0]["name"] == "cpu.user"
     assert seen["execution"]["data"]["status"] == "ok"
 
 
+@attrs.frozen
+class Unknown(Event):
+    """An event the wire has no form for."""
+
+    type: ClassVar[EventType] = "metrics"
+
+
 async def test_an_event_that_cannot_be_encoded_is_skipped(build: Build) -> None:
-    circular: list[Any] = []
-    circular.append(circular)
     app = build()
     with anyio.fail_after(10):
         async with app.test_app(), app.test_client().websocket(PATH) as ws:
             seq = (await receive(ws))["seq"]
-            publish(app, "metrics", "x", circular)
+            web(app).hub.bus.publish(Unknown("x"))
             publish(app, "status", "x", {"state": "ok"})
             event = await receive(ws)
     assert (event["type"], event["seq"]) == ("status", seq + 1)
@@ -451,20 +479,22 @@ async def test_resume_replays_each_missed_event_once_in_order(build: Build) -> N
     with anyio.fail_after(10):
         async with app.test_app():
             async with connected(app) as ws:
-                publish(app, "status", "one", {"n": 0})
+                publish(app, "status", "one", {"consecutive_failures": 0})
                 last = (await receive(ws))["seq"]
             for n in range(1, 6):
-                publish(app, "status", "one", {"n": n})
+                publish(app, "status", "one", {"consecutive_failures": n})
             await until(lambda: stream(app).seq == last + 5)
             async with connected(app) as ws:
                 await send(ws, type="subscribe", since=last)
                 snap = await receive(ws)
                 replayed = [await receive(ws) for _ in range(5)]
-                publish(app, "status", "one", {"n": 6})
+                publish(app, "status", "one", {"consecutive_failures": 6})
                 live = await receive(ws)
     assert snap == {"type": "snapshot", "seq": last, "resumed": True, "plugins": {}}
-    assert [(e["seq"], e["data"]["n"]) for e in replayed] == [(last + n, n) for n in range(1, 6)]
-    assert (live["seq"], live["data"]["n"]) == (last + 6, 6)
+    assert [(e["seq"], e["data"]["consecutive_failures"]) for e in replayed] == [
+        (last + n, n) for n in range(1, 6)
+    ]
+    assert (live["seq"], live["data"]["consecutive_failures"]) == (last + 6, 6)
 
 
 async def test_resume_replays_through_the_new_filter(build: Build) -> None:
@@ -472,8 +502,8 @@ async def test_resume_replays_through_the_new_filter(build: Build) -> None:
     with anyio.fail_after(10):
         async with app.test_app():
             since = stream(app).seq
-            publish(app, "status", "one", {"n": 1})
-            publish(app, "status", "two", {"n": 2})
+            publish(app, "status", "one", {"consecutive_failures": 1})
+            publish(app, "status", "two", {"consecutive_failures": 2})
             await until(lambda: stream(app).seq == since + 2)
             async with connected(app) as ws:
                 await send(ws, type="subscribe", plugins=["two"], since=since)
@@ -490,12 +520,12 @@ async def test_resume_from_a_seq_older_than_the_replay_buffer_gets_a_fresh_snaps
         async with app.test_app():
             since = stream(app).seq
             for n in range(10):
-                publish(app, "status", "one", {"n": n})
+                publish(app, "status", "one", {"consecutive_failures": n})
             await until(lambda: stream(app).seq == since + 10)
             async with connected(app) as ws:
                 await send(ws, type="subscribe", since=since)
                 snap = await receive(ws)
-                publish(app, "status", "one", {"n": 10})
+                publish(app, "status", "one", {"consecutive_failures": 10})
                 live = await receive(ws)
     assert snap["resumed"] is False
     assert snap["seq"] == since + 10
@@ -529,7 +559,7 @@ async def test_resume_that_cannot_be_honoured_gets_a_fresh_snapshot(
     app = build(idle("one"))
     with anyio.fail_after(10):
         async with app.test_app(), connected(app) as ws:
-            publish(app, "status", "one", {"n": 1})
+            publish(app, "status", "one", {"consecutive_failures": 1})
             seq = (await receive(ws))["seq"]
             if case == "future":
                 await send(ws, type="subscribe", since=seq + 100)

@@ -2,16 +2,16 @@
 
 from .history import MAX_POINTS, history
 from .retention import Maintenance
-from .store import InstanceState, SeriesInfo, Store
+from .store import SeriesInfo, Store, StoredInstance
 from .writer import BatchWriter, WriteQueue
 
 __all__ = [
     "MAX_POINTS",
     "BatchWriter",
-    "InstanceState",
     "Maintenance",
     "SeriesInfo",
     "Store",
+    "StoredInstance",
     "WriteQueue",
     "history",
 ]

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Literal
 
 from ..config import RetentionSettings
-from ..errors import HomelabError
+from ..errors import InvalidArgumentError
 from ..model import HistorySeries, Point
 from .retention import DAY, HOUR, MINUTE, Maintenance
 from .store import Store
@@ -55,9 +55,9 @@ async def history(
     below, so the latest minutes are never missing while rollups catch up.
     """
     if agg not in AGGREGATES:
-        raise HomelabError(f"unknown aggregate {agg!r}; use one of {', '.join(AGGREGATES)}")
+        raise InvalidArgumentError(f"unknown aggregate {agg!r}; use one of {', '.join(AGGREGATES)}")
     if until <= since:
-        raise HomelabError("'until' must be later than 'since'")
+        raise InvalidArgumentError("'until' must be later than 'since'")
     series = [
         s
         for s in await store.series(instance_id, metric)

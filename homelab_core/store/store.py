@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import functools
 import json
 import logging
@@ -21,8 +22,9 @@ from tortoise.context import _current_context as _tortoise_context
 from tortoise.migrations.executor import MigrationExecutor
 from tortoise.transactions import in_transaction
 
+from ..codec import labels_json
 from ..errors import StoreError
-from ..model import Execution, Health, Metric
+from ..model import EXECUTION_COLUMNS, Execution, Health, Metric
 from . import models
 from .sql import Dialect, dialect_of
 
@@ -61,9 +63,10 @@ def normalise_url(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def labels_text(labels: Mapping[str, str]) -> str:
-    """The canonical JSON text of a label set, as stored in the series table."""
-    return json.dumps(labels, sort_keys=True, separators=(",", ":"))
+def execution_row(execution: Execution) -> tuple[Any, ...]:
+    """An execution's values in :data:`~homelab_core.model.EXECUTION_COLUMNS` order."""
+    values = (getattr(execution, name) for name in EXECUTION_COLUMNS)
+    return tuple(v.value if isinstance(v, enum.Enum) else v for v in values)
 
 
 @attrs.frozen
@@ -78,7 +81,7 @@ class SeriesInfo:
 
 
 @attrs.frozen
-class InstanceState:
+class StoredInstance:
     """What the store remembers of an instance across restarts."""
 
     enabled: bool
@@ -181,11 +184,11 @@ class Store:
 
     # -- instances -----------------------------------------------------------------------
 
-    async def instance_states(self) -> dict[str, InstanceState]:
+    async def instance_states(self) -> dict[str, StoredInstance]:
         """The persisted state of every instance the store knows."""
         with self.active():
             rows = await models.InstanceRecord.all().values("id", "enabled", "config_enabled")
-        return {r["id"]: InstanceState(r["enabled"], r["config_enabled"]) for r in rows}
+        return {r["id"]: StoredInstance(r["enabled"], r["config_enabled"]) for r in rows}
 
     async def save_instance(
         self,
@@ -251,21 +254,8 @@ class Store:
                     await self._insert(
                         conn,
                         "homelab_execution",
-                        "instance_id, started_at, duration, status, error, metric_count,"
-                        " trigger, lag",
-                        [
-                            (
-                                e.instance_id,
-                                e.started_at,
-                                e.duration,
-                                e.status.value,
-                                e.error,
-                                e.metric_count,
-                                e.trigger,
-                                e.lag,
-                            )
-                            for e in executions
-                        ],
+                        ", ".join(EXECUTION_COLUMNS),
+                        [execution_row(e) for e in executions],
                     )
                 if transitions:
                     await self._insert(
@@ -342,7 +332,7 @@ class Store:
             "homelab_series",
             "instance_id, name, labels, unit, kind, device_class",
             [
-                (key[0], key[1], labels_text(m.labels), m.unit, m.kind.value, m.device_class)
+                (key[0], key[1], labels_json(m.labels), m.unit, m.kind.value, m.device_class)
                 for key, m in missing.items()
             ],
             " ON CONFLICT (instance_id, name, labels) DO NOTHING",
@@ -393,21 +383,9 @@ class Store:
         if before is not None:
             filters["id__lt"] = before
         with self.active():
-            rows = await models.ExecutionRecord.filter(**filters).order_by("-id").limit(limit)
-        return [
-            Execution(
-                id=r.id,
-                instance_id=r.instance_id,
-                started_at=r.started_at,
-                duration=r.duration,
-                status=r.status,
-                error=r.error,
-                metric_count=r.metric_count,
-                trigger=r.trigger,
-                lag=r.lag,
-            )
-            for r in rows
-        ]
+            query = models.ExecutionRecord.filter(**filters).order_by("-id").limit(limit)
+            rows = await query.values("id", *EXECUTION_COLUMNS)
+        return [Execution(**row) for row in rows]
 
     async def health_transitions(self, instance_id: str) -> list[tuple[float, str, str, str]]:
         """(time, old state, new state, message) of an instance, oldest first."""

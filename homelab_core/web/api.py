@@ -1,4 +1,7 @@
-"""The REST API blueprint: the paths of DESIGN.md, plus run-now and health."""
+"""The REST API blueprint: the paths of docs/architecture.md's web API, plus run-now and health.
+
+Every view reaches the core through :class:`~homelab_core.Hub` only.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import attrs
 from quart import Blueprint, Response, request
 from quart_schema import (
     document_response,
@@ -18,13 +20,13 @@ from quart_schema import (
     validate_response,
 )
 
-from ..model import Execution, Health, HealthState
+from ..model import Execution, Health, InstanceInfo, Summary
 from . import schemas as s
 from .auth import check_request, needs_token
 from .errors import ApiError, register_error_handlers
 
 if TYPE_CHECKING:
-    from ..hub import Hub, InstanceInfo
+    from ..hub import Hub
     from .extension import HomelabWeb
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -87,19 +89,6 @@ def parse_labels(text: str | None) -> dict[str, str]:
     return labels
 
 
-def health_out(health: Health) -> s.HealthOut:
-    return s.HealthOut(**health.to_dict())
-
-
-def plugin_out(info: InstanceInfo) -> s.PluginOut:
-    return s.PluginOut(**{**attrs.asdict(info, recurse=False), "health": health_out(info.health)})
-
-
-def execution_out(execution: Execution) -> s.ExecutionOut:
-    data = execution.to_dict()
-    return s.ExecutionOut(**data)
-
-
 def errors(*codes: int) -> Callable[[_F], _F]:
     """Document the JSON error responses a route can give, for the OpenAPI document."""
 
@@ -139,11 +128,11 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
     async def list_plugins(query_args: s.PluginsQuery) -> s.PluginList:
         """Configured plugin instances, optionally filtered."""
         plugins = [
-            plugin_out(i)
+            i
             for i in hub().instances()
             if (query_args.category is None or i.category == query_args.category)
             and (query_args.enabled is None or i.enabled == query_args.enabled)
-            and (query_args.status is None or i.health.state.value == query_args.status)
+            and (query_args.status is None or i.health.state is query_args.status)
         ]
         return s.PluginList(plugins=plugins, count=len(plugins))
 
@@ -159,25 +148,10 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
 
     @bp.get("/api/plugins/stats/summary")
     @errors(401, 403, 503)
-    @validate_response(s.SummaryOut)
-    async def summary() -> s.SummaryOut:
+    @validate_response(Summary)
+    async def summary() -> Summary:
         """The figures a dashboard header shows."""
-        h = hub()
-        infos = h.instances()
-        by_status = {state.value: 0 for state in HealthState}
-        for info in infos:
-            by_status[info.health.state.value] += 1
-        counts = await h.store.execution_counts(since=time.time() - 3600)
-        return s.SummaryOut(
-            instances=len(infos),
-            enabled=sum(i.enabled for i in infos),
-            by_status=by_status,
-            runs_last_hour=sum(n for status, n in counts.items() if status != "skipped"),
-            failures_last_hour=counts.get("error", 0) + counts.get("timeout", 0),
-            samples_stored=await web.samples_stored(),
-            samples_dropped=h.queue.dropped_samples,
-            uptime=time.time() - (h.started_at or time.time()),
-        )
+        return await hub().summary()
 
     @bp.get("/api/plugins/<plugin_id>")
     @errors(404, 401, 403, 503)
@@ -185,54 +159,38 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
     async def plugin_details(plugin_id: str) -> s.PluginDetails:
         """One instance: its type, config (secrets redacted), config schema and run counts."""
         h = hub()
-        info = h.instance(plugin_id)
-        kind = h.plugin_type(plugin_id).describe()
-        stats = h.stats(plugin_id)
         return s.PluginDetails(
-            plugin=plugin_out(info),
-            type=s.TypeOut(
-                name=kind["name"],
-                title=kind["title"],
-                category=kind["category"],
-                description=kind["description"],
-                version=kind["version"],
-                default_interval=kind["default_interval"],
-            ),
-            config_schema=kind["config_schema"],
-            stats=s.RunStatsOut(
-                runs=stats.runs,
-                ok=stats.ok,
-                errors=stats.errors,
-                timeouts=stats.timeouts,
-                skipped=stats.skipped,
-            ),
+            plugin=h.instance(plugin_id),
+            type=h.type_info(plugin_id),
+            config_schema=h.config_schema(plugin_id),
+            stats=h.stats(plugin_id),
         )
 
     @bp.post("/api/plugins/<plugin_id>/enable")
     @errors(400, 404, 401, 403, 503)
     @validate_request(s.EnableIn)
-    @validate_response(s.PluginOut)
-    async def enable(plugin_id: str, data: s.EnableIn) -> s.PluginOut:
+    @validate_response(InstanceInfo)
+    async def enable(plugin_id: str, data: s.EnableIn) -> InstanceInfo:
         """Enable or disable an instance; the choice is stored and acts at once."""
         # quart-schema converts bodies leniently ("false" -> False); insist on a boolean.
         raw = await request.get_json(silent=True)
         if not isinstance(raw, dict) or not isinstance(raw.get("enabled"), bool):
             raise ApiError(400, "invalid_request", "enabled must be true or false")
-        return plugin_out(await hub().set_enabled(plugin_id, data.enabled))
+        return await hub().set_enabled(plugin_id, data.enabled)
 
     @bp.post("/api/plugins/<plugin_id>/run")
     @errors(404, 409, 401, 403, 503)
-    @validate_response(s.ExecutionOut)
-    async def run_now(plugin_id: str) -> s.ExecutionOut:
+    @validate_response(Execution)
+    async def run_now(plugin_id: str) -> Execution:
         """Run an instance now and return the execution."""
-        return execution_out(await hub().run_now(plugin_id))
+        return await hub().run_now(plugin_id)
 
     @bp.get("/api/plugins/<plugin_id>/status")
     @errors(404, 401, 403, 503)
-    @validate_response(s.HealthOut)
-    async def status(plugin_id: str) -> s.HealthOut:
+    @validate_response(Health)
+    async def status(plugin_id: str) -> Health:
         """An instance's health."""
-        return health_out(hub().health(plugin_id))
+        return hub().health(plugin_id)
 
     @bp.get("/api/plugins/<plugin_id>/metrics")
     @errors(404, 401, 403, 503)
@@ -294,7 +252,7 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
         q = query_args
         found = await hub().executions(plugin_id, status=q.status, limit=q.limit, before=q.before)
         next_before = found[-1].id if len(found) == q.limit else None
-        return s.ExecutionList(plugin_id, [execution_out(e) for e in found], next_before)
+        return s.ExecutionList(plugin_id, found, next_before)
 
     @bp.get("/api/health")
     @validate_response(s.HealthCheckOut, 200)
@@ -302,15 +260,14 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
     async def health() -> tuple[s.HealthCheckOut, int]:
         """Liveness and readiness: the store answers and the scheduler runs."""
         running = web.running_hub
-        store = running is not None and await running.store.ping()
-        scheduler = running is not None and running.scheduler.running
-        ready = bool(store and scheduler)
+        readiness = await running.readiness() if running is not None else None
+        ready = readiness is not None and readiness.ready
         body = s.HealthCheckOut(
             status="ok" if ready else "unavailable",
             live=True,
             ready=ready,
-            store=bool(store),
-            scheduler=bool(scheduler),
+            store=readiness is not None and readiness.store_answers,
+            scheduler=readiness is not None and readiness.scheduler_runs,
         )
         return body, 200 if ready else 503
 

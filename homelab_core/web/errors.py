@@ -10,9 +10,24 @@ from quart import Blueprint, Quart, Response, jsonify
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
-from ..errors import HomelabError, UnknownPluginError
+from ..errors import (
+    ConflictError,
+    HomelabError,
+    InvalidArgumentError,
+    NotFoundError,
+    StoreError,
+)
 
 log = logging.getLogger("homelab.web")
+
+
+#: How the core's errors are answered, by class (the first class that matches wins).
+CORE_ERRORS: dict[type[HomelabError], tuple[int, str]] = {
+    NotFoundError: (404, "not_found"),
+    InvalidArgumentError: (400, "invalid_request"),
+    ConflictError: (409, "conflict"),
+    StoreError: (503, "unavailable"),
+}
 
 
 class ApiError(Exception):
@@ -61,13 +76,13 @@ def register_error_handlers(target: Blueprint | Quart) -> None:
     async def not_text(error: UnicodeDecodeError) -> Response:
         return error_response(400, "invalid_request", "the request body is not UTF-8 text")
 
-    @target.errorhandler(UnknownPluginError)
-    async def unknown_plugin(error: UnknownPluginError) -> Response:
-        return error_response(404, "not_found", str(error))
-
     @target.errorhandler(HomelabError)
     async def homelab_error(error: HomelabError) -> Response:
-        return error_response(409, "conflict", str(error))
+        for cls, (status, code) in CORE_ERRORS.items():
+            if isinstance(error, cls):
+                return error_response(status, code, str(error))
+        log.error("unexpected core error while serving a request: %s", error)
+        return error_response(500, "internal_error", str(error))
 
     @target.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:

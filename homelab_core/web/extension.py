@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 from importlib.resources import files
@@ -32,8 +31,6 @@ STREAM_SETTINGS = {
     "websocket_queue_size": "queue_size",
     "websocket_replay_size": "replay_size",
 }
-#: Seconds that the summary's sample count may be old (counting a big table is slow).
-SAMPLE_COUNT_TTL = 30.0
 
 
 class HomelabWeb:
@@ -72,7 +69,6 @@ class HomelabWeb:
         #: heartbeat): the ``[server] websocket_*`` settings, then ``stream_options``.
         self.stream_options = stream_settings(self.settings, stream_options)
         self.url_prefix = url_prefix
-        self._sample_count: tuple[float, int] | None = None
         #: The WebSocket broadcaster while serving.
         self.stream: MetricStream | None = None
         #: The encoded latest-metrics bodies while serving.
@@ -139,13 +135,6 @@ class HomelabWeb:
         if latest is None or self._hub is None:
             raise ApiError(503, "unavailable", "the hub is not running")
         return latest
-
-    async def samples_stored(self) -> int:
-        """The number of stored raw samples, counted at most every 30 s."""
-        now = time.monotonic()
-        if self._sample_count is None or now - self._sample_count[0] > SAMPLE_COUNT_TTL:
-            self._sample_count = (now, await self.hub.store.count_samples())
-        return self._sample_count[1]
 
 
 def stream_settings(settings: Any, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -4,8 +4,8 @@ Dashboards poll the latest values far more often than instances collect them: en
 same values again for every request (reading the cache, rebuilding every metric, validating
 and encoding the response) cost more than Quart and the server together. :class:`LatestBodies`
 encodes an instance's latest values once and serves those bytes until the hub publishes a
-``metrics`` event of that instance, the only way its latest values change (the hub updates
-the cache, then publishes the event).
+:class:`~homelab_core.events.MetricsCollected` event of that instance, the only way its
+latest values change (the hub updates the cache, then publishes the event).
 
 It learns of changes through the bus subscription's ``accept`` filter, which the bus calls as
 it publishes: the cached body is dropped before the publisher's next line runs, so a request
@@ -22,14 +22,16 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from ..events import Event, MetricsCollected
+
 if TYPE_CHECKING:
-    from ..bus import Event
     from ..hub import Hub
+    from ..model import Metric
 
 _encoder = msgspec.json.Encoder(order="sorted")
 
 
-def encode_latest(plugin_id: str, metrics: list[dict[str, object]]) -> bytes:
+def encode_latest(plugin_id: str, metrics: list[Metric]) -> bytes:
     """The body: ``{"metrics": [...], "plugin_id": ...}``, keys sorted, newline-terminated."""
     return _encoder.encode({"plugin_id": plugin_id, "metrics": metrics}) + b"\n"
 
@@ -67,7 +69,7 @@ class LatestBodies:
 
         Never accepts the event: nothing waits on this subscription's buffer.
         """
-        if event.type == "metrics":
+        if type(event) is MetricsCollected:
             instance_id = event.instance_id
             self._bodies.pop(instance_id, None)
             self._changes[instance_id] = self._changes.get(instance_id, 0) + 1
@@ -76,7 +78,7 @@ class LatestBodies:
     async def body(self, plugin_id: str) -> bytes:
         """The encoded latest values of ``plugin_id``; raises for an unknown instance."""
         hub = self.hub
-        hub.plugin_type(plugin_id)  # UnknownPluginError (404) for an unknown instance
+        hub.plugin_type(plugin_id)  # UnknownInstanceError (404) for an unknown instance
         cached = self._bodies.get(plugin_id)
         if cached is not None:
             self.hits += 1
@@ -84,7 +86,7 @@ class LatestBodies:
         self.misses += 1
         changes = self._changes.get(plugin_id, 0)
         metrics = await hub.latest(plugin_id)
-        body = encode_latest(plugin_id, [m.to_dict() for m in metrics])
+        body = encode_latest(plugin_id, metrics)
         if self._watching and self._changes.get(plugin_id, 0) == changes:
             if len(self._bodies) >= self.limit:
                 self._bodies.clear()

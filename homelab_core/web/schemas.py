@@ -1,4 +1,10 @@
-"""Request and response schemas of the REST API (attrs classes, validated by msgspec)."""
+"""Request and response schemas of the REST API (attrs classes, validated by msgspec).
+
+The domain types (an instance, its health, an execution, a metric, run counters, a type's
+metadata, the summary) are the core's own classes from :mod:`homelab_core.model`, used here
+as they are: an API field cannot drift from the type it shows. This module adds only the
+envelopes (lists with counts, pages) and the queries.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,18 @@ from typing import Annotated, Any, Literal
 
 import attrs
 import msgspec
+
+from ..model import (
+    Execution,
+    ExecutionStatus,
+    Health,
+    HealthState,
+    InstanceInfo,
+    Metric,
+    RunStats,
+    Summary,
+    TypeInfo,
+)
 
 #: What ``since`` and ``until`` look like: ``now``, ``-1h``-style, epoch seconds, ISO 8601.
 TIME_PATTERN = (
@@ -18,9 +36,6 @@ MAX_STEP = 1e9  # seconds, about 30 years
 MAX_POINTS = 2000  # per series in one history answer
 MAX_LIMIT = 1000  # executions in one page
 MAX_ID = 2**63 - 1  # the largest execution id
-
-Status = Literal["ok", "degraded", "failing", "disabled", "unknown"]
-ExecutionStatusName = Literal["ok", "error", "timeout", "skipped"]
 
 
 @attrs.define
@@ -42,64 +57,21 @@ class PluginsQuery:
 
     category: str | None = None
     enabled: bool | None = None
-    status: Status | None = None
-
-
-@attrs.define
-class HealthOut:
-    state: Status
-    message: str
-    since: float
-    last_success: float | None
-    last_error: str | None
-    last_error_at: float | None
-    consecutive_failures: int
-
-
-@attrs.define
-class PluginOut:
-    id: str
-    type: str
-    title: str
-    category: str
-    enabled: bool
-    interval: float
-    timeout: float
-    config: dict[str, Any]
-    health: HealthOut
+    status: HealthState | None = None
 
 
 @attrs.define
 class PluginList:
-    plugins: list[PluginOut]
+    plugins: list[InstanceInfo]
     count: int
 
 
 @attrs.define
-class RunStatsOut:
-    runs: int
-    ok: int
-    errors: int
-    timeouts: int
-    skipped: int
-
-
-@attrs.define
-class TypeOut:
-    name: str
-    title: str
-    category: str
-    description: str
-    version: str
-    default_interval: float
-
-
-@attrs.define
 class PluginDetails:
-    plugin: PluginOut
-    type: TypeOut
+    plugin: InstanceInfo
+    type: TypeInfo
     config_schema: dict[str, Any]
-    stats: RunStatsOut
+    stats: RunStats
 
 
 @attrs.define
@@ -110,20 +82,9 @@ class EnableIn:
 
 
 @attrs.define
-class MetricOut:
-    name: str
-    value: float
-    unit: str
-    labels: dict[str, str]
-    timestamp: float | None
-    kind: Literal["gauge", "counter"]
-    device_class: str | None
-
-
-@attrs.define
 class MetricList:
     plugin_id: str
-    metrics: list[MetricOut]
+    metrics: list[Metric]
 
 
 @attrs.define
@@ -166,28 +127,15 @@ class HistoryOut:
 class ExecutionsQuery:
     """Parameters of ``GET /api/plugins/{id}/executions``."""
 
-    status: ExecutionStatusName | None = None
+    status: ExecutionStatus | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = 50
     before: Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)] | None = None
 
 
 @attrs.define
-class ExecutionOut:
-    id: int | None
-    instance_id: str
-    started_at: float
-    duration: float
-    status: ExecutionStatusName
-    error: str | None
-    metric_count: int
-    trigger: str
-    lag: float
-
-
-@attrs.define
 class ExecutionList:
     plugin_id: str
-    executions: list[ExecutionOut]
+    executions: list[Execution]
     next_before: int | None
 
 
@@ -203,18 +151,6 @@ class CategoryList:
 
 
 @attrs.define
-class SummaryOut:
-    instances: int
-    enabled: int
-    by_status: dict[str, int]
-    runs_last_hour: int
-    failures_last_hour: int
-    samples_stored: int
-    samples_dropped: int
-    uptime: float
-
-
-@attrs.define
 class HealthCheckOut:
     status: Literal["ok", "unavailable"]
     live: bool
@@ -224,8 +160,17 @@ class HealthCheckOut:
 
 
 #: Every schema class, for the OpenAPI document's components.
-SCHEMA_CLASSES = tuple(
-    value
-    for value in list(globals().values())
-    if isinstance(value, type) and attrs.has(value) and value.__module__ == __name__
+SCHEMA_CLASSES = (
+    *(
+        value
+        for value in list(globals().values())
+        if isinstance(value, type) and attrs.has(value) and value.__module__ == __name__
+    ),
+    Execution,
+    Health,
+    InstanceInfo,
+    Metric,
+    RunStats,
+    Summary,
+    TypeInfo,
 )

@@ -25,14 +25,16 @@ import anyio.lowlevel
 from anyio.abc import TaskStatus
 from quart import Blueprint, websocket
 
+from ..codec import to_builtins
 from . import ws_protocol as p
 from .auth import bearer, needs_token, token_matches
 from .errors import ApiError
 from .ws_client import Client, Close, Connection
 
 if TYPE_CHECKING:
-    from ..bus import Event, Subscription
+    from ..bus import Subscription
     from ..config import ServerSettings
+    from ..events import Event
     from ..hub import Hub
     from .extension import HomelabWeb
 
@@ -145,7 +147,7 @@ class MetricStream:
         """Number, encode, remember and offer one event to every client; never waits."""
         try:
             frame = p.make_frame(
-                self.seq + 1, str(event.type), str(event.instance_id), event.timestamp, event.data
+                self.seq + 1, event.type, event.instance_id, event.timestamp, p.event_data(event)
             )
         except Exception:
             log.exception("skipped an event that cannot be encoded as JSON: %r", event)
@@ -381,9 +383,9 @@ class MetricStream:
         """
         plugins: dict[str, Any] = {}
         for instance_id in filter(wanted.wants_plugin, ids):
-            metrics = [m.to_dict() for m in await self.hub.latest(instance_id)]
+            metrics = to_builtins(await self.hub.latest(instance_id))
             plugins[instance_id] = {
-                "status": self.hub.health(instance_id).to_dict(),
+                "status": to_builtins(self.hub.health(instance_id)),
                 "metrics": wanted.select(metrics),
             }
         return plugins

@@ -17,6 +17,8 @@ from typing import Any
 import attrs
 
 from .. import __version__
+from ..codec import to_builtins
+from ..events import Event, ExecutionFinished, HealthChanged, InstanceChanged, MetricsCollected
 
 #: Largest client message accepted, in bytes of UTF-8.
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -151,6 +153,19 @@ class Frame:
     def entry(self) -> Entry:
         """The frame without its parsed data, for the replay buffer."""
         return (self.seq, self.type, self.plugin_id, self.ts, self.text)
+
+
+def event_data(event: Event) -> Any:
+    """The ``data`` of an event's message: what docs/websocket.md says each type carries."""
+    if type(event) is MetricsCollected:
+        return to_builtins(event.metrics)
+    if type(event) is ExecutionFinished:
+        return to_builtins(event.execution)
+    if type(event) is HealthChanged:
+        return to_builtins(event.new)
+    if type(event) is InstanceChanged:
+        return {"enabled": event.enabled, "state": event.state.value}
+    raise TypeError(f"no wire form for {type(event).__name__}")
 
 
 def event_text(seq: int, kind: str, plugin_id: str, ts: float, data: Any) -> str:

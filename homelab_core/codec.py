@@ -1,0 +1,43 @@
+"""The one codec of the domain types: attrs classes to JSON-ready values and to bytes.
+
+msgspec encodes attrs classes, enums and containers directly, so no class writes its own
+``to_dict`` by hand: :class:`~homelab_core.model.Execution`, the events of
+:mod:`homelab_core.events` and the API's responses are all encoded here, the same way.
+Labels are written one way for every place that keys on them (the series key, the store's
+series table): :func:`labels_json`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import msgspec
+
+_T = TypeVar("_T")
+_json = msgspec.json.Encoder()
+
+
+def to_builtins(obj: Any) -> Any:
+    """``obj`` as dicts, lists, text and numbers (enums by value)."""
+    return msgspec.to_builtins(obj)
+
+
+def to_json(obj: Any) -> bytes:
+    """``obj`` as compact JSON bytes."""
+    return _json.encode(obj)
+
+
+def from_builtins(data: Any, cls: type[_T]) -> _T:
+    """Rebuild a ``cls`` from :func:`to_builtins` output, checking the types."""
+    return msgspec.convert(data, cls)
+
+
+def labels_json(labels: Mapping[str, str]) -> str:
+    """The canonical text of a label set: JSON, keys sorted, no spaces, ASCII only.
+
+    Stored in the series table as part of a series' identity, so it must never change for
+    existing stores (``json`` escapes non-ASCII text, which msgspec would not).
+    """
+    return json.dumps(labels, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,272 @@
+"""Calling one instance's plugin methods: on the event loop or in a worker thread, under a
+timeout, with every outcome turned into an :class:`~homelab_core.Execution`.
+
+A :class:`Runner` belongs to one instance. The scheduler uses it for every run, setup and
+teardown; :func:`run_once` (``homelab run --once``) uses the same object, so one run
+behaves the same inside and outside a schedule.
+
+A sync method runs in a worker thread, which cannot be killed: on timeout it is abandoned
+and keeps running. The runner remembers that (:attr:`Runner.thread_busy`) so that no other
+method of the plugin is called while it still runs.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import anyio
+import attrs
+
+from .errors import SetupFailed, SetupNotReady
+from .model import Execution, ExecutionStatus, HealthReport, Metric
+from .plugin import Plugin
+
+log = logging.getLogger("homelab.runner")
+
+#: Seconds that a plugin's ``teardown()`` may take when the instance stops.
+TEARDOWN_TIMEOUT = 10.0
+#: Plugin methods whose base implementation does nothing.
+_BASE_NO_OPS = frozenset({Plugin.setup, Plugin.teardown, Plugin.health})
+
+
+class SetupResult(enum.Enum):
+    """What a setup attempt means for the instance."""
+
+    READY = "ready"
+    #: Failed, timed out or not ready: try again later.
+    RETRY = "retry"
+    #: :class:`~homelab_core.errors.SetupFailed`: do not try again.
+    FAILED = "failed"
+
+
+@attrs.frozen
+class Outcome:
+    """One call of a plugin method: its execution record, result and exception."""
+
+    execution: Execution
+    result: Any = None
+    error: BaseException | None = None
+
+
+class Runner:
+    """Calls the methods of one instance's plugin object.
+
+    :param instance_id: the instance, for execution records and log lines.
+    :param plugin: the plugin object.
+    :param timeout: seconds each call may take.
+    """
+
+    def __init__(self, instance_id: str, plugin: Plugin, timeout: float) -> None:
+        self.instance_id = instance_id
+        self.plugin = plugin
+        self.timeout = timeout
+        # Set while no worker thread of this instance runs (one may outlive its timeout).
+        self._thread_idle = threading.Event()
+        self._thread_idle.set()
+        self._health_hook = type(plugin).health is not Plugin.health
+
+    @property
+    def thread_busy(self) -> bool:
+        """Whether a worker thread of this instance is still running (perhaps abandoned)."""
+        return not self._thread_idle.is_set()
+
+    async def wait_thread(self, timeout: float | None) -> bool:
+        """Wait for a running worker thread to return; False if it did not in time."""
+        if self._thread_idle.is_set():
+            return True
+        return await anyio.to_thread.run_sync(
+            self._thread_idle.wait, timeout, abandon_on_cancel=True
+        )
+
+    async def call(self, method: Callable[[], Any]) -> Any:
+        """Await an async method, or run a sync one in a worker thread."""
+        if getattr(method, "__func__", None) in _BASE_NO_OPS:
+            # The base class's setup()/teardown() do nothing: skip the worker thread round
+            # trip (docs/performance.md: it made starting and stopping many instances slow).
+            return None
+        if inspect.iscoroutinefunction(method):
+            result = await method()
+        else:
+            idle = self._thread_idle
+
+            def in_thread() -> Any:
+                # Marked busy here, not before: a job cancelled before a worker picks it
+                # up never runs, and must not leave the instance looking busy for good.
+                idle.clear()
+                try:
+                    return method()
+                finally:
+                    idle.set()
+
+            result = await anyio.to_thread.run_sync(in_thread, abandon_on_cancel=True)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def attempt(
+        self,
+        method: Callable[[], Any],
+        *,
+        trigger: str,
+        what: str = "",
+        scheduled: float | None = None,
+        stamp: float | None = None,
+    ) -> Outcome:
+        """Call ``method`` under the timeout; its outcome as an execution.
+
+        ``what`` ("setup") prefixes error texts. With ``stamp``, the result is validated as
+        collected metrics (stamped with that time) and counted in the execution.
+        """
+        started_wall, started = time.time(), anyio.current_time()
+        status, error, result, count = ExecutionStatus.OK, None, None, 0
+        failure: BaseException | None = None
+        with anyio.move_on_after(self.timeout) as scope:
+            try:
+                result = await self.call(method)
+                if stamp is not None:
+                    result = validate_metrics(result, stamp)
+                    count = len(result)
+            except Exception as exc:
+                status, error, result, count, failure = (
+                    ExecutionStatus.ERROR,
+                    describe(exc),
+                    None,
+                    0,
+                    exc,
+                )
+                if what:
+                    error = f"{what} failed: {error}"
+        if scope.cancelled_caught:
+            prefix = f"{what} " if what else ""
+            status, error, result, count = (
+                ExecutionStatus.TIMEOUT,
+                f"{prefix}timed out after {self.timeout:g} s",
+                None,
+                0,
+            )
+        execution = Execution(
+            instance_id=self.instance_id,
+            started_at=started_wall,
+            duration=anyio.current_time() - started,
+            status=status,
+            error=error,
+            metric_count=count,
+            trigger=trigger,
+            lag=0.0 if scheduled is None else max(0.0, started - scheduled),
+        )
+        return Outcome(execution, result, failure)
+
+    async def setup(self, trigger: str = "setup") -> tuple[SetupResult, Outcome]:
+        """One setup attempt, once no earlier call of the plugin still runs in a thread.
+
+        A timed-out setup or collect may still run in its thread: waiting for it keeps two
+        calls into the plugin from ever overlapping, even across disable and enable.
+        """
+        await self.wait_thread(None)
+        outcome = await self.attempt(self.plugin.setup, trigger=trigger, what="setup")
+        if outcome.execution.status is ExecutionStatus.OK:
+            return SetupResult.READY, outcome
+        if isinstance(outcome.error, SetupFailed):
+            return SetupResult.FAILED, outcome
+        return SetupResult.RETRY, outcome
+
+    async def collect(
+        self, trigger: str, scheduled: float | None = None
+    ) -> tuple[Execution, list[Metric], HealthReport | None]:
+        """One collection, then ``health()`` if the plugin has one; under one timeout."""
+        started_wall = time.time()
+        plugin = self.plugin
+        if not self._health_hook:
+            # The common case, kept lean: no closure, one Execution per run.
+            outcome = await self.attempt(
+                plugin.collect, trigger=trigger, scheduled=scheduled, stamp=started_wall
+            )
+            return outcome.execution, outcome.result or [], None
+
+        async def collect() -> tuple[list[Metric], HealthReport | None]:
+            metrics = validate_metrics(await self.call(plugin.collect), started_wall)
+            return metrics, validate_report(await self.call(plugin.health))
+
+        outcome = await self.attempt(collect, trigger=trigger, scheduled=scheduled)
+        metrics, report = outcome.result if outcome.result is not None else ([], None)
+        execution = attrs.evolve(outcome.execution, metric_count=len(metrics))
+        return execution, metrics, report
+
+    async def teardown(self) -> None:
+        """Call ``teardown()``, shielded and bounded, once no worker thread of it runs."""
+        with anyio.move_on_after(TEARDOWN_TIMEOUT, shield=True):
+            try:
+                if await self.wait_thread(TEARDOWN_TIMEOUT):
+                    await self.call(self.plugin.teardown)
+                else:
+                    log.warning(
+                        "plugin instance %r: not tearing down, a run is still blocked in its"
+                        " worker thread",
+                        self.instance_id,
+                    )
+            except Exception:
+                log.exception("teardown of plugin instance %r failed", self.instance_id)
+
+
+def validate_metrics(raw: Any, timestamp: float) -> list[Metric]:
+    """Check what ``collect()`` returned and stamp metrics that carry no timestamp."""
+    if raw is None:
+        return []
+    if isinstance(raw, Metric | Mapping | str | bytes) or not isinstance(raw, Iterable):
+        raise TypeError(f"collect() must return an iterable of Metric, got {type(raw).__name__}")
+    metrics = []
+    for item in raw:
+        if not isinstance(item, Metric):
+            raise TypeError(
+                f"collect() returned a {type(item).__name__} among its metrics;"
+                " return homelab_core.Metric objects"
+            )
+        if item.timestamp is None:
+            item = item.with_timestamp(timestamp)
+        metrics.append(item)
+    return metrics
+
+
+def validate_report(raw: Any) -> HealthReport | None:
+    """Check what ``health()`` returned."""
+    if raw is None or isinstance(raw, HealthReport):
+        return raw
+    raise TypeError(f"health() must return a HealthReport or None, got {type(raw).__name__}")
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one line: its class, then its text if it has one."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def retry_after(outcome: Outcome) -> float | None:
+    """The wait a plugin asked for with :class:`~homelab_core.errors.SetupNotReady`."""
+    error = outcome.error
+    return error.retry_after if isinstance(error, SetupNotReady) else None
+
+
+async def run_once(
+    plugin: Plugin, *, instance_id: str, timeout: float
+) -> tuple[Execution, list[Metric], HealthReport | None]:
+    """Set up, collect once and tear down ``plugin``, outside any schedule.
+
+    A failed or timed-out setup is returned as that execution, with no metrics. A sync
+    method still blocked in its worker thread after its timeout is abandoned, as in the
+    scheduler; teardown then waits for it up to :data:`TEARDOWN_TIMEOUT` seconds and is
+    skipped (with a warning) if it has not returned by then.
+    """
+    runner = Runner(instance_id, plugin, timeout)
+    result, outcome = await runner.setup(trigger="manual")
+    if result is not SetupResult.READY:
+        return outcome.execution, [], None
+    try:
+        return await runner.collect("manual")
+    finally:
+        await runner.teardown()
