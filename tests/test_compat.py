@@ -18,6 +18,8 @@ import anyio
 import pytest
 
 from homelab_core import compat
+from homelab_core.store import models
+from homelab_core.store.store import APP, Store
 
 pytestmark = pytest.mark.anyio
 
@@ -81,23 +83,21 @@ async def test_tortoise_context_variable_routes_queries_per_task() -> None:
 
     variable = current_context_variable()
     answers: dict[str, str] = {}
+    # The store's own app label and connection name: Tortoise records both on the model
+    # classes, for every context, so anything else would disturb later stores.
+    connection_name = Store("sqlite://:memory:").connection_name
 
     async def use(name: str) -> None:
         context = TortoiseContext()
         token = variable.set(context)
         try:
             config = {
-                "connections": {"compat": "sqlite://:memory:"},
-                "apps": {
-                    "compat": {
-                        "models": ["homelab_core.store.models"],
-                        "default_connection": "compat",
-                    }
-                },
+                "connections": {connection_name: "sqlite://:memory:"},
+                "apps": {APP: {"models": [models.__name__], "default_connection": connection_name}},
             }
             await context.init(config=config)
             await anyio.sleep(0.01)  # the other task has set the variable meanwhile
-            async with in_transaction("compat") as connection:
+            async with in_transaction(connection_name) as connection:
                 await connection.execute_script("CREATE TABLE IF NOT EXISTS mark (name TEXT)")
                 await connection.execute_query("INSERT INTO mark VALUES (?)", [name])
                 rows = await connection.execute_query_dict("SELECT name FROM mark")
