@@ -18,10 +18,10 @@ import anyio
 import attrs
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.context import TortoiseContext
-from tortoise.context import _current_context as _tortoise_context
 from tortoise.migrations.executor import MigrationExecutor
 from tortoise.transactions import in_transaction
 
+from .. import compat
 from ..codec import labels_json
 from ..errors import StoreError
 from ..model import EXECUTION_COLUMNS, Execution, Health, Metric
@@ -29,6 +29,8 @@ from . import models
 from .sql import Dialect, dialect_of
 
 log = logging.getLogger("homelab.store")
+#: Tortoise's private current-context variable (see :func:`.compat.tortoise_context`).
+_tortoise_context = compat.tortoise_context()
 
 #: The Tortoise app label of the store. The connection label is ``homelab_<dialect>``:
 #: Tortoise caches prepared statements by connection label, so two stores on different
@@ -136,7 +138,7 @@ class Store:
         with self.active():
             try:
                 with anyio.fail_after(OPEN_TIMEOUT):
-                    await self._context.init(config=config, _create_db=False)
+                    await self._context.init(config=config)
                     executor = MigrationExecutor(self.connection, config["apps"])
                     await executor.migrate()
             except Exception as exc:

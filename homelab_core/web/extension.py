@@ -12,7 +12,7 @@ import msgspec
 from quart import Blueprint, Quart, Response, current_app, send_file
 from quart_schema import QuartSchema, hide
 
-from .. import __version__
+from .. import __version__, compat
 from ..config import Settings, load_settings
 from ..hub import Hub
 from ..plugins import PluginManager
@@ -188,18 +188,14 @@ def complete_components(schema_extension: QuartSchema, *, metrics_path: str) -> 
 
     quart-schema keeps only the top model of each msgspec schema, so references to nested
     ones (``HealthOut`` inside ``PluginOut``) would dangle; and it cannot describe the text
-    response of ``metrics_path``. Wraps the provider once.
+    response of ``metrics_path``. Wraps the provider once
+    (:func:`~homelab_core.compat.wrap_openapi_schema`).
     """
-    provider = schema_extension.openapi_provider
-    if getattr(provider, "_homelab_components", False):
-        return
-    build = provider.schema
     _, components = msgspec.json.schema_components(
         schemas.SCHEMA_CLASSES, ref_template="#/components/schemas/{name}"
     )
 
-    def schema() -> dict[str, Any]:
-        document = build()
+    def complete(document: dict[str, Any]) -> dict[str, Any]:
         known = document.setdefault("components", {}).setdefault("schemas", {})
         for name, value in components.items():
             known.setdefault(name, value)
@@ -211,8 +207,7 @@ def complete_components(schema_extension: QuartSchema, *, metrics_path: str) -> 
             prometheus["responses"] = PROMETHEUS_RESPONSES
         return document
 
-    provider.schema = schema  # type: ignore[method-assign]
-    provider._homelab_components = True  # type: ignore[attr-defined]
+    compat.wrap_openapi_schema(schema_extension, complete)
 
 
 def add_extras(blueprint: Blueprint, web: HomelabWeb) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 import click
 
+from .. import compat
 from ..config import load_settings
 from ..errors import ConfigError
 from ..hookspecs import hookimpl
@@ -148,23 +149,11 @@ def hypercorn_websocket_compression(enabled: bool) -> None:
     111 MB without, and a p99 latency of 130 ms instead of 59 ms. Disabled, the handshake
     ignores the client's offer and the connection is not compressed.
 
-    This changes hypercorn for the whole process: ``homelab serve`` owns its process; an
-    app that embeds the extension may call it for itself.
+    This changes hypercorn for the whole process (through a private method: see
+    :func:`~homelab_core.compat.hypercorn_permessage_deflate`): ``homelab serve`` owns its
+    process; an app that embeds the extension may call it for itself.
     """
-    from hypercorn.protocol import ws_stream
-
-    handshake = ws_stream.Handshake
-    original = handshake.__dict__.get("_homelab_accept", handshake.accept)
-    handshake._homelab_accept = original  # type: ignore[attr-defined]
-    if enabled:
-        handshake.accept = original  # type: ignore[method-assign]
-        return
-
-    def accept(self: Any, subprotocol: str | None, additional_headers: Any) -> Any:
-        self.extensions = None  # as if the client had offered no extension
-        return original(self, subprotocol, additional_headers)
-
-    handshake.accept = accept  # type: ignore[method-assign]
+    compat.hypercorn_permessage_deflate(enabled)
 
 
 def hypercorn_config(host: str, port: int) -> Any:

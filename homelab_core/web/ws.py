@@ -25,6 +25,7 @@ import anyio.lowlevel
 from anyio.abc import TaskStatus
 from quart import Blueprint, websocket
 
+from .. import compat
 from ..codec import to_builtins
 from . import ws_protocol as p
 from .auth import bearer, needs_token, token_matches
@@ -411,7 +412,7 @@ def add_websocket(blueprint: Blueprint, web: HomelabWeb) -> None:
             raise ApiError(503, "unavailable", "the live stream is not running")
         await websocket.accept()
         await stream.serve(
-            QuartConnection(websocket._get_current_object()),  # type: ignore[attr-defined]
+            QuartConnection(websocket),
             server=web.settings.server,
             authorization=websocket.headers.get("Authorization"),
         )
@@ -424,13 +425,13 @@ class QuartConnection:
     for an accept that already happened, before every message: a loop turn and a few
     objects per message and client. The stream's sender yields by itself (every
     ``_SEND_BATCH`` messages in a row), so it writes through the function
-    ``Websocket.send`` ends in (``_send``, the same in Quart 0.22 and 0.23; the public
-    method if a Quart ever lacks it).
+    ``Websocket.send`` ends in (:func:`~homelab_core.compat.quart_websocket_send`). Takes
+    the object or the ``quart.websocket`` proxy: its methods are looked up once, here.
     """
 
     __slots__ = ("close", "receive", "send")
 
     def __init__(self, ws: Any) -> None:
-        self.send = getattr(ws, "_send", None) or ws.send
+        self.send = compat.quart_websocket_send(ws)
         self.receive = ws.receive
         self.close = ws.close
