@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,19 @@ from click.testing import CliRunner
 from homelab_core import PluginManager, __version__, hookimpl
 from homelab_core.cli import cli
 from homelab_core.options import REDACTED
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def source_tree_env() -> dict[str, str]:
+    """This environment, with the source tree first on ``PYTHONPATH``.
+
+    A subprocess then runs the code under test, not whatever copy of homelab_core the
+    interpreter has installed.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
 
 
 @pytest.fixture
@@ -196,6 +210,7 @@ def test_homelab_run_system_once_prints_cpu_and_memory(tmp_path: Path) -> None:
         text=True,
         timeout=120,
         cwd=tmp_path,
+        env=source_tree_env(),
         check=False,
     )
     assert result.returncode == 0, result.stderr

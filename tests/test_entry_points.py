@@ -3,7 +3,8 @@
 The example package ``examples/homelab-dice`` is really installed with pip into a
 temporary directory; hand-made distributions (a ``*.dist-info`` directory next to a
 module) stand in for a broken and a working third-party plugin. The ``homelab`` command
-runs in a subprocess with only ``PYTHONPATH`` pointing at them, so discovery goes through
+runs in a subprocess with only ``PYTHONPATH`` pointing at them (and at this source tree,
+so that the subprocess runs the code under test), so discovery goes through
 ``importlib.metadata`` exactly as it does for users.
 """
 
@@ -43,11 +44,15 @@ Register = Callable[[type[Plugin]], None]
 
 
 def clean_env(pythonpath: Path | None) -> dict[str, str]:
-    """The current environment without any HOMELAB_* variable, with PYTHONPATH replaced."""
+    """The current environment without any HOMELAB_* variable, with PYTHONPATH replaced.
+
+    The source tree comes after ``pythonpath``: the subprocess imports the homelab_core
+    under test even when the interpreter has another copy installed.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOMELAB_")}
-    env.pop("PYTHONPATH", None)
-    if pythonpath is not None:
-        env["PYTHONPATH"] = str(pythonpath)
+    env["PYTHONPATH"] = os.pathsep.join(
+        str(path) for path in (pythonpath, ROOT) if path is not None
+    )
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
