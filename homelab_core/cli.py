@@ -17,7 +17,7 @@ from .errors import ConfigError, HomelabError
 from .hub import build_instance, plugin_type_for
 from .model import ExecutionStatus
 from .options import config_to_dict
-from .plugins import PluginManager, call_impl
+from .plugins import PluginManager
 from .scheduler import run_once
 
 #: Exit status for bad configuration or bad arguments.
@@ -39,24 +39,8 @@ class _Group(click.Group):
         if self._plugin_commands_loaded:
             return
         self._plugin_commands_loaded = True
-        manager = _manager(ctx)
-        builtins = dict(self.commands)
-        for impl in manager.implementations("register_commands"):
-            try:
-                call_impl(impl, cli=self)
-            except Exception as exc:
-                click.echo(
-                    f"warning: plugin {impl.plugin_name!r} failed to add commands: {exc}",
-                    err=True,
-                )
-            for name, command in builtins.items():
-                if self.commands.get(name) is not command:
-                    self.commands[name] = command
-                    click.echo(
-                        f"warning: plugin {impl.plugin_name!r} tried to replace the built-in"
-                        f" command {name!r}; kept the built-in",
-                        err=True,
-                    )
+        for warning in _manager(ctx).add_commands(self):
+            click.echo(f"warning: {warning}", err=True)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_plugin_commands(ctx)

@@ -1,4 +1,9 @@
-"""The plugin manager: loads entry points one by one and collects plugin types."""
+"""The plugin manager: loads entry points one by one, collects plugin types, calls hooks.
+
+It is the only owner of pluggy: callers ask it to call a hook (:meth:`PluginManager.notify`,
+:meth:`PluginManager.add_commands`, :meth:`PluginManager.plugin_types`) and never handle
+pluggy's implementation objects themselves.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,16 @@ import os
 from collections.abc import Awaitable
 from importlib.metadata import entry_points
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from . import hookspecs
 from .errors import PluginLoadError, PluginRegistrationError, UnknownPluginError
 from .plugin import Plugin, validate_plugin_type
+
+if TYPE_CHECKING:
+    import click
 
 log = logging.getLogger("homelab.plugins")
 
@@ -32,6 +40,8 @@ class PluginManager:
     """
 
     def __init__(self, *, load_entry_points: bool = True, log_errors: bool = True) -> None:
+        #: The pluggy manager underneath, for adding hook specs (tests); call hooks
+        #: through :meth:`notify`, :meth:`add_commands` and :meth:`plugin_types`.
         self.hook_manager = pluggy.PluginManager(hookspecs.PROJECT)
         self.log_errors = log_errors
         self.hook_manager.add_hookspecs(hookspecs)
@@ -45,11 +55,6 @@ class PluginManager:
     def load_errors(self) -> list[PluginLoadError]:
         """Entry points that failed to import, then registrations that were refused."""
         return [*self._import_errors, *self._registration_errors]
-
-    @property
-    def hook(self) -> Any:
-        """The pluggy hook relay (``manager.hook.<name>(...)``)."""
-        return self.hook_manager.hook
 
     def register(self, module: ModuleType | object, name: str | None = None) -> None:
         """Register a plugin module or object by hand (tests, embedding applications).
@@ -144,7 +149,7 @@ class PluginManager:
         sources: dict[str, str] = {}
         self._registration_errors = []
         # In registration order, so that the first plugin to claim a type name keeps it.
-        for impl in self.implementations("register_plugins"):
+        for impl in self._implementations("register_plugins"):
             source = impl.plugin_name
 
             def register(obj: Any, *, _source: str = source) -> None:
@@ -162,40 +167,65 @@ class PluginManager:
                 sources[obj.name] = _source
 
             try:
-                call_impl(impl, register=register)
+                _call_impl(impl, register=register)
             except Exception as exc:
                 self._record(self._registration_errors, PluginLoadError(source, exc))
         return types, sources
 
+    def add_commands(self, cli: click.Group) -> list[str]:
+        """Let every plugin add commands to ``cli`` through ``register_commands``.
+
+        The commands ``cli`` has before the call are built in: a plugin that replaces one
+        gets the built-in put back. A plugin that raises keeps the commands it added
+        before raising. Nothing is printed: each problem is returned as a message naming
+        the plugin, for the command line to show as a warning.
+        """
+        builtins = dict(cli.commands)
+        warnings: list[str] = []
+        for impl in self._implementations("register_commands"):
+            try:
+                _call_impl(impl, cli=cli)
+            except Exception as exc:
+                warnings.append(f"plugin {impl.plugin_name!r} failed to add commands: {exc}")
+            for name, command in builtins.items():
+                if cli.commands.get(name) is not command:
+                    cli.commands[name] = command
+                    warnings.append(
+                        f"plugin {impl.plugin_name!r} tried to replace the built-in"
+                        f" command {name!r}; kept the built-in"
+                    )
+        return warnings
+
     async def notify(self, hook_name: str, **kwargs: Any) -> None:
         """Call an event hook on every plugin, awaiting awaitable results.
 
-        Implementations run in :meth:`implementations` order. One that raises is logged
-        with the plugin's name; the rest still run.
+        Implementations run one at a time, ``tryfirst`` ones first, ``trylast`` ones last
+        and the rest in registration order. One that raises is logged with the plugin's
+        name; the rest still run.
         """
-        for impl in self.implementations(hook_name):
+        for impl in self._implementations(hook_name):
             try:
-                result = call_impl(impl, **kwargs)
+                result = _call_impl(impl, **kwargs)
                 if inspect.isawaitable(result):
                     await _await(result)
             except Exception:
                 log.exception("hook %s of plugin %r failed", hook_name, impl.plugin_name)
 
-    def implementations(self, hook_name: str) -> list[Any]:
+    def _implementations(self, hook_name: str) -> list[Any]:
         """The implementations of a hook in calling order.
 
         ``tryfirst`` ones first and ``trylast`` ones last, as in pluggy; the rest in the
         order their plugins were registered.
         """
-        impls = getattr(self.hook, hook_name).get_hookimpls()
+        impls = getattr(self.hook_manager.hook, hook_name).get_hookimpls()
         return sorted(impls, key=lambda i: 0 if i.tryfirst else 2 if i.trylast else 1)
 
     def has_implementations(self, hook_name: str) -> bool:
         """Whether any registered plugin implements ``hook_name`` (to skip work if none)."""
-        return bool(getattr(self.hook, hook_name).get_hookimpls())
+        return bool(getattr(self.hook_manager.hook, hook_name).get_hookimpls())
 
 
-def call_impl(impl: Any, **kwargs: Any) -> Any:
+def _call_impl(impl: Any, **kwargs: Any) -> Any:
     """Call one hook implementation with the arguments it declares (pluggy allows fewer)."""
     return impl.function(**{name: kwargs[name] for name in impl.argnames})
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import click
 import pytest
 import sample_plugins
 from sample_plugins import Counter
@@ -218,3 +219,43 @@ async def test_tryfirst_and_trylast_are_honoured() -> None:
     manager.register(First(seen), name="first")
     await manager.notify("hub_startup", hub=None)
     assert seen == ["tryfirst", "plain", "trylast"]
+
+
+# -- add_commands ------------------------------------------------------------------------
+
+
+class AddsHello:
+    @hookimpl
+    def register_commands(self, cli: click.Group) -> None:
+        cli.add_command(click.Command("hello", callback=lambda: None))
+
+
+class ReplacesBuiltin:
+    @hookimpl
+    def register_commands(self, cli: click.Group) -> None:
+        cli.add_command(click.Command("status", callback=lambda: None))
+
+
+class AddsThenRaises:
+    @hookimpl
+    def register_commands(self, cli: click.Group) -> None:
+        cli.add_command(click.Command("half", callback=lambda: None))
+        raise RuntimeError("no config for the command")
+
+
+def test_add_commands_adds_and_protects_built_in_commands() -> None:
+    builtin = click.Command("status", callback=lambda: None)
+    group = click.Group("root", commands=[builtin])
+    manager = PluginManager(load_entry_points=False)
+    manager.register(AddsHello(), name="hello")
+    manager.register(ReplacesBuiltin(), name="hijacker")
+    manager.register(AddsThenRaises(), name="crashy")
+
+    warnings = manager.add_commands(group)
+
+    assert warnings == [
+        "plugin 'hijacker' tried to replace the built-in command 'status'; kept the built-in",
+        "plugin 'crashy' failed to add commands: no config for the command",
+    ]
+    assert group.commands["status"] is builtin
+    assert sorted(group.commands) == ["half", "hello", "status"]
