@@ -30,6 +30,12 @@ ENTRY_POINT_GROUP = "homelab.plugins"
 #: Comma-separated entry point names; when set, only those load.
 LOAD_ENV = "HOMELAB_LOAD_PLUGINS"
 
+#: Why wrappers and ``firstresult`` hooks are refused, for the load error.
+_WHY_NOT = (
+    "the framework calls each implementation itself and awaits the results of async ones,"
+    " so {consequence} (see docs/hooks.md)"
+)
+
 
 class PluginManager:
     """Discovers plugin modules and the plugin types they register.
@@ -60,17 +66,29 @@ class PluginManager:
         """Register a plugin module or object by hand (tests, embedding applications).
 
         A hook implementation whose name matches no hook (a misspelling) is reported in
-        :attr:`load_errors`, since it would otherwise never be called.
+        :attr:`load_errors`, since it would otherwise never be called. A plugin with a
+        hook wrapper, or with an implementation of a ``firstresult`` hook, is refused: it
+        is unregistered again, so none of its hooks run, and :attr:`load_errors` says why.
         """
         self.hook_manager.register(module, name=name)
         self._types = None
-        unknown = sorted(
-            caller.name
-            for caller in self.hook_manager.get_hookcallers(module) or []
-            if caller.spec is None
-        )
+        plugin_name = self.hook_manager.get_name(module) or repr(module)
+        callers = self.hook_manager.get_hookcallers(module) or []
+        refused = _unsupported(module, callers)
+        if refused:
+            self.hook_manager.unregister(module)
+            self._record(
+                self._import_errors,
+                PluginLoadError(
+                    plugin_name,
+                    PluginRegistrationError(
+                        f"plugin {plugin_name!r} was not registered: {'; '.join(refused)}"
+                    ),
+                ),
+            )
+            return
+        unknown = sorted(caller.name for caller in callers if caller.spec is None)
         if unknown:
-            plugin_name = self.hook_manager.get_name(module) or repr(module)
             self._record(
                 self._import_errors,
                 PluginLoadError(
@@ -228,6 +246,31 @@ class PluginManager:
 def _call_impl(impl: Any, **kwargs: Any) -> Any:
     """Call one hook implementation with the arguments it declares (pluggy allows fewer)."""
     return impl.function(**{name: kwargs[name] for name in impl.argnames})
+
+
+def _unsupported(plugin: object, callers: list[Any]) -> list[str]:
+    """Why the framework cannot call some of ``plugin``'s implementations, one per hook."""
+    problems = []
+    for caller in callers:
+        for impl in caller.get_hookimpls():
+            if impl.plugin is not plugin:
+                continue
+            if impl.wrapper or impl.hookwrapper:
+                kind = "wrapper=True" if impl.wrapper else "hookwrapper=True"
+                why = _WHY_NOT.format(consequence="a wrapper would see coroutines, not results")
+                problems.append(
+                    f"its {caller.name} implementation is a hook wrapper ({kind}),"
+                    f" which is not supported: {why}"
+                )
+            elif caller.spec is not None and caller.spec.opts.get("firstresult"):
+                why = _WHY_NOT.format(
+                    consequence="the first result would be a coroutine, not a result"
+                )
+                problems.append(
+                    f"it implements {caller.name}, a firstresult hook, which is not"
+                    f" supported: {why}"
+                )
+    return problems
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:

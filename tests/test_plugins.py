@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 import click
@@ -13,9 +13,12 @@ from sample_plugins import Counter
 from homelab_core import (
     Metric,
     Plugin,
+    PluginLoadError,
     PluginManager,
+    PluginRegistrationError,
     UnknownPluginError,
     hookimpl,
+    hookspec,
 )
 from homelab_core.plugin import validate_plugin_type
 
@@ -219,6 +222,100 @@ async def test_tryfirst_and_trylast_are_honoured() -> None:
     manager.register(First(seen), name="first")
     await manager.notify("hub_startup", hub=None)
     assert seen == ["tryfirst", "plain", "trylast"]
+
+
+# -- hook wrappers and firstresult hooks are refused -------------------------------------
+
+
+class Wrapper:
+    """A plugin whose hub_startup is a new-style wrapper; its register_plugins is fine."""
+
+    @hookimpl
+    def register_plugins(self, register: Register) -> None:
+        register(Counter)
+
+    @hookimpl(wrapper=True)
+    def hub_startup(self, hub: Any) -> Generator[None, Any, Any]:
+        return (yield)
+
+
+class OldWrapper:
+    @hookimpl(hookwrapper=True)
+    def hub_startup(self, hub: Any) -> Generator[None, Any, None]:
+        yield
+
+
+def only_error(manager: PluginManager) -> PluginLoadError:
+    [error] = manager.load_errors
+    assert isinstance(error.error, PluginRegistrationError)
+    return error
+
+
+@pytest.mark.parametrize(
+    ("plugin", "kind"),
+    [
+        pytest.param(Wrapper(), "wrapper=True", id="wrapper"),
+        pytest.param(OldWrapper(), "hookwrapper=True", id="hookwrapper"),
+    ],
+)
+async def test_a_plugin_with_a_hook_wrapper_is_refused(plugin: object, kind: str) -> None:
+    manager = PluginManager(load_entry_points=False)
+    seen: list[str] = []
+    manager.register(plugin, name="wrapping")
+    manager.register(Order("bystander", seen), name="bystander")
+
+    error = only_error(manager)
+    assert error.entry_point == "wrapping"
+    message = str(error)
+    assert message.startswith("plugin 'wrapping' was not registered: its hub_startup")
+    assert f"is a hook wrapper ({kind})" in message
+    assert "would see coroutines, not results" in message
+    # None of its hooks run, not even the ones that are not wrappers.
+    assert manager.plugin_types() == {}
+    assert not manager.has_implementations("register_plugins")
+    await manager.notify("hub_startup", hub=None)
+    assert seen == ["bystander"]
+
+
+class PickSpecs:
+    """A firstresult hook, as a later version of the hook specs might declare one."""
+
+    @hookspec(firstresult=True)
+    def pick_one(self, choices: list[str]) -> str | None:
+        """Return one of ``choices``."""
+
+
+class Picker:
+    @hookimpl
+    def pick_one(self, choices: list[str]) -> str:
+        return choices[0]
+
+    @hookimpl
+    def register_plugins(self, register: Register) -> None:
+        register(Counter)
+
+
+def test_a_plugin_implementing_a_firstresult_hook_is_refused() -> None:
+    manager = PluginManager(load_entry_points=False)
+    manager.hook_manager.add_hookspecs(PickSpecs)
+    manager.register(Picker(), name="picker")
+
+    error = only_error(manager)
+    assert error.entry_point == "picker"
+    assert str(error).startswith(
+        "plugin 'picker' was not registered: it implements pick_one, a firstresult hook,"
+        " which is not supported"
+    )
+    assert not manager.has_implementations("pick_one")
+    assert manager.plugin_types() == {}
+
+
+def test_a_refused_plugin_name_can_be_registered_again_once_fixed() -> None:
+    manager = PluginManager(load_entry_points=False)
+    manager.register(Wrapper(), name="wrapping")
+    manager.register(Registers(Counter), name="wrapping")
+    assert manager.plugin_types() == {"counter": Counter}
+    assert manager.source_of("counter") == "wrapping"
 
 
 # -- add_commands ------------------------------------------------------------------------
