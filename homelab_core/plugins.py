@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import time
 from collections.abc import Awaitable
 from importlib.metadata import entry_points
 from types import ModuleType
@@ -25,10 +26,14 @@ if TYPE_CHECKING:
     import click
 
 log = logging.getLogger("homelab.plugins")
+#: One INFO line per hook implementation called, when :data:`TRACE_ENV` is set.
+trace_log = logging.getLogger("homelab.plugins.trace")
 
 ENTRY_POINT_GROUP = "homelab.plugins"
 #: Comma-separated entry point names; when set, only those load.
 LOAD_ENV = "HOMELAB_LOAD_PLUGINS"
+#: Any value but empty or ``0``: log every hook implementation call and its duration.
+TRACE_ENV = "HOMELAB_TRACE_PLUGINS"
 
 #: Why wrappers and ``firstresult`` hooks are refused, for the load error.
 _WHY_NOT = (
@@ -43,6 +48,9 @@ class PluginManager:
     Entry points of the ``homelab.plugins`` group load one at a time, each in its own
     ``try``: a plugin that fails to import is recorded in :attr:`load_errors` with its
     name and error, and the others still load.
+
+    Set :data:`TRACE_ENV` (read when the manager is created) to log, on the
+    ``homelab.plugins.trace`` logger, how long each hook implementation took.
     """
 
     def __init__(self, *, load_entry_points: bool = True, log_errors: bool = True) -> None:
@@ -56,6 +64,10 @@ class PluginManager:
         self._types: dict[str, type[Plugin]] | None = None
         self._sources: dict[str, str] = {}
         self._entry_points_loaded = not load_entry_points
+        self._trace = _trace_enabled()
+        if self._trace:
+            # Shown by any handler the application set up, whatever the root logger's level.
+            trace_log.setLevel(logging.INFO)
 
     @property
     def load_errors(self) -> list[PluginLoadError]:
@@ -185,7 +197,7 @@ class PluginManager:
                 sources[obj.name] = _source
 
             try:
-                _call_impl(impl, register=register)
+                self._call("register_plugins", impl, register=register)
             except Exception as exc:
                 self._record(self._registration_errors, PluginLoadError(source, exc))
         return types, sources
@@ -202,7 +214,7 @@ class PluginManager:
         warnings: list[str] = []
         for impl in self._implementations("register_commands"):
             try:
-                _call_impl(impl, cli=cli)
+                self._call("register_commands", impl, cli=cli)
             except Exception as exc:
                 warnings.append(f"plugin {impl.plugin_name!r} failed to add commands: {exc}")
             for name, command in builtins.items():
@@ -222,12 +234,31 @@ class PluginManager:
         name; the rest still run.
         """
         for impl in self._implementations(hook_name):
+            start = time.perf_counter()
+            failed = True
             try:
                 result = _call_impl(impl, **kwargs)
                 if inspect.isawaitable(result):
                     await _await(result)
+                failed = False
             except Exception:
                 log.exception("hook %s of plugin %r failed", hook_name, impl.plugin_name)
+            finally:
+                if self._trace:
+                    _log_call(hook_name, impl, start, failed)
+
+    def _call(self, hook_name: str, impl: Any, **kwargs: Any) -> Any:
+        """Call one implementation of a hook whose results are not awaited, traced."""
+        if not self._trace:
+            return _call_impl(impl, **kwargs)
+        start = time.perf_counter()
+        failed = True
+        try:
+            result = _call_impl(impl, **kwargs)
+            failed = False
+            return result
+        finally:
+            _log_call(hook_name, impl, start, failed)
 
     def _implementations(self, hook_name: str) -> list[Any]:
         """The implementations of a hook in calling order.
@@ -246,6 +277,18 @@ class PluginManager:
 def _call_impl(impl: Any, **kwargs: Any) -> Any:
     """Call one hook implementation with the arguments it declares (pluggy allows fewer)."""
     return impl.function(**{name: kwargs[name] for name in impl.argnames})
+
+
+def _log_call(hook_name: str, impl: Any, start: float, failed: bool) -> None:
+    duration_ms = (time.perf_counter() - start) * 1000
+    trace_log.info(
+        "hook %s of plugin %r took %.3f ms%s",
+        hook_name,
+        impl.plugin_name,
+        duration_ms,
+        " (raised)" if failed else "",
+        extra={"hook": hook_name, "plugin": impl.plugin_name, "duration_ms": duration_ms},
+    )
 
 
 def _unsupported(plugin: object, callers: list[Any]) -> list[str]:
@@ -275,6 +318,10 @@ def _unsupported(plugin: object, callers: list[Any]) -> list[str]:
 
 async def _await(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
+
+
+def _trace_enabled() -> bool:
+    return os.environ.get(TRACE_ENV, "").strip() not in ("", "0")
 
 
 def _allowed_names() -> set[str] | None:

@@ -26,7 +26,7 @@ import pytest
 
 from homelab_core import Metric, Plugin, PluginManager, PluginRegistrationError, hookimpl
 from homelab_core.cli import EXIT_CONFIG
-from homelab_core.plugins import LOAD_ENV
+from homelab_core.plugins import LOAD_ENV, TRACE_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "homelab-dice"
@@ -123,7 +123,6 @@ class GoodOne(Plugin):
 def register_plugins(register):
     register(GoodOne)
 """
-
 
 WRAPPING_MODULE = """\
 from homelab_core import Metric, Plugin, hookimpl
@@ -491,6 +490,23 @@ def test_plugins_command_reports_a_refused_entry_point(wrapping_site: Path, tmp_
     assert len(errors) == 1, result.stderr
     assert "plugin 'wrapping' was not registered: its hub_startup" in errors[0]
     assert listed_types(result.stdout) == {}
+
+
+# -- HOMELAB_TRACE_PLUGINS ---------------------------------------------------------------
+
+
+def test_trace_env_shows_each_hook_call_on_stderr(tmp_path: Path) -> None:
+    result = homelab(
+        ["plugins"], pythonpath=None, cwd=tmp_path, extra_env={LOAD_ENV: "system", TRACE_ENV: "1"}
+    )
+
+    assert result.returncode == 0, result.stderr
+    traced = [line for line in result.stderr.splitlines() if "homelab.plugins.trace" in line]
+    assert len(traced) == 1, result.stderr
+    assert (
+        " INFO homelab.plugins.trace: hook register_plugins of plugin 'system' took " in (traced[0])
+    )
+    assert traced[0].endswith(" ms")
 
 
 # -- HOMELAB_LOAD_PLUGINS ----------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+import logging
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
+import anyio
 import click
 import pytest
 import sample_plugins
@@ -21,6 +23,7 @@ from homelab_core import (
     hookspec,
 )
 from homelab_core.plugin import validate_plugin_type
+from homelab_core.plugins import TRACE_ENV
 
 pytestmark = pytest.mark.anyio
 
@@ -356,3 +359,71 @@ def test_add_commands_adds_and_protects_built_in_commands() -> None:
     ]
     assert group.commands["status"] is builtin
     assert sorted(group.commands) == ["half", "hello", "status"]
+
+
+# -- HOMELAB_TRACE_PLUGINS ---------------------------------------------------------------
+
+TRACE_LOGGER = "homelab.plugins.trace"
+
+
+@pytest.fixture
+def trace_logger_level() -> Iterator[None]:
+    """Restore the trace logger's level, which a tracing manager raises to INFO."""
+    logger = logging.getLogger(TRACE_LOGGER)
+    level = logger.level
+    yield
+    logger.setLevel(level)
+
+
+class Slow:
+    @hookimpl
+    async def hub_startup(self, hub: Any) -> None:
+        await anyio.sleep(0.05)
+
+
+@pytest.mark.usefixtures("trace_logger_level")
+async def test_trace_logs_each_implementation_with_its_duration(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(TRACE_ENV, "1")
+    logging.getLogger(TRACE_LOGGER).setLevel(logging.NOTSET)
+    manager = PluginManager(load_entry_points=False)
+    manager.register(Slow(), name="slow")
+    manager.register(Exploding(), name="exploding")
+    manager.register(sample_plugins, name="sample_plugins")
+    manager.register(AddsHello(), name="hello")
+
+    # No caplog.set_level: the manager itself makes the INFO lines visible.
+    await manager.notify("hub_startup", hub=None)
+    manager.plugin_types()
+    manager.add_commands(click.Group("root"))
+
+    records = [r for r in caplog.records if r.name == TRACE_LOGGER]
+    assert all(r.levelno == logging.INFO for r in records)
+    calls = [(r.hook, r.plugin) for r in records]  # type: ignore[attr-defined]
+    assert calls == [
+        ("hub_startup", "slow"),
+        ("hub_startup", "exploding"),
+        ("register_plugins", "sample_plugins"),
+        ("register_commands", "hello"),
+    ]
+    slow = records[0]
+    assert slow.getMessage().startswith("hook hub_startup of plugin 'slow' took ")
+    # The time spent awaiting the coroutine counts.
+    assert slow.duration_ms >= 45  # type: ignore[attr-defined]
+    assert records[1].getMessage().endswith(" ms (raised)")
+
+
+@pytest.mark.parametrize("value", [None, "", "0"])
+async def test_no_trace_unless_the_variable_is_set(
+    value: str | None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    if value is None:
+        monkeypatch.delenv(TRACE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(TRACE_ENV, value)
+    caplog.set_level(logging.INFO, logger=TRACE_LOGGER)
+    manager = PluginManager(load_entry_points=False)
+    manager.register(Events(), name="events")
+    await manager.notify("hub_startup", hub=None)
+    assert [r for r in caplog.records if r.name == TRACE_LOGGER] == []
