@@ -1,4 +1,9 @@
-"""The ``homelab`` command."""
+"""The ``homelab`` command.
+
+It stays light: the hub, the scheduler and the store (and with them Tortoise, aiocache,
+httpx) are imported inside the commands that need them, so ``homelab --version`` and
+``homelab plugins`` start quickly.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +19,9 @@ import click
 from . import __version__
 from .config import InstanceSettings, Settings, load_settings
 from .errors import ConfigError, HomelabError
-from .hub import build_instance, plugin_type_for
 from .model import ExecutionStatus
 from .options import config_to_dict
 from .plugins import PluginManager
-from .scheduler import run_once
 
 #: Exit status for bad configuration or bad arguments.
 EXIT_CONFIG = 2
@@ -175,6 +178,9 @@ def run_command(
     """Run one collection of TARGET (an instance id or a plugin type) and print JSON."""
     if not once:
         raise click.UsageError("add --once: 'homelab run' runs a single collection")
+    from .hub import build_instance, plugin_type_for
+    from .scheduler import run_once
+
     overrides = _parse_sets(sets)
     manager = _manager(ctx)
     types = manager.plugin_types()
@@ -224,6 +230,8 @@ def run_command(
 @click.pass_context
 def check_config_command(ctx: click.Context, config: str | None) -> None:
     """Validate homelab.toml and every instance's options."""
+    from .hub import build_instance, plugin_type_for
+
     manager = _manager(ctx)
     types = manager.plugin_types()
     # A plugin that failed to load explains an "unknown plugin type" below.

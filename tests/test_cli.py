@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ from click.testing import CliRunner
 from homelab_core import PluginManager, __version__, hookimpl
 from homelab_core.cli import cli
 from homelab_core.options import REDACTED
+from homelab_core.plugins import LOAD_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -250,3 +252,74 @@ def test_check_config_shows_why_a_plugin_is_missing(
     result = run("check-config", "--config", config)
     assert "error: plugin 'junk' registered an invalid type" in result.output
     assert result.exit_code == 0
+
+
+# -- a light command line ----------------------------------------------------------------
+
+#: Libraries that ``homelab --version`` and ``homelab plugins`` (without a store) never need.
+HEAVY = ("tortoise", "aiocache", "httpx", "quart")
+#: Modules of homelab_core that pull them in.
+HEAVY_OWN = ("homelab_core.hub", "homelab_core.store", "homelab_core.scheduler", "homelab_core.web")
+
+
+def test_cli_imports_nothing_heavy_at_module_level() -> None:
+    tree = ast.parse((ROOT / "homelab_core" / "cli.py").read_text(encoding="utf-8"))
+    imported = set()
+    for node in tree.body:  # module level only; imports inside functions are lazy
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = f"homelab_core.{node.module or ''}" if node.level else node.module or ""
+            imported |= {base.rstrip(".")} | {f"{base}.{a.name}" for a in node.names}
+    heavy = {
+        name
+        for name in imported
+        for prefix in (*HEAVY, *HEAVY_OWN)
+        if name == prefix or name.startswith(f"{prefix}.")
+    }
+    assert heavy == set()
+
+
+# Imports homelab_core.cli without running homelab_core/__init__.py (whose own imports are
+# not the command line's concern), runs it, then prints which heavy libraries it loaded.
+IMPORT_PROBE = """\
+import json, sys, types
+package = types.ModuleType("homelab_core")
+package.__path__ = [sys.argv[1]]
+package.__version__ = "0+probe"
+sys.modules["homelab_core"] = package
+from homelab_core.cli import main
+try:
+    main(sys.argv[3:])
+except SystemExit:
+    pass
+heavy = json.loads(sys.argv[2])
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy or m in heavy)))
+"""
+
+
+@pytest.mark.parametrize("args", [["--version"], ["plugins"]], ids=" ".join)
+def test_light_commands_do_not_import_the_hub_or_the_store(args: list[str], tmp_path: Path) -> None:
+    env = source_tree_env()
+    env[LOAD_ENV] = ""  # the bundled plugins' own imports are not under test here
+    env.pop("HOMELAB_CONFIG", None)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            IMPORT_PROBE,
+            str(ROOT / "homelab_core"),
+            json.dumps([*HEAVY, *HEAVY_OWN]),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,  # no homelab.toml, and no homelab.db: nothing is stored
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == ("homelab, version 0+probe" if args == ["--version"] else "Plugin types")
+    assert json.loads(lines[-1]) == []
