@@ -10,18 +10,24 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import click
 
 from . import __version__
 from .config import InstanceSettings, Settings, load_settings
-from .errors import ConfigError, HomelabError
+from .errors import ConfigError, HomelabError, StoreError
+from .lifecycle import resolve_enabled
 from .model import ExecutionStatus
 from .options import config_to_dict
 from .plugins import PluginManager
+
+if TYPE_CHECKING:
+    from .store import InstanceState
 
 #: Exit status for bad configuration or bad arguments.
 EXIT_CONFIG = 2
@@ -131,21 +137,65 @@ def plugins_command(ctx: click.Context, config: str | None) -> None:
         "Configured instances"
         + (f" ({settings.source})" if settings.source else " (embedded defaults)")
     )
+    states = _stored_states(settings) if settings.plugins else {}
     inst_rows = []
     for i in settings.plugins.values():
         installed = types.get(i.type)
         interval = i.interval or (installed.default_interval if installed else None)
+        state = states.get(i.id)
+        enabled = (
+            resolve_enabled(i.enabled, state.enabled, state.config_enabled)
+            if state is not None
+            else resolve_enabled(i.enabled, None, None)
+        )
         inst_rows.append(
             (
                 i.id,
                 i.type if installed else f"{i.type} (not installed)",
-                "yes" if i.enabled else "no",
+                "yes" if enabled else "no",
                 f"{interval:g}s" if interval else "-",
             )
         )
     click.echo(
         _table(inst_rows, ["id", "type", "enabled", "interval"]) if inst_rows else "  (none)"
     )
+
+
+def _stored_states(settings: Settings) -> Mapping[str, InstanceState]:
+    """What the store remembers of each instance (enabled through the API, say), or nothing.
+
+    An SQLite store whose file does not exist holds nothing, and is not created just to
+    list plugins. A store that cannot be opened is a warning: the file's values are shown.
+    """
+    url = settings.database.url
+    if not _may_hold_data(url):
+        return {}
+    from .store import Store
+
+    async def read() -> Mapping[str, InstanceState]:
+        store = Store(url)
+        await store.open()
+        try:
+            return await store.instance_states()
+        finally:
+            await store.close()
+
+    try:
+        return anyio.run(read)
+    except StoreError as exc:
+        click.echo(
+            f"warning: {exc}; showing the enabled state of the config file instead", err=True
+        )
+        return {}
+
+
+def _may_hold_data(url: str) -> bool:
+    """False for an SQLite URL whose file does not exist (or an in-memory database)."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        return True
+    path = unquote(parts.netloc + parts.path)
+    return path != ":memory:" and Path(path).is_file()
 
 
 def _parse_sets(values: Sequence[str]) -> dict[str, str]:

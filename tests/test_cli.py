@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import click
 import pytest
 from click.testing import CliRunner
 
-from homelab_core import PluginManager, __version__, hookimpl
+from homelab_core import Hub, PluginManager, __version__, hookimpl, load_settings
 from homelab_core.cli import cli
 from homelab_core.options import REDACTED
 from homelab_core.plugins import LOAD_ENV
@@ -252,6 +255,82 @@ def test_check_config_shows_why_a_plugin_is_missing(
     result = run("check-config", "--config", config)
     assert "error: plugin 'junk' registered an invalid type" in result.output
     assert result.exit_code == 0
+
+
+# -- the enabled state the store remembers -----------------------------------------------
+
+
+def instance_row(output: str, instance_id: str) -> list[str]:
+    """The row of ``instance_id`` in the "Configured instances" table."""
+    lines = output.splitlines()
+    start = next(n for n, line in enumerate(lines) if line.startswith("Configured instances"))
+    [row] = [line.split() for line in lines[start + 2 :] if line.split()[:1] == [instance_id]]
+    return row
+
+
+def config_with_store(tmp_path: Path, *, enabled: bool, db: Path | None = None) -> str:
+    db = db if db is not None else tmp_path / "homelab.db"
+    return write_config(
+        tmp_path,
+        f'[database]\nurl = "sqlite://{db}"\n'
+        "[scheduler]\njitter = 0\n"
+        f'[plugins.web]\ntype = "counter"\ninterval = 3600\nenabled = {str(enabled).lower()}\n',
+    )
+
+
+@pytest.mark.anyio
+async def test_plugins_shows_the_enabled_state_the_hub_stored(
+    run, manager: PluginManager, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    async def listing(config: str) -> str:
+        # The command runs its own event loop (anyio.run), so not in this one.
+        result = await anyio.to_thread.run_sync(functools.partial(run, "plugins", "-c", config))
+        assert result.exit_code == 0, result.output
+        assert "warning" not in result.output
+        return str(result.output)
+
+    config = config_with_store(tmp_path, enabled=True)
+    async with Hub(load_settings(config), plugin_manager=manager) as hub:
+        await hub.set_enabled("web", False)
+    # Disabled through the API: it stays disabled, though the file says enabled.
+    assert instance_row(await listing(config), "web")[2] == "no"
+
+    async with Hub(load_settings(config), plugin_manager=manager) as hub:
+        assert not hub.instance("web").enabled
+        await hub.set_enabled("web", True)
+    assert instance_row(await listing(config), "web")[2] == "yes"
+
+    # Editing the file's enabled is newer than the API's choice: the file wins.
+    config = config_with_store(tmp_path, enabled=False)
+    assert instance_row(await listing(config), "web")[2] == "no"
+    async with Hub(load_settings(config), plugin_manager=manager) as hub:
+        assert not hub.instance("web").enabled
+
+
+def test_plugins_does_not_create_a_missing_store(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    db = tmp_path / "data" / "homelab.db"
+    db.parent.mkdir()
+    result = run("plugins", "-c", config_with_store(tmp_path, enabled=True, db=db))
+    assert result.exit_code == 0, result.output
+    assert instance_row(result.output, "web")[2] == "yes"
+    assert list(db.parent.iterdir()) == []
+
+
+def test_plugins_warns_once_if_the_store_cannot_be_opened(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    db = tmp_path / "homelab.db"
+    # An SQLite file with a table of the store's name that the store did not make: the
+    # store's migration cannot create its own.
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE homelab_instance (x INTEGER)")
+    conn.close()
+    result = run("plugins", "-c", config_with_store(tmp_path, enabled=True, db=db))
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, result.stderr
+    assert warnings[0].startswith(f"warning: cannot open the store at sqlite://{db}?")
+    assert 'table "homelab_instance" already exists' in warnings[0]
+    assert warnings[0].endswith("; showing the enabled state of the config file instead")
+    assert instance_row(result.output, "web")[2] == "yes"
 
 
 # -- a light command line ----------------------------------------------------------------
