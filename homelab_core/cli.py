@@ -1,24 +1,35 @@
-"""The ``homelab`` command."""
+"""The ``homelab`` command.
+
+It stays light: the hub, the scheduler and the store (and with them Tortoise, aiocache,
+httpx) are imported inside the commands that need them, so ``homelab --version`` and
+``homelab plugins`` start quickly.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import click
 
 from . import __version__
 from .config import InstanceSettings, Settings, load_settings
-from .errors import ConfigError, HomelabError
+from .errors import ConfigError, HomelabError, StoreError
 from .instances import build_instance, plugin_type_for
+from .lifecycle import resolve_enabled
 from .model import ExecutionStatus
 from .options import config_to_dict
-from .plugins import PluginManager, call_impl
+from .plugins import PluginManager
 from .runner import run_once
+
+if TYPE_CHECKING:
+    from .store import StoredInstance
 
 #: Exit status for bad configuration or bad arguments.
 EXIT_CONFIG = 2
@@ -39,24 +50,8 @@ class _Group(click.Group):
         if self._plugin_commands_loaded:
             return
         self._plugin_commands_loaded = True
-        manager = _manager(ctx)
-        builtins = dict(self.commands)
-        for impl in manager.implementations("register_commands"):
-            try:
-                call_impl(impl, cli=self)
-            except Exception as exc:
-                click.echo(
-                    f"warning: plugin {impl.plugin_name!r} failed to add commands: {exc}",
-                    err=True,
-                )
-            for name, command in builtins.items():
-                if self.commands.get(name) is not command:
-                    self.commands[name] = command
-                    click.echo(
-                        f"warning: plugin {impl.plugin_name!r} tried to replace the built-in"
-                        f" command {name!r}; kept the built-in",
-                        err=True,
-                    )
+        for warning in _manager(ctx).add_commands(self):
+            click.echo(f"warning: {warning}", err=True)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_plugin_commands(ctx)
@@ -144,21 +139,65 @@ def plugins_command(ctx: click.Context, config: str | None) -> None:
         "Configured instances"
         + (f" ({settings.source})" if settings.source else " (embedded defaults)")
     )
+    states = _stored_states(settings) if settings.plugins else {}
     inst_rows = []
     for i in settings.plugins.values():
         installed = types.get(i.type)
         interval = i.interval or (installed.default_interval if installed else None)
+        state = states.get(i.id)
+        enabled = (
+            resolve_enabled(i.enabled, state.enabled, state.config_enabled)
+            if state is not None
+            else resolve_enabled(i.enabled, None, None)
+        )
         inst_rows.append(
             (
                 i.id,
                 i.type if installed else f"{i.type} (not installed)",
-                "yes" if i.enabled else "no",
+                "yes" if enabled else "no",
                 f"{interval:g}s" if interval else "-",
             )
         )
     click.echo(
         _table(inst_rows, ["id", "type", "enabled", "interval"]) if inst_rows else "  (none)"
     )
+
+
+def _stored_states(settings: Settings) -> Mapping[str, StoredInstance]:
+    """What the store remembers of each instance (enabled through the API, say), or nothing.
+
+    An SQLite store whose file does not exist holds nothing, and is not created just to
+    list plugins. A store that cannot be opened is a warning: the file's values are shown.
+    """
+    url = settings.database.url
+    if not _may_hold_data(url):
+        return {}
+    from .store import Store
+
+    async def read() -> Mapping[str, StoredInstance]:
+        store = Store(url)
+        await store.open()
+        try:
+            return await store.instance_states()
+        finally:
+            await store.close()
+
+    try:
+        return anyio.run(read)
+    except StoreError as exc:
+        click.echo(
+            f"warning: {exc}; showing the enabled state of the config file instead", err=True
+        )
+        return {}
+
+
+def _may_hold_data(url: str) -> bool:
+    """False for an SQLite URL whose file does not exist (or an in-memory database)."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        return True
+    path = unquote(parts.netloc + parts.path)
+    return path != ":memory:" and Path(path).is_file()
 
 
 def _parse_sets(values: Sequence[str]) -> dict[str, str]:
@@ -191,6 +230,7 @@ def run_command(
     """Run one collection of TARGET (an instance id or a plugin type) and print JSON."""
     if not once:
         raise click.UsageError("add --once: 'homelab run' runs a single collection")
+
     overrides = _parse_sets(sets)
     manager = _manager(ctx)
     types = manager.plugin_types()
@@ -240,6 +280,7 @@ def run_command(
 @click.pass_context
 def check_config_command(ctx: click.Context, config: str | None) -> None:
     """Validate homelab.toml and every instance's options."""
+
     manager = _manager(ctx)
     types = manager.plugin_types()
     # A plugin that failed to load explains an "unknown plugin type" below.

@@ -4,8 +4,14 @@ Implement a hook by writing a function of the same name, decorated with
 :data:`homelab_core.hookimpl`, in the module an entry point of the ``homelab.plugins`` group
 names. ``register_*`` hooks contribute things; the others are events. Event hooks may be
 plain functions or coroutines: the hub awaits what they return, and an error in one
-implementation is logged without stopping the others. Implementations run in the order
-their plugins were registered.
+implementation is logged without stopping the others. Implementations run one at a time,
+``tryfirst`` ones first, ``trylast`` ones last and the others in the order their plugins
+were registered.
+
+The plugin manager calls each implementation itself, so pluggy's hook wrappers
+(``wrapper=True``, ``hookwrapper=True``) and ``firstresult`` specs cannot work (a wrapper
+would see coroutines, not results): a plugin that uses them is refused. See
+docs/hooks.md.
 """
 
 from __future__ import annotations

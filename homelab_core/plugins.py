@@ -1,14 +1,20 @@
-"""The plugin manager: loads entry points one by one and collects plugin types."""
+"""The plugin manager: loads entry points one by one, collects plugin types, calls hooks.
+
+It is the only owner of pluggy: callers ask it to call a hook (:meth:`PluginManager.notify`,
+:meth:`PluginManager.add_commands`, :meth:`PluginManager.plugin_types`) and never handle
+pluggy's implementation objects themselves.
+"""
 
 from __future__ import annotations
 
 import inspect
 import logging
 import os
+import time
 from collections.abc import Awaitable
 from importlib.metadata import entry_points
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -16,11 +22,24 @@ from . import hookspecs
 from .errors import PluginLoadError, PluginRegistrationError, UnknownPluginTypeError
 from .plugin import Plugin, validate_plugin_type
 
+if TYPE_CHECKING:
+    import click
+
 log = logging.getLogger("homelab.plugins")
+#: One INFO line per hook implementation called, when :data:`TRACE_ENV` is set.
+trace_log = logging.getLogger("homelab.plugins.trace")
 
 ENTRY_POINT_GROUP = "homelab.plugins"
 #: Comma-separated entry point names; when set, only those load.
 LOAD_ENV = "HOMELAB_LOAD_PLUGINS"
+#: Any value but empty or ``0``: log every hook implementation call and its duration.
+TRACE_ENV = "HOMELAB_TRACE_PLUGINS"
+
+#: Why wrappers and ``firstresult`` hooks are refused, for the load error.
+_WHY_NOT = (
+    "the framework calls each implementation itself and awaits the results of async ones,"
+    " so {consequence} (see docs/hooks.md)"
+)
 
 
 class PluginManager:
@@ -29,9 +48,14 @@ class PluginManager:
     Entry points of the ``homelab.plugins`` group load one at a time, each in its own
     ``try``: a plugin that fails to import is recorded in :attr:`load_errors` with its
     name and error, and the others still load.
+
+    Set :data:`TRACE_ENV` (read when the manager is created) to log, on the
+    ``homelab.plugins.trace`` logger, how long each hook implementation took.
     """
 
     def __init__(self, *, load_entry_points: bool = True, log_errors: bool = True) -> None:
+        #: The pluggy manager underneath, for adding hook specs (tests); call hooks
+        #: through :meth:`notify`, :meth:`add_commands` and :meth:`plugin_types`.
         self.hook_manager = pluggy.PluginManager(hookspecs.PROJECT)
         self.log_errors = log_errors
         self.hook_manager.add_hookspecs(hookspecs)
@@ -40,32 +64,43 @@ class PluginManager:
         self._types: dict[str, type[Plugin]] | None = None
         self._sources: dict[str, str] = {}
         self._entry_points_loaded = not load_entry_points
+        self._trace = _trace_enabled()
+        if self._trace:
+            # Shown by any handler the application set up, whatever the root logger's level.
+            trace_log.setLevel(logging.INFO)
 
     @property
     def load_errors(self) -> list[PluginLoadError]:
         """Entry points that failed to import, then registrations that were refused."""
         return [*self._import_errors, *self._registration_errors]
 
-    @property
-    def hook(self) -> Any:
-        """The pluggy hook relay (``manager.hook.<name>(...)``)."""
-        return self.hook_manager.hook
-
     def register(self, module: ModuleType | object, name: str | None = None) -> None:
         """Register a plugin module or object by hand (tests, embedding applications).
 
         A hook implementation whose name matches no hook (a misspelling) is reported in
-        :attr:`load_errors`, since it would otherwise never be called.
+        :attr:`load_errors`, since it would otherwise never be called. A plugin with a
+        hook wrapper, or with an implementation of a ``firstresult`` hook, is refused: it
+        is unregistered again, so none of its hooks run, and :attr:`load_errors` says why.
         """
         self.hook_manager.register(module, name=name)
         self._types = None
-        unknown = sorted(
-            caller.name
-            for caller in self.hook_manager.get_hookcallers(module) or []
-            if caller.spec is None
-        )
+        plugin_name = self.hook_manager.get_name(module) or repr(module)
+        callers = self.hook_manager.get_hookcallers(module) or []
+        refused = _unsupported(module, callers)
+        if refused:
+            self.hook_manager.unregister(module)
+            self._record(
+                self._import_errors,
+                PluginLoadError(
+                    plugin_name,
+                    PluginRegistrationError(
+                        f"plugin {plugin_name!r} was not registered: {'; '.join(refused)}"
+                    ),
+                ),
+            )
+            return
+        unknown = sorted(caller.name for caller in callers if caller.spec is None)
         if unknown:
-            plugin_name = self.hook_manager.get_name(module) or repr(module)
             self._record(
                 self._import_errors,
                 PluginLoadError(
@@ -144,7 +179,7 @@ class PluginManager:
         sources: dict[str, str] = {}
         self._registration_errors = []
         # In registration order, so that the first plugin to claim a type name keeps it.
-        for impl in self.implementations("register_plugins"):
+        for impl in self._implementations("register_plugins"):
             source = impl.plugin_name
 
             def register(obj: Any, *, _source: str = source) -> None:
@@ -162,46 +197,131 @@ class PluginManager:
                 sources[obj.name] = _source
 
             try:
-                call_impl(impl, register=register)
+                self._call("register_plugins", impl, register=register)
             except Exception as exc:
                 self._record(self._registration_errors, PluginLoadError(source, exc))
         return types, sources
 
+    def add_commands(self, cli: click.Group) -> list[str]:
+        """Let every plugin add commands to ``cli`` through ``register_commands``.
+
+        The commands ``cli`` has before the call are built in: a plugin that replaces one
+        gets the built-in put back. A plugin that raises keeps the commands it added
+        before raising. Nothing is printed: each problem is returned as a message naming
+        the plugin, for the command line to show as a warning.
+        """
+        builtins = dict(cli.commands)
+        warnings: list[str] = []
+        for impl in self._implementations("register_commands"):
+            try:
+                self._call("register_commands", impl, cli=cli)
+            except Exception as exc:
+                warnings.append(f"plugin {impl.plugin_name!r} failed to add commands: {exc}")
+            for name, command in builtins.items():
+                if cli.commands.get(name) is not command:
+                    cli.commands[name] = command
+                    warnings.append(
+                        f"plugin {impl.plugin_name!r} tried to replace the built-in"
+                        f" command {name!r}; kept the built-in"
+                    )
+        return warnings
+
     async def notify(self, hook_name: str, **kwargs: Any) -> None:
         """Call an event hook on every plugin, awaiting awaitable results.
 
-        Implementations run in :meth:`implementations` order. One that raises is logged
-        with the plugin's name; the rest still run.
+        Implementations run one at a time, ``tryfirst`` ones first, ``trylast`` ones last
+        and the rest in registration order. One that raises is logged with the plugin's
+        name; the rest still run.
         """
-        for impl in self.implementations(hook_name):
+        for impl in self._implementations(hook_name):
+            start = time.perf_counter()
+            failed = True
             try:
-                result = call_impl(impl, **kwargs)
+                result = _call_impl(impl, **kwargs)
                 if inspect.isawaitable(result):
                     await _await(result)
+                failed = False
             except Exception:
                 log.exception("hook %s of plugin %r failed", hook_name, impl.plugin_name)
+            finally:
+                if self._trace:
+                    _log_call(hook_name, impl, start, failed)
 
-    def implementations(self, hook_name: str) -> list[Any]:
+    def _call(self, hook_name: str, impl: Any, **kwargs: Any) -> Any:
+        """Call one implementation of a hook whose results are not awaited, traced."""
+        if not self._trace:
+            return _call_impl(impl, **kwargs)
+        start = time.perf_counter()
+        failed = True
+        try:
+            result = _call_impl(impl, **kwargs)
+            failed = False
+            return result
+        finally:
+            _log_call(hook_name, impl, start, failed)
+
+    def _implementations(self, hook_name: str) -> list[Any]:
         """The implementations of a hook in calling order.
 
         ``tryfirst`` ones first and ``trylast`` ones last, as in pluggy; the rest in the
         order their plugins were registered.
         """
-        impls = getattr(self.hook, hook_name).get_hookimpls()
+        impls = getattr(self.hook_manager.hook, hook_name).get_hookimpls()
         return sorted(impls, key=lambda i: 0 if i.tryfirst else 2 if i.trylast else 1)
 
     def has_implementations(self, hook_name: str) -> bool:
         """Whether any registered plugin implements ``hook_name`` (to skip work if none)."""
-        return bool(getattr(self.hook, hook_name).get_hookimpls())
+        return bool(getattr(self.hook_manager.hook, hook_name).get_hookimpls())
 
 
-def call_impl(impl: Any, **kwargs: Any) -> Any:
+def _call_impl(impl: Any, **kwargs: Any) -> Any:
     """Call one hook implementation with the arguments it declares (pluggy allows fewer)."""
     return impl.function(**{name: kwargs[name] for name in impl.argnames})
 
 
+def _log_call(hook_name: str, impl: Any, start: float, failed: bool) -> None:
+    duration_ms = (time.perf_counter() - start) * 1000
+    trace_log.info(
+        "hook %s of plugin %r took %.3f ms%s",
+        hook_name,
+        impl.plugin_name,
+        duration_ms,
+        " (raised)" if failed else "",
+        extra={"hook": hook_name, "plugin": impl.plugin_name, "duration_ms": duration_ms},
+    )
+
+
+def _unsupported(plugin: object, callers: list[Any]) -> list[str]:
+    """Why the framework cannot call some of ``plugin``'s implementations, one per hook."""
+    problems = []
+    for caller in callers:
+        for impl in caller.get_hookimpls():
+            if impl.plugin is not plugin:
+                continue
+            if impl.wrapper or impl.hookwrapper:
+                kind = "wrapper=True" if impl.wrapper else "hookwrapper=True"
+                why = _WHY_NOT.format(consequence="a wrapper would see coroutines, not results")
+                problems.append(
+                    f"its {caller.name} implementation is a hook wrapper ({kind}),"
+                    f" which is not supported: {why}"
+                )
+            elif caller.spec is not None and caller.spec.opts.get("firstresult"):
+                why = _WHY_NOT.format(
+                    consequence="the first result would be a coroutine, not a result"
+                )
+                problems.append(
+                    f"it implements {caller.name}, a firstresult hook, which is not"
+                    f" supported: {why}"
+                )
+    return problems
+
+
 async def _await(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
+
+
+def _trace_enabled() -> bool:
+    return os.environ.get(TRACE_ENV, "").strip() not in ("", "0")
 
 
 def _allowed_names() -> set[str] | None:

@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
+import ast
+import functools
 import json
+import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import click
 import pytest
 from click.testing import CliRunner
 
-from homelab_core import PluginManager, __version__, hookimpl
+from homelab_core import Hub, PluginManager, __version__, hookimpl, load_settings
 from homelab_core.cli import cli
 from homelab_core.options import REDACTED
+from homelab_core.plugins import LOAD_ENV
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def source_tree_env() -> dict[str, str]:
+    """This environment, with the source tree first on ``PYTHONPATH``.
+
+    A subprocess then runs the code under test, not whatever copy of homelab_core the
+    interpreter has installed.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
 
 
 @pytest.fixture
@@ -196,6 +215,7 @@ def test_homelab_run_system_once_prints_cpu_and_memory(tmp_path: Path) -> None:
         text=True,
         timeout=120,
         cwd=tmp_path,
+        env=source_tree_env(),
         check=False,
     )
     assert result.returncode == 0, result.stderr
@@ -235,3 +255,150 @@ def test_check_config_shows_why_a_plugin_is_missing(
     result = run("check-config", "--config", config)
     assert "error: plugin 'junk' registered an invalid type" in result.output
     assert result.exit_code == 0
+
+
+# -- the enabled state the store remembers -----------------------------------------------
+
+
+def instance_row(output: str, instance_id: str) -> list[str]:
+    """The row of ``instance_id`` in the "Configured instances" table."""
+    lines = output.splitlines()
+    start = next(n for n, line in enumerate(lines) if line.startswith("Configured instances"))
+    [row] = [line.split() for line in lines[start + 2 :] if line.split()[:1] == [instance_id]]
+    return row
+
+
+def config_with_store(tmp_path: Path, *, enabled: bool, db: Path | None = None) -> str:
+    db = db if db is not None else tmp_path / "homelab.db"
+    return write_config(
+        tmp_path,
+        f'[database]\nurl = "sqlite://{db}"\n'
+        "[scheduler]\njitter = 0\n"
+        f'[plugins.web]\ntype = "counter"\ninterval = 3600\nenabled = {str(enabled).lower()}\n',
+    )
+
+
+@pytest.mark.anyio
+async def test_plugins_shows_the_enabled_state_the_hub_stored(
+    run, manager: PluginManager, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    async def listing(config: str) -> str:
+        # The command runs its own event loop (anyio.run), so not in this one.
+        result = await anyio.to_thread.run_sync(functools.partial(run, "plugins", "-c", config))
+        assert result.exit_code == 0, result.output
+        assert "warning" not in result.output
+        return str(result.output)
+
+    config = config_with_store(tmp_path, enabled=True)
+    async with Hub(load_settings(config), plugin_manager=manager) as hub:
+        await hub.set_enabled("web", False)
+    # Disabled through the API: it stays disabled, though the file says enabled.
+    assert instance_row(await listing(config), "web")[2] == "no"
+
+    async with Hub(load_settings(config), plugin_manager=manager) as hub:
+        assert not hub.instance("web").enabled
+        await hub.set_enabled("web", True)
+    assert instance_row(await listing(config), "web")[2] == "yes"
+
+    # Editing the file's enabled is newer than the API's choice: the file wins.
+    config = config_with_store(tmp_path, enabled=False)
+    assert instance_row(await listing(config), "web")[2] == "no"
+    async with Hub(load_settings(config), plugin_manager=manager) as hub:
+        assert not hub.instance("web").enabled
+
+
+def test_plugins_does_not_create_a_missing_store(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    db = tmp_path / "data" / "homelab.db"
+    db.parent.mkdir()
+    result = run("plugins", "-c", config_with_store(tmp_path, enabled=True, db=db))
+    assert result.exit_code == 0, result.output
+    assert instance_row(result.output, "web")[2] == "yes"
+    assert list(db.parent.iterdir()) == []
+
+
+def test_plugins_warns_once_if_the_store_cannot_be_opened(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    db = tmp_path / "homelab.db"
+    # An SQLite file with a table of the store's name that the store did not make: the
+    # store's migration cannot create its own.
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE homelab_instance (x INTEGER)")
+    conn.close()
+    result = run("plugins", "-c", config_with_store(tmp_path, enabled=True, db=db))
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, result.stderr
+    assert warnings[0].startswith(f"warning: cannot open the store at sqlite://{db}?")
+    assert 'table "homelab_instance" already exists' in warnings[0]
+    assert warnings[0].endswith("; showing the enabled state of the config file instead")
+    assert instance_row(result.output, "web")[2] == "yes"
+
+
+# -- a light command line ----------------------------------------------------------------
+
+#: Libraries that ``homelab --version`` and ``homelab plugins`` (without a store) never need.
+HEAVY = ("tortoise", "aiocache", "httpx", "quart")
+#: Modules of homelab_core that pull them in.
+HEAVY_OWN = ("homelab_core.hub", "homelab_core.store", "homelab_core.scheduler", "homelab_core.web")
+
+
+def test_cli_imports_nothing_heavy_at_module_level() -> None:
+    tree = ast.parse((ROOT / "homelab_core" / "cli.py").read_text(encoding="utf-8"))
+    imported = set()
+    for node in tree.body:  # module level only; imports inside functions are lazy
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = f"homelab_core.{node.module or ''}" if node.level else node.module or ""
+            imported |= {base.rstrip(".")} | {f"{base}.{a.name}" for a in node.names}
+    heavy = {
+        name
+        for name in imported
+        for prefix in (*HEAVY, *HEAVY_OWN)
+        if name == prefix or name.startswith(f"{prefix}.")
+    }
+    assert heavy == set()
+
+
+# Imports homelab_core.cli without running homelab_core/__init__.py (whose own imports are
+# not the command line's concern), runs it, then prints which heavy libraries it loaded.
+IMPORT_PROBE = """\
+import json, sys, types
+package = types.ModuleType("homelab_core")
+package.__path__ = [sys.argv[1]]
+package.__version__ = "0+probe"
+sys.modules["homelab_core"] = package
+from homelab_core.cli import main
+try:
+    main(sys.argv[3:])
+except SystemExit:
+    pass
+heavy = json.loads(sys.argv[2])
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in heavy or m in heavy)))
+"""
+
+
+@pytest.mark.parametrize("args", [["--version"], ["plugins"]], ids=" ".join)
+def test_light_commands_do_not_import_the_hub_or_the_store(args: list[str], tmp_path: Path) -> None:
+    env = source_tree_env()
+    env[LOAD_ENV] = ""  # the bundled plugins' own imports are not under test here
+    env.pop("HOMELAB_CONFIG", None)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            IMPORT_PROBE,
+            str(ROOT / "homelab_core"),
+            json.dumps([*HEAVY, *HEAVY_OWN]),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,  # no homelab.toml, and no homelab.db: nothing is stored
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == ("homelab, version 0+probe" if args == ["--version"] else "Plugin types")
+    assert json.loads(lines[-1]) == []

@@ -3,7 +3,8 @@
 The example package ``examples/homelab-dice`` is really installed with pip into a
 temporary directory; hand-made distributions (a ``*.dist-info`` directory next to a
 module) stand in for a broken and a working third-party plugin. The ``homelab`` command
-runs in a subprocess with only ``PYTHONPATH`` pointing at them, so discovery goes through
+runs in a subprocess with only ``PYTHONPATH`` pointing at them (and at this source tree,
+so that the subprocess runs the code under test), so discovery goes through
 ``importlib.metadata`` exactly as it does for users.
 """
 
@@ -25,7 +26,7 @@ import pytest
 
 from homelab_core import Metric, Plugin, PluginManager, PluginRegistrationError, hookimpl
 from homelab_core.cli import EXIT_CONFIG
-from homelab_core.plugins import LOAD_ENV
+from homelab_core.plugins import LOAD_ENV, TRACE_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "homelab-dice"
@@ -34,7 +35,7 @@ TIMEOUT = 60
 #: pip builds a wheel; allow it a little longer on a slow machine.
 PIP_TIMEOUT = 120
 #: Modules the hand-made distributions provide; removed from sys.modules after each test.
-FAKE_MODULES = ("broken_plugin_mod", "good_plugin_mod")
+FAKE_MODULES = ("broken_plugin_mod", "good_plugin_mod", "wrapping_plugin_mod")
 
 Register = Callable[[type[Plugin]], None]
 
@@ -43,11 +44,15 @@ Register = Callable[[type[Plugin]], None]
 
 
 def clean_env(pythonpath: Path | None) -> dict[str, str]:
-    """The current environment without any HOMELAB_* variable, with PYTHONPATH replaced."""
+    """The current environment without any HOMELAB_* variable, with PYTHONPATH replaced.
+
+    The source tree comes after ``pythonpath``: the subprocess imports the homelab_core
+    under test even when the interpreter has another copy installed.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOMELAB_")}
-    env.pop("PYTHONPATH", None)
-    if pythonpath is not None:
-        env["PYTHONPATH"] = str(pythonpath)
+    env["PYTHONPATH"] = os.pathsep.join(
+        str(path) for path in (pythonpath, ROOT) if path is not None
+    )
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
@@ -117,6 +122,27 @@ class GoodOne(Plugin):
 @hookimpl
 def register_plugins(register):
     register(GoodOne)
+"""
+
+WRAPPING_MODULE = """\
+from homelab_core import Metric, Plugin, hookimpl
+
+
+class Wrapped(Plugin):
+    name = "wrapped"
+
+    def collect(self):
+        return [Metric("wrapped", 1)]
+
+
+@hookimpl
+def register_plugins(register):
+    register(Wrapped)
+
+
+@hookimpl(wrapper=True)
+def hub_startup(hub):
+    return (yield)
 """
 
 
@@ -226,6 +252,14 @@ def fake_site(tmp_path: Path) -> Path:
     write_dist(site, "good-plugin", {"good": "good_plugin_mod"})
     (site / "good_plugin_mod.py").write_text(GOOD_MODULE, encoding="utf-8")
     return site
+
+
+@pytest.fixture
+def wrapping_site(fake_site: Path) -> Path:
+    """:func:`fake_site` plus ``wrapping``, whose module has a hook wrapper."""
+    write_dist(fake_site, "wrapping-plugin", {"wrapping": "wrapping_plugin_mod"})
+    (fake_site / "wrapping_plugin_mod.py").write_text(WRAPPING_MODULE, encoding="utf-8")
+    return fake_site
 
 
 @pytest.fixture
@@ -426,6 +460,53 @@ def test_broken_entry_point_is_imported_only_once(fake_site_on_path: Path) -> No
     manager.plugin_types()
 
     assert [e.entry_point for e in manager.load_errors] == ["broken"]
+
+
+def test_entry_point_with_a_hook_wrapper_is_refused_and_others_load(
+    wrapping_site: Path, fake_site_on_path: Path
+) -> None:
+    manager = PluginManager()
+
+    types = manager.plugin_types()
+
+    assert {"system", "goodone"} <= set(types)
+    assert "wrapped" not in types
+    refused = [e for e in manager.load_errors if e.entry_point == "wrapping"]
+    assert len(refused) == 1
+    assert isinstance(refused[0].error, PluginRegistrationError)
+    assert str(refused[0]).startswith(
+        "plugin 'wrapping' was not registered: its hub_startup implementation is a hook"
+        " wrapper (wrapper=True)"
+    )
+
+
+def test_plugins_command_reports_a_refused_entry_point(wrapping_site: Path, tmp_path: Path) -> None:
+    result = homelab(
+        ["plugins"], pythonpath=wrapping_site, cwd=tmp_path, extra_env={LOAD_ENV: "wrapping"}
+    )
+
+    assert result.returncode == 0, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert "plugin 'wrapping' was not registered: its hub_startup" in errors[0]
+    assert listed_types(result.stdout) == {}
+
+
+# -- HOMELAB_TRACE_PLUGINS ---------------------------------------------------------------
+
+
+def test_trace_env_shows_each_hook_call_on_stderr(tmp_path: Path) -> None:
+    result = homelab(
+        ["plugins"], pythonpath=None, cwd=tmp_path, extra_env={LOAD_ENV: "system", TRACE_ENV: "1"}
+    )
+
+    assert result.returncode == 0, result.stderr
+    traced = [line for line in result.stderr.splitlines() if "homelab.plugins.trace" in line]
+    assert len(traced) == 1, result.stderr
+    assert (
+        " INFO homelab.plugins.trace: hook register_plugins of plugin 'system' took " in (traced[0])
+    )
+    assert traced[0].endswith(" ms")
 
 
 # -- HOMELAB_LOAD_PLUGINS ----------------------------------------------------------------

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
+import anyio
+import click
 import pytest
 import sample_plugins
 from sample_plugins import Counter
@@ -12,11 +15,15 @@ from sample_plugins import Counter
 from homelab_core import (
     Metric,
     Plugin,
+    PluginLoadError,
     PluginManager,
+    PluginRegistrationError,
     UnknownPluginTypeError,
     hookimpl,
+    hookspec,
 )
 from homelab_core.plugin import validate_plugin_type
+from homelab_core.plugins import TRACE_ENV
 
 pytestmark = pytest.mark.anyio
 
@@ -218,3 +225,205 @@ async def test_tryfirst_and_trylast_are_honoured() -> None:
     manager.register(First(seen), name="first")
     await manager.notify("hub_startup", hub=None)
     assert seen == ["tryfirst", "plain", "trylast"]
+
+
+# -- hook wrappers and firstresult hooks are refused -------------------------------------
+
+
+class Wrapper:
+    """A plugin whose hub_startup is a new-style wrapper; its register_plugins is fine."""
+
+    @hookimpl
+    def register_plugins(self, register: Register) -> None:
+        register(Counter)
+
+    @hookimpl(wrapper=True)
+    def hub_startup(self, hub: Any) -> Generator[None, Any, Any]:
+        return (yield)
+
+
+class OldWrapper:
+    @hookimpl(hookwrapper=True)
+    def hub_startup(self, hub: Any) -> Generator[None, Any, None]:
+        yield
+
+
+def only_error(manager: PluginManager) -> PluginLoadError:
+    [error] = manager.load_errors
+    assert isinstance(error.error, PluginRegistrationError)
+    return error
+
+
+@pytest.mark.parametrize(
+    ("plugin", "kind"),
+    [
+        pytest.param(Wrapper(), "wrapper=True", id="wrapper"),
+        pytest.param(OldWrapper(), "hookwrapper=True", id="hookwrapper"),
+    ],
+)
+async def test_a_plugin_with_a_hook_wrapper_is_refused(plugin: object, kind: str) -> None:
+    manager = PluginManager(load_entry_points=False)
+    seen: list[str] = []
+    manager.register(plugin, name="wrapping")
+    manager.register(Order("bystander", seen), name="bystander")
+
+    error = only_error(manager)
+    assert error.entry_point == "wrapping"
+    message = str(error)
+    assert message.startswith("plugin 'wrapping' was not registered: its hub_startup")
+    assert f"is a hook wrapper ({kind})" in message
+    assert "would see coroutines, not results" in message
+    # None of its hooks run, not even the ones that are not wrappers.
+    assert manager.plugin_types() == {}
+    assert not manager.has_implementations("register_plugins")
+    await manager.notify("hub_startup", hub=None)
+    assert seen == ["bystander"]
+
+
+class PickSpecs:
+    """A firstresult hook, as a later version of the hook specs might declare one."""
+
+    @hookspec(firstresult=True)
+    def pick_one(self, choices: list[str]) -> str | None:
+        """Return one of ``choices``."""
+
+
+class Picker:
+    @hookimpl
+    def pick_one(self, choices: list[str]) -> str:
+        return choices[0]
+
+    @hookimpl
+    def register_plugins(self, register: Register) -> None:
+        register(Counter)
+
+
+def test_a_plugin_implementing_a_firstresult_hook_is_refused() -> None:
+    manager = PluginManager(load_entry_points=False)
+    manager.hook_manager.add_hookspecs(PickSpecs)
+    manager.register(Picker(), name="picker")
+
+    error = only_error(manager)
+    assert error.entry_point == "picker"
+    assert str(error).startswith(
+        "plugin 'picker' was not registered: it implements pick_one, a firstresult hook,"
+        " which is not supported"
+    )
+    assert not manager.has_implementations("pick_one")
+    assert manager.plugin_types() == {}
+
+
+def test_a_refused_plugin_name_can_be_registered_again_once_fixed() -> None:
+    manager = PluginManager(load_entry_points=False)
+    manager.register(Wrapper(), name="wrapping")
+    manager.register(Registers(Counter), name="wrapping")
+    assert manager.plugin_types() == {"counter": Counter}
+    assert manager.source_of("counter") == "wrapping"
+
+
+# -- add_commands ------------------------------------------------------------------------
+
+
+class AddsHello:
+    @hookimpl
+    def register_commands(self, cli: click.Group) -> None:
+        cli.add_command(click.Command("hello", callback=lambda: None))
+
+
+class ReplacesBuiltin:
+    @hookimpl
+    def register_commands(self, cli: click.Group) -> None:
+        cli.add_command(click.Command("status", callback=lambda: None))
+
+
+class AddsThenRaises:
+    @hookimpl
+    def register_commands(self, cli: click.Group) -> None:
+        cli.add_command(click.Command("half", callback=lambda: None))
+        raise RuntimeError("no config for the command")
+
+
+def test_add_commands_adds_and_protects_built_in_commands() -> None:
+    builtin = click.Command("status", callback=lambda: None)
+    group = click.Group("root", commands=[builtin])
+    manager = PluginManager(load_entry_points=False)
+    manager.register(AddsHello(), name="hello")
+    manager.register(ReplacesBuiltin(), name="hijacker")
+    manager.register(AddsThenRaises(), name="crashy")
+
+    warnings = manager.add_commands(group)
+
+    assert warnings == [
+        "plugin 'hijacker' tried to replace the built-in command 'status'; kept the built-in",
+        "plugin 'crashy' failed to add commands: no config for the command",
+    ]
+    assert group.commands["status"] is builtin
+    assert sorted(group.commands) == ["half", "hello", "status"]
+
+
+# -- HOMELAB_TRACE_PLUGINS ---------------------------------------------------------------
+
+TRACE_LOGGER = "homelab.plugins.trace"
+
+
+@pytest.fixture
+def trace_logger_level() -> Iterator[None]:
+    """Restore the trace logger's level, which a tracing manager raises to INFO."""
+    logger = logging.getLogger(TRACE_LOGGER)
+    level = logger.level
+    yield
+    logger.setLevel(level)
+
+
+class Slow:
+    @hookimpl
+    async def hub_startup(self, hub: Any) -> None:
+        await anyio.sleep(0.05)
+
+
+@pytest.mark.usefixtures("trace_logger_level")
+async def test_trace_logs_each_implementation_with_its_duration(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(TRACE_ENV, "1")
+    logging.getLogger(TRACE_LOGGER).setLevel(logging.NOTSET)
+    manager = PluginManager(load_entry_points=False)
+    manager.register(Slow(), name="slow")
+    manager.register(Exploding(), name="exploding")
+    manager.register(sample_plugins, name="sample_plugins")
+    manager.register(AddsHello(), name="hello")
+
+    # No caplog.set_level: the manager itself makes the INFO lines visible.
+    await manager.notify("hub_startup", hub=None)
+    manager.plugin_types()
+    manager.add_commands(click.Group("root"))
+
+    records = [r for r in caplog.records if r.name == TRACE_LOGGER]
+    assert all(r.levelno == logging.INFO for r in records)
+    calls = [(r.hook, r.plugin) for r in records]  # type: ignore[attr-defined]
+    assert calls == [
+        ("hub_startup", "slow"),
+        ("hub_startup", "exploding"),
+        ("register_plugins", "sample_plugins"),
+        ("register_commands", "hello"),
+    ]
+    slow = records[0]
+    assert slow.getMessage().startswith("hook hub_startup of plugin 'slow' took ")
+    # The time spent awaiting the coroutine counts.
+    assert slow.duration_ms >= 45  # type: ignore[attr-defined]
+    assert records[1].getMessage().endswith(" ms (raised)")
+
+
+@pytest.mark.parametrize("value", [None, "", "0"])
+async def test_no_trace_unless_the_variable_is_set(
+    value: str | None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    if value is None:
+        monkeypatch.delenv(TRACE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(TRACE_ENV, value)
+    caplog.set_level(logging.INFO, logger=TRACE_LOGGER)
+    manager = PluginManager(load_entry_points=False)
+    manager.register(Events(), name="events")
+    await manager.notify("hub_startup", hub=None)
+    assert [r for r in caplog.records if r.name == TRACE_LOGGER] == []
