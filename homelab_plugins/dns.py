@@ -195,7 +195,7 @@ class _Outcome:
     elapsed: float | None = None
 
 
-class Dns(Plugin):
+class Dns(Plugin[DnsConfig]):
     """Resolves one name per run and judges the answer."""
 
     name = "dns"
@@ -207,9 +207,7 @@ class Dns(Plugin):
     )
     version = "1.0.0"
     default_interval = 60.0
-    Config = DnsConfig
 
-    config: DnsConfig
     _resolver: dns.asyncresolver.Resolver
     _report: HealthReport | None = None
 

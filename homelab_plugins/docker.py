@@ -130,7 +130,7 @@ def _container_name(summary: Mapping[str, Any]) -> str:
     return str(names[0]).lstrip("/") if names else str(summary.get("Id", ""))[:12]
 
 
-class Docker(Plugin):
+class Docker(Plugin[DockerConfig]):
     """Containers of a Docker engine."""
 
     name = "docker"
@@ -139,9 +139,7 @@ class Docker(Plugin):
     description = "State, health, restarts, CPU and memory of the containers of a Docker engine."
     version = "1.0.0"
     default_interval = 30.0
-    Config = DockerConfig
 
-    config: DockerConfig
     _client: httpx.AsyncClient | None = None
     _problem: str | None = None
     _summary: str = ""

@@ -185,7 +185,7 @@ class _Outcome:
     reached_server: bool = False
 
 
-class Http(Plugin):
+class Http(Plugin[HttpConfig]):
     """Requests one URL per run and judges the answer."""
 
     name = "http"
@@ -197,9 +197,7 @@ class Http(Plugin):
     )
     version = "1.0.0"
     default_interval = 60.0
-    Config = HttpConfig
 
-    config: HttpConfig
     _client: httpx.AsyncClient
     _report: HealthReport | None = None
 

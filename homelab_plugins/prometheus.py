@@ -236,7 +236,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-class Prometheus(Plugin):
+class Prometheus(Plugin[PrometheusConfig]):
     """Samples of a Prometheus exporter."""
 
     name = "prometheus"
@@ -245,9 +245,7 @@ class Prometheus(Plugin):
     description = "Scrapes a Prometheus exporter URL and reports its samples as metrics."
     version = "1.0.0"
     default_interval = 30.0
-    Config = PrometheusConfig
 
-    config: PrometheusConfig
     _client: httpx.AsyncClient | None = None
     _problem: str | None = None
     _last: _Scrape | None = None

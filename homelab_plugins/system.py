@@ -77,7 +77,7 @@ def _excluded_mount(mount: str, prefixes: Sequence[str]) -> bool:
     return any(mount == b or mount.startswith(b + "/") for b in bases)
 
 
-class System(Plugin):
+class System(Plugin[SystemConfig]):
     """Host metrics from psutil."""
 
     name = "system"
@@ -86,9 +86,7 @@ class System(Plugin):
     description = "CPU, load, memory, swap, disk, network, uptime and temperatures of this host."
     version = "1.0.0"
     default_interval = 10.0
-    Config = SystemConfig
 
-    config: SystemConfig
     _cpu_at: float
     _cpu_total: Any
     _cpu_each: list[Any]
