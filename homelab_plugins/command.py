@@ -421,7 +421,7 @@ def _tail(data: bytes) -> str:
     return text
 
 
-class Command(Plugin):
+class Command(Plugin[CommandConfig]):
     """Runs a command and reports its status and the metrics it prints."""
 
     name = "command"
@@ -433,9 +433,7 @@ class Command(Plugin):
     )
     version = "1.0.0"
     default_interval = 60.0
-    Config = CommandConfig
 
-    config: CommandConfig
     _health: HealthReport | None = None
 
     def _argv(self) -> str | list[str]:

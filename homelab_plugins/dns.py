@@ -20,19 +20,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import attrs
-import dns.asyncbackend
-import dns.asyncresolver
-import dns.exception
-import dns.name
-import dns.rdatatype
-import dns.resolver
-import dns.reversename
 
 from homelab_core import HealthReport, Metric, Plugin, hookimpl, option
 
 from .tcp import target
 
+# dnspython is imported by the functions that use it, so listing plugin types does not load it.
 if TYPE_CHECKING:
+    import dns.asyncresolver
     from dns._asyncbackend import Backend
 
 RecordType = Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS", "PTR", "SRV", "SOA"]
@@ -44,6 +39,9 @@ SHOWN_ANSWERS = 5
 def _name(_: Any, __: attrs.Attribute[str], value: str) -> None:
     if not value.strip() or any(c.isspace() for c in value):
         raise ValueError(f"'name' must be a domain name without spaces, got {value!r}")
+    import dns.exception
+    import dns.name
+
     try:
         dns.name.from_text(value)
     except dns.exception.DNSException as exc:
@@ -114,6 +112,8 @@ def query_name(config: DnsConfig) -> str:
             ipaddress.ip_address(config.name)
         except ValueError:
             return config.name
+        import dns.reversename
+
         return dns.reversename.from_address(config.name).to_text(omit_final_dot=True)
     return config.name
 
@@ -150,6 +150,8 @@ def current_backend() -> Backend:
 
     Named on every query: dnspython otherwise keeps the first loop type it saw for good.
     """
+    import dns.asyncbackend
+
     try:
         name = dns.asyncbackend.sniff()
     except dns.asyncbackend.AsyncLibraryNotFoundError:
@@ -169,6 +171,8 @@ def _listing(values: Iterable[str]) -> str:
 
 def _describe_errors(errors: list[Any]) -> str:
     """What each nameserver did, from the ``errors`` of a dnspython exception."""
+    import dns.exception
+
     reasons: list[str] = []
     for entry in errors:
         problem = entry[3] if len(entry) > 3 else entry
@@ -195,7 +199,7 @@ class _Outcome:
     elapsed: float | None = None
 
 
-class Dns(Plugin):
+class Dns(Plugin[DnsConfig]):
     """Resolves one name per run and judges the answer."""
 
     name = "dns"
@@ -207,14 +211,14 @@ class Dns(Plugin):
     )
     version = "1.0.0"
     default_interval = 60.0
-    Config = DnsConfig
 
-    config: DnsConfig
     _resolver: dns.asyncresolver.Resolver
     _report: HealthReport | None = None
 
     def setup(self) -> None:
         """Build the resolver (raises when there is no system resolver to use)."""
+        import dns.asyncresolver
+
         config = self.config
         if config.resolver is None:
             resolver = dns.asyncresolver.Resolver()  # reads /etc/resolv.conf
@@ -266,6 +270,10 @@ class Dns(Plugin):
         return self._report
 
     async def _query(self) -> _Outcome:
+        import dns.exception
+        import dns.rdatatype
+        import dns.resolver
+
         config = self.config
         name, record_type, timeout = query_name(config), config.record_type, config.query_timeout
         where = self.where

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
 import attrs
-import httpx
 
 from homelab_core import HealthReport, HealthState, Metric, Plugin, hookimpl, option
+
+if TYPE_CHECKING:  # httpx is imported when an instance starts, not with the plugin list
+    import httpx
 
 #: Base URL of requests sent over a unix socket (the host part is not used).
 UNIX_BASE_URL = "http://docker"
@@ -130,7 +132,7 @@ def _container_name(summary: Mapping[str, Any]) -> str:
     return str(names[0]).lstrip("/") if names else str(summary.get("Id", ""))[:12]
 
 
-class Docker(Plugin):
+class Docker(Plugin[DockerConfig]):
     """Containers of a Docker engine."""
 
     name = "docker"
@@ -139,15 +141,15 @@ class Docker(Plugin):
     description = "State, health, restarts, CPU and memory of the containers of a Docker engine."
     version = "1.0.0"
     default_interval = 30.0
-    Config = DockerConfig
 
-    config: DockerConfig
     _client: httpx.AsyncClient | None = None
     _problem: str | None = None
     _summary: str = ""
 
     async def setup(self) -> None:
         """Open the HTTP client, on the engine's unix socket or its TCP address."""
+        import httpx
+
         base_url, socket_path = engine_address(self.config.url)
         transport = httpx.AsyncHTTPTransport(uds=socket_path) if socket_path is not None else None
         self._client = httpx.AsyncClient(
@@ -155,6 +157,8 @@ class Docker(Plugin):
         )
 
     async def _get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        import httpx
+
         assert self._client is not None
         try:
             response = await self._client.get(path, params=params)

@@ -16,17 +16,18 @@ import datetime as dt
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import anyio
 import attrs
-import httpx
-from anyio.streams.tls import TLSAttribute
 
 from homelab_core import HealthReport, Metric, Plugin, hookimpl, option
 
 from .tcp import describe_connect_error
+
+if TYPE_CHECKING:  # httpx is imported when an instance starts, not with the plugin list
+    import httpx
 
 #: Most body bytes read per run; the keyword is searched for in this much of the body.
 MAX_BODY_BYTES = 1024 * 1024
@@ -185,7 +186,7 @@ class _Outcome:
     reached_server: bool = False
 
 
-class Http(Plugin):
+class Http(Plugin[HttpConfig]):
     """Requests one URL per run and judges the answer."""
 
     name = "http"
@@ -197,9 +198,7 @@ class Http(Plugin):
     )
     version = "1.0.0"
     default_interval = 60.0
-    Config = HttpConfig
 
-    config: HttpConfig
     _client: httpx.AsyncClient
     _report: HealthReport | None = None
 
@@ -214,6 +213,8 @@ class Http(Plugin):
 
     async def setup(self) -> None:
         """Create the HTTP client (raises if ``ca_file`` cannot be read)."""
+        import httpx
+
         config = self.config
         auth = None
         headers = dict(config.headers)
@@ -273,6 +274,8 @@ class Http(Plugin):
         return self._report
 
     async def _request(self) -> _Outcome:
+        import httpx
+
         config, url = self.config, self.config.url
         timeout = config.request_timeout
         started = time.perf_counter()
@@ -318,6 +321,8 @@ class Http(Plugin):
         Read on a connection of its own without verification (nothing is sent over it), so
         an expired or untrusted certificate still shows when it expires.
         """
+        from anyio.streams.tls import TLSAttribute
+
         parts = urlsplit(self.config.url)
         host, port = parts.hostname or "", parts.port or 443
         context = ssl.create_default_context()
@@ -360,6 +365,8 @@ async def _read_body(response: httpx.Response) -> bytes:
 
 def _describe_failure(url: str, exc: httpx.HTTPError, timeout: float) -> _Outcome:
     """Why a request that got no answer failed, as an outcome with ``up`` = False."""
+    import httpx
+
     chain = _chain(exc)
     for error in chain:
         if isinstance(error, ssl.SSLCertVerificationError):

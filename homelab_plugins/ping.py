@@ -257,7 +257,7 @@ def metrics(result: PingResult) -> list[Metric]:
     return found
 
 
-class Ping(Plugin):
+class Ping(Plugin[PingConfig]):
     """Sends a few ICMP echo requests per run and reports the answers and round-trip times."""
 
     name = "ping"
@@ -266,9 +266,7 @@ class Ping(Plugin):
     description = "Whether a host answers ICMP echo requests, round-trip times and packet loss."
     version = "1.0.0"
     default_interval = 30.0
-    Config = PingConfig
 
-    config: PingConfig
     _report: HealthReport | None = None
     #: Socket kinds to try, in order (tests force the unprivileged datagram socket).
     _socket_kinds: tuple[int, ...] = (socket.SOCK_RAW, socket.SOCK_DGRAM)

@@ -15,18 +15,16 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import attrs
-import httpx
-from prometheus_client.openmetrics.parser import (
-    text_string_to_metric_families as openmetrics_families,
-)
-from prometheus_client.parser import text_string_to_metric_families
 
 from homelab_core import HealthReport, HealthState, Metric, MetricKind, Plugin, hookimpl, option
+
+if TYPE_CHECKING:  # httpx is imported when an instance starts, not with the plugin list
+    import httpx
 
 #: Prefer the classic text format; OpenMetrics is parsed too if a target insists on it.
 ACCEPT = "text/plain;version=0.0.4;q=1.0,application/openmetrics-text;q=0.5,*/*;q=0.1"
@@ -213,11 +211,12 @@ def convert(families: Iterable[Any], config: PrometheusConfig) -> _Scrape:
 
 
 def _parse(text: str, content_type: str, config: PrometheusConfig) -> _Scrape:
-    parse = (
-        openmetrics_families
-        if content_type.startswith("application/openmetrics-text")
-        else text_string_to_metric_families
-    )
+    # prometheus_client is imported on the first scrape, not with the plugin list.
+    parse: Callable[[str], Iterable[Any]]
+    if content_type.startswith("application/openmetrics-text"):
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse
+    else:
+        from prometheus_client.parser import text_string_to_metric_families as parse
     return convert(list(parse(text)), config)
 
 
@@ -236,7 +235,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-class Prometheus(Plugin):
+class Prometheus(Plugin[PrometheusConfig]):
     """Samples of a Prometheus exporter."""
 
     name = "prometheus"
@@ -245,15 +244,15 @@ class Prometheus(Plugin):
     description = "Scrapes a Prometheus exporter URL and reports its samples as metrics."
     version = "1.0.0"
     default_interval = 30.0
-    Config = PrometheusConfig
 
-    config: PrometheusConfig
     _client: httpx.AsyncClient | None = None
     _problem: str | None = None
     _last: _Scrape | None = None
 
     async def setup(self) -> None:
         """Open the HTTP client used for every scrape."""
+        import httpx
+
         headers = {"Accept": ACCEPT, **self.config.headers}
         if self.config.bearer_token:
             headers["Authorization"] = f"Bearer {self.config.bearer_token}"
@@ -266,6 +265,8 @@ class Prometheus(Plugin):
 
     async def collect(self) -> list[Metric]:
         """Scrape the target once."""
+        import httpx
+
         if self._client is None:
             raise RuntimeError("collect() called before setup()")
         self._problem, self._last = None, None

@@ -1,7 +1,8 @@
 """The bundled ``system`` plugin: CPU, load, memory, disks, network, uptime, temperatures.
 
 Everything comes from psutil, so it works wherever psutil does; parts a platform lacks
-(load average, sensors) are left out rather than failing the whole collection.
+(load average, sensors) are left out rather than failing the whole collection. psutil is
+imported by the methods that read it, so listing plugin types does not load it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 import attrs
-import psutil
 
 from homelab_core import Metric, Plugin, hookimpl, option
 
@@ -77,7 +77,7 @@ def _excluded_mount(mount: str, prefixes: Sequence[str]) -> bool:
     return any(mount == b or mount.startswith(b + "/") for b in bases)
 
 
-class System(Plugin):
+class System(Plugin[SystemConfig]):
     """Host metrics from psutil."""
 
     name = "system"
@@ -86,9 +86,7 @@ class System(Plugin):
     description = "CPU, load, memory, swap, disk, network, uptime and temperatures of this host."
     version = "1.0.0"
     default_interval = 10.0
-    Config = SystemConfig
 
-    config: SystemConfig
     _cpu_at: float
     _cpu_total: Any
     _cpu_each: list[Any]
@@ -97,6 +95,8 @@ class System(Plugin):
 
     def setup(self) -> None:
         """Take the CPU and network baselines, so the first collect has real deltas."""
+        import psutil
+
         self._cpu_at = time.monotonic()
         self._cpu_total = psutil.cpu_times()
         self._cpu_each = psutil.cpu_times(percpu=True)
@@ -105,6 +105,8 @@ class System(Plugin):
 
     def collect(self) -> list[Metric]:
         """Take one reading of everything enabled."""
+        import psutil
+
         metrics = [*self._cpu(), *self._memory()]
         if self.config.disks:
             metrics += self._disks()
@@ -117,6 +119,8 @@ class System(Plugin):
         return metrics
 
     def _cpu(self) -> Iterator[Metric]:
+        import psutil
+
         # Right after setup (``homelab run --once``) wait out a short window instead of
         # reporting the near-zero noise of a few microseconds.
         waited = time.monotonic() - self._cpu_at
@@ -143,6 +147,8 @@ class System(Plugin):
                 yield Metric(f"load.{minutes}m", load, "tasks")
 
     def _memory(self) -> Iterator[Metric]:
+        import psutil
+
         mem, swap = psutil.virtual_memory(), psutil.swap_memory()
         for field in ("total", "used", "available"):
             yield Metric(f"mem.{field}", getattr(mem, field), "bytes", device_class="data_size")
@@ -152,6 +158,8 @@ class System(Plugin):
         yield Metric("swap.percent", swap.percent, "%", device_class="percentage")
 
     def _disks(self) -> Iterator[Metric]:
+        import psutil
+
         # all=False already drops pseudo filesystems (proc, sysfs, cgroup, ...) on Linux.
         for part in psutil.disk_partitions(all=False):
             if part.fstype in SKIPPED_FSTYPES or _excluded_mount(
@@ -177,6 +185,8 @@ class System(Plugin):
             yield Metric("disk.percent", usage.percent, "%", labels, device_class="percentage")
 
     def _read_net(self) -> dict[str, Any]:
+        import psutil
+
         counters: dict[str, Any] = psutil.net_io_counters(pernic=True)
         patterns = self.config.exclude_interfaces
         return {
@@ -207,6 +217,8 @@ class System(Plugin):
                     yield Metric(name, rate, "bytes/s", labels, device_class="data_rate")
 
     def _temperatures(self) -> Iterator[Metric]:
+        import psutil
+
         read = getattr(psutil, "sensors_temperatures", None)  # absent on Windows and macOS
         if read is None:
             return

@@ -87,7 +87,7 @@ def describe_connect_error(where: str, exc: BaseException, timeout: float) -> st
     return f"cannot connect to {where}: {reason}"
 
 
-class Tcp(Plugin):
+class Tcp(Plugin[TcpConfig]):
     """Connects to one TCP port per run and reports whether, and how fast, it answered."""
 
     name = "tcp"
@@ -96,9 +96,7 @@ class Tcp(Plugin):
     description = "Whether a TCP port accepts connections, and how long connecting takes."
     version = "1.0.0"
     default_interval = 30.0
-    Config = TcpConfig
 
-    config: TcpConfig
     _report: HealthReport | None = None
 
     async def collect(self) -> list[Metric]:

@@ -235,7 +235,7 @@ def _date(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
-class TlsCert(Plugin):
+class TlsCert(Plugin[TlsCertConfig]):
     """Days until a server's certificate expires, and whether it verifies."""
 
     name = "tls_cert"
@@ -247,9 +247,7 @@ class TlsCert(Plugin):
     )
     version = "1.0.0"
     default_interval = 3600.0
-    Config = TlsCertConfig
 
-    config: TlsCertConfig
     _health: HealthReport | None = None
 
     @property

@@ -19,7 +19,7 @@ class CounterConfig:
     token: str = option("", secret=True, description="A secret that must never show.")
 
 
-class Counter(Plugin):
+class Counter(Plugin[CounterConfig]):
     """Counts its collections; async."""
 
     name = "counter"
@@ -27,9 +27,8 @@ class Counter(Plugin):
     category = "test"
     description = "Reports how many times it has run."
     default_interval = 0.1
-    Config = CounterConfig
 
-    def __init__(self, config: Any, *, instance_id: str) -> None:
+    def __init__(self, config: CounterConfig, *, instance_id: str) -> None:
         super().__init__(config, instance_id=instance_id)
         self.runs = 0
         self.active = 0

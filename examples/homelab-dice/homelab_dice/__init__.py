@@ -18,7 +18,7 @@ class DiceConfig:
     count: int = option(1, description="How many dice to roll.", validator=attrs.validators.ge(1))
 
 
-class DiceRoll(Plugin):
+class DiceRoll(Plugin[DiceConfig]):
     """Rolls ``count`` dice with ``sides`` faces on every run."""
 
     name = "dice"
@@ -27,7 +27,6 @@ class DiceRoll(Plugin):
     description = "Rolls dice and reports each face and the total."
     version = "1.0.0"
     default_interval = 30.0
-    Config = DiceConfig
 
     def collect(self) -> list[Metric]:
         faces = [random.randint(1, self.config.sides) for _ in range(self.config.count)]
