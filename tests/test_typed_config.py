@@ -86,7 +86,7 @@ def test_config_is_taken_from_the_type_argument() -> None:
     assert Router.Config is RouterConfig
     assert "Config" in vars(Router)
     assert validate_plugin_type(Router) == []
-    assert list(Router.describe()["config_schema"]["properties"]) == ["url"]
+    assert list(Router.config_schema()["properties"]) == ["url"]
 
 
 def test_the_derived_config_is_the_one_the_framework_builds() -> None:
