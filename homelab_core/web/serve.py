@@ -20,7 +20,6 @@ from .. import compat
 from ..config import load_settings
 from ..errors import ConfigError
 from ..hookspecs import hookimpl
-from .auth import bind_problem
 
 SERVERS = ("hypercorn", "uvicorn")
 
@@ -79,6 +78,8 @@ def serve(
         settings.server.host = host
     if port is not None:
         settings.server.port = port
+    from .auth import bind_problem  # the web layer loads only when the command runs
+
     problem = bind_problem(settings.server, insecure=insecure)
     if problem:
         raise click.ClickException(problem)
