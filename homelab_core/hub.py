@@ -12,19 +12,19 @@ from types import TracebackType
 from typing import Any
 
 import anyio
-import attrs
 
 from .bus import Bus, MemoryBus
 from .cache import AiocacheLatest, LatestCache
-from .config import InstanceSettings, Settings, load_settings
+from .config import Settings, load_settings
+from .datapath import DataPath
 from .errors import InvalidArgumentError, UnknownInstanceError
-from .events import ExecutionFinished, HealthChanged, InstanceChanged, MetricsCollected
-from .instances import build_instance, plugin_type_for
+from .events import InstanceChanged
+from .figures import Figures
+from .instances import Instance, build_instances
 from .lifecycle import resolve_enabled
 from .model import (
     Execution,
     Health,
-    HealthState,
     HistorySeries,
     InstanceInfo,
     Metric,
@@ -36,13 +36,11 @@ from .model import (
 from .options import config_to_dict
 from .plugin import Plugin
 from .plugins import PluginManager
-from .scheduler import RunResult, Scheduler
+from .scheduler import Scheduler
 from .store import BatchWriter, Maintenance, Store, WriteQueue
 from .store import history as store_history
 
 log = logging.getLogger("homelab.hub")
-#: Seconds that :meth:`Hub.samples_stored` may be old.
-SAMPLE_COUNT_TTL = 30.0
 
 
 @contextlib.contextmanager
@@ -67,20 +65,6 @@ def tuned_gc(threshold: int) -> Iterator[None]:
     finally:
         gc.unfreeze()
         gc.set_threshold(*previous)
-
-
-@attrs.define
-class _Instance:
-    """What the hub keeps of an instance: its settings, its type and its plugin object.
-
-    Its state, health and enabled flag belong to the scheduler, its history to the store.
-    """
-
-    settings: InstanceSettings
-    plugin_type: type[Plugin]
-    plugin: Plugin
-    interval: float
-    timeout: float
 
 
 class Hub:
@@ -112,17 +96,18 @@ class Hub:
         self.queue = WriteQueue(self.settings.store.queue_size, self.settings.store.batch_size)
         self.writer = BatchWriter(self.store, self.queue, self.settings.store)
         self.maintenance = Maintenance(self.store, self.settings.retention)
-        self.scheduler = Scheduler(self.settings.scheduler, sink=self._on_result)
-        self._instances: dict[str, _Instance] = {}
+        sink = DataPath(self.cache, self.bus, self.queue, self.plugins)
+        self.scheduler = Scheduler(self.settings.scheduler, sink=sink)
+        self._instances: dict[str, Instance] = {}
         self._stack: AsyncExitStack | None = None
         self._background: anyio.CancelScope | None = None
-        self._sample_count: tuple[float, int] | None = None
+        self.figures = Figures(self.scheduler, self.store, self.queue, self.bus)
         self.started_at: float | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def __aenter__(self) -> Hub:
-        self._build_instances()
+        self._instances = build_instances(self.settings, self.plugins.plugin_types())
         stack = AsyncExitStack()
         try:
             await self.store.open()
@@ -173,19 +158,6 @@ class Hub:
             await self.store.close()
             await self.cache.close()
 
-    def _build_instances(self) -> None:
-        types = self.plugins.plugin_types()
-        source = self.settings.source
-        for instance_id, inst in self.settings.plugins.items():
-            plugin_type = plugin_type_for(types, inst, source)
-            plugin, interval, timeout = build_instance(
-                inst,
-                plugin_type,
-                default_timeout=self.settings.scheduler.default_timeout,
-                source=source,
-            )
-            self._instances[instance_id] = _Instance(inst, plugin_type, plugin, interval, timeout)
-
     async def _sync_instances(self) -> None:
         """Schedule every instance, enabled as :func:`resolve_enabled` decides, and save it."""
         stored = await self.store.instance_states()
@@ -213,35 +185,9 @@ class Hub:
                 enabled=enabled,
             )
 
-    # -- the data path ---------------------------------------------------------------------
-
-    async def _on_result(self, result: RunResult) -> None:
-        instance_id, metrics, execution = result.instance_id, result.metrics, result.execution
-        bus = self.bus
-        if metrics:
-            await self.cache.update(instance_id, metrics)
-            if bus.subscriber_count:
-                bus.publish(MetricsCollected(instance_id, metrics))
-            self.queue.put_metrics(instance_id, metrics)
-            await self._notify("metrics_collected", instance_id=instance_id, metrics=metrics)
-        if execution is not None:
-            if bus.subscriber_count:
-                bus.publish(ExecutionFinished(instance_id, execution))
-            self.queue.put_execution(execution)
-            await self._notify("execution_finished", execution=execution)
-        if result.health_changed:
-            old, new = result.previous_health, result.health
-            bus.publish(HealthChanged(instance_id, old, new))
-            self.queue.put_transition(instance_id, old, new)
-            await self._notify("health_changed", instance_id=instance_id, old=old, new=new)
-
-    async def _notify(self, hook: str, **kwargs: Any) -> None:
-        if self.plugins.has_implementations(hook):
-            await self.plugins.notify(hook, **kwargs)
-
     # -- what an embedder uses ---------------------------------------------------------------
 
-    def _get(self, instance_id: str) -> _Instance:
+    def _get(self, instance_id: str) -> Instance:
         try:
             return self._instances[instance_id]
         except KeyError:
@@ -364,52 +310,18 @@ class Hub:
 
     def counters(self) -> dict[str, float]:
         """Framework counters: runs, failures, skipped runs, samples, queue depth."""
-        all_stats = self.scheduler.all_stats().values()
-        return {
-            "runs": sum(s.runs for s in all_stats),
-            "failures": sum(s.errors + s.timeouts for s in all_stats),
-            "skipped": sum(s.skipped for s in all_stats),
-            "samples_written": self.store.samples_written,
-            "samples_dropped": self.queue.dropped_samples,
-            "executions_dropped": self.queue.dropped_executions,
-            "queue_depth": self.queue.pending_samples,
-            "subscribers": self.bus.subscriber_count,
-        }
+        return self.figures.counters()
 
     async def samples_stored(self) -> int:
-        """The number of stored raw samples, counted at most every ``SAMPLE_COUNT_TTL`` s
-        (counting a big table is slow)."""
-        now = time.monotonic()
-        if self._sample_count is None or now - self._sample_count[0] > SAMPLE_COUNT_TTL:
-            self._sample_count = (now, await self.store.count_samples())
-        return self._sample_count[1]
+        """The number of stored raw samples (counted at most every 30 s: it is slow)."""
+        return await self.figures.samples_stored()
 
     async def summary(self) -> Summary:
         """Counts by state, runs and failures of the last hour, samples, uptime."""
-        infos = self.instances()
-        by_status = {state.value: 0 for state in HealthState}
-        for info in infos:
-            by_status[info.health.state.value] += 1
-        counts = await self.store.execution_counts(since=time.time() - 3600)
-        return Summary(
-            instances=len(infos),
-            enabled=sum(i.enabled for i in infos),
-            by_status=by_status,
-            runs_last_hour=sum(n for status, n in counts.items() if status != "skipped"),
-            failures_last_hour=counts.get("error", 0) + counts.get("timeout", 0),
-            samples_stored=await self.samples_stored(),
-            samples_dropped=self.queue.dropped_samples,
-            uptime=time.time() - (self.started_at or time.time()),
-        )
+        return await self.figures.summary(self.instances(), self.started_at)
 
     async def readiness(self) -> Readiness:
         """Whether the store answers and the scheduler runs."""
         return Readiness(
             store_answers=await self.store.ping(), scheduler_runs=self.scheduler.running
         )
-
-    def unhealthy(self) -> list[str]:
-        """Ids of enabled instances whose state is failing."""
-        return [
-            i.id for i in self.instances() if i.enabled and i.health.state is HealthState.FAILING
-        ]

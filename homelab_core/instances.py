@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .config import NO_FILE, InstanceSettings
+import attrs
+
+from .config import NO_FILE, InstanceSettings, Settings
 from .errors import ConfigError
 from .options import build_config
 from .plugin import Plugin
@@ -61,3 +63,32 @@ def build_instance(
     interval = settings.interval or float(plugin_type.default_interval)
     timeout = settings.timeout or plugin_type.default_timeout or min(default_timeout, interval)
     return plugin_type(config, instance_id=settings.id), interval, timeout
+
+
+@attrs.define
+class Instance:
+    """What the hub keeps of an instance: its settings, its type and its plugin object.
+
+    Its state, health and enabled flag belong to the scheduler, its history to the store.
+    """
+
+    settings: InstanceSettings
+    plugin_type: type[Plugin]
+    plugin: Plugin
+    interval: float
+    timeout: float
+
+
+def build_instances(settings: Settings, types: Mapping[str, type[Plugin]]) -> dict[str, Instance]:
+    """Every instance of ``settings``, validated; the first bad one is a :class:`ConfigError`."""
+    built = {}
+    for instance_id, inst in settings.plugins.items():
+        plugin_type = plugin_type_for(types, inst, settings.source)
+        plugin, interval, timeout = build_instance(
+            inst,
+            plugin_type,
+            default_timeout=settings.scheduler.default_timeout,
+            source=settings.source,
+        )
+        built[instance_id] = Instance(inst, plugin_type, plugin, interval, timeout)
+    return built

@@ -28,9 +28,10 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
+from typing import Any
 
 import anyio
 import attrs
@@ -40,9 +41,17 @@ from . import policy
 from .config import SchedulerSettings
 from .errors import ConflictError, HomelabError, InvalidArgumentError, UnknownInstanceError
 from .lifecycle import Lifecycle
-from .model import Execution, ExecutionStatus, Health, InstanceState, Metric, RunStats
+from .model import (
+    Execution,
+    ExecutionStatus,
+    Health,
+    HealthReport,
+    InstanceState,
+    Metric,
+    RunStats,
+)
 from .plugin import Plugin
-from .runner import Runner, SetupResult, retry_after
+from .runner import Outcome, Runner, SetupResult, retry_after
 
 log = logging.getLogger("homelab.scheduler")
 S = InstanceState
@@ -92,6 +101,98 @@ class _Unit:
     def busy(self) -> bool:
         return self.running or self.runner.thread_busy
 
+    async def ready_to_run(self) -> None:
+        """Wait (up to a timeout) until the instance may run now; ConflictError if never.
+
+        A just-started instance finishes its first setup attempt, and a run in progress
+        finishes (so that "run now" does run) rather than being refused.
+        """
+        timeout, lifecycle = self.runner.timeout, self.lifecycle
+        if not lifecycle.enabled:
+            raise ConflictError(f"plugin instance {self.id!r} is disabled; enable it first")
+        if lifecycle.state is not S.READY and self.first_setup is not None:
+            with anyio.move_on_after(timeout):
+                await self.first_setup.wait()
+        if lifecycle.state is S.FAILED:
+            raise ConflictError(
+                f"plugin instance {self.id!r} failed to set up and is not retried"
+                f" ({lifecycle.reason}); disable and enable it to try again"
+            )
+        if lifecycle.state is not S.READY:
+            why = f" (last setup error: {lifecycle.reason})" if lifecycle.reason else ""
+            raise ConflictError(f"plugin instance {self.id!r} is not set up yet{why}")
+        if self.running:
+            if self.run_done is None:
+                self.run_done = anyio.Event()
+            done = self.run_done
+            with anyio.move_on_after(timeout):
+                await done.wait()
+
+    def skipped(self, scheduled: float, reason: str) -> Execution:
+        """Record a tick that did not run."""
+        execution = Execution(
+            instance_id=self.id,
+            started_at=time.time(),
+            duration=0.0,
+            status=ExecutionStatus.SKIPPED,
+            error=reason,
+            lag=anyio.current_time() - scheduled,
+        )
+        self.stats.count(execution)
+        return execution
+
+    def ran(
+        self,
+        execution: Execution,
+        report: HealthReport | None,
+        scheduled: float,
+        settings: SchedulerSettings,
+    ) -> None:
+        """Judge a finished run: the new health, the back-off, the counters, a log line."""
+        verdict = policy.judge_run(
+            self.health,
+            execution,
+            report,
+            failure_threshold=settings.failure_threshold,
+            now=time.time(),
+        )
+        self.health = health = verdict.health
+        if verdict.change is policy.Change.FAILING:
+            log.error(
+                "plugin instance %r is failing after %d consecutive failures: %s",
+                self.id,
+                health.consecutive_failures,
+                execution.error,
+            )
+        elif verdict.change is policy.Change.RECOVERED:
+            log.info("plugin instance %r recovered", self.id)
+        if execution.status is ExecutionStatus.OK:
+            self.backoff_until = 0.0
+        else:
+            failures = health.consecutive_failures
+            delay = policy.backoff_delay(self.interval, failures, settings.max_backoff)
+            self.backoff_until = scheduled + delay
+        self.stats.count(execution)
+
+    def setup_failed(
+        self, result: SetupResult, outcome: Outcome, attempt: int, waits: Sequence[float]
+    ) -> float | None:
+        """Judge a failed setup attempt; the seconds until the next, or None if none."""
+        error, now = outcome.execution.error or "", time.time()
+        wait: float | None = None
+        if result is SetupResult.FAILED:
+            verdict = policy.judge_setup_failed(self.health, error, now=now)
+            self.lifecycle.to(S.FAILED, error)
+        else:
+            wait = policy.setup_wait(waits, attempt, retry_after(outcome))
+            verdict = policy.judge_setup_retry(self.health, error, wait, now=now)
+            self.lifecycle.to(S.SETUP_RETRY, error)
+        if verdict.change is policy.Change.FAILING:
+            log.error("plugin instance %r %s", self.id, verdict.health.message)
+        self.health = verdict.health
+        self.stats.count(outcome.execution)
+        return wait
+
 
 @attrs.define(eq=False)
 class _Due:
@@ -99,6 +200,81 @@ class _Due:
 
     unit: _Unit
     runs: TaskGroup | None
+
+
+class _Timer:
+    """The heap of due instances and the one task that starts their runs on time.
+
+    ``run`` starts a run (in the instance's task group); ``skip`` records a skipped tick.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[_Unit, float, str, bool], Coroutine[Any, Any, Execution]],
+        skip: Callable[[_Unit, float, str], Awaitable[None]],
+    ) -> None:
+        self._run = run
+        self._skip = skip
+        #: Heap of (due time, sequence, entry): tuples compare in C, entries never.
+        self._due: list[tuple[float, int, _Due]] = []
+        self._sequence = itertools.count()
+        self._wakeup: anyio.Event | None = None
+
+    def push(self, at: float, entry: _Due) -> None:
+        """Make ``entry`` due at ``at`` (waking the timer if it is now the first due)."""
+        heapq.heappush(self._due, (at, next(self._sequence), entry))
+        if self._due[0][2] is entry and self._wakeup is not None:
+            self._wakeup.set()
+
+    async def run(self) -> None:
+        """Start every due run; sleep until the next one is due (or an earlier one is added)."""
+        due = self._due
+        while True:
+            now = anyio.current_time()
+            while due and due[0][0] <= now:
+                scheduled, _, entry = due[0]
+                unit, runs = entry.unit, entry.runs
+                if runs is None:  # the instance was stopped
+                    heapq.heappop(due)
+                    continue
+                # Fixed rate: tick n is at start + n * interval, however late this one is.
+                next_at = scheduled + unit.interval
+                missed = 0
+                if now >= next_at:
+                    missed = math.floor((now - next_at) / unit.interval) + 1
+                    next_at += missed * unit.interval
+                heapq.heapreplace(due, (next_at, next(self._sequence), entry))
+                if missed or unit.busy:
+                    await self._tick(unit, scheduled, now, missed, entry)
+                    now = anyio.current_time()
+                elif now >= unit.backoff_until:  # the common case, without a coroutine
+                    unit.running = True
+                    runs.start_soon(self._run, unit, scheduled, "schedule", True, name=unit.id)
+            # A push of an earlier entry sets this event (no await between here and waiting).
+            self._wakeup = wakeup = anyio.Event()
+            now = anyio.current_time()  # starting many runs takes time too
+            with anyio.move_on_after(due[0][0] - now if due else math.inf):
+                await wakeup.wait()
+
+    async def _tick(
+        self, unit: _Unit, scheduled: float, now: float, missed: int, entry: _Due
+    ) -> None:
+        """One due tick of ``unit``: record what was missed, then run it unless it may not."""
+        if missed:
+            late = now - scheduled
+            await self._skip(
+                unit, scheduled, f"scheduler was {late:.3f} s late; {missed} tick(s) missed"
+            )
+        if now < unit.backoff_until:
+            return
+        if unit.busy:
+            await self._skip(unit, scheduled, "previous run still in progress")
+            return
+        runs = entry.runs
+        if runs is None:  # stopped while the skip above was being handled
+            return
+        unit.running = True
+        runs.start_soon(self._run, unit, scheduled, "schedule", True, name=unit.id)
 
 
 class Scheduler:
@@ -115,18 +291,14 @@ class Scheduler:
         self._limiter = anyio.Semaphore(max(1, self.settings.concurrency), fast_acquire=True)
         self._tg: TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
-        #: Heap of (due time, sequence, entry): tuples compare in C, entries never.
-        self._due: list[tuple[float, int, _Due]] = []
-        self._sequence = itertools.count()
-        self._wakeup: anyio.Event | None = None
+        self._timer: _Timer | None = None
         self.running = False
 
     async def __aenter__(self) -> Scheduler:
         self._stack = AsyncExitStack()
         self._tg = await self._stack.enter_async_context(anyio.create_task_group())
-        self._due = []
-        self._wakeup = anyio.Event()
-        self._tg.start_soon(self._timer, name="homelab:scheduler-timer")
+        self._timer = _Timer(self._run, self._skip)
+        self._tg.start_soon(self._timer.run, name="homelab:scheduler-timer")
         self.running = True
         for unit in self._units.values():
             if unit.lifecycle.enabled:
@@ -193,10 +365,6 @@ class Scheduler:
         """The plugin object of an instance."""
         return self._unit(instance_id).runner.plugin
 
-    def timeout(self, instance_id: str) -> float:
-        """Seconds each run of the instance may take."""
-        return self._unit(instance_id).runner.timeout
-
     def state(self, instance_id: str) -> Lifecycle:
         """The instance's life cycle state, and why it is in it."""
         return self._unit(instance_id).lifecycle
@@ -248,29 +416,7 @@ class Scheduler:
         execution.
         """
         unit = self._unit(instance_id)
-        timeout = unit.runner.timeout
-        if not unit.lifecycle.enabled:
-            raise ConflictError(f"plugin instance {instance_id!r} is disabled; enable it first")
-        if unit.lifecycle.state is not S.READY and unit.first_setup is not None:
-            # Just started: let the first setup attempt finish rather than refuse.
-            with anyio.move_on_after(timeout):
-                await unit.first_setup.wait()
-        lifecycle = unit.lifecycle
-        if lifecycle.state is S.FAILED:
-            raise ConflictError(
-                f"plugin instance {instance_id!r} failed to set up and is not retried"
-                f" ({lifecycle.reason}); disable and enable it to try again"
-            )
-        if lifecycle.state is not S.READY:
-            why = f" (last setup error: {lifecycle.reason})" if lifecycle.reason else ""
-            raise ConflictError(f"plugin instance {instance_id!r} is not set up yet{why}")
-        if unit.running:
-            # A run in progress finishes first (within the timeout), so "run now" does run.
-            if unit.run_done is None:
-                unit.run_done = anyio.Event()
-            done = unit.run_done
-            with anyio.move_on_after(timeout):
-                await done.wait()
+        await unit.ready_to_run()
         return await self._run(unit, anyio.current_time(), "manual")
 
     # -- the instance task -------------------------------------------------------------------
@@ -301,7 +447,8 @@ class Scheduler:
                         # cancel scope, so stopping the instance cancels them).
                         jitter = random.uniform(0, min(self.settings.jitter, unit.interval))
                         entry = _Due(unit, runs)
-                        self._push(anyio.current_time() + jitter, entry)
+                        assert self._timer is not None
+                        self._timer.push(anyio.current_time() + jitter, entry)
                         try:
                             await anyio.sleep_forever()
                         finally:
@@ -331,96 +478,20 @@ class Scheduler:
                 if attempt:
                     log.info("plugin instance %r set up after %d failed attempts", unit.id, attempt)
                 return True
-            execution, error = outcome.execution, outcome.execution.error or ""
-            previous, now = unit.health, time.time()
-            if result is SetupResult.FAILED:
-                verdict = policy.judge_setup_failed(previous, error, now=now)
-                unit.lifecycle.to(S.FAILED, error)
-                log.error("plugin instance %r %s", unit.id, verdict.health.message)
-            else:
-                wait = policy.setup_wait(self.settings.setup_retry, attempt, retry_after(outcome))
-                verdict = policy.judge_setup_retry(previous, error, wait, now=now)
-                unit.lifecycle.to(S.SETUP_RETRY, error)
-                if verdict.change is policy.Change.FAILING:
-                    log.error("plugin instance %r %s", unit.id, verdict.health.message)
-            unit.health = verdict.health
-            unit.stats.count(execution)
+            execution = outcome.execution
+            previous = unit.health
+            wait = unit.setup_failed(result, outcome, attempt, self.settings.setup_retry)
             await self._emit(RunResult(unit.id, execution, [], unit.health, previous))
-            if result is SetupResult.FAILED:
+            if wait is None:
                 return False
             attempt += 1
             await anyio.sleep(wait)
 
-    # -- the timer ---------------------------------------------------------------------------
-
-    def _push(self, at: float, entry: _Due) -> None:
-        heapq.heappush(self._due, (at, next(self._sequence), entry))
-        if self._due[0][2] is entry and self._wakeup is not None:
-            self._wakeup.set()
-
-    async def _timer(self) -> None:
-        """Start every due run; sleep until the next one is due (or an earlier one is added)."""
-        due = self._due
-        while True:
-            now = anyio.current_time()
-            while due and due[0][0] <= now:
-                scheduled, _, entry = due[0]
-                unit, runs = entry.unit, entry.runs
-                if runs is None:  # the instance was stopped
-                    heapq.heappop(due)
-                    continue
-                # Fixed rate: tick n is at start + n * interval, however late this one is.
-                next_at = scheduled + unit.interval
-                missed = 0
-                if now >= next_at:
-                    missed = math.floor((now - next_at) / unit.interval) + 1
-                    next_at += missed * unit.interval
-                heapq.heapreplace(due, (next_at, next(self._sequence), entry))
-                if missed or unit.busy:
-                    await self._tick(unit, scheduled, now, missed, entry)
-                    now = anyio.current_time()
-                elif now >= unit.backoff_until:  # the common case, without a coroutine
-                    unit.running = True
-                    runs.start_soon(self._run, unit, scheduled, "schedule", True, name=unit.id)
-            # A push of an earlier entry sets this event (no await between here and waiting).
-            self._wakeup = wakeup = anyio.Event()
-            now = anyio.current_time()  # starting many runs takes time too
-            with anyio.move_on_after(due[0][0] - now if due else math.inf):
-                await wakeup.wait()
-
-    async def _tick(
-        self, unit: _Unit, scheduled: float, now: float, missed: int, entry: _Due
-    ) -> None:
-        """One due tick of ``unit``: record what was missed, then run it unless it may not."""
-        if missed:
-            late = now - scheduled
-            await self._skip(
-                unit, scheduled, f"scheduler was {late:.3f} s late; {missed} tick(s) missed"
-            )
-        if now < unit.backoff_until:
-            return
-        if unit.busy:
-            await self._skip(unit, scheduled, "previous run still in progress")
-            return
-        runs = entry.runs
-        if runs is None:  # stopped while the skip above was being handled
-            return
-        unit.running = True
-        runs.start_soon(self._run, unit, scheduled, "schedule", True, name=unit.id)
+    # -- one run -----------------------------------------------------------------------------
 
     async def _skip(self, unit: _Unit, scheduled: float, reason: str) -> None:
-        execution = Execution(
-            instance_id=unit.id,
-            started_at=time.time(),
-            duration=0.0,
-            status=ExecutionStatus.SKIPPED,
-            error=reason,
-            lag=anyio.current_time() - scheduled,
-        )
-        unit.stats.count(execution)
+        execution = unit.skipped(scheduled, reason)
         await self._emit(RunResult(unit.id, execution, [], unit.health, unit.health))
-
-    # -- one run -----------------------------------------------------------------------------
 
     async def _run(
         self, unit: _Unit, scheduled: float, trigger: str, claimed: bool = False
@@ -439,31 +510,7 @@ class Scheduler:
                 unit.run_done.set()
                 unit.run_done = None
         previous = unit.health
-        verdict = policy.judge_run(
-            previous,
-            execution,
-            report,
-            failure_threshold=self.settings.failure_threshold,
-            now=time.time(),
-        )
-        unit.health = verdict.health
-        if verdict.change is policy.Change.FAILING:
-            failures = verdict.health.consecutive_failures
-            log.error(
-                "plugin instance %r is failing after %d consecutive failures: %s",
-                unit.id,
-                failures,
-                execution.error,
-            )
-        elif verdict.change is policy.Change.RECOVERED:
-            log.info("plugin instance %r recovered", unit.id)
-        if execution.status is not ExecutionStatus.OK:
-            failures = verdict.health.consecutive_failures
-            delay = policy.backoff_delay(unit.interval, failures, self.settings.max_backoff)
-            unit.backoff_until = scheduled + delay
-        else:
-            unit.backoff_until = 0.0
-        unit.stats.count(execution)
+        unit.ran(execution, report, scheduled, self.settings)
         await self._emit(RunResult(unit.id, execution, metrics, unit.health, previous))
         return execution
 

@@ -1,0 +1,63 @@
+"""The hub's own figures: the counters ``/metrics`` exposes and the dashboard's summary."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from .bus import Bus
+from .model import HealthState, InstanceInfo, Summary
+from .scheduler import Scheduler
+from .store import Store, WriteQueue
+
+#: Seconds that :meth:`Figures.samples_stored` may be old (counting a big table is slow).
+SAMPLE_COUNT_TTL = 30.0
+
+
+class Figures:
+    """Reads the figures off the scheduler, the store, the write queue and the bus."""
+
+    def __init__(self, scheduler: Scheduler, store: Store, queue: WriteQueue, bus: Bus) -> None:
+        self.scheduler = scheduler
+        self.store = store
+        self.queue = queue
+        self.bus = bus
+        self._sample_count: tuple[float, int] | None = None
+
+    def counters(self) -> dict[str, float]:
+        """Runs, failures, skipped runs, samples written and dropped, queue depth."""
+        all_stats = self.scheduler.all_stats().values()
+        return {
+            "runs": sum(s.runs for s in all_stats),
+            "failures": sum(s.errors + s.timeouts for s in all_stats),
+            "skipped": sum(s.skipped for s in all_stats),
+            "samples_written": self.store.samples_written,
+            "samples_dropped": self.queue.dropped_samples,
+            "executions_dropped": self.queue.dropped_executions,
+            "queue_depth": self.queue.pending_samples,
+            "subscribers": self.bus.subscriber_count,
+        }
+
+    async def samples_stored(self) -> int:
+        """The number of stored raw samples, counted at most every ``SAMPLE_COUNT_TTL`` s."""
+        now = time.monotonic()
+        if self._sample_count is None or now - self._sample_count[0] > SAMPLE_COUNT_TTL:
+            self._sample_count = (now, await self.store.count_samples())
+        return self._sample_count[1]
+
+    async def summary(self, infos: Sequence[InstanceInfo], started_at: float | None) -> Summary:
+        """The summary of ``infos`` (every instance) for a hub started at ``started_at``."""
+        by_status = {state.value: 0 for state in HealthState}
+        for info in infos:
+            by_status[info.health.state.value] += 1
+        counts = await self.store.execution_counts(since=time.time() - 3600)
+        return Summary(
+            instances=len(infos),
+            enabled=sum(i.enabled for i in infos),
+            by_status=by_status,
+            runs_last_hour=sum(n for status, n in counts.items() if status != "skipped"),
+            failures_last_hour=counts.get("error", 0) + counts.get("timeout", 0),
+            samples_stored=await self.samples_stored(),
+            samples_dropped=self.queue.dropped_samples,
+            uptime=time.time() - (started_at or time.time()),
+        )
