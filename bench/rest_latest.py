@@ -8,7 +8,7 @@ The clients (``bench/rest_client.py``) run in a process of their own: 50 keep-al
 connections to each server, one request in flight on each, loading one server at a time in
 short segments that alternate between them. The figures are medians over segments (each
 segment's throughput and p99), so that a disturbance of the machine costs one segment.
-Targets (DESIGN.md): throughput >= 0.8x the bare route's, p99 latency < 25 ms.
+Targets (docs/performance.md): throughput >= 0.8x the bare route's, p99 latency < 25 ms.
 """
 
 from __future__ import annotations

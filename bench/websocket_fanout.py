@@ -28,7 +28,7 @@ medians over rounds.
 
 The full run also measures a bare loop that writes through Quart's inner send as the
 stream does (so the stream's own cost shows apart from that shortcut), and the subject with
-WebSocket compression on (``--websocket-compression``), the pitfall DESIGN.md describes.
+WebSocket compression on (``--websocket-compression``), the cost docs/performance.md describes.
 """
 
 from __future__ import annotations

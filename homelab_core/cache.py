@@ -4,7 +4,8 @@
 Redis later). It is written once per collection with a single ``set``: aiocache wraps each
 call in a timeout and the memory backend arms a timer per key, so per-sample writes would
 cost far more than the data. The in-memory backend runs without that timeout (a dict
-lookup cannot hang), which halves the cost of a collection's cache update.
+lookup cannot hang), which makes a collection's cache update much cheaper
+(docs/performance.md, ``pipeline``).
 
 Health is not cached: the scheduler owns it (one owner, so no two places disagree).
 """

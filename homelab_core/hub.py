@@ -49,10 +49,10 @@ def tuned_gc(threshold: int) -> Iterator[None]:
 
     Every collection allocates thousands of short-lived objects; with Python's default
     young-generation threshold (700) the collector ran so often, over every live object of
-    a large hub, that it took a quarter of the CPU and paused runs for hundreds of
-    milliseconds at 100,000 samples/s. ``threshold`` new objects are allowed between
-    young collections instead, and everything alive now (plugins, settings, modules) is
-    frozen out of later collections. Both are undone afterwards; ``0`` changes nothing.
+    a large hub, that it took a large share of the CPU and paused runs for long enough to
+    make them late (docs/performance.md, ``pipeline``). ``threshold`` new objects are
+    allowed between young collections instead, and everything alive now (plugins,
+    settings, modules) is frozen out of later collections. Both are undone afterwards; ``0`` changes nothing.
     """
     if threshold <= 0:
         yield
@@ -200,12 +200,12 @@ class Hub:
     def instance(self, instance_id: str) -> InstanceInfo:
         """One instance; :class:`UnknownInstanceError` if there is none by that id."""
         inst = self._get(instance_id)
-        kind = inst.plugin_type
+        kind = inst.plugin_type.describe()
         lifecycle = self.scheduler.state(instance_id)
         return InstanceInfo(
             id=instance_id,
             type=kind.name,
-            title=kind.title or kind.name,
+            title=kind.title,
             category=kind.category,
             enabled=lifecycle.enabled,
             state=lifecycle.state,

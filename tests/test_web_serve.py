@@ -77,7 +77,7 @@ def client(server: LiveServer) -> Iterator[httpx.Client]:
         yield http
 
 
-# -- 1. the paths of DESIGN.md ------------------------------------------------------------
+# -- 1. the API's paths -----------------------------------------------------------------
 
 
 SEED_GETS = [

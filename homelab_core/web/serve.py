@@ -124,11 +124,10 @@ def settle_gc() -> None:
     """Move every object alive now out of the garbage collector's sight (``gc.freeze``).
 
     The modules, the app, the hub and the web layer live as long as the process; without
-    this, each full collection walks all of them again. Measured with a bare Quart app
-    under hypercorn at 50 concurrent clients: a 30 ms full collection every third of a
-    second, every request in flight delayed by it (p99 40 ms instead of 20 ms). Called
-    once everything has started; only by ``homelab serve``: an app that embeds the
-    extension owns its process.
+    this, each full collection walks all of them again and delays every request in flight
+    (measured on a bare Quart app: docs/performance.md, ``rest_latest``). Called once
+    everything has started; only by ``homelab serve``: an app that embeds the extension
+    owns its process.
     """
     gc.collect()
     gc.freeze()
@@ -145,9 +144,8 @@ def hypercorn_websocket_compression(enabled: bool) -> None:
 
     Hypercorn has no setting for it: it accepts whenever a client offers, and browsers
     always offer. Compressing every message for every client (small messages, to clients
-    on a LAN) was the costliest part of the broadcast: ``bench/websocket_fanout.py``,
-    1,000 clients at 10 events/s, measured 61 % of a core and 330 MB with it, 20 % and
-    111 MB without, and a p99 latency of 130 ms instead of 59 ms. Disabled, the handshake
+    on a LAN) was the costliest part of the broadcast, in CPU, memory and latency alike
+    (the figures: docs/performance.md, ``websocket_fanout``). Disabled, the handshake
     ignores the client's offer and the connection is not compressed.
 
     This changes hypercorn for the whole process (through a private method: see
