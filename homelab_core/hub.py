@@ -52,7 +52,8 @@ def tuned_gc(threshold: int) -> Iterator[None]:
     a large hub, that it took a large share of the CPU and paused runs for long enough to
     make them late (docs/performance.md, ``pipeline``). ``threshold`` new objects are
     allowed between young collections instead, and everything alive now (plugins,
-    settings, modules) is frozen out of later collections. Both are undone afterwards; ``0`` changes nothing.
+    settings, modules) is frozen out of later collections. Both are undone afterwards;
+    ``0`` changes nothing.
     """
     if threshold <= 0:
         yield
