@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import functools
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import anyio
@@ -26,7 +24,7 @@ from ..codec import labels_json
 from ..errors import StoreError
 from ..model import EXECUTION_COLUMNS, Execution, Health, Metric
 from . import models
-from .sql import Dialect, dialect_of
+from .sql import Dialect, dialect_of, insert_rows
 
 log = logging.getLogger("homelab.store")
 #: Tortoise's private current-context variable (see :func:`.compat.tortoise_context`).
@@ -41,8 +39,6 @@ APP = "homelab"
 OPEN_TIMEOUT = 60.0
 #: (instance id, metric name, label items in sorted order): the store's key of a series.
 _SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]
-#: Parameters per statement on SQLite (its default limit; 999 before SQLite 3.32).
-_SQLITE_MAX_PARAMS = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 #: SQLite pragmas the store sets unless the URL does. cache_size: 64 MiB of page cache
 #: (SQLite's default is 2 MiB), so that the samples index of a busy store stays in memory:
 #: with 2 MiB, inserts slowed fourfold once the table held a few million rows.
@@ -251,17 +247,21 @@ class Store:
             async with in_transaction(self.connection_name) as conn:
                 rows = await self._sample_rows(conn, samples)
                 if rows:
-                    await self._insert(conn, "homelab_sample", "series_id, ts, value", rows)
+                    await insert_rows(
+                        conn, self.dialect, "homelab_sample", "series_id, ts, value", rows
+                    )
                 if executions:
-                    await self._insert(
+                    await insert_rows(
                         conn,
+                        self.dialect,
                         "homelab_execution",
                         ", ".join(EXECUTION_COLUMNS),
                         [execution_row(e) for e in executions],
                     )
                 if transitions:
-                    await self._insert(
+                    await insert_rows(
                         conn,
+                        self.dialect,
                         "homelab_health_transition",
                         "instance_id, ts, old_state, new_state, message",
                         [
@@ -270,39 +270,6 @@ class Store:
                         ],
                     )
         return rows
-
-    async def _insert(
-        self,
-        conn: BaseDBAsyncClient,
-        table: str,
-        columns: str,
-        rows: Sequence[Sequence[Any]],
-        suffix: str = "",
-    ) -> None:
-        """Insert ``rows`` into ``table`` (``columns`` as in SQL) in few statements."""
-        width = columns.count(",") + 1
-        single = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['?'] * width)}){suffix}"
-        if self.dialect.postgres:
-            # asyncpg takes any sequence of rows; Tortoise's annotation says lists.
-            await conn.execute_many(self.dialect.q(single), cast(Any, rows))
-            return
-        # SQLite: many rows per statement. sqlite3 releases the GIL around every statement
-        # step and must take it back from a busy event loop afterwards (up to a switch
-        # interval each time): one statement per row made the writer crawl under load
-        # (docs/performance.md). Full chunks go in one executemany (one trip to the
-        # database thread), the rest in one statement of its own size.
-        per = _SQLITE_MAX_PARAMS // width
-        values = [value for row in rows for value in row]
-        full = len(rows) - len(rows) % per
-        if full:
-            chunk = per * width
-            await conn.execute_many(
-                _full_chunk_statement(single, per, suffix),
-                [values[start : start + chunk] for start in range(0, full * width, chunk)],
-            )
-        if full < len(rows):
-            rest = _rows_statement(single, len(rows) - full, suffix)
-            await conn.execute_query(rest, values[full * width :])
 
     async def _sample_rows(
         self, conn: BaseDBAsyncClient, samples: Sequence[tuple[str, Sequence[Metric]]]
@@ -329,8 +296,9 @@ class Store:
     async def _create_series(
         self, conn: BaseDBAsyncClient, missing: Mapping[_SeriesKey, Metric]
     ) -> None:
-        await self._insert(
+        await insert_rows(
             conn,
+            self.dialect,
             "homelab_series",
             "instance_id, name, labels, unit, kind, device_class",
             [
@@ -421,17 +389,6 @@ class Store:
         with self.active():
             count, _ = await self.connection.execute_query(self.dialect.q(query), list(values))
         return count
-
-
-def _rows_statement(single: str, rows: int, suffix: str) -> str:
-    """``single`` (an INSERT of one row, then ``suffix``) made to insert ``rows`` rows."""
-    head, _, row = single.removesuffix(suffix).partition(" VALUES ")
-    return f"{head} VALUES {', '.join([row] * rows)}{suffix}"
-
-
-#: The full-chunk statement of each table is the same every batch: built once. (Remainders
-#: vary in size and are built each time rather than kept.)
-_full_chunk_statement = functools.lru_cache(maxsize=8)(_rows_statement)
 
 
 def _safe_url(url: str) -> str:
