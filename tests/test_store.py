@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -119,6 +120,29 @@ async def test_insert_rows_on_sqlite_fills_chunks_and_the_rest(
     finally:
         await store.close()
     assert [(r["series_id"], r["ts"], r["value"]) for r in stored] == rows
+
+
+async def test_a_rolled_back_write_leaves_no_series_id_behind(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The series row is created, then the samples' insert fails: the transaction rolls the
+    # series back, so the next write must create it again rather than reuse its id.
+    real = insert_rows
+
+    async def failing(conn: Any, dialect: Any, table: str, *args: Any) -> None:
+        if table == "homelab_sample":
+            raise ConnectionError("database is away")
+        await real(conn, dialect, table, *args)
+
+    monkeypatch.setattr("homelab_core.store.store.insert_rows", failing)
+    with pytest.raises(ConnectionError):
+        await store.write([("a", samples(T0, 2, 10))])
+    monkeypatch.undo()
+    assert await store.write([("a", samples(T0, 2, 10))]) == 2
+    rows = await store.fetch(
+        "SELECT s.name FROM homelab_sample p JOIN homelab_series s ON s.id = p.series_id"
+    )
+    assert [r["name"] for r in rows] == ["temp", "temp"]
 
 
 async def test_write_records_executions_and_health_transitions(store: Store) -> None:

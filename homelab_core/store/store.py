@@ -20,10 +20,10 @@ from tortoise.migrations.executor import MigrationExecutor
 from tortoise.transactions import in_transaction
 
 from .. import compat
-from ..codec import labels_json
 from ..errors import StoreError
 from ..model import EXECUTION_COLUMNS, Execution, Health, Metric
 from . import models
+from .series import SeriesIds
 from .sql import Dialect, dialect_of, insert_rows
 
 log = logging.getLogger("homelab.store")
@@ -37,8 +37,6 @@ _tortoise_context = compat.tortoise_context()
 APP = "homelab"
 #: Seconds that connecting and migrating may take before the store gives up.
 OPEN_TIMEOUT = 60.0
-#: (instance id, metric name, label items in sorted order): the store's key of a series.
-_SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]
 #: SQLite pragmas the store sets unless the URL does. cache_size: 64 MiB of page cache
 #: (SQLite's default is 2 MiB), so that the samples index of a busy store stays in memory:
 #: with 2 MiB, inserts slowed fourfold once the table held a few million rows.
@@ -98,7 +96,7 @@ class Store:
         self.dialect: Dialect = dialect_of(self.url)
         self.connection_name = f"homelab_{self.dialect.name}"
         self._context = TortoiseContext()
-        self._series: dict[_SeriesKey, int] = {}
+        self._series = SeriesIds(self.dialect)
         self.samples_written = 0
         self._open = False
 
@@ -231,8 +229,7 @@ class Store:
         try:
             rows = await self._write(samples, executions, transitions)
         except BaseException:
-            # Series ids created inside a rolled-back transaction must not be reused.
-            self._series.clear()
+            self._series.forget()
             raise
         self.samples_written += len(rows)
         return len(rows)
@@ -245,7 +242,7 @@ class Store:
     ) -> list[tuple[Any, ...]]:
         with self.active():
             async with in_transaction(self.connection_name) as conn:
-                rows = await self._sample_rows(conn, samples)
+                rows = await self._series.sample_rows(conn, samples)
                 if rows:
                     await insert_rows(
                         conn, self.dialect, "homelab_sample", "series_id, ts, value", rows
@@ -270,55 +267,6 @@ class Store:
                         ],
                     )
         return rows
-
-    async def _sample_rows(
-        self, conn: BaseDBAsyncClient, samples: Sequence[tuple[str, Sequence[Metric]]]
-    ) -> list[tuple[Any, ...]]:
-        # The hot path: one dict lookup per sample, keyed by the labels' items (already
-        # sorted by Metric), so no sample is JSON-encoded unless its series is new.
-        series = self._series
-        rows: list[tuple[Any, ...]] = []
-        missing: dict[_SeriesKey, Metric] = {}
-        for instance_id, metrics in samples:
-            for m in metrics:
-                key = (instance_id, m.name, tuple(m.labels.items()))
-                sid = series.get(key)
-                if sid is None:
-                    missing.setdefault(key, m)
-                    rows.append((key, m.timestamp, m.value))
-                else:
-                    rows.append((sid, m.timestamp, m.value))
-        if missing:
-            await self._create_series(conn, missing)
-            rows = [(series[r[0]], r[1], r[2]) if type(r[0]) is tuple else r for r in rows]
-        return rows
-
-    async def _create_series(
-        self, conn: BaseDBAsyncClient, missing: Mapping[_SeriesKey, Metric]
-    ) -> None:
-        await insert_rows(
-            conn,
-            self.dialect,
-            "homelab_series",
-            "instance_id, name, labels, unit, kind, device_class",
-            [
-                (key[0], key[1], labels_json(m.labels), m.unit, m.kind.value, m.device_class)
-                for key, m in missing.items()
-            ],
-            " ON CONFLICT (instance_id, name, labels) DO NOTHING",
-        )
-        instance_ids = sorted({key[0] for key in missing})
-        marks = ", ".join("?" for _ in instance_ids)
-        rows = await conn.execute_query_dict(
-            self.dialect.q(
-                f"SELECT id, instance_id, name, labels FROM homelab_series"
-                f" WHERE instance_id IN ({marks})"
-            ),
-            instance_ids,
-        )
-        for row in rows:
-            labels = tuple(json.loads(row["labels"]).items())
-            self._series[(row["instance_id"], row["name"], labels)] = row["id"]
 
     # -- reads -----------------------------------------------------------------------------
 
