@@ -59,6 +59,40 @@ def normalise_url(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+def _check_sqlite_directory(url: str) -> None:
+    # aiosqlite never answers when SQLite cannot create the file: fail clearly instead.
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        return
+    path = Path(unquote(parts.netloc + parts.path))
+    if str(path) != ":memory:" and not path.parent.is_dir():
+        raise StoreError(
+            f"cannot open the store at {path}: directory {str(path.parent)!r} does not exist"
+        )
+
+
+def _safe_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def _tortoise_config(connection_name: str, url: str) -> dict[str, Any]:
+    """The store's one Tortoise app, its models and migrations, on its own connection."""
+    return {
+        "connections": {connection_name: url},
+        "apps": {
+            APP: {
+                "models": [models.__name__],
+                "migrations": f"{__package__}.migrations",
+                "default_connection": connection_name,
+            }
+        },
+    }
+
+
 def execution_row(execution: Execution) -> tuple[Any, ...]:
     """An execution's values in :data:`~homelab_core.model.EXECUTION_COLUMNS` order."""
     values = (getattr(execution, name) for name in EXECUTION_COLUMNS)
@@ -118,17 +152,8 @@ class Store:
 
     async def open(self) -> None:
         """Connect and bring the schema up to date with the built-in migrations."""
-        config: dict[str, Any] = {
-            "connections": {self.connection_name: self.url},
-            "apps": {
-                APP: {
-                    "models": [models.__name__],
-                    "migrations": f"{__package__}.migrations",
-                    "default_connection": self.connection_name,
-                }
-            },
-        }
-        self._check_sqlite_path()
+        config = _tortoise_config(self.connection_name, self.url)
+        _check_sqlite_directory(self.url)
         with self.active():
             try:
                 with anyio.fail_after(OPEN_TIMEOUT):
@@ -147,17 +172,6 @@ class Store:
                     f"cannot open the store at {_safe_url(self.url)}: {reason}"
                 ) from exc
         self._open = True
-
-    def _check_sqlite_path(self) -> None:
-        # aiosqlite never answers when SQLite cannot create the file: fail clearly instead.
-        parts = urlsplit(self.url)
-        if parts.scheme != "sqlite":
-            return
-        path = Path(unquote(parts.netloc + parts.path))
-        if str(path) != ":memory:" and not path.parent.is_dir():
-            raise StoreError(
-                f"cannot open the store at {path}: directory {str(path.parent)!r} does not exist"
-            )
 
     async def close(self) -> None:
         """Close the store's connections."""
@@ -337,11 +351,3 @@ class Store:
         with self.active():
             count, _ = await self.connection.execute_query(self.dialect.q(query), list(values))
         return count
-
-
-def _safe_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
