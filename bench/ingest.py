@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from homelab_core import Metric
+from homelab_core.codec import labels_json
 from homelab_core.config import StoreSettings
 from homelab_core.store import BatchWriter, Store, WriteQueue
-from homelab_core.store.store import labels_text
 
 from .common import Result, log, median, ratio_target, result, workdir
 
@@ -90,7 +90,7 @@ async def measure(directory: Path, rounds: int, ticks: int) -> tuple[list[float]
         for n in range(rounds):
             data = [collections(n * ticks + t) for t in range(ticks)]
             rows = [
-                (series[(iid, m.name, labels_text(m.labels))], m.timestamp or 0.0, m.value)
+                (series[(iid, m.name, labels_json(m.labels))], m.timestamp or 0.0, m.value)
                 for tick in data
                 for iid, metrics in tick
                 for m in metrics

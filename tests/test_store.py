@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -14,6 +15,7 @@ from homelab_core.codec import labels_json
 from homelab_core.config import RetentionSettings, StoreSettings
 from homelab_core.store import BatchWriter, Maintenance, Store, WriteQueue, history
 from homelab_core.store.retention import DAY, HOUR, MINUTE
+from homelab_core.store.sql import _SQLITE_MAX_PARAMS, insert_rows
 
 pytestmark = pytest.mark.anyio
 
@@ -99,6 +101,48 @@ async def test_large_batches_keep_every_row_and_value(store: Store) -> None:
     assert sorted((e.instance_id, e.started_at) for e in stored) == sorted(
         (e.instance_id, e.started_at) for e in runs
     )
+
+
+@pytest.mark.parametrize("remainder", [0, 7], ids=["whole-chunks", "remainder"])
+async def test_insert_rows_on_sqlite_fills_chunks_and_the_rest(
+    tmp_path: Path, remainder: int
+) -> None:
+    # Two full multi-row statements, then either nothing or one statement of its own size.
+    store = Store(f"sqlite://{tmp_path / 'store.db'}")
+    await store.open()
+    rows = [(n, T0 + n, n / 2) for n in range(2 * (_SQLITE_MAX_PARAMS // 3) + remainder)]
+    try:
+        with store.active():
+            await insert_rows(
+                store.connection, store.dialect, "homelab_sample", "series_id, ts, value", rows
+            )
+        stored = await store.fetch("SELECT series_id, ts, value FROM homelab_sample ORDER BY id")
+    finally:
+        await store.close()
+    assert [(r["series_id"], r["ts"], r["value"]) for r in stored] == rows
+
+
+async def test_a_rolled_back_write_leaves_no_series_id_behind(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The series row is created, then the samples' insert fails: the transaction rolls the
+    # series back, so the next write must create it again rather than reuse its id.
+    real = insert_rows
+
+    async def failing(conn: Any, dialect: Any, table: str, *args: Any) -> None:
+        if table == "homelab_sample":
+            raise ConnectionError("database is away")
+        await real(conn, dialect, table, *args)
+
+    monkeypatch.setattr("homelab_core.store.store.insert_rows", failing)
+    with pytest.raises(ConnectionError):
+        await store.write([("a", samples(T0, 2, 10))])
+    monkeypatch.undo()
+    assert await store.write([("a", samples(T0, 2, 10))]) == 2
+    rows = await store.fetch(
+        "SELECT s.name FROM homelab_sample p JOIN homelab_series s ON s.id = p.series_id"
+    )
+    assert [r["name"] for r in rows] == ["temp", "temp"]
 
 
 async def test_write_records_executions_and_health_transitions(store: Store) -> None:

@@ -1,12 +1,21 @@
-"""The few places where SQLite and PostgreSQL SQL differ."""
+"""The few places where SQLite and PostgreSQL SQL differ, and batch inserts for both."""
 
 from __future__ import annotations
 
+import functools
 import re
+import sqlite3
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 
+if TYPE_CHECKING:
+    from tortoise.backends.base.client import BaseDBAsyncClient
+
 _PLACEHOLDER = re.compile(r"\?")
+#: Parameters per statement on SQLite (its default limit; 999 before SQLite 3.32).
+_SQLITE_MAX_PARAMS = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
 
 @attrs.frozen
@@ -48,3 +57,48 @@ def dialect_of(url: str) -> Dialect:
     if scheme == "sqlite":
         return Dialect("sqlite")
     raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:// or postgres://")
+
+
+async def insert_rows(
+    conn: BaseDBAsyncClient,
+    dialect: Dialect,
+    table: str,
+    columns: str,
+    rows: Sequence[Sequence[Any]],
+    suffix: str = "",
+) -> None:
+    """Insert ``rows`` into ``table`` (``columns`` as in SQL) in few statements."""
+    width = columns.count(",") + 1
+    single = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['?'] * width)}){suffix}"
+    if dialect.postgres:
+        # asyncpg takes any sequence of rows; Tortoise's annotation says lists.
+        await conn.execute_many(dialect.q(single), cast(Any, rows))
+        return
+    # SQLite: many rows per statement. sqlite3 releases the GIL around every statement
+    # step and must take it back from a busy event loop afterwards (up to a switch
+    # interval each time): one statement per row made the writer crawl under load
+    # (docs/performance.md). Full chunks go in one executemany (one trip to the
+    # database thread), the rest in one statement of its own size.
+    per = _SQLITE_MAX_PARAMS // width
+    values = [value for row in rows for value in row]
+    full = len(rows) - len(rows) % per
+    if full:
+        chunk = per * width
+        await conn.execute_many(
+            _full_chunk_statement(single, per, suffix),
+            [values[start : start + chunk] for start in range(0, full * width, chunk)],
+        )
+    if full < len(rows):
+        rest = _rows_statement(single, len(rows) - full, suffix)
+        await conn.execute_query(rest, values[full * width :])
+
+
+def _rows_statement(single: str, rows: int, suffix: str) -> str:
+    """``single`` (an INSERT of one row, then ``suffix``) made to insert ``rows`` rows."""
+    head, _, row = single.removesuffix(suffix).partition(" VALUES ")
+    return f"{head} VALUES {', '.join([row] * rows)}{suffix}"
+
+
+#: The full-chunk statement of each table is the same every batch: built once. (Remainders
+#: vary in size and are built each time rather than kept.)
+_full_chunk_statement = functools.lru_cache(maxsize=8)(_rows_statement)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import functools
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import anyio
@@ -22,11 +20,11 @@ from tortoise.migrations.executor import MigrationExecutor
 from tortoise.transactions import in_transaction
 
 from .. import compat
-from ..codec import labels_json
 from ..errors import StoreError
 from ..model import EXECUTION_COLUMNS, Execution, Health, Metric
 from . import models
-from .sql import Dialect, dialect_of
+from .series import SeriesIds
+from .sql import Dialect, dialect_of, insert_rows
 
 log = logging.getLogger("homelab.store")
 #: Tortoise's private current-context variable (see :func:`.compat.tortoise_context`).
@@ -39,10 +37,6 @@ _tortoise_context = compat.tortoise_context()
 APP = "homelab"
 #: Seconds that connecting and migrating may take before the store gives up.
 OPEN_TIMEOUT = 60.0
-#: (instance id, metric name, label items in sorted order): the store's key of a series.
-_SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]
-#: Parameters per statement on SQLite (its default limit; 999 before SQLite 3.32).
-_SQLITE_MAX_PARAMS = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 #: SQLite pragmas the store sets unless the URL does. cache_size: 64 MiB of page cache
 #: (SQLite's default is 2 MiB), so that the samples index of a busy store stays in memory:
 #: with 2 MiB, inserts slowed fourfold once the table held a few million rows.
@@ -63,6 +57,40 @@ def normalise_url(url: str) -> str:
     for key, value in _SQLITE_DEFAULTS.items():
         query.setdefault(key, value)
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _check_sqlite_directory(url: str) -> None:
+    # aiosqlite never answers when SQLite cannot create the file: fail clearly instead.
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        return
+    path = Path(unquote(parts.netloc + parts.path))
+    if str(path) != ":memory:" and not path.parent.is_dir():
+        raise StoreError(
+            f"cannot open the store at {path}: directory {str(path.parent)!r} does not exist"
+        )
+
+
+def _safe_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def _tortoise_config(connection_name: str, url: str) -> dict[str, Any]:
+    """The store's one Tortoise app, its models and migrations, on its own connection."""
+    return {
+        "connections": {connection_name: url},
+        "apps": {
+            APP: {
+                "models": [models.__name__],
+                "migrations": f"{__package__}.migrations",
+                "default_connection": connection_name,
+            }
+        },
+    }
 
 
 def execution_row(execution: Execution) -> tuple[Any, ...]:
@@ -102,7 +130,7 @@ class Store:
         self.dialect: Dialect = dialect_of(self.url)
         self.connection_name = f"homelab_{self.dialect.name}"
         self._context = TortoiseContext()
-        self._series: dict[_SeriesKey, int] = {}
+        self._series = SeriesIds(self.dialect)
         self.samples_written = 0
         self._open = False
 
@@ -124,17 +152,8 @@ class Store:
 
     async def open(self) -> None:
         """Connect and bring the schema up to date with the built-in migrations."""
-        config: dict[str, Any] = {
-            "connections": {self.connection_name: self.url},
-            "apps": {
-                APP: {
-                    "models": [models.__name__],
-                    "migrations": f"{__package__}.migrations",
-                    "default_connection": self.connection_name,
-                }
-            },
-        }
-        self._check_sqlite_path()
+        config = _tortoise_config(self.connection_name, self.url)
+        _check_sqlite_directory(self.url)
         with self.active():
             try:
                 with anyio.fail_after(OPEN_TIMEOUT):
@@ -153,17 +172,6 @@ class Store:
                     f"cannot open the store at {_safe_url(self.url)}: {reason}"
                 ) from exc
         self._open = True
-
-    def _check_sqlite_path(self) -> None:
-        # aiosqlite never answers when SQLite cannot create the file: fail clearly instead.
-        parts = urlsplit(self.url)
-        if parts.scheme != "sqlite":
-            return
-        path = Path(unquote(parts.netloc + parts.path))
-        if str(path) != ":memory:" and not path.parent.is_dir():
-            raise StoreError(
-                f"cannot open the store at {path}: directory {str(path.parent)!r} does not exist"
-            )
 
     async def close(self) -> None:
         """Close the store's connections."""
@@ -235,8 +243,7 @@ class Store:
         try:
             rows = await self._write(samples, executions, transitions)
         except BaseException:
-            # Series ids created inside a rolled-back transaction must not be reused.
-            self._series.clear()
+            self._series.forget()
             raise
         self.samples_written += len(rows)
         return len(rows)
@@ -249,19 +256,23 @@ class Store:
     ) -> list[tuple[Any, ...]]:
         with self.active():
             async with in_transaction(self.connection_name) as conn:
-                rows = await self._sample_rows(conn, samples)
+                rows = await self._series.sample_rows(conn, samples)
                 if rows:
-                    await self._insert(conn, "homelab_sample", "series_id, ts, value", rows)
+                    await insert_rows(
+                        conn, self.dialect, "homelab_sample", "series_id, ts, value", rows
+                    )
                 if executions:
-                    await self._insert(
+                    await insert_rows(
                         conn,
+                        self.dialect,
                         "homelab_execution",
                         ", ".join(EXECUTION_COLUMNS),
                         [execution_row(e) for e in executions],
                     )
                 if transitions:
-                    await self._insert(
+                    await insert_rows(
                         conn,
+                        self.dialect,
                         "homelab_health_transition",
                         "instance_id, ts, old_state, new_state, message",
                         [
@@ -270,87 +281,6 @@ class Store:
                         ],
                     )
         return rows
-
-    async def _insert(
-        self,
-        conn: BaseDBAsyncClient,
-        table: str,
-        columns: str,
-        rows: Sequence[Sequence[Any]],
-        suffix: str = "",
-    ) -> None:
-        """Insert ``rows`` into ``table`` (``columns`` as in SQL) in few statements."""
-        width = columns.count(",") + 1
-        single = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['?'] * width)}){suffix}"
-        if self.dialect.postgres:
-            # asyncpg takes any sequence of rows; Tortoise's annotation says lists.
-            await conn.execute_many(self.dialect.q(single), cast(Any, rows))
-            return
-        # SQLite: many rows per statement. sqlite3 releases the GIL around every statement
-        # step and must take it back from a busy event loop afterwards (up to a switch
-        # interval each time): one statement per row made the writer crawl under load
-        # (docs/performance.md). Full chunks go in one executemany (one trip to the
-        # database thread), the rest in one statement of its own size.
-        per = _SQLITE_MAX_PARAMS // width
-        values = [value for row in rows for value in row]
-        full = len(rows) - len(rows) % per
-        if full:
-            chunk = per * width
-            await conn.execute_many(
-                _full_chunk_statement(single, per, suffix),
-                [values[start : start + chunk] for start in range(0, full * width, chunk)],
-            )
-        if full < len(rows):
-            rest = _rows_statement(single, len(rows) - full, suffix)
-            await conn.execute_query(rest, values[full * width :])
-
-    async def _sample_rows(
-        self, conn: BaseDBAsyncClient, samples: Sequence[tuple[str, Sequence[Metric]]]
-    ) -> list[tuple[Any, ...]]:
-        # The hot path: one dict lookup per sample, keyed by the labels' items (already
-        # sorted by Metric), so no sample is JSON-encoded unless its series is new.
-        series = self._series
-        rows: list[tuple[Any, ...]] = []
-        missing: dict[_SeriesKey, Metric] = {}
-        for instance_id, metrics in samples:
-            for m in metrics:
-                key = (instance_id, m.name, tuple(m.labels.items()))
-                sid = series.get(key)
-                if sid is None:
-                    missing.setdefault(key, m)
-                    rows.append((key, m.timestamp, m.value))
-                else:
-                    rows.append((sid, m.timestamp, m.value))
-        if missing:
-            await self._create_series(conn, missing)
-            rows = [(series[r[0]], r[1], r[2]) if type(r[0]) is tuple else r for r in rows]
-        return rows
-
-    async def _create_series(
-        self, conn: BaseDBAsyncClient, missing: Mapping[_SeriesKey, Metric]
-    ) -> None:
-        await self._insert(
-            conn,
-            "homelab_series",
-            "instance_id, name, labels, unit, kind, device_class",
-            [
-                (key[0], key[1], labels_json(m.labels), m.unit, m.kind.value, m.device_class)
-                for key, m in missing.items()
-            ],
-            " ON CONFLICT (instance_id, name, labels) DO NOTHING",
-        )
-        instance_ids = sorted({key[0] for key in missing})
-        marks = ", ".join("?" for _ in instance_ids)
-        rows = await conn.execute_query_dict(
-            self.dialect.q(
-                f"SELECT id, instance_id, name, labels FROM homelab_series"
-                f" WHERE instance_id IN ({marks})"
-            ),
-            instance_ids,
-        )
-        for row in rows:
-            labels = tuple(json.loads(row["labels"]).items())
-            self._series[(row["instance_id"], row["name"], labels)] = row["id"]
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -421,22 +351,3 @@ class Store:
         with self.active():
             count, _ = await self.connection.execute_query(self.dialect.q(query), list(values))
         return count
-
-
-def _rows_statement(single: str, rows: int, suffix: str) -> str:
-    """``single`` (an INSERT of one row, then ``suffix``) made to insert ``rows`` rows."""
-    head, _, row = single.removesuffix(suffix).partition(" VALUES ")
-    return f"{head} VALUES {', '.join([row] * rows)}{suffix}"
-
-
-#: The full-chunk statement of each table is the same every batch: built once. (Remainders
-#: vary in size and are built each time rather than kept.)
-_full_chunk_statement = functools.lru_cache(maxsize=8)(_rows_statement)
-
-
-def _safe_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
