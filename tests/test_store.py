@@ -13,7 +13,9 @@ import pytest
 from homelab_core import Execution, Health, HealthState, Metric, StoreError
 from homelab_core.codec import labels_json
 from homelab_core.config import RetentionSettings, StoreSettings
+from homelab_core.model import EXECUTION_COLUMNS
 from homelab_core.store import BatchWriter, Maintenance, Store, WriteQueue, history
+from homelab_core.store.models import ExecutionRecord
 from homelab_core.store.retention import DAY, HOUR, MINUTE
 from homelab_core.store.sql import _SQLITE_MAX_PARAMS, insert_rows
 
@@ -370,3 +372,8 @@ def test_queued_executions_are_bounded_and_counted() -> None:
         queue.put_execution(Execution("a", T0 + i, 0.1, "ok"))
     assert queue.dropped_executions == 2
     assert len(queue.take().executions) == 3
+
+
+def test_the_execution_table_has_exactly_the_models_fields() -> None:
+    """The Tortoise record and the model cannot drift: the columns are derived from it."""
+    assert set(ExecutionRecord._meta.db_fields) == {"id", *EXECUTION_COLUMNS}
