@@ -4,9 +4,9 @@ An instance is ``STOPPED`` (enabled, not running) or ``DISABLED`` before the sch
 starts it. Starting moves it to ``SETTING_UP``; ``setup()`` then leads to ``READY``, to
 ``SETUP_RETRY`` (an error, a timeout or :class:`~homelab_core.errors.SetupNotReady`: tried
 again after a wait) or to ``FAILED`` (:class:`~homelab_core.errors.SetupFailed`: not tried
-again). Disabling reaches ``DISABLED`` from any state; enabling leaves it for
-``SETTING_UP`` (or ``STOPPED`` while the scheduler does not run). Stopping the scheduler
-takes every state but ``DISABLED`` to ``STOPPED``.
+again). Stopping the instance's task (to disable it, or because the scheduler stops)
+takes every running state back to ``STOPPED``; only ``STOPPED`` and ``DISABLED`` lead to
+each other (disable, enable).
 
 The table :data:`TRANSITIONS` is the whole truth; docs/architecture.md draws it.
 """
@@ -23,11 +23,11 @@ S = InstanceState
 #: Every allowed transition: from a state, the states it may move to.
 TRANSITIONS: dict[InstanceState, frozenset[InstanceState]] = {
     S.STOPPED: frozenset({S.SETTING_UP, S.DISABLED}),
-    S.SETTING_UP: frozenset({S.READY, S.SETUP_RETRY, S.FAILED, S.DISABLED, S.STOPPED}),
-    S.SETUP_RETRY: frozenset({S.SETTING_UP, S.DISABLED, S.STOPPED}),
-    S.READY: frozenset({S.DISABLED, S.STOPPED}),
-    S.FAILED: frozenset({S.DISABLED, S.STOPPED}),
-    S.DISABLED: frozenset({S.SETTING_UP, S.STOPPED}),
+    S.SETTING_UP: frozenset({S.READY, S.SETUP_RETRY, S.FAILED, S.STOPPED}),
+    S.SETUP_RETRY: frozenset({S.SETTING_UP, S.STOPPED}),
+    S.READY: frozenset({S.STOPPED}),
+    S.FAILED: frozenset({S.STOPPED}),
+    S.DISABLED: frozenset({S.STOPPED}),
 }
 
 

@@ -65,8 +65,10 @@ def test_every_state_but_disabled_is_enabled(state: InstanceState) -> None:
     assert Lifecycle(state).enabled
 
 
-def test_every_state_can_be_disabled_but_stopped_needs_no_detour() -> None:
-    assert all(Lifecycle(s).can(S.DISABLED) for s in S if s is not S.DISABLED)
+def test_disabling_and_enabling_pass_through_stopped() -> None:
+    assert [s for s in S if Lifecycle(s).can(S.DISABLED)] == [S.STOPPED]
+    assert TRANSITIONS[S.DISABLED] == {S.STOPPED}
+    assert all(Lifecycle(s).can(S.STOPPED) for s in S if s is not S.STOPPED)
 
 
 @pytest.mark.parametrize(
