@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import secrets
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -31,6 +29,7 @@ from . import ws_protocol as p
 from .auth import bearer, needs_token, token_matches
 from .errors import ApiError
 from .ws_client import Client, Close, Connection
+from .ws_replay import Replay
 
 if TYPE_CHECKING:
     from ..bus import Subscription
@@ -79,24 +78,25 @@ class MetricStream:
         self.bus_buffer = bus_buffer
         self.auth_timeout = auth_timeout
         self.close_timeout = close_timeout
-        #: Identifies this run of the stream: sequence numbers restart with it.
-        self.id = secrets.token_hex(8)
-        #: The last sequence number assigned.
-        self.seq = 0
+        #: The sequence numbers and the events kept for clients that resume.
+        self.replay = Replay(replay_size)
         #: Events the broadcaster lost because the bus buffer overflowed.
         self.lost = 0
         #: Events dropped for slow clients, summed over clients.
         self.dropped = 0
-        #: Recent events as plain tuples of text and numbers, which the garbage collector
-        #: stops tracking. Frames with their parsed data were some 100,000 tracked objects
-        #: for 10,000 events of 8 metrics: 50 ms more for every full collection, on top of
-        #: the 115 ms that 1,000 connections cost, and each one pauses every client.
-        self._replay: deque[p.Entry] = deque(maxlen=replay_size)
-        #: Every event after this seq is in the replay buffer.
-        self._floor = 0
         self._clients: set[Client] = set()
         self._closing = False
         self._all_gone: anyio.Event | None = None
+
+    @property
+    def id(self) -> str:
+        """Identifies this run of the stream: sequence numbers restart with it."""
+        return self.replay.id
+
+    @property
+    def seq(self) -> int:
+        """The last sequence number assigned."""
+        return self.replay.seq
 
     @property
     def clients(self) -> int:
@@ -146,17 +146,15 @@ class MetricStream:
 
     def _publish(self, event: Event) -> None:
         """Number, encode, remember and offer one event to every client; never waits."""
+        replay = self.replay
         try:
             frame = p.make_frame(
-                self.seq + 1, event.type, event.instance_id, event.timestamp, p.event_data(event)
+                replay.seq + 1, event.type, event.instance_id, event.timestamp, p.event_data(event)
             )
         except Exception:
             log.exception("skipped an event that cannot be encoded as JSON: %r", event)
             return
-        self.seq = frame.seq
-        if len(self._replay) == self._replay.maxlen:
-            self._floor = self._replay[0][0]
-        self._replay.append(frame.entry())
+        replay.record(frame)
         rendered: dict[p.Filter, str | None] = {}
         for client in self._clients:
             if not client.active:
@@ -177,12 +175,12 @@ class MetricStream:
             return
         log.warning("the WebSocket stream fell behind and lost %d events", count)
         self.lost += count
-        self.seq += count
-        self._floor = self.seq
+        self.replay.skip(count)
+        seq = self.replay.seq
         for client in self._clients:
             if client.active:
                 client.missed += count
-                client.last_missed = client.synced = self.seq
+                client.last_missed = client.synced = seq
 
     async def close_clients(self) -> None:
         """Close every connection (1001) and refuse new ones; wait for them, within bounds."""
@@ -353,7 +351,7 @@ class MetricStream:
             )
         wanted = p.Filter(message.plugins, message.metrics)
         since = message.since
-        resumed = since is not None and self._resumable(since, message.stream)
+        resumed = since is not None and self.replay.resumable(since, message.stream)
         if since is not None and resumed:
             seq, plugins = since, {}
         else:
@@ -366,14 +364,11 @@ class MetricStream:
         client.filter = p.EVERYTHING if wanted == p.EVERYTHING else wanted
         client.missed = 0
         client.outbox.put(p.snapshot(seq=seq, resumed=resumed, plugins=plugins))
-        if self._floor > seq:  # a burst evicted events while the snapshot was read
-            client.outbox.put(p.lagged(missed=self._floor - seq, seq=self._floor))
-        client.outbox.put(*self._replay_after(seq, wanted))
+        floor = self.replay.floor
+        if floor > seq:  # a burst evicted events while the snapshot was read
+            client.outbox.put(p.lagged(missed=floor - seq, seq=floor))
+        client.outbox.put(*self.replay.after(seq, wanted))
         client.synced = self.seq
-
-    def _resumable(self, since: int, stream: str | None) -> bool:
-        """Whether every event after ``since`` of this stream is in the replay buffer."""
-        return stream in (None, self.id) and self._floor <= since <= self.seq
 
     async def _current(self, wanted: p.Filter, ids: list[str]) -> dict[str, Any]:
         """The snapshot's ``plugins``: health and latest metrics of the wanted instances.
@@ -390,15 +385,6 @@ class MetricStream:
                 "metrics": wanted.select(metrics),
             }
         return plugins
-
-    def _replay_after(self, seq: int, wanted: p.Filter) -> list[str]:
-        entries: list[p.Entry] = []
-        for entry in reversed(self._replay):
-            if entry[0] <= seq:
-                break
-            entries.append(entry)
-        texts = (wanted.render_entry(entry) for entry in reversed(entries))
-        return [text for text in texts if text is not None]
 
 
 def add_websocket(blueprint: Blueprint, web: HomelabWeb) -> None:
