@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import attrs
 
@@ -25,9 +26,9 @@ class Change(enum.Enum):
     RECOVERED = "recovered"
 
 
-@attrs.frozen
-class Verdict:
-    """The health after an event, and whether that is a change to log."""
+class Verdict(NamedTuple):
+    """The health after an event, and whether that is a change to log (a named tuple:
+    one is made per run)."""
 
     health: Health
     change: Change = Change.NONE

@@ -12,19 +12,18 @@ method of the plugin is called while it still runs.
 
 from __future__ import annotations
 
-import enum
 import inspect
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import attrs
 
 from .errors import SetupFailed, SetupNotReady
-from .model import Execution, ExecutionStatus, HealthReport, Metric
+from .model import Execution, ExecutionStatus, HealthReport, InstanceState, Metric
 from .plugin import Plugin
 
 log = logging.getLogger("homelab.runner")
@@ -35,19 +34,11 @@ TEARDOWN_TIMEOUT = 10.0
 _BASE_NO_OPS = frozenset({Plugin.setup, Plugin.teardown, Plugin.health})
 
 
-class SetupResult(enum.Enum):
-    """What a setup attempt means for the instance."""
+class Outcome(NamedTuple):
+    """One call of a plugin method: its execution record, result and exception.
 
-    READY = "ready"
-    #: Failed, timed out or not ready: try again later.
-    RETRY = "retry"
-    #: :class:`~homelab_core.errors.SetupFailed`: do not try again.
-    FAILED = "failed"
-
-
-@attrs.frozen
-class Outcome:
-    """One call of a plugin method: its execution record, result and exception."""
+    A named tuple, not an attrs class: one is made per run, and a tuple is the cheapest.
+    """
 
     execution: Execution
     result: Any = None
@@ -162,8 +153,12 @@ class Runner:
         )
         return Outcome(execution, result, failure)
 
-    async def setup(self, trigger: str = "setup") -> tuple[SetupResult, Outcome]:
+    async def setup(self, trigger: str = "setup") -> tuple[InstanceState, Outcome]:
         """One setup attempt, once no earlier call of the plugin still runs in a thread.
+
+        :return: the state the attempt leads to (``READY``; ``SETUP_RETRY`` after an
+            error, a timeout or :class:`~homelab_core.errors.SetupNotReady`; ``FAILED``
+            after :class:`~homelab_core.errors.SetupFailed`), and the attempt's outcome.
 
         A timed-out setup or collect may still run in its thread: waiting for it keeps two
         calls into the plugin from ever overlapping, even across disable and enable.
@@ -171,10 +166,10 @@ class Runner:
         await self.wait_thread(None)
         outcome = await self.attempt(self.plugin.setup, trigger=trigger, what="setup")
         if outcome.execution.status is ExecutionStatus.OK:
-            return SetupResult.READY, outcome
+            return InstanceState.READY, outcome
         if isinstance(outcome.error, SetupFailed):
-            return SetupResult.FAILED, outcome
-        return SetupResult.RETRY, outcome
+            return InstanceState.FAILED, outcome
+        return InstanceState.SETUP_RETRY, outcome
 
     async def collect(
         self, trigger: str, scheduled: float | None = None
@@ -264,7 +259,7 @@ async def run_once(
     """
     runner = Runner(instance_id, plugin, timeout)
     result, outcome = await runner.setup(trigger="manual")
-    if result is not SetupResult.READY:
+    if result is not InstanceState.READY:
         return outcome.execution, [], None
     try:
         return await runner.collect("manual")

@@ -51,7 +51,7 @@ from .model import (
     RunStats,
 )
 from .plugin import Plugin
-from .runner import Outcome, Runner, SetupResult, retry_after
+from .runner import Outcome, Runner, retry_after
 
 log = logging.getLogger("homelab.scheduler")
 S = InstanceState
@@ -175,18 +175,18 @@ class _Unit:
         self.stats.count(execution)
 
     def setup_failed(
-        self, result: SetupResult, outcome: Outcome, attempt: int, waits: Sequence[float]
+        self, result: InstanceState, outcome: Outcome, attempt: int, waits: Sequence[float]
     ) -> float | None:
-        """Judge a failed setup attempt; the seconds until the next, or None if none."""
+        """Judge a failed setup attempt (``result`` is the state it leads to, ``FAILED`` or
+        ``SETUP_RETRY``); the seconds until the next attempt, or None if there is none."""
         error, now = outcome.execution.error or "", time.time()
         wait: float | None = None
-        if result is SetupResult.FAILED:
+        if result is S.FAILED:
             verdict = policy.judge_setup_failed(self.health, error, now=now)
-            self.lifecycle.to(S.FAILED, error)
         else:
             wait = policy.setup_wait(waits, attempt, retry_after(outcome))
             verdict = policy.judge_setup_retry(self.health, error, wait, now=now)
-            self.lifecycle.to(S.SETUP_RETRY, error)
+        self.lifecycle.to(result, error)
         if verdict.change is policy.Change.FAILING:
             log.error("plugin instance %r %s", self.id, verdict.health.message)
         self.health = verdict.health
@@ -215,14 +215,17 @@ class _Timer:
     ) -> None:
         self._run = run
         self._skip = skip
-        #: Heap of (due time, sequence, entry): tuples compare in C, entries never.
-        self._due: list[tuple[float, int, _Due]] = []
+        #: Heap of [due time, sequence, entry] rows. Lists compare in C (the sequence is
+        #: unique, so entries are never compared), and a row is rescheduled in place: a
+        #: new row per tick would add 10,000 long-lived objects every interval for the
+        #: garbage collector to walk at its next full collection.
+        self._due: list[list[Any]] = []
         self._sequence = itertools.count()
         self._wakeup: anyio.Event | None = None
 
     def push(self, at: float, entry: _Due) -> None:
         """Make ``entry`` due at ``at`` (waking the timer if it is now the first due)."""
-        heapq.heappush(self._due, (at, next(self._sequence), entry))
+        heapq.heappush(self._due, [at, next(self._sequence), entry])
         if self._due[0][2] is entry and self._wakeup is not None:
             self._wakeup.set()
 
@@ -232,7 +235,9 @@ class _Timer:
         while True:
             now = anyio.current_time()
             while due and due[0][0] <= now:
-                scheduled, _, entry = due[0]
+                row = due[0]
+                scheduled: float = row[0]
+                entry: _Due = row[2]
                 unit, runs = entry.unit, entry.runs
                 if runs is None:  # the instance was stopped
                     heapq.heappop(due)
@@ -243,7 +248,8 @@ class _Timer:
                 if now >= next_at:
                     missed = math.floor((now - next_at) / unit.interval) + 1
                     next_at += missed * unit.interval
-                heapq.heapreplace(due, (next_at, next(self._sequence), entry))
+                row[0], row[1] = next_at, next(self._sequence)
+                heapq.heapreplace(due, row)
                 if missed or unit.busy:
                     await self._tick(unit, scheduled, now, missed, entry)
                     now = anyio.current_time()
@@ -473,7 +479,7 @@ class Scheduler:
             result, outcome = await unit.runner.setup()
             if unit.first_setup is not None:
                 unit.first_setup.set()
-            if result is SetupResult.READY:
+            if result is S.READY:
                 unit.lifecycle.to(S.READY)
                 if attempt:
                     log.info("plugin instance %r set up after %d failed attempts", unit.id, attempt)
