@@ -21,6 +21,7 @@ import pluggy
 from . import hookspecs
 from .errors import PluginLoadError, PluginRegistrationError, UnknownPluginTypeError
 from .plugin import Plugin, validate_plugin_type
+from .runner import is_cancellation
 
 if TYPE_CHECKING:
     import click
@@ -230,8 +231,8 @@ class PluginManager:
         """Call an event hook on every plugin, awaiting awaitable results.
 
         Implementations run one at a time, ``tryfirst`` ones first, ``trylast`` ones last
-        and the rest in registration order. One that raises is logged with the plugin's
-        name; the rest still run.
+        and the rest in registration order. One that raises (anything but a cancellation,
+        ``SystemExit`` included) is logged with the plugin's name; the rest still run.
         """
         for impl in self._implementations(hook_name):
             start = time.perf_counter()
@@ -241,7 +242,10 @@ class PluginManager:
                 if inspect.isawaitable(result):
                     await _await(result)
                 failed = False
-            except Exception:
+            except BaseException as exc:
+                if is_cancellation(exc):
+                    raise
+                # SystemExit or KeyboardInterrupt from a hook are the plugin's fault too.
                 log.exception("hook %s of plugin %r failed", hook_name, impl.plugin_name)
             finally:
                 if self._trace:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -92,6 +93,12 @@ class Runner:
                 idle.clear()
                 try:
                     return method()
+                except Exception:
+                    raise
+                except BaseException as exc:
+                    # Awaiting a worker thread re-raises GeneratorExit beyond every
+                    # ``except`` of the awaiting coroutine: carry it out as an Exception.
+                    raise _Escaped(exc) from exc
                 finally:
                     idle.set()
 
@@ -123,14 +130,11 @@ class Runner:
                 if stamp is not None:
                     result = validate_metrics(result, stamp)
                     count = len(result)
-            except Exception as exc:
-                status, error, result, count, failure = (
-                    ExecutionStatus.ERROR,
-                    describe(exc),
-                    None,
-                    0,
-                    exc,
-                )
+            except BaseException as exc:
+                if is_cancellation(exc):
+                    raise  # our timeout, or the instance being stopped
+                failure = exc.original if isinstance(exc, _Escaped) else exc
+                status, error, result, count = ExecutionStatus.ERROR, describe(failure), None, 0
                 if what:
                     error = f"{what} failed: {error}"
         if scope.cancelled_caught:
@@ -205,7 +209,9 @@ class Runner:
                         " worker thread",
                         self.instance_id,
                     )
-            except Exception:
+            except BaseException as exc:
+                if is_cancellation(exc):
+                    raise
                 log.exception("teardown of plugin instance %r failed", self.instance_id)
 
 
@@ -233,6 +239,31 @@ def validate_report(raw: Any) -> HealthReport | None:
     if raw is None or isinstance(raw, HealthReport):
         return raw
     raise TypeError(f"health() must return a HealthReport or None, got {type(raw).__name__}")
+
+
+class _Escaped(Exception):
+    """A ``BaseException`` that is not an ``Exception`` (``SystemExit``,
+    ``KeyboardInterrupt``, ``GeneratorExit`` ...), raised by a sync plugin method in its
+    worker thread and carried back to the event loop as an ordinary exception."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(original)
+        self.original = original
+
+
+def is_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is a real cancellation of the running code, not a plugin's exception.
+
+    A plugin's exception of any kind (``SystemExit``, ``KeyboardInterrupt``,
+    ``GeneratorExit``, a bare ``BaseException``, even an ``asyncio.CancelledError`` it
+    raises itself) is that run's error; only a cancellation that a cancel scope around
+    the call asked for (the run's timeout, the instance being stopped) may propagate. Such
+    a scope leaves the effective deadline at minus infinity.
+    """
+    return (
+        isinstance(exc, anyio.get_cancelled_exc_class())
+        and anyio.current_effective_deadline() == -math.inf
+    )
 
 
 def describe(exc: BaseException) -> str:

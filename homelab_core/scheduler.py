@@ -51,7 +51,7 @@ from .model import (
     RunStats,
 )
 from .plugin import Plugin
-from .runner import Outcome, Runner, retry_after
+from .runner import Outcome, Runner, is_cancellation, retry_after
 
 log = logging.getLogger("homelab.scheduler")
 S = InstanceState
@@ -530,5 +530,7 @@ class Scheduler:
             return
         try:
             await self._sink(result)
-        except Exception:
+        except BaseException as exc:
+            if is_cancellation(exc):
+                raise
             log.exception("handling the result of plugin instance %r failed", result.instance_id)
