@@ -52,12 +52,22 @@ class Runner:
     :param instance_id: the instance, for execution records and log lines.
     :param plugin: the plugin object.
     :param timeout: seconds each call may take.
+    :param teardown_timeout: seconds ``teardown()`` may take, counting the wait for a
+        worker thread still running.
     """
 
-    def __init__(self, instance_id: str, plugin: Plugin, timeout: float) -> None:
+    def __init__(
+        self,
+        instance_id: str,
+        plugin: Plugin,
+        timeout: float,
+        *,
+        teardown_timeout: float = TEARDOWN_TIMEOUT,
+    ) -> None:
         self.instance_id = instance_id
         self.plugin = plugin
         self.timeout = timeout
+        self.teardown_timeout = teardown_timeout
         # Set while no worker thread of this instance runs (one may outlive its timeout).
         self._thread_idle = threading.Event()
         self._thread_idle.set()
@@ -199,9 +209,10 @@ class Runner:
 
     async def teardown(self) -> None:
         """Call ``teardown()``, shielded and bounded, once no worker thread of it runs."""
-        with anyio.move_on_after(TEARDOWN_TIMEOUT, shield=True):
+        limit = self.teardown_timeout
+        with anyio.move_on_after(limit, shield=True) as scope:
             try:
-                if await self.wait_thread(TEARDOWN_TIMEOUT):
+                if await self.wait_thread(limit):
                     await self.call(self.plugin.teardown)
                 else:
                     log.warning(
@@ -213,6 +224,12 @@ class Runner:
                 if is_cancellation(exc):
                     raise
                 log.exception("teardown of plugin instance %r failed", self.instance_id)
+        if scope.cancelled_caught:
+            log.warning(
+                "teardown of plugin instance %r timed out after %g s; left unfinished",
+                self.instance_id,
+                limit,
+            )
 
 
 def validate_metrics(raw: Any, timestamp: float) -> list[Metric]:

@@ -17,7 +17,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from homelab_core import Hub, PluginManager, __version__, hookimpl, load_settings
+from homelab_core import Hub, Metric, Plugin, PluginManager, __version__, hookimpl, load_settings
 from homelab_core.cli import cli
 from homelab_core.options import REDACTED
 from homelab_core.plugins import LOAD_ENV
@@ -402,3 +402,29 @@ def test_light_commands_do_not_import_the_hub_or_the_store(args: list[str], tmp_
     lines = result.stdout.splitlines()
     assert lines[0] == ("homelab, version 0+probe" if args == ["--version"] else "Plugin types")
     assert json.loads(lines[-1]) == []
+
+
+class OddUnit(Plugin):
+    """Reports a metric whose unit JSON cannot encode (Metric does not check it yet)."""
+
+    name = "odd_unit"
+
+    def collect(self) -> list[Metric]:
+        return [Metric("fine", 1.0), Metric("odd", 2.0, unit=object())]  # type: ignore[arg-type]
+
+
+class OddTypes:
+    @hookimpl
+    def register_plugins(self, register: Any) -> None:
+        register(OddUnit)
+
+
+def test_run_once_reports_a_metric_it_cannot_encode_without_a_traceback(
+    run,
+    manager: PluginManager,  # type: ignore[no-untyped-def]
+) -> None:
+    manager.register(OddTypes(), name="odd_types")
+    result = run("run", "odd_unit", "--once")
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert "error: odd_unit: cannot encode the metric 'odd' as JSON" in result.output

@@ -25,6 +25,7 @@ from homelab_core import (
     hookimpl,
 )
 from homelab_core.config import SchedulerSettings
+from homelab_core.runner import Runner
 
 pytestmark = pytest.mark.anyio
 
@@ -175,3 +176,20 @@ async def test_a_sink_raising_keyboard_interrupt_leaves_the_schedule_running(
                 await anyio.sleep(0.01)
             assert scheduler.running
     assert "handling the result of plugin instance 'good' failed" in caplog.text
+
+
+class HangsInTeardown(Plugin):
+    name = "hangs_in_teardown"
+
+    async def collect(self) -> list[Metric]:
+        return []
+
+    async def teardown(self) -> None:
+        await anyio.sleep_forever()
+
+
+async def test_a_teardown_that_times_out_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    runner = Runner("stuck", make(HangsInTeardown), timeout=1.0, teardown_timeout=0.1)
+    with anyio.fail_after(5):
+        await runner.teardown()
+    assert "teardown of plugin instance 'stuck' timed out after 0.1 s" in caplog.text

@@ -72,6 +72,15 @@ def register_error_handlers(target: Blueprint | Quart) -> None:
     async def invalid_request(error: RequestSchemaValidationError) -> Response:
         return error_response(400, "invalid_request", _validation_message(error))
 
+    @target.errorhandler(RecursionError)
+    async def too_deep(error: RecursionError) -> Response:
+        # Python's JSON decoder recurses once per nesting level: a body nested deeper
+        # than the interpreter's recursion limit is the client's fault, not a crash.
+        if "JSON" in str(error):
+            return error_response(400, "invalid_request", "the request body is nested too deeply")
+        log.exception("unexpected recursion while serving a request")
+        return error_response(500, "internal_error", "internal error; see the server log")
+
     @target.errorhandler(UnicodeDecodeError)
     async def not_text(error: UnicodeDecodeError) -> Response:
         return error_response(400, "invalid_request", "the request body is not UTF-8 text")
