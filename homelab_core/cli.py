@@ -23,7 +23,7 @@ from .config import InstanceSettings, Settings, load_settings
 from .errors import ConfigError, HomelabError, StoreError
 from .instances import build_instance, plugin_type_for
 from .lifecycle import resolve_enabled
-from .model import ExecutionStatus, Metric
+from .model import ExecutionStatus
 from .options import config_to_dict
 from .plugins import PluginManager
 from .runner import run_once
@@ -258,7 +258,6 @@ def run_command(
     execution, metrics, report = anyio.run(
         lambda: run_once(plugin, instance_id=instance.id, timeout=timeout)
     )
-    encoded, unencodable = _encode_metrics(metrics)
     output: dict[str, Any] = {
         "instance": instance.id,
         "type": instance.type,
@@ -266,32 +265,14 @@ def run_command(
         "error": execution.error,
         "health": ({"state": report.state.value, "message": report.message} if report else None),
         "config": config_to_dict(plugin.config),
-        "metrics": encoded,
+        "metrics": [m.to_dict() for m in metrics],
     }
     if timing:
         output["timing"] = {"collect_seconds": execution.duration}
     click.echo(json.dumps(output, indent=2))
-    problems = unencodable
     if execution.status is not ExecutionStatus.OK:
-        problems = [str(execution.error), *problems]
-    for problem in problems:
-        click.echo(f"error: {instance.id}: {problem}", err=True)
-    if problems:
+        click.echo(f"error: {instance.id}: {execution.error}", err=True)
         ctx.exit(1)
-
-
-def _encode_metrics(metrics: Sequence[Metric]) -> tuple[list[Any], list[str]]:
-    """The metrics as JSON-ready values, and a sentence for each one that cannot be."""
-    encoded, problems = [], []
-    for metric in metrics:
-        try:
-            data = metric.to_dict()
-            json.dumps(data)
-        except (TypeError, ValueError) as exc:
-            problems.append(f"cannot encode the metric {metric.name!r} as JSON: {exc}")
-        else:
-            encoded.append(data)
-    return encoded, problems
 
 
 @cli.command("check-config")

@@ -59,13 +59,86 @@ _VALID_NAMES_MAX = 100_000
 def _check_name(_: Any, __: attrs.Attribute[str], value: str) -> None:
     if type(value) is str and value in _VALID_NAMES:
         return
+    if not isinstance(value, str):
+        raise TypeError(f"metric name must be text, got {type(value).__name__}")
     if not _NAME.fullmatch(value):
         raise ValueError(
             f"metric name {value!r} is invalid: use letters, digits, '_', '.', ':' or '-',"
             " starting with a letter or '_'"
         )
+    if len(value) > MAX_NAME:
+        raise ValueError(
+            f"metric name {value[:40]!r}... is {len(value)} characters long; at most {MAX_NAME}"
+        )
     if len(_VALID_NAMES) < _VALID_NAMES_MAX:
         _VALID_NAMES.add(value)
+
+
+#: Lengths that fit every supported database (the store's columns) and keep series sane.
+MAX_NAME = 255
+MAX_UNIT = 32
+MAX_DEVICE_CLASS = 32
+MAX_LABEL_NAME = 255
+MAX_LABEL_VALUE = 4096
+#: Units and device classes already found valid (a few dozen in practice).
+_VALID_TEXT: set[str] = {""}
+
+
+def _text_problem(value: Any, limit: int) -> str | None:
+    """Why ``value`` cannot be stored as text of at most ``limit`` characters, or None."""
+    if not isinstance(value, str):
+        return f"must be text, got {type(value).__name__}"
+    if len(value) > limit:
+        return f"is {len(value)} characters long; at most {limit}"
+    if "\x00" in value:
+        return "contains a NUL character"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"is not valid UTF-8 text (a lone surrogate, as os.fsdecode gives): {value!r}"
+    return None
+
+
+def _check_text(metric: Metric, field: str, value: Any, limit: int) -> None:
+    """Refuse a unit or device class no database can store (the slow path)."""
+    problem = _text_problem(value, limit)
+    if problem:
+        error = ValueError if isinstance(value, str) else TypeError
+        raise error(f"metric {metric.name!r}: {field} {problem}")
+    if len(_VALID_TEXT) < 10_000:
+        _VALID_TEXT.add(value)
+
+
+def _check_labels(metric: Metric) -> None:
+    for key, text in metric.labels.items():
+        if (
+            key.isascii()
+            and text.isascii()
+            and len(key) <= MAX_LABEL_NAME
+            and len(text) <= MAX_LABEL_VALUE
+            and "\x00" not in key
+            and "\x00" not in text
+        ):
+            continue
+        problem = _text_problem(key, MAX_LABEL_NAME)
+        if problem:
+            raise ValueError(f"metric {metric.name!r}: label name {key!r} {problem}")
+        problem = _text_problem(text, MAX_LABEL_VALUE)
+        if problem:
+            raise ValueError(f"metric {metric.name!r}: label {key!r} {problem}")
+
+
+def _check_timestamp(metric: Metric, stamp: Any) -> None:
+    """Refuse a timestamp that is not a finite number; store an int as a float."""
+    if isinstance(stamp, bool) or not isinstance(stamp, int | float):
+        raise TypeError(
+            f"metric {metric.name!r}: timestamp must be a number of seconds since the"
+            f" epoch, got {type(stamp).__name__}"
+        )
+    if not math.isfinite(stamp):
+        raise ValueError(f"metric {metric.name!r}: timestamp must be a finite number")
+    object.__setattr__(metric, "timestamp", float(stamp))
 
 
 class MetricKind(enum.StrEnum):
@@ -84,6 +157,12 @@ class Metric:
     """One measured value: ``name`` + ``labels`` identify a series within a plugin instance.
 
     ``timestamp`` is seconds since the epoch; left out, it is the time of the collection.
+    Every field is checked here, where the plugin makes the metric, so that nothing
+    reaches the store that a supported database would refuse: a finite value and
+    timestamp; text that is valid UTF-8 without NUL characters; a name of at most 255
+    characters, a unit and a device class of at most 32, label names of at most 255 and
+    values of at most 4096. A bad field raises ``TypeError`` or ``ValueError`` naming the
+    metric, which makes the run an error of its own instance.
     """
 
     name: str = attrs.field(validator=_check_name)
@@ -93,6 +172,21 @@ class Metric:
     timestamp: float | None = None
     kind: MetricKind = attrs.field(default=MetricKind.GAUGE, converter=_kind)
     device_class: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        # The common case costs a few comparisons: known units, ASCII labels, no time.
+        unit, device_class = self.unit, self.device_class
+        if type(unit) is not str or unit not in _VALID_TEXT:
+            _check_text(self, "unit", unit, MAX_UNIT)
+        if device_class is not None and (
+            type(device_class) is not str or device_class not in _VALID_TEXT
+        ):
+            _check_text(self, "device_class", device_class, MAX_DEVICE_CLASS)
+        if self.labels:
+            _check_labels(self)
+        stamp = self.timestamp
+        if stamp is not None and not (type(stamp) is float and stamp - stamp == 0.0):
+            _check_timestamp(self, stamp)
 
     @property
     def series_key(self) -> str:

@@ -405,7 +405,7 @@ def test_light_commands_do_not_import_the_hub_or_the_store(args: list[str], tmp_
 
 
 class OddUnit(Plugin):
-    """Reports a metric whose unit JSON cannot encode (Metric does not check it yet)."""
+    """Reports a metric whose unit JSON cannot encode."""
 
     name = "odd_unit"
 
@@ -427,4 +427,5 @@ def test_run_once_reports_a_metric_it_cannot_encode_without_a_traceback(
     result = run("run", "odd_unit", "--once")
     assert result.exit_code == 1
     assert "Traceback" not in result.output
-    assert "error: odd_unit: cannot encode the metric 'odd' as JSON" in result.output
+    # Metric refuses the unit where the plugin makes it: the run is an error, said in a line.
+    assert "error: odd_unit: TypeError: metric 'odd': unit must be text" in result.output

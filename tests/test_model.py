@@ -26,7 +26,11 @@ from homelab_core.model import (
 
 names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.:-]{0,20}", fullmatch=True)
 values = st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**53), 2**53)
-label_maps = st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=5)
+#: Text a database stores: no NUL, no lone surrogates (the Metric boundary refuses both).
+storable = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=8
+)
+label_maps = st.dictionaries(storable, storable, max_size=5)
 
 
 # --- Metric -------------------------------------------------------------------------------
@@ -164,7 +168,9 @@ def test_metric_from_dict_round_trips_to_dict() -> None:
     name=names,
     value=values,
     labels=label_maps,
-    unit=st.text(max_size=5),
+    unit=st.text(
+        st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=5
+    ),
     timestamp=st.none() | st.floats(allow_nan=False, allow_infinity=False),
     kind=st.sampled_from(MetricKind),
 )
