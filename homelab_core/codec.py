@@ -41,3 +41,16 @@ def labels_json(labels: Mapping[str, str]) -> str:
     existing stores (``json`` escapes non-ASCII text, which msgspec would not).
     """
     return json.dumps(labels, sort_keys=True, separators=(",", ":"))
+
+
+def storable_text(text: str) -> str:
+    """``text`` as every supported database and encoder takes it: NUL characters and lone
+    surrogates (what ``os.fsdecode`` makes of a non-UTF-8 file name) as backslash escapes.
+
+    For text the framework does not refuse but must keep, such as a plugin's exception
+    message: PostgreSQL refuses NUL in text, and UTF-8 encoders refuse lone surrogates.
+    """
+    if text.isascii() and "\x00" not in text:
+        return text
+    safe = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return safe.replace("\x00", "\\x00")

@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from .codec import labels_json, to_builtins
+from .codec import labels_json, storable_text, to_builtins
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]*")
 
@@ -252,7 +252,7 @@ class HealthReport:
     """What a plugin's ``health()`` returns: a state and a sentence a person understands."""
 
     state: HealthState = attrs.field(converter=HealthState)
-    message: str = ""
+    message: str = attrs.field(default="", converter=storable_text)
 
 
 @attrs.frozen

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import anyio
 import attrs
 
+from .codec import storable_text
 from .errors import SetupFailed, SetupNotReady
 from .model import Execution, ExecutionStatus, HealthReport, InstanceState, Metric
 from .plugin import Plugin
@@ -284,9 +285,10 @@ def is_cancellation(exc: BaseException) -> bool:
 
 
 def describe(exc: BaseException) -> str:
-    """An exception as one line: its class, then its text if it has one."""
+    """An exception as one line: its class, then its text if it has one (storable: see
+    :func:`~homelab_core.codec.storable_text`)."""
     text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return storable_text(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
 def retry_after(outcome: Outcome) -> float | None:

@@ -104,3 +104,42 @@ async def test_a_poison_metric_is_an_error_of_its_instance_and_everyone_else_is_
     assert executions[0].error == "TypeError: metric 'v': unit must be text, got NoneType"
     assert health.state.value in ("degraded", "failing")
     assert "unit must be text" in health.message
+
+
+class RaisesUnstorable(Plugin):
+    """Fails with the text of a non-UTF-8 path, as os.fsdecode gives it, and a NUL."""
+
+    name = "raises_unstorable"
+
+    def collect(self) -> list[Metric]:
+        raise OSError("cannot read /mnt/caf\udce9: bad\x00byte")
+
+
+class UnstorableTypes:
+    @hookimpl
+    def register_plugins(self, register: Callable[[type[Plugin]], None]) -> None:
+        register(RaisesUnstorable)
+
+
+@pytest.mark.anyio
+async def test_an_error_text_no_database_stores_is_made_storable_and_stalls_nothing(
+    manager: PluginManager, make_settings: Any
+) -> None:
+    manager.register(UnstorableTypes(), name="unstorable_types")
+    settings = make_settings(
+        InstanceSettings(id="bad", type="raises_unstorable", interval=0.05),
+        InstanceSettings(id="good", type="counter", interval=0.05),
+    )
+    async with Hub(settings, plugin_manager=manager) as hub:
+        with anyio.fail_after(5):
+            while hub.stats("bad").errors < 3 or hub.stats("good").ok < 3:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        with anyio.fail_after(5):
+            await hub.flush()
+        stored = await hub.executions("bad", status="error")
+        health = hub.health("bad")
+        samples = await hub.history("good", "count", since=0)
+    assert stored, "the failing instance's executions were written"
+    assert stored[0].error == "OSError: cannot read /mnt/caf\\udce9: bad\\x00byte"
+    assert "\\udce9" in health.message
+    assert samples and samples[0].points
