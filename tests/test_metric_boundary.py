@@ -9,9 +9,19 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 
-from homelab_core import Hub, InstanceSettings, Metric, Plugin, PluginManager, hookimpl
+from homelab_core import (
+    Execution,
+    Health,
+    Hub,
+    InstanceSettings,
+    Metric,
+    Plugin,
+    PluginManager,
+    hookimpl,
+)
 
 LIMITS = "fit every supported database"
 
@@ -76,36 +86,6 @@ class Poison(Plugin):
         return [Metric("ok", 1.0), Metric("v", 1.0, unit=None)]  # type: ignore[arg-type]
 
 
-class PoisonTypes:
-    @hookimpl
-    def register_plugins(self, register: Callable[[type[Plugin]], None]) -> None:
-        register(Poison)
-
-
-@pytest.mark.anyio
-async def test_a_poison_metric_is_an_error_of_its_instance_and_everyone_else_is_stored(
-    manager: PluginManager, make_settings: Any
-) -> None:
-    manager.register(PoisonTypes(), name="poison_types")
-    settings = make_settings(
-        InstanceSettings(id="bad", type="poison", interval=0.05),
-        InstanceSettings(id="good", type="counter", interval=0.05),
-    )
-    async with Hub(settings, plugin_manager=manager) as hub:
-        with anyio.fail_after(5):
-            while hub.stats("bad").errors < 3 or hub.stats("good").ok < 3:  # noqa: ASYNC110
-                await anyio.sleep(0.01)
-        await hub.flush()
-        stored = await hub.history("good", "count", since=0)
-        executions = await hub.executions("bad", status="error")
-        health = hub.health("bad")
-    assert stored and stored[0].points, "the good instance's samples were written"
-    assert hub.counters()["samples_dropped"] == 0
-    assert executions[0].error == "TypeError: metric 'v': unit must be text, got NoneType"
-    assert health.state.value in ("degraded", "failing")
-    assert "unit must be text" in health.message
-
-
 class RaisesUnstorable(Plugin):
     """Fails with the text of a non-UTF-8 path, as os.fsdecode gives it, and a NUL."""
 
@@ -115,31 +95,64 @@ class RaisesUnstorable(Plugin):
         raise OSError("cannot read /mnt/caf\udce9: bad\x00byte")
 
 
-class UnstorableTypes:
+class BadTypes:
     @hookimpl
     def register_plugins(self, register: Callable[[type[Plugin]], None]) -> None:
+        register(Poison)
         register(RaisesUnstorable)
 
 
-@pytest.mark.anyio
-async def test_an_error_text_no_database_stores_is_made_storable_and_stalls_nothing(
-    manager: PluginManager, make_settings: Any
-) -> None:
-    manager.register(UnstorableTypes(), name="unstorable_types")
+@attrs.frozen
+class Observed:
+    """What a bad instance left behind, beside a good one, once everything was written."""
+
+    errors: list[Execution]
+    health: Health
+    good_points: int
+    dropped: float
+
+
+async def run_beside_a_good_instance(
+    manager: PluginManager, make_settings: Any, bad_type: str
+) -> Observed:
+    manager.register(BadTypes(), name="bad_types")
     settings = make_settings(
-        InstanceSettings(id="bad", type="raises_unstorable", interval=0.05),
+        InstanceSettings(id="bad", type=bad_type, interval=0.05),
         InstanceSettings(id="good", type="counter", interval=0.05),
     )
     async with Hub(settings, plugin_manager=manager) as hub:
         with anyio.fail_after(5):
             while hub.stats("bad").errors < 3 or hub.stats("good").ok < 3:  # noqa: ASYNC110
                 await anyio.sleep(0.01)
-        with anyio.fail_after(5):
+        with anyio.fail_after(5):  # a poisoned batch would be retried for ever
             await hub.flush()
-        stored = await hub.executions("bad", status="error")
-        health = hub.health("bad")
-        samples = await hub.history("good", "count", since=0)
-    assert stored, "the failing instance's executions were written"
-    assert stored[0].error == "OSError: cannot read /mnt/caf\\udce9: bad\\x00byte"
-    assert "\\udce9" in health.message
-    assert samples and samples[0].points
+        history = await hub.history("good", "count", since=0)
+        return Observed(
+            errors=await hub.executions("bad", status="error"),
+            health=hub.health("bad"),
+            good_points=sum(len(s.points) for s in history),
+            dropped=hub.counters()["samples_dropped"],
+        )
+
+
+@pytest.mark.anyio
+async def test_a_poison_metric_is_an_error_of_its_instance_and_everyone_else_is_stored(
+    manager: PluginManager, make_settings: Any
+) -> None:
+    seen = await run_beside_a_good_instance(manager, make_settings, "poison")
+    assert seen.good_points > 0, "the good instance's samples were written"
+    assert seen.dropped == 0
+    assert seen.errors[0].error == "TypeError: metric 'v': unit must be text, got NoneType"
+    assert seen.health.state.value in ("degraded", "failing")
+    assert "unit must be text" in seen.health.message
+
+
+@pytest.mark.anyio
+async def test_an_error_text_no_database_stores_is_made_storable_and_stalls_nothing(
+    manager: PluginManager, make_settings: Any
+) -> None:
+    seen = await run_beside_a_good_instance(manager, make_settings, "raises_unstorable")
+    assert seen.good_points > 0
+    assert seen.errors, "the failing instance's executions were written"
+    assert seen.errors[0].error == "OSError: cannot read /mnt/caf\\udce9: bad\\x00byte"
+    assert "\\udce9" in seen.health.message
