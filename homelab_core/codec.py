@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 import msgspec
 
 _T = TypeVar("_T")
-_json = msgspec.json.Encoder()
+#: Keys sorted, so that equal values always encode to the same bytes.
+_json = msgspec.json.Encoder(order="sorted")
 
 
 def to_builtins(obj: Any) -> Any:
@@ -25,7 +26,7 @@ def to_builtins(obj: Any) -> Any:
 
 
 def to_json(obj: Any) -> bytes:
-    """``obj`` as compact JSON bytes."""
+    """``obj`` as compact JSON bytes, object keys sorted."""
     return _json.encode(obj)
 
 

@@ -20,20 +20,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-import msgspec
-
+from ..codec import to_json
 from ..events import Event, MetricsCollected
 
 if TYPE_CHECKING:
     from ..hub import Hub
     from ..model import Metric
 
-_encoder = msgspec.json.Encoder(order="sorted")
-
 
 def encode_latest(plugin_id: str, metrics: list[Metric]) -> bytes:
     """The body: ``{"metrics": [...], "plugin_id": ...}``, keys sorted, newline-terminated."""
-    return _encoder.encode({"plugin_id": plugin_id, "metrics": metrics}) + b"\n"
+    return to_json({"plugin_id": plugin_id, "metrics": metrics}) + b"\n"
 
 
 class LatestBodies:
