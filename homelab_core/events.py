@@ -59,9 +59,3 @@ class InstanceChanged(Event):
     type: ClassVar[EventType] = "plugin"
     enabled: bool
     state: InstanceState
-
-
-#: Every event class by its ``type``.
-EVENT_TYPES: dict[str, type[Event]] = {
-    cls.type: cls for cls in (MetricsCollected, HealthChanged, ExecutionFinished, InstanceChanged)
-}

@@ -372,8 +372,9 @@ class Scheduler:
         return self._unit(instance_id).runner.plugin
 
     def state(self, instance_id: str) -> Lifecycle:
-        """The instance's life cycle state, and why it is in it."""
-        return self._unit(instance_id).lifecycle
+        """The instance's life cycle state, and why it is in it: a copy, since only the
+        scheduler moves an instance from state to state."""
+        return attrs.evolve(self._unit(instance_id).lifecycle)
 
     def busy(self, instance_id: str) -> bool:
         """Whether a run of the instance, or its abandoned worker thread, is in progress."""
