@@ -201,7 +201,7 @@ class Hub:
     def instance(self, instance_id: str) -> InstanceInfo:
         """One instance; :class:`UnknownInstanceError` if there is none by that id."""
         inst = self._get(instance_id)
-        kind = inst.plugin_type.describe()
+        kind = inst.type_info
         lifecycle = self.scheduler.state(instance_id)
         return InstanceInfo(
             id=instance_id,
@@ -222,7 +222,7 @@ class Hub:
 
     def type_info(self, instance_id: str) -> TypeInfo:
         """The metadata of an instance's plugin type."""
-        return self._get(instance_id).plugin_type.describe()
+        return self._get(instance_id).type_info
 
     def config_schema(self, instance_id: str) -> dict[str, Any]:
         """The JSON Schema of an instance's config."""

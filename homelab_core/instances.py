@@ -13,6 +13,7 @@ import attrs
 
 from .config import NO_FILE, InstanceSettings, Settings
 from .errors import ConfigError
+from .model import TypeInfo
 from .options import build_config
 from .plugin import Plugin
 
@@ -77,6 +78,8 @@ class Instance:
     plugin: Plugin
     interval: float
     timeout: float
+    #: The type's metadata, described once (every listing of instances shows it).
+    type_info: TypeInfo
 
 
 def build_instances(settings: Settings, types: Mapping[str, type[Plugin]]) -> dict[str, Instance]:
@@ -90,5 +93,6 @@ def build_instances(settings: Settings, types: Mapping[str, type[Plugin]]) -> di
             default_timeout=settings.scheduler.default_timeout,
             source=settings.source,
         )
-        built[instance_id] = Instance(inst, plugin_type, plugin, interval, timeout)
+        info = plugin_type.describe()
+        built[instance_id] = Instance(inst, plugin_type, plugin, interval, timeout, info)
     return built
