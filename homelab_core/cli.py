@@ -27,6 +27,7 @@ from .model import ExecutionStatus
 from .options import config_to_dict
 from .plugins import PluginManager
 from .runner import run_once
+from .shutdown import exit_leaving_hung_threads
 
 if TYPE_CHECKING:
     from .store import StoredInstance
@@ -270,8 +271,11 @@ def run_command(
     if timing:
         output["timing"] = {"collect_seconds": execution.duration}
     click.echo(json.dumps(output, indent=2))
-    if execution.status is not ExecutionStatus.OK:
+    failed = execution.status is not ExecutionStatus.OK
+    if failed:
         click.echo(f"error: {instance.id}: {execution.error}", err=True)
+    exit_leaving_hung_threads(1 if failed else 0)  # a timed-out sync collect may run on
+    if failed:
         ctx.exit(1)
 
 

@@ -135,6 +135,22 @@ class SchedulerSettings:
         description="Waits between setup attempts; the last repeats.",
         validator=attrs.validators.deep_iterable(_positive),
     )
+    teardown_timeout: float = option(
+        10.0,
+        description=(
+            "Seconds an instance's teardown() may take when it stops, counting the wait for"
+            " a run still blocked in its worker thread."
+        ),
+        validator=_positive,
+    )
+    loop_stall_threshold: float = option(
+        0.5,
+        description=(
+            "Seconds the event loop may go without turning before the watchdog names the"
+            " instance whose async code blocked it; 0 turns the watchdog off."
+        ),
+        validator=attrs.validators.ge(0),
+    )
     gc_threshold: int = option(
         50_000,
         description="Allocations between young garbage collections while a hub runs; 0 = Python's.",

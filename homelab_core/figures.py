@@ -25,8 +25,10 @@ class Figures:
         self._sample_count: tuple[float, int] | None = None
 
     def counters(self) -> dict[str, float]:
-        """Runs, failures, skipped runs, samples written and dropped, queue depth."""
+        """Runs, failures, skipped runs, samples written and dropped, queue depth, abandoned
+        worker threads and event loop stalls."""
         all_stats = self.scheduler.all_stats().values()
+        watchdog = self.scheduler.watchdog
         return {
             "runs": sum(s.runs for s in all_stats),
             "failures": sum(s.errors + s.timeouts for s in all_stats),
@@ -36,6 +38,9 @@ class Figures:
             "executions_dropped": self.queue.dropped_executions,
             "queue_depth": self.queue.pending_samples,
             "subscribers": self.bus.subscriber_count,
+            "threads_abandoned": self.scheduler.abandoned_threads(),
+            "loop_stalls": self.scheduler.loop_stalls(),
+            "loop_stalled_seconds": watchdog.stalled_seconds if watchdog is not None else 0.0,
         }
 
     async def samples_stored(self) -> int:

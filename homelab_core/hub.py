@@ -323,6 +323,9 @@ class Hub:
 
     async def readiness(self) -> Readiness:
         """Whether the store answers and the scheduler runs."""
+        scheduler = self.scheduler
         return Readiness(
-            store_answers=await self.store.ping(), scheduler_runs=self.scheduler.running
+            store_answers=await self.store.ping(),
+            scheduler_runs=scheduler.running,
+            scheduler_error=scheduler.error,
         )

@@ -438,6 +438,8 @@ class Readiness:
 
     store_answers: bool
     scheduler_runs: bool
+    #: Why the scheduler stopped, if it did.
+    scheduler_error: str = ""
 
     @property
     def ready(self) -> bool:

@@ -46,13 +46,18 @@ def judge_run(
     failure_threshold: int,
     now: float,
 ) -> Verdict:
-    """The health after a run: the plugin's report (or ``ok``) when the run succeeded;
+    """The health after a run: the plugin's report (or ``ok``) when the run succeeded
+    (``degraded`` if it succeeded with a note, such as having blocked the event loop);
     ``degraded``, then ``failing`` from ``failure_threshold`` consecutive failures on."""
     if execution.status is ExecutionStatus.OK:
         state = report.state if report else HealthState.OK
+        message = report.message if report else ""
+        if execution.error and state is HealthState.OK:
+            # A run that worked but did harm (it blocked the event loop): degraded, and why.
+            state, message = HealthState.DEGRADED, execution.error
         health = Health(  # built directly: attrs.evolve costs twice as much per run
             state=state,
-            message=report.message if report else "",
+            message=message,
             since=_since(previous, state, now),
             last_success=now,
             last_error=previous.last_error,
@@ -123,6 +128,20 @@ def setup_wait(waits: Sequence[float], attempt: int, retry_after: float | None =
         return retry_after
     waits = waits or (5.0,)
     return waits[min(attempt, len(waits) - 1)]
+
+
+def thread_hung_health(previous: Health, hung: str, *, now: float) -> Health:
+    """The health of an instance waiting, before its setup, for a worker thread of its
+    plugin that still runs an earlier call (``hung`` says which, and for how long)."""
+    return attrs.evolve(
+        previous,
+        state=HealthState.FAILING,
+        message=(
+            f"not set up again until its worker thread returns: {hung or 'an earlier call'}"
+            " (abandoned after its timeout)"
+        ),
+        since=_since(previous, HealthState.FAILING, now),
+    )
 
 
 def disabled_health() -> Health:

@@ -55,6 +55,9 @@ class Runner:
     :param timeout: seconds each call may take.
     :param teardown_timeout: seconds ``teardown()`` may take, counting the wait for a
         worker thread still running.
+    :param threads: the limiter of worker threads running plugin code, shared by the
+        scheduler's instances (a new one of its own if not given). It is not anyio's
+        default limiter, which the framework's own thread work uses.
     """
 
     def __init__(
@@ -64,28 +67,60 @@ class Runner:
         timeout: float,
         *,
         teardown_timeout: float = TEARDOWN_TIMEOUT,
+        threads: anyio.CapacityLimiter | None = None,
     ) -> None:
         self.instance_id = instance_id
         self.plugin = plugin
         self.timeout = timeout
         self.teardown_timeout = teardown_timeout
+        self._threads = threads
         # Set while no worker thread of this instance runs (one may outlive its timeout).
         self._thread_idle = threading.Event()
         self._thread_idle.set()
+        #: The method running in the worker thread and when it started (monotonic).
+        self._thread_call: tuple[str, float] | None = None
+        self._awaiting_thread = False
         self._health_hook = type(plugin).health is not Plugin.health
+        #: Seconds the current call held the event loop, as the watchdog measured them:
+        #: finished stalls, and the start of one still going on (set from its thread).
+        self.stalled = 0.0
+        self.stall_started: float | None = None
 
     @property
     def thread_busy(self) -> bool:
         """Whether a worker thread of this instance is still running (perhaps abandoned)."""
         return not self._thread_idle.is_set()
 
-    async def wait_thread(self, timeout: float | None) -> bool:
-        """Wait for a running worker thread to return; False if it did not in time."""
-        if self._thread_idle.is_set():
-            return True
-        return await anyio.to_thread.run_sync(
-            self._thread_idle.wait, timeout, abandon_on_cancel=True
+    @property
+    def thread_abandoned(self) -> bool:
+        """Whether a worker thread of this instance runs on after its call was given up
+        (timed out or cancelled): nobody awaits it any more."""
+        return not self._awaiting_thread and not self._thread_idle.is_set()
+
+    def hung_call(self) -> str:
+        """What still runs in the worker thread, as a phrase for health messages."""
+        call = self._thread_call
+        if call is None or self._thread_idle.is_set():
+            return ""
+        method, since = call
+        return (
+            f"{method}() has been running in its worker thread for {time.monotonic() - since:.0f} s"
         )
+
+    async def wait_thread(self, timeout: float | None) -> bool:
+        """Wait for a running worker thread to return; False if it did not in time.
+
+        The wait polls on the event loop: a framework wait never takes a worker thread
+        (waiting in one would hold a thread slot for as long as the plugin hangs, and
+        leave a thread behind each time the wait is cancelled).
+        """
+        idle = self._thread_idle
+        delay = 0.01
+        with anyio.move_on_after(math.inf if timeout is None else timeout):
+            while not idle.is_set():
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 0.25)
+        return idle.is_set()
 
     async def call(self, method: Callable[[], Any]) -> Any:
         """Await an async method, or run a sync one in a worker thread."""
@@ -96,12 +131,18 @@ class Runner:
         if inspect.iscoroutinefunction(method):
             result = await method()
         else:
-            idle = self._thread_idle
+            idle, label = self._thread_idle, f"homelab plugin {self.instance_id}"
+            name = getattr(method, "__name__", "method")
 
             def in_thread() -> Any:
                 # Marked busy here, not before: a job cancelled before a worker picks it
                 # up never runs, and must not leave the instance looking busy for good.
                 idle.clear()
+                self._thread_call = (name, time.monotonic())
+                thread = threading.current_thread()
+                # Named after the instance while it runs its code: a shutdown that has
+                # to abandon hung threads can say whose they are.
+                thread.name, previous_name = label, thread.name
                 try:
                     return method()
                 except Exception:
@@ -111,9 +152,18 @@ class Runner:
                     # ``except`` of the awaiting coroutine: carry it out as an Exception.
                     raise _Escaped(exc) from exc
                 finally:
+                    thread.name = previous_name
                     idle.set()
 
-            result = await anyio.to_thread.run_sync(in_thread, abandon_on_cancel=True)
+            if self._threads is None:
+                self._threads = anyio.CapacityLimiter(1)
+            self._awaiting_thread = True
+            try:
+                result = await anyio.to_thread.run_sync(
+                    in_thread, abandon_on_cancel=True, limiter=self._threads
+                )
+            finally:
+                self._awaiting_thread = False
         if inspect.isawaitable(result):
             result = await result
         return result
@@ -135,6 +185,7 @@ class Runner:
         started_wall, started = time.time(), anyio.current_time()
         status, error, result, count = ExecutionStatus.OK, None, None, 0
         failure: BaseException | None = None
+        self.stalled, self.stall_started = 0.0, None
         with anyio.move_on_after(self.timeout) as scope:
             try:
                 result = await self.call(method)
@@ -148,7 +199,13 @@ class Runner:
                 status, error, result, count = ExecutionStatus.ERROR, describe(failure), None, 0
                 if what:
                     error = f"{what} failed: {error}"
-        if scope.cancelled_caught:
+        duration = anyio.current_time() - started
+        # An async method that blocks the event loop cannot be cancelled at its timeout:
+        # it returns late, and the watchdog may have seen it hold the loop.
+        late = (
+            not scope.cancelled_caught and status is ExecutionStatus.OK and duration > self.timeout
+        )
+        if scope.cancelled_caught or late:
             prefix = f"{what} " if what else ""
             status, error, result, count = (
                 ExecutionStatus.TIMEOUT,
@@ -156,10 +213,18 @@ class Runner:
                 None,
                 0,
             )
+            if late and not self._blocked():
+                error += f" (returned after {duration:.2f} s, never awaiting in between)"
+        if blocked := self._blocked():
+            note = (
+                f"blocked the event loop for {blocked:.2f} s, stopping every other instance;"
+                " blocking code belongs in a sync method (run in a worker thread)"
+            )
+            error = f"{error}: {note}" if error else note
         execution = Execution(
             instance_id=self.instance_id,
             started_at=started_wall,
-            duration=anyio.current_time() - started,
+            duration=duration,
             status=status,
             error=error,
             metric_count=count,
@@ -167,6 +232,11 @@ class Runner:
             lag=0.0 if scheduled is None else max(0.0, started - scheduled),
         )
         return Outcome(execution, result, failure)
+
+    def _blocked(self) -> float:
+        """Seconds the current call held the event loop, as far as the watchdog saw."""
+        started = self.stall_started
+        return self.stalled + (time.monotonic() - started if started is not None else 0.0)
 
     async def setup(self, trigger: str = "setup") -> tuple[InstanceState, Outcome]:
         """One setup attempt, once no earlier call of the plugin still runs in a thread.

@@ -51,7 +51,8 @@ from .model import (
     RunStats,
 )
 from .plugin import Plugin
-from .runner import Outcome, Runner, is_cancellation, retry_after
+from .runner import Outcome, Runner, describe, is_cancellation, retry_after
+from .watchdog import LoopWatchdog
 
 log = logging.getLogger("homelab.scheduler")
 S = InstanceState
@@ -212,9 +213,11 @@ class _Timer:
         self,
         run: Callable[[_Unit, float, str, bool], Coroutine[Any, Any, Execution]],
         skip: Callable[[_Unit, float, str], Awaitable[None]],
+        watchdog: LoopWatchdog | None = None,
     ) -> None:
         self._run = run
         self._skip = skip
+        self._watchdog = watchdog
         #: Heap of [due time, sequence, entry] rows. Lists compare in C (the sequence is
         #: unique, so entries are never compared), and a row is rescheduled in place: a
         #: new row per tick would add 10,000 long-lived objects every interval for the
@@ -268,8 +271,13 @@ class _Timer:
         """One due tick of ``unit``: record what was missed, then run it unless it may not."""
         if missed:
             late = now - scheduled
+            why = ""
+            if self._watchdog is not None:
+                blocker = self._watchdog.blocker(since=time.monotonic() - late)
+                if blocker is not None and blocker != unit.id:
+                    why = f" (the event loop was blocked by plugin instance {blocker!r})"
             await self._skip(
-                unit, scheduled, f"scheduler was {late:.3f} s late; {missed} tick(s) missed"
+                unit, scheduled, f"scheduler was {late:.3f} s late{why}; {missed} tick(s) missed"
             )
         if now < unit.backoff_until:
             return
@@ -295,17 +303,26 @@ class Scheduler:
         # fast_acquire: taking a free slot costs no trip through the event loop (a run
         # awaits its plugin right after anyway); measured in bench/pipeline.py.
         self._limiter = anyio.Semaphore(max(1, self.settings.concurrency), fast_acquire=True)
+        # Worker threads running plugin code: a limiter of their own, so that plugins never
+        # take the thread slots of the framework (anyio's default limiter), nor it theirs.
+        self._threads = anyio.CapacityLimiter(max(1, self.settings.concurrency))
+        threshold = self.settings.loop_stall_threshold
+        self.watchdog = LoopWatchdog(threshold) if threshold > 0 else None
         self._tg: TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
         self._timer: _Timer | None = None
         self.running = False
+        #: Why the scheduler stopped while it should have run ("" while it runs).
+        self.error = ""
 
     async def __aenter__(self) -> Scheduler:
         self._stack = AsyncExitStack()
         self._tg = await self._stack.enter_async_context(anyio.create_task_group())
-        self._timer = _Timer(self._run, self._skip)
-        self._tg.start_soon(self._timer.run, name="homelab:scheduler-timer")
-        self.running = True
+        self._timer = _Timer(self._run, self._skip, self.watchdog)
+        self.running, self.error = True, ""
+        self._tg.start_soon(self._guard, self._timer.run, name="homelab:scheduler-timer")
+        if self.watchdog is not None:
+            self._tg.start_soon(self._guard, self.watchdog.run, name="homelab:loop-watchdog")
         for unit in self._units.values():
             if unit.lifecycle.enabled:
                 await self._start(unit)
@@ -324,6 +341,24 @@ class Scheduler:
             return await self._stack.__aexit__(exc_type, exc, tb)
         finally:
             self._tg = None
+
+    async def _guard(self, part: Callable[[], Awaitable[None]]) -> None:
+        """Run one of the scheduler's own tasks; if it ever fails, stop the scheduler and
+        say why (readiness reports :attr:`error`) instead of leaving it half dead."""
+        try:
+            await part()
+        except BaseException as exc:
+            if is_cancellation(exc):
+                raise
+            self.running, self.error = False, describe(exc)
+            log.critical(
+                "the scheduler stopped: its %s failed; no instance runs until restart",
+                getattr(part, "__qualname__", "task"),
+                exc_info=True,
+            )
+            for unit in self._units.values():  # their runs would never be started
+                if unit.scope is not None:
+                    unit.scope.cancel()
 
     # -- instances -----------------------------------------------------------------------
 
@@ -346,7 +381,13 @@ class Scheduler:
         timeout = float(timeout if timeout is not None else self.settings.default_timeout)
         unit = _Unit(
             id=instance_id,
-            runner=Runner(instance_id, plugin, timeout),
+            runner=Runner(
+                instance_id,
+                plugin,
+                timeout,
+                teardown_timeout=self.settings.teardown_timeout,
+                threads=self._threads,
+            ),
             interval=float(interval),
             lifecycle=Lifecycle.initial(enabled),
         )
@@ -396,6 +437,14 @@ class Scheduler:
         """Run counters of every instance."""
         return {uid: unit.stats for uid, unit in self._units.items()}
 
+    def abandoned_threads(self) -> int:
+        """Worker threads still running plugin code that nobody waits for any more."""
+        return sum(unit.runner.thread_abandoned for unit in self._units.values())
+
+    def loop_stalls(self) -> int:
+        """Times the watchdog saw the event loop blocked (0 without a watchdog)."""
+        return self.watchdog.stalls if self.watchdog is not None else 0
+
     async def set_enabled(self, instance_id: str, enabled: bool) -> Health:
         """Enable or disable an instance at once; a disabled one is torn down first.
 
@@ -430,6 +479,8 @@ class Scheduler:
 
     async def _start(self, unit: _Unit) -> None:
         assert self._tg is not None
+        if not self.running:  # stopped by a failure of its own (see _guard)
+            return
         await self._tg.start(self._instance_task, unit, name=f"homelab:{unit.id}")
 
     async def _stop(self, unit: _Unit) -> None:
@@ -477,6 +528,12 @@ class Scheduler:
         attempt = 0
         while True:
             unit.lifecycle.to(S.SETTING_UP)
+            if unit.runner.thread_busy:
+                # Never two calls into one plugin at once: wait for the hung one, and say so.
+                hung = unit.runner.hung_call()
+                health = policy.thread_hung_health(unit.health, hung, now=time.time())
+                await self._set_health(unit, health)
+                await unit.runner.wait_thread(None)
             result, outcome = await unit.runner.setup()
             if unit.first_setup is not None:
                 unit.first_setup.set()

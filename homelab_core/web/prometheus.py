@@ -54,6 +54,21 @@ CORE = {
         "counter",
         "Events the WebSocket broadcaster itself missed from the bus.",
     ),
+    "threads_abandoned": (
+        "homelab_core_threads_abandoned",
+        "gauge",
+        "Worker threads still running plugin code after their call was given up.",
+    ),
+    "loop_stalls": (
+        "homelab_core_loop_stalls_total",
+        "counter",
+        "Times the event loop was blocked longer than the watchdog's threshold.",
+    ),
+    "loop_stalled_seconds": (
+        "homelab_core_loop_stalled_seconds_total",
+        "counter",
+        "Seconds the event loop was blocked, in all.",
+    ),
 }
 
 
