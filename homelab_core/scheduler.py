@@ -322,7 +322,7 @@ class Scheduler:
         self.running, self.error = True, ""
         self._tg.start_soon(self._guard, self._timer.run, name="homelab:scheduler-timer")
         if self.watchdog is not None:
-            self._tg.start_soon(self._guard, self.watchdog.run, name="homelab:loop-watchdog")
+            self._tg.start_soon(self._watch, self.watchdog, name="homelab:loop-watchdog")
         for unit in self._units.values():
             if unit.lifecycle.enabled:
                 await self._start(unit)
@@ -359,6 +359,13 @@ class Scheduler:
             for unit in self._units.values():  # their runs would never be started
                 if unit.scope is not None:
                     unit.scope.cancel()
+
+    async def _watch(self, watchdog: LoopWatchdog) -> None:
+        """Run the watchdog; the scheduler goes on without it if it fails."""
+        try:
+            await watchdog.run()
+        except Exception:
+            log.exception("the event loop watchdog failed; going on without it")
 
     # -- instances -----------------------------------------------------------------------
 
