@@ -119,7 +119,10 @@ class RedactingFilter(logging.Filter):
         self.redactor = redactor
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format: left to the handler, which reports it
+            return True
         redacted = self.redactor(message)
         if redacted != message:
             record.msg, record.args = redacted, ()

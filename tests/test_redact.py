@@ -11,7 +11,14 @@ from services import free_port
 
 from homelab_core import Plugin, StoreError, option
 from homelab_core.options import build_config, config_schema, config_to_dict, secret_values
-from homelab_core.redact import MIN_SECRET_LENGTH, REDACTED, Redactor, redact_urls
+from homelab_core.redact import (
+    MIN_SECRET_LENGTH,
+    REDACTED,
+    RedactingFilter,
+    Redactor,
+    install_filter,
+    redact_urls,
+)
 from homelab_core.runner import run_once
 from homelab_core.store import Store
 
@@ -240,3 +247,25 @@ async def test_the_store_does_not_show_the_password_of_its_url() -> None:
     message = str(caught.value)
     assert message.startswith(f"cannot open the store at postgres://app:{REDACTED}@127.0.0.1:")
     assert "db-password-1" not in message
+
+
+def test_the_log_filter_redacts_messages_and_tracebacks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    logger = logging.getLogger("homelab.plugin.filter-test")
+    install_filter(logger, Redactor(["filter-secret"]))
+    install_filter(logger, Redactor(["filter-secret-2"]))  # replaces, never piles up
+    assert len([f for f in logger.filters if isinstance(f, RedactingFilter)]) == 1
+    try:
+        raise RuntimeError("boom with filter-secret-2 and http://u:pw@h/")
+    except RuntimeError:
+        logger.exception("failed: %s", "filter-secret-2")
+    assert "filter-secret-2" not in caplog.text and "pw@" not in caplog.text
+    assert f"RuntimeError: boom with {REDACTED} and http://u:{REDACTED}@h/" in caplog.text
+    assert f"failed: {REDACTED}" in caplog.text
+
+
+def test_the_log_filter_leaves_a_bad_format_to_the_handler() -> None:
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "%d", ("text",), None)
+    assert RedactingFilter(Redactor(["secret"])).filter(record) is True
+    assert (record.msg, record.args) == ("%d", ("text",))
