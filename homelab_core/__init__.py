@@ -48,6 +48,7 @@ from .model import (
 from .options import NoConfig, option
 from .plugin import Plugin
 from .plugins import PluginManager
+from .redact import redact_urls
 from .scheduler import RunResult, Scheduler
 
 if TYPE_CHECKING:
@@ -120,4 +121,5 @@ __all__ = [
     "hookspec",
     "load_settings",
     "option",
+    "redact_urls",
 ]

@@ -14,14 +14,14 @@ import json
 import math
 import re
 import types
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import attrs
 
 from .errors import ConfigError
-
-REDACTED = "**********"
+from .redact import REDACTED as REDACTED
+from .redact import Redactor, redact_urls, url_secrets
 
 _T = TypeVar("_T")
 
@@ -34,7 +34,12 @@ def option(
     factory: Any = None,
     validator: Any = None,
 ) -> Any:
-    """Declare a config field with a description; ``secret=True`` redacts it in every output."""
+    """Declare a config field with a description; ``secret=True`` redacts it in every output.
+
+    A secret option is masked as a whole: a text, a number, every item of a list and every
+    value of a mapping (a header map keeps its names and hides its values). Its values are
+    also removed from the instance's error texts, health messages and log lines.
+    """
     metadata = {"description": description, "secret": secret}
     if factory is not None:
         return attrs.field(factory=factory, metadata=metadata, validator=validator)
@@ -55,6 +60,67 @@ def _fields(cls: type) -> tuple[attrs.Attribute[Any], ...]:
 def secret_fields(cls: type) -> set[str]:
     """The names of the fields of ``cls`` marked secret."""
     return {f.name for f in _fields(cls) if f.metadata.get("secret")}
+
+
+def _leaves(value: Any) -> Iterable[str]:
+    """Every text and number inside ``value`` (mappings' values, lists' items), as text."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, enum.Enum):
+        yield str(value.value)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        yield str(value)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _leaves(item)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            yield from _leaves(item)
+
+
+def secret_values(config: Any) -> list[str]:
+    """The secrets of a config object: every value of its secret fields, and the password
+    of every URL in any of its text values (``http://user:password@host``).
+
+    What a :class:`~homelab_core.redact.Redactor` removes from the instance's texts. A
+    config that is not an attrs class (a plugin made by hand in a test) has none.
+    """
+    found: list[str] = []
+    if not attrs.has(type(config)):
+        return found
+    for field in _fields(type(config)):
+        value = getattr(config, field.name)
+        if field.metadata.get("secret"):
+            found += (text for text in _leaves(value) if text)
+        else:
+            for text in _leaves(value):
+                found += url_secrets(text)
+    return found
+
+
+def _mask(value: Any) -> Any:
+    """A secret value as shown: its shape kept, every text or number in it hidden."""
+    if value is None or value == "":
+        return value
+    if isinstance(value, Mapping):
+        return {k: _mask(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask(v) for v in value]
+    return REDACTED
+
+
+def _shown(value: Any) -> Any:
+    """A value that is not secret as shown: enums by value, tuples as lists, URLs without
+    their credentials."""
+    if isinstance(value, str):
+        return redact_urls(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {k: _shown(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_shown(v) for v in value]
+    return value
 
 
 def _type_name(tp: Any) -> str:
@@ -203,7 +269,7 @@ def build_config(
         try:
             kwargs[name] = _convert(value, field.type, from_text or name in text_fields)
         except _Invalid:
-            shown = REDACTED if field.metadata.get("secret") else repr(value)
+            shown = REDACTED if field.metadata.get("secret") else redact_urls(repr(value))
             raise ConfigError(
                 f"expected {_type_name(field.type)}, got {shown}",
                 file=file,
@@ -214,10 +280,13 @@ def build_config(
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         culprit, message = _validator_failure(exc, fields)
-        secrets = [kwargs[f] for f in kwargs if fields[f].metadata.get("secret")]
-        for value in secrets:
-            if isinstance(value, str) and value:
-                message = message.replace(value, REDACTED)
+        secrets = [
+            text
+            for name, value in kwargs.items()
+            for text in _leaves(value)
+            if fields[name].metadata.get("secret")
+        ]
+        message = Redactor(secrets)(message)
         raise ConfigError(message, file=file, table=table, field=culprit) from None
 
 
@@ -237,23 +306,28 @@ def _validator_failure(
 
 
 def config_to_dict(config: Any, *, redact: bool = True) -> dict[str, Any]:
-    """The config as a JSON-ready mapping, with secret fields redacted unless told not to."""
+    """The config as a JSON-ready mapping; unless told not to, secret fields are masked
+    (see :func:`option`) and URLs in the other fields shown without their credentials."""
     result: dict[str, Any] = {}
     for field in _fields(type(config)):
         value = getattr(config, field.name)
-        if redact and field.metadata.get("secret") and value not in (None, ""):
-            value = REDACTED
-        elif isinstance(value, enum.Enum):
-            value = value.value
-        elif isinstance(value, tuple):
-            value = list(value)
+        if not redact:
+            if isinstance(value, enum.Enum):
+                value = value.value
+            elif isinstance(value, tuple):
+                value = list(value)
+        elif field.metadata.get("secret"):
+            value = _mask(value)
+        else:
+            value = _shown(value)
         result[field.name] = value
     return result
 
 
 def redact_mapping(data: Mapping[str, Any], secrets: set[str]) -> dict[str, Any]:
-    """A copy of ``data`` with the keys in ``secrets`` redacted."""
-    return {k: (REDACTED if k in secrets and v not in (None, "") else v) for k, v in data.items()}
+    """A copy of ``data`` with the keys in ``secrets`` masked, as :func:`config_to_dict`
+    masks secret fields."""
+    return {k: (_mask(v) if k in secrets else v) for k, v in data.items()}
 
 
 def _schema_of(tp: Any) -> dict[str, Any]:
@@ -278,6 +352,19 @@ def _schema_of(tp: Any) -> dict[str, Any]:
     return {}
 
 
+def _mark_password(schema: dict[str, Any]) -> None:
+    """Give every text in ``schema`` (the field's own, its items', its values') the
+    ``password`` format, which form generators show masked."""
+    if schema.get("type") == "string":
+        schema["format"] = "password"
+    for key in ("items", "additionalProperties"):
+        inner = schema.get(key)
+        if isinstance(inner, dict):
+            _mark_password(inner)
+    for inner in schema.get("anyOf", ()):
+        _mark_password(inner)
+
+
 def config_schema(cls: type) -> dict[str, Any]:
     """A JSON Schema of the config class, with descriptions, defaults and secret flags."""
     properties: dict[str, Any] = {}
@@ -289,12 +376,14 @@ def config_schema(cls: type) -> dict[str, Any]:
         if field.metadata.get("secret"):
             prop["writeOnly"] = True
             prop["x-secret"] = True
+            _mark_password(prop)
         if field.default is attrs.NOTHING:
             required.append(field.name)
         elif isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
-            prop["default"] = field.default.factory()  # type: ignore[union-attr]
-        elif field.metadata.get("secret") and field.default not in (None, ""):
-            prop["default"] = REDACTED
+            default = field.default.factory()  # type: ignore[union-attr]
+            prop["default"] = _mask(default) if field.metadata.get("secret") else default
+        elif field.metadata.get("secret"):
+            prop["default"] = _mask(field.default)
         else:
             default = field.default
             prop["default"] = default.value if isinstance(default, enum.Enum) else default

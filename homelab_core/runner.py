@@ -17,6 +17,7 @@ import logging
 import math
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -26,7 +27,9 @@ import attrs
 from .codec import storable_text
 from .errors import SetupFailed, SetupNotReady
 from .model import Execution, ExecutionStatus, HealthReport, InstanceState, Metric
+from .options import secret_values
 from .plugin import Plugin
+from .redact import Redactor, install_filter
 
 log = logging.getLogger("homelab.runner")
 
@@ -85,6 +88,11 @@ class Runner:
         #: finished stalls, and the start of one still going on (set from its thread).
         self.stalled = 0.0
         self.stall_started: float | None = None
+        #: Removes the instance's secrets and URL credentials from the texts of its
+        #: plugin (error texts, health messages, its log lines) before anyone sees them.
+        self.redact = Redactor(secret_values(getattr(plugin, "config", None)))
+        if isinstance(getattr(plugin, "log", None), logging.Logger):
+            install_filter(plugin.log, self.redact)
 
     @property
     def thread_busy(self) -> bool:
@@ -196,7 +204,8 @@ class Runner:
                 if is_cancellation(exc):
                     raise  # our timeout, or the instance being stopped
                 failure = exc.original if isinstance(exc, _Escaped) else exc
-                status, error, result, count = ExecutionStatus.ERROR, describe(failure), None, 0
+                error = self.redact(describe(failure))
+                status, result, count = ExecutionStatus.ERROR, None, 0
                 if what:
                     error = f"{what} failed: {error}"
         duration = anyio.current_time() - started
@@ -276,6 +285,10 @@ class Runner:
         outcome = await self.attempt(collect, trigger=trigger, scheduled=scheduled)
         metrics, report = outcome.result if outcome.result is not None else ([], None)
         execution = attrs.evolve(outcome.execution, metric_count=len(metrics))
+        if report is not None and report.message:
+            message = self.redact(report.message)
+            if message != report.message:
+                report = HealthReport(report.state, message)
         return execution, metrics, report
 
     async def teardown(self) -> None:
@@ -294,7 +307,13 @@ class Runner:
             except BaseException as exc:
                 if is_cancellation(exc):
                     raise
-                log.exception("teardown of plugin instance %r failed", self.instance_id)
+                # The traceback names the plugin's exception text: redacted like its errors.
+                trace = "".join(traceback.format_exception(exc)).rstrip()
+                log.error(
+                    "teardown of plugin instance %r failed\n%s",
+                    self.instance_id,
+                    self.redact(trace),
+                )
         if scope.cancelled_caught:
             log.warning(
                 "teardown of plugin instance %r timed out after %g s; left unfinished",

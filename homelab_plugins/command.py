@@ -81,7 +81,9 @@ class CommandConfig:
     cwd: str | None = option(None, description="Working directory; unset: the hub's.")
     env: dict[str, str] = option(
         factory=dict,
-        description="Environment variables set for the command, on top of the hub's own.",
+        description="Environment variables set for the command, on top of the hub's own."
+        " Secret: their values are never shown.",
+        secret=True,
     )
 
     def __attrs_post_init__(self) -> None:

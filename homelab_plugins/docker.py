@@ -20,6 +20,8 @@ import attrs
 
 from homelab_core import HealthReport, HealthState, Metric, Plugin, hookimpl, option
 
+from .http import url_credentials
+
 if TYPE_CHECKING:  # httpx is imported when an instance starts, not with the plugin list
     import httpx
 
@@ -151,9 +153,14 @@ class Docker(Plugin[DockerConfig]):
         import httpx
 
         base_url, socket_path = engine_address(self.config.url)
+        # Credentials in the URL go as basic auth, so that no logged URL holds them.
+        base_url, in_url = url_credentials(base_url)
         transport = httpx.AsyncHTTPTransport(uds=socket_path) if socket_path is not None else None
         self._client = httpx.AsyncClient(
-            base_url=base_url, transport=transport, timeout=self.config.request_timeout
+            base_url=base_url,
+            transport=transport,
+            auth=httpx.BasicAuth(*in_url) if in_url is not None else None,
+            timeout=self.config.request_timeout,
         )
 
     async def _get(self, path: str, params: Mapping[str, str] | None = None) -> Any:

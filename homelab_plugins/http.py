@@ -17,7 +17,7 @@ import ssl
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import anyio
 import attrs
@@ -47,6 +47,21 @@ def _url(_: Any, __: attrs.Attribute[str], value: str) -> None:
         raise ValueError(f"'url' must be an http:// or https:// URL with a host, got {value!r}")
 
 
+def url_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """``url`` without its user information, and the user name and password it held.
+
+    The request goes to the URL without them and they are sent as basic authentication,
+    as httpx would do with them in the URL; but then the URL that httpx logs and puts in
+    its exception texts holds no password.
+    """
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    bare = urlunsplit(parts._replace(netloc=host))
+    return bare, (unquote(parts.username or ""), unquote(parts.password or ""))
+
+
 def _statuses(_: Any, __: attrs.Attribute[list[int] | None], value: list[int] | None) -> None:
     if value is None:
         return
@@ -69,7 +84,10 @@ class HttpConfig:
     url: str = option(description="The http:// or https:// URL to request.", validator=_url)
     method: Method = option("GET", description="HTTP method of the request.")
     headers: dict[str, str] = option(
-        factory=dict, description='Extra request headers, such as {"Host" = "example.org"}.'
+        factory=dict,
+        description='Extra request headers, such as {"X-Api-Key" = "..."}. Secret: their'
+        " values are never shown.",
+        secret=True,
     )
     body: str | None = option(None, description="Request body to send (for POST, PUT, PATCH).")
     expected_status: list[int] | None = option(
@@ -201,6 +219,8 @@ class Http(Plugin[HttpConfig]):
 
     _client: httpx.AsyncClient
     _report: HealthReport | None = None
+    #: The URL requested: ``url`` without the user information, sent as basic auth.
+    _target: str = ""
 
     def _verify(self) -> ssl.SSLContext | bool:
         if not self.config.verify_tls:
@@ -218,8 +238,11 @@ class Http(Plugin[HttpConfig]):
         config = self.config
         auth = None
         headers = dict(config.headers)
+        self._target, in_url = url_credentials(config.url)
         if config.username is not None:
             auth = httpx.BasicAuth(config.username, config.password or "")
+        elif in_url is not None:
+            auth = httpx.BasicAuth(*in_url)
         if config.bearer_token is not None:
             headers["Authorization"] = f"Bearer {config.bearer_token}"
         self._client = httpx.AsyncClient(
@@ -276,12 +299,13 @@ class Http(Plugin[HttpConfig]):
     async def _request(self) -> _Outcome:
         import httpx
 
-        config, url = self.config, self.config.url
+        config, url, target = self.config, self.config.url, self._target
         timeout = config.request_timeout
         started = time.perf_counter()
         try:
             with anyio.fail_after(timeout):
-                async with self._client.stream(config.method, url, content=config.body) as response:
+                stream = self._client.stream(config.method, target, content=config.body)
+                async with stream as response:
                     elapsed = time.perf_counter() - started
                     body = await _read_body(response) if config.keyword is not None else b""
         except (TimeoutError, httpx.TimeoutException):

@@ -16,12 +16,23 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import anyio
 import attrs
 
-from homelab_core import HealthReport, HealthState, Metric, MetricKind, Plugin, hookimpl, option
+from homelab_core import (
+    HealthReport,
+    HealthState,
+    Metric,
+    MetricKind,
+    Plugin,
+    hookimpl,
+    option,
+    redact_urls,
+)
+
+from .http import url_credentials
 
 if TYPE_CHECKING:  # httpx is imported when an instance starts, not with the plugin list
     import httpx
@@ -93,7 +104,10 @@ class PrometheusConfig:
         validator=attrs.validators.gt(0),
     )
     headers: dict[str, str] = option(
-        factory=dict, description="Extra HTTP headers sent with each scrape."
+        factory=dict,
+        description="Extra HTTP headers sent with each scrape. Secret: their values are never"
+        " shown.",
+        secret=True,
     )
     verify_tls: bool = option(True, description="Verify the certificate of an https:// target.")
     bearer_token: str | None = option(
@@ -220,16 +234,6 @@ def _parse(text: str, content_type: str, config: PrometheusConfig) -> _Scrape:
     return convert(list(parse(text)), config)
 
 
-def _redacted(url: str) -> str:
-    """``url`` without user and password, for messages."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -248,6 +252,8 @@ class Prometheus(Plugin[PrometheusConfig]):
     _client: httpx.AsyncClient | None = None
     _problem: str | None = None
     _last: _Scrape | None = None
+    #: The URL scraped: ``url`` without the user information, sent as basic auth.
+    _target: str = ""
 
     async def setup(self) -> None:
         """Open the HTTP client used for every scrape."""
@@ -256,8 +262,10 @@ class Prometheus(Plugin[PrometheusConfig]):
         headers = {"Accept": ACCEPT, **self.config.headers}
         if self.config.bearer_token:
             headers["Authorization"] = f"Bearer {self.config.bearer_token}"
+        self._target, in_url = url_credentials(self.config.url)
         self._client = httpx.AsyncClient(
             headers=headers,
+            auth=httpx.BasicAuth(*in_url) if in_url is not None else None,
             timeout=self.config.request_timeout,
             verify=self.config.verify_tls,
             follow_redirects=True,
@@ -273,7 +281,7 @@ class Prometheus(Plugin[PrometheusConfig]):
         started = time.perf_counter()
         scrape = _Scrape()
         try:
-            response = await self._client.get(self.config.url)
+            response = await self._client.get(self._target)
             if not response.is_success:
                 self._problem = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
             else:
@@ -309,7 +317,7 @@ class Prometheus(Plugin[PrometheusConfig]):
 
     async def health(self) -> HealthReport | None:
         """Failing while the target cannot be scraped; degraded when samples were capped."""
-        url = _redacted(self.config.url)
+        url = redact_urls(self.config.url)
         if self._problem is not None:
             return HealthReport(HealthState.FAILING, f"cannot scrape {url}: {self._problem}")
         scrape = self._last

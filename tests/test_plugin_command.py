@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from homelab_core import ExecutionStatus, HealthReport, Metric, PluginManager
-from homelab_core.options import build_config
+from homelab_core.options import REDACTED, build_config, config_to_dict
 from homelab_core.plugin import validate_plugin_type
 from homelab_core.runner import run_once
 from homelab_plugins import command
@@ -286,6 +286,12 @@ async def test_env_and_cwd_are_given_to_the_command(tmp_path: Path) -> None:
         'echo "{\\"sum\\": $(( $(cat base.txt) + EXTRA ))}"', cwd=str(tmp_path), env={"EXTRA": "2"}
     )
     assert values(metrics)["sum"] == 42
+
+
+def test_env_values_are_secret() -> None:
+    config = build_config(CommandConfig, {"command": "true", "env": {"API_KEY": "k3y-value"}})
+    assert config_to_dict(config)["env"] == {"API_KEY": REDACTED}
+    assert Command.config_schema()["properties"]["env"]["writeOnly"] is True
 
 
 async def test_a_missing_executable_is_reported_not_raised() -> None:

@@ -12,6 +12,7 @@ serves the same answers over TCP on 127.0.0.1.
 
 from __future__ import annotations
 
+import base64
 import json
 import socketserver
 import threading
@@ -186,6 +187,7 @@ class Engine:
 
     def __init__(self) -> None:
         self.requests: list[str] = []
+        self.authorizations: list[str | None] = []
         self.list_status = 200
         self.stats_status = 200
 
@@ -214,6 +216,7 @@ def handler_for(engine: Engine) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:
+            engine.authorizations.append(self.headers.get("Authorization"))
             status, payload = engine.answer(self.path)
             body = json.dumps(payload).encode()
             self.send_response(status)
@@ -412,6 +415,21 @@ async def test_tcp_url_reaches_an_engine_over_http(engine: Engine) -> None:
         server.server_close()
         thread.join(timeout=5)
     assert one(metrics, "docker.container.running", "web").value == 1
+
+
+async def test_credentials_in_an_http_url_are_sent_as_basic_auth(engine: Engine) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(engine))
+    server.daemon_threads = True
+    thread = serve(server)
+    try:
+        metrics, _ = await collect(f"http://ops:d0cker-pw@127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert one(metrics, "docker.container.running", "web").value == 1
+    basic = "Basic " + base64.b64encode(b"ops:d0cker-pw").decode()
+    assert engine.authorizations and set(engine.authorizations) == {basic}
 
 
 def test_cpu_percent_counts_per_cpu_entries_when_online_cpus_is_missing() -> None:

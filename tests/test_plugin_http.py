@@ -355,6 +355,30 @@ def test_secrets_are_redacted() -> None:
     assert config_to_dict(token)["bearer_token"] == REDACTED
 
 
+def test_headers_are_secret_as_a_whole() -> None:
+    config = build_config(HttpConfig, {"url": "http://nas/", "headers": {"X-Api-Key": "k3y"}})
+    assert config_to_dict(config)["headers"] == {"X-Api-Key": REDACTED}
+    headers = Http.config_schema()["properties"]["headers"]
+    assert headers["writeOnly"] is True and headers["x-secret"] is True
+
+
+def test_url_credentials_are_split_from_the_url() -> None:
+    assert http.url_credentials("https://nas:8443/x?y=1") == ("https://nas:8443/x?y=1", None)
+    assert http.url_credentials("http://bob:p%40ss@nas:80/x") == (
+        "http://nas:80/x",
+        ("bob", "p@ss"),
+    )
+    assert http.url_credentials("http://token@nas/") == ("http://nas/", ("token", ""))
+
+
+async def test_credentials_in_the_url_are_sent_as_basic_auth(base_url: str) -> None:
+    url = base_url.replace("http://", "http://admin:hunter2@") + "/basic"
+    metrics, state, message = await check(url)
+    assert metrics["http.status_code"].value == 200 and state == "ok"
+    assert "hunter2" not in message
+    assert message.startswith(f"http://admin:{REDACTED}@127.0.0.1:")
+
+
 def test_the_type_is_valid_and_described() -> None:
     assert validate_plugin_type(Http) == []
     schema = Http.config_schema()

@@ -7,6 +7,7 @@ something else (garbage, an error status, OpenMetrics) and records the request h
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -295,6 +296,29 @@ async def test_bearer_token_and_headers_are_sent(plain: tuple[str, Answer]) -> N
 def test_bearer_token_is_redacted_in_config_output() -> None:
     config = PrometheusConfig(url="http://127.0.0.1:9100/metrics", bearer_token="s3cret")
     assert config_to_dict(config)["bearer_token"] == REDACTED
+
+
+def test_headers_are_secret_as_a_whole() -> None:
+    config = PrometheusConfig(url="http://127.0.0.1:9100/metrics", headers={"X-Key": "k3y-1"})
+    assert config_to_dict(config)["headers"] == {"X-Key": REDACTED}
+    assert Prometheus.config_schema()["properties"]["headers"]["writeOnly"] is True
+
+
+async def test_credentials_in_the_url_are_sent_as_basic_auth_and_never_shown(
+    plain: tuple[str, Answer],
+) -> None:
+    url, answer = plain
+    answer.status = 401
+    credentialed = url.replace("http://", "http://scraper:pr0m-pass@")
+    metrics, report = await scrape(credentialed)
+    assert (
+        answer.headers["Authorization"]
+        == "Basic " + base64.b64encode(b"scraper:pr0m-pass").decode()
+    )
+    assert value(metrics, "prometheus.up") == 0
+    assert "HTTP 401" in report.message
+    assert "pr0m-pass" not in report.message
+    assert f"http://scraper:{REDACTED}@127.0.0.1:" in report.message
 
 
 @pytest.mark.parametrize("url", ["ftp://example.org/metrics", "127.0.0.1:9100", "http:///x"])

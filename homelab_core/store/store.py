@@ -22,6 +22,7 @@ from tortoise.transactions import in_transaction
 from .. import compat
 from ..errors import StoreError
 from ..model import EXECUTION_COLUMNS, Execution, Health, Metric
+from ..redact import Redactor, url_secrets
 from . import models
 from .series import SeriesIds
 from .sql import Dialect, dialect_of, insert_rows
@@ -69,14 +70,6 @@ def _check_sqlite_directory(url: str) -> None:
         raise StoreError(
             f"cannot open the store at {path}: directory {str(path.parent)!r} does not exist"
         )
-
-
-def _safe_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def _tortoise_config(connection_name: str, url: str) -> dict[str, Any]:
@@ -168,9 +161,9 @@ class Store:
                     if isinstance(exc, TimeoutError)
                     else str(exc) or type(exc).__name__
                 )
-                raise StoreError(
-                    f"cannot open the store at {_safe_url(self.url)}: {reason}"
-                ) from exc
+                # The URL's password is redacted, also from the driver's reason.
+                redact = Redactor(url_secrets(self.url))
+                raise StoreError(redact(f"cannot open the store at {self.url}: {reason}")) from exc
         self._open = True
 
     async def close(self) -> None:
