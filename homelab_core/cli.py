@@ -271,11 +271,8 @@ def run_command(
     if timing:
         output["timing"] = {"collect_seconds": execution.duration}
     click.echo(json.dumps(output, indent=2))
-    failed = execution.status is not ExecutionStatus.OK
-    if failed:
+    if execution.status is not ExecutionStatus.OK:
         click.echo(f"error: {instance.id}: {execution.error}", err=True)
-    exit_leaving_hung_threads(1 if failed else 0)  # a timed-out sync collect may run on
-    if failed:
         ctx.exit(1)
 
 
@@ -310,11 +307,23 @@ def check_config_command(ctx: click.Context, config: str | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the ``homelab`` console script."""
+    """Entry point of the ``homelab`` console script.
+
+    The process ends here even if a plugin's worker thread still hangs (a timed-out sync
+    method of ``homelab run`` or ``homelab serve``): see
+    :func:`~homelab_core.shutdown.exit_leaving_hung_threads`.
+    """
+    code: int = 0
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="homelab")
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        raise
     except KeyboardInterrupt:  # pragma: no cover - interactive only
+        code = 130
         sys.exit(130)
+    finally:
+        exit_leaving_hung_threads(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,9 +3,11 @@
 A sync plugin method runs in a worker thread that cannot be killed: after its timeout it is
 abandoned and runs on. Worker threads are not daemon threads, so Python, at exit, would
 wait for such a thread forever (``homelab serve`` would never exit after SIGTERM). The
-commands therefore end with :func:`exit_leaving_hung_threads`: once everything is written
-and closed, it gives the remaining threads a bounded time to return, then names the ones
-that did not and ends the process without waiting for them.
+console script (:func:`homelab_core.cli.main`) therefore ends with
+:func:`exit_leaving_hung_threads`: once the command has written and closed everything, it
+gives the remaining threads a bounded time to return, then names the ones that did not
+and ends the process without waiting for them. It is for the end of a program only: an
+application embedding the hub decides itself how its process ends.
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ from .. import compat
 from ..config import load_settings
 from ..errors import ConfigError
 from ..hookspecs import hookimpl
-from ..shutdown import exit_leaving_hung_threads
 
 SERVERS = ("hypercorn", "uvicorn")
 
@@ -106,8 +105,6 @@ def serve(
     else:
         hypercorn_websocket_compression(websocket_compression)
         anyio.run(_run_hypercorn, app, host, port, announce)
-    # Everything is written and closed: do not wait forever for a plugin's hung thread.
-    exit_leaving_hung_threads(0)
 
 
 def _check_port(host: str, port: int) -> None:
