@@ -31,6 +31,9 @@ NO_FILE = "<no config file>"
 #: URL schemes the store can use: SQLite, or PostgreSQL through asyncpg.
 DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql", "asyncpg")
 
+#: The default memory budget of the WebSocket replay buffer, in bytes (8 MiB).
+WEBSOCKET_REPLAY_BYTES = 8 * 1024 * 1024
+
 _positive = attrs.validators.gt(0)
 _at_least_one = attrs.validators.ge(1)
 
@@ -69,6 +72,11 @@ class ServerSettings:
     websocket_replay_size: int = option(
         10_000,
         description="Events kept for WebSocket clients that resume.",
+        validator=_at_least_one,
+    )
+    websocket_replay_bytes: int = option(
+        WEBSOCKET_REPLAY_BYTES,
+        description="Bytes of encoded events kept for WebSocket clients that resume.",
         validator=_at_least_one,
     )
     websocket_heartbeat: float = option(

@@ -30,6 +30,7 @@ STREAM_SETTINGS = {
     "websocket_heartbeat": "heartbeat",
     "websocket_queue_size": "queue_size",
     "websocket_replay_size": "replay_size",
+    "websocket_replay_bytes": "replay_bytes",
 }
 
 
