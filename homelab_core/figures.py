@@ -36,6 +36,8 @@ class Figures:
             "executions_dropped": self.queue.dropped_executions,
             "queue_depth": self.queue.pending_samples,
             "subscribers": self.bus.subscriber_count,
+            "samples_over_run_limit": sum(s.samples_over_run_limit for s in all_stats),
+            "samples_over_series_limit": sum(s.samples_over_series_limit for s in all_stats),
         }
 
     async def samples_stored(self) -> int:

@@ -600,6 +600,7 @@ async def test_the_replay_buffer_is_bounded_by_bytes_with_no_client_connected(
                 web(app).hub.bus.publish(MetricsCollected("one", metrics))
             await until(lambda: running.seq == start + 60)
             kept, size = len(running.replay._entries), kept_bytes(running.replay)
+            exposed = await (await app.test_client().get("/metrics")).get_data(as_text=True)
             async with connected(app) as ws:
                 await send(ws, type="subscribe", since=start)
                 too_old = await receive(ws)
@@ -610,6 +611,7 @@ async def test_the_replay_buffer_is_bounded_by_bytes_with_no_client_connected(
     assert size <= REPLAY_BYTES, f"{kept} events of {size} bytes kept"
     assert 30 <= kept < 60, "the newest events that fit are kept"
     assert running.replay.bytes == size
+    assert f"\nhomelab_core_websocket_replay_bytes {float(size)!r}\n" in exposed
     assert (too_old["resumed"], too_old["seq"]) == (False, start + 60)
     assert list(too_old["plugins"]) == ["one"]
     assert (recent["resumed"], recent["seq"]) == (True, start + 58)

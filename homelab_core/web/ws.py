@@ -24,10 +24,11 @@ from anyio.abc import TaskStatus
 from quart import Blueprint, websocket
 
 from .. import compat
+from ..config import WEBSOCKET_REPLAY_BYTES
 from . import ws_protocol as p
 from .errors import ApiError
 from .ws_client import Client, Connection
-from .ws_replay import DEFAULT_MAX_BYTES, Replay
+from .ws_replay import Replay
 from .ws_session import Session
 
 if TYPE_CHECKING:
@@ -61,15 +62,14 @@ class MetricStream:
         heartbeat: float = 20.0,
         queue_size: int = 1024,
         replay_size: int = 10_000,
-        replay_bytes: int = DEFAULT_MAX_BYTES,
+        replay_bytes: int = WEBSOCKET_REPLAY_BYTES,
         bus_buffer: int = 65_536,
         auth_timeout: float = 10.0,
         close_timeout: float = 2.0,
     ) -> None:
         if queue_size < 2 or replay_size < 1 or replay_bytes < 1 or bus_buffer < 1:
             raise ValueError(
-                "queue_size must be at least 2; replay_size, replay_bytes and bus_buffer"
-                " at least 1"
+                "queue_size must be at least 2; replay_size, replay_bytes and bus_buffer at least 1"
             )
         if min(heartbeat, auth_timeout, close_timeout) <= 0:
             raise ValueError("heartbeat, auth_timeout and close_timeout must be positive")

@@ -13,7 +13,7 @@ import secrets
 import sys
 from collections import deque
 
-from ..config import WEBSOCKET_REPLAY_BYTES as DEFAULT_MAX_BYTES
+from ..config import WEBSOCKET_REPLAY_BYTES
 from . import ws_protocol as p
 
 
@@ -30,7 +30,7 @@ class Replay:
 
     __slots__ = ("_entries", "_sizes", "bytes", "floor", "id", "max_bytes", "seq")
 
-    def __init__(self, size: int, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(self, size: int, max_bytes: int = WEBSOCKET_REPLAY_BYTES) -> None:
         #: Identifies this run of the stream: sequence numbers restart with it.
         self.id = secrets.token_hex(8)
         #: The last sequence number assigned.
