@@ -33,6 +33,8 @@ DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql", "asyncpg")
 
 #: The default memory budget of the WebSocket replay buffer, in bytes (8 MiB).
 WEBSOCKET_REPLAY_BYTES = 8 * 1024 * 1024
+#: The default memory budget of one WebSocket client's queue, in bytes (4 MiB).
+WEBSOCKET_QUEUE_BYTES = 4 * 1024 * 1024
 
 #: ``[scheduler] max_samples_per_run``: twice the ``prometheus`` plugin's own default
 #: ``max_samples`` (10,000), and far above the ``system`` plugin on a big machine (256
@@ -76,6 +78,12 @@ class ServerSettings:
         1024,
         description="Messages a WebSocket client may have waiting before events are dropped.",
         validator=attrs.validators.ge(2),
+    )
+    websocket_queue_bytes: int = option(
+        WEBSOCKET_QUEUE_BYTES,
+        description="Bytes of messages a WebSocket client may have waiting before events are"
+        " dropped.",
+        validator=_at_least_one,
     )
     websocket_replay_size: int = option(
         10_000,

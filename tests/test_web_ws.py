@@ -651,6 +651,7 @@ def test_stream_options_come_from_the_server_settings_then_the_arguments() -> No
         "heartbeat": 5.0,
         "replay_size": 10_000,
         "replay_bytes": REPLAY_BYTES,
+        "queue_bytes": QUEUE_BYTES,
     }
     assert stream_settings(settings) == expected
     assert stream_settings(settings, {"queue_size": 2}) == {**expected, "queue_size": 2}
@@ -736,6 +737,48 @@ async def test_a_stalled_client_is_told_what_it_missed_while_others_get_everythi
     assert lag == {"type": "lagged", "missed": rounds * burst - 64, "seq": last}
     assert after["seq"] == last + 1
     assert running.dropped == rounds * burst - 64
+
+
+#: The default byte budget of a client's queue (``[server] websocket_queue_bytes``).
+QUEUE_BYTES = 4 * 1024 * 1024
+
+
+def waiting_bytes(client: Any) -> int:
+    return sum(sys.getsizeof(item) for item in client.outbox._items if isinstance(item, str))
+
+
+async def test_a_stalled_clients_queue_is_bounded_by_bytes(build: Build) -> None:
+    """40 events of 200 kB (8 MB) for a client that reads nothing: its queue holds what
+    fits its byte budget (plus the one event that crossed it), the rest is counted as
+    missed and announced with ``lagged`` once the client reads again."""
+    app = build()
+    metrics = big_metrics()
+    with anyio.fail_after(20):
+        async with app.test_app(), anyio.create_task_group() as tg:
+            running = stream(app)
+            stalled = StalledConnection()
+            tg.start_soon(
+                functools.partial(running.serve, stalled, server=web(app).settings.server)
+            )
+            await until(lambda: running.clients == 1)
+            [client] = running._clients
+            first = running.seq + 1
+            for _ in range(40):
+                web(app).hub.bus.publish(MetricsCollected("x", metrics))
+            await until(lambda: running.seq == first + 39)
+            queued, size = len(client.outbox), waiting_bytes(client)
+            assert size <= QUEUE_BYTES + size // queued, f"{queued} events of {size} bytes wait"
+            stalled.unblock.set()
+            await until(lambda: stalled.received and stalled.received[-1]["type"] == "lagged")
+            web(app).hub.bus.publish(HealthChanged("x", Health(), Health()))
+            await until(lambda: stalled.received[-1]["type"] == "status")
+            tg.cancel_scope.cancel()
+    hello, *events, lag, after = stalled.received
+    assert hello["type"] == "hello"
+    assert [e["seq"] for e in events] == list(range(first, first + queued))
+    assert lag == {"type": "lagged", "missed": 40 - queued, "seq": first + 39}
+    assert after["seq"] == first + 40
+    assert running.dropped == 40 - queued
 
 
 async def test_events_the_stream_could_not_take_from_the_bus_are_reported_as_lagged(

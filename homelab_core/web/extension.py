@@ -29,6 +29,7 @@ EXTENSION_KEY = "homelab"
 STREAM_SETTINGS = {
     "websocket_heartbeat": "heartbeat",
     "websocket_queue_size": "queue_size",
+    "websocket_queue_bytes": "queue_bytes",
     "websocket_replay_size": "replay_size",
     "websocket_replay_bytes": "replay_bytes",
 }
