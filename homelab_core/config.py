@@ -31,6 +31,19 @@ NO_FILE = "<no config file>"
 #: URL schemes the store can use: SQLite, or PostgreSQL through asyncpg.
 DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql", "asyncpg")
 
+#: The default memory budget of the WebSocket replay buffer, in bytes (8 MiB).
+WEBSOCKET_REPLAY_BYTES = 8 * 1024 * 1024
+#: The default memory budget of one WebSocket client's queue, in bytes (4 MiB).
+WEBSOCKET_QUEUE_BYTES = 4 * 1024 * 1024
+
+#: ``[scheduler] max_samples_per_run``: twice the ``prometheus`` plugin's own default
+#: ``max_samples`` (10,000), and far above the ``system`` plugin on a big machine (256
+#: CPUs, 1,000 network interfaces and 500 mounts make about 8,300).
+DEFAULT_MAX_SAMPLES_PER_RUN = 20_000
+#: ``[scheduler] max_series``: room for a full run at the sample limit, and as much again
+#: for label values that come and go (containers, interfaces, mounts) until a restart.
+DEFAULT_MAX_SERIES = 50_000
+
 _positive = attrs.validators.gt(0)
 _at_least_one = attrs.validators.ge(1)
 
@@ -66,9 +79,20 @@ class ServerSettings:
         description="Messages a WebSocket client may have waiting before events are dropped.",
         validator=attrs.validators.ge(2),
     )
+    websocket_queue_bytes: int = option(
+        WEBSOCKET_QUEUE_BYTES,
+        description="Bytes of messages a WebSocket client may have waiting before events are"
+        " dropped.",
+        validator=_at_least_one,
+    )
     websocket_replay_size: int = option(
         10_000,
         description="Events kept for WebSocket clients that resume.",
+        validator=_at_least_one,
+    )
+    websocket_replay_bytes: int = option(
+        WEBSOCKET_REPLAY_BYTES,
+        description="Bytes of encoded events kept for WebSocket clients that resume.",
         validator=_at_least_one,
     )
     websocket_heartbeat: float = option(
@@ -156,6 +180,17 @@ class SchedulerSettings:
         description="Allocations between young garbage collections while a hub runs; 0 = Python's.",
         validator=attrs.validators.ge(0),
     )
+    max_samples_per_run: int = option(
+        DEFAULT_MAX_SAMPLES_PER_RUN,
+        description="Samples a run may return; a run with more is refused. 0 = no limit.",
+        validator=attrs.validators.ge(0),
+    )
+    max_series: int = option(
+        DEFAULT_MAX_SERIES,
+        description="Series an instance may have; samples of further new ones are dropped."
+        " 0 = no limit.",
+        validator=attrs.validators.ge(0),
+    )
 
 
 @attrs.define
@@ -182,6 +217,9 @@ class InstanceSettings:
     enabled: bool = True
     interval: float | None = None
     timeout: float | None = None
+    #: Limits of this instance; None takes the ``[scheduler]`` value (see ``limits.py``).
+    max_samples_per_run: int | None = None
+    max_series: int | None = None
     options: dict[str, Any] = attrs.field(factory=dict)
     #: Options set from the environment, with the variable that set each. Their values
     #: are text, parsed to the option's type; options from the file must have the type.
@@ -196,7 +234,8 @@ _SECTIONS: dict[str, type] = {
     "scheduler": SchedulerSettings,
     "store": StoreSettings,
 }
-_INSTANCE_KEYS = {"type", "enabled", "interval", "timeout"}
+_LIMIT_KEYS = ("max_samples_per_run", "max_series")
+_INSTANCE_KEYS = {"type", "enabled", "interval", "timeout", *_LIMIT_KEYS}
 
 
 @attrs.define
@@ -334,6 +373,19 @@ def _instances(
                     field=key,
                 )
             durations[key] = float(value) if value is not None else None
+        limits: dict[str, int | None] = {}
+        for key in _LIMIT_KEYS:
+            value = body.get(key)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
+                raise ConfigError(
+                    f"expected a whole number, 0 or more (0: no limit), got {value!r}",
+                    file=where,
+                    table=name,
+                    field=key,
+                )
+            limits[key] = value
         options = {k: v for k, v in body.items() if k not in _INSTANCE_KEYS}
         from_environment = {k: origins[(name, k)] for k in options if (name, k) in origins}
         result[instance_id] = InstanceSettings(
@@ -342,7 +394,10 @@ def _instances(
             enabled=enabled,
             options=options,
             from_environment=from_environment,
-            **durations,
+            interval=durations["interval"],
+            timeout=durations["timeout"],
+            max_samples_per_run=limits["max_samples_per_run"],
+            max_series=limits["max_series"],
         )
     return result
 

@@ -41,6 +41,8 @@ class Figures:
             "threads_abandoned": self.scheduler.abandoned_threads(),
             "loop_stalls": self.scheduler.loop_stalls(),
             "loop_stalled_seconds": watchdog.stalled_seconds if watchdog is not None else 0.0,
+            "samples_over_run_limit": sum(s.samples_over_run_limit for s in all_stats),
+            "samples_over_series_limit": sum(s.samples_over_series_limit for s in all_stats),
         }
 
     async def samples_stored(self) -> int:

@@ -22,6 +22,7 @@ from .events import InstanceChanged
 from .figures import Figures
 from .instances import Instance, build_instances
 from .lifecycle import resolve_enabled
+from .limits import Limits
 from .model import (
     Execution,
     Health,
@@ -184,6 +185,7 @@ class Hub:
                 interval=inst.interval,
                 timeout=inst.timeout,
                 enabled=enabled,
+                limits=Limits.of(inst.settings, self.settings.scheduler),
             )
 
     # -- what an embedder uses ---------------------------------------------------------------

@@ -315,6 +315,12 @@ class RunStats:
     timeouts: int = 0
     skipped: int = 0
     last_execution: Execution | None = None
+    #: Distinct series the instance has brought (counted while its ``max_series`` is on).
+    series: int = 0
+    #: Samples of runs refused for returning more than ``max_samples_per_run``.
+    samples_over_run_limit: int = 0
+    #: Samples of new series dropped because the instance had ``max_series`` already.
+    samples_over_series_limit: int = 0
 
     def count(self, execution: Execution) -> None:
         """Count one execution."""

@@ -41,6 +41,7 @@ from . import policy
 from .config import SchedulerSettings
 from .errors import ConflictError, HomelabError, InvalidArgumentError, UnknownInstanceError
 from .lifecycle import Lifecycle
+from .limits import Limiter, Limits
 from .model import (
     Execution,
     ExecutionStatus,
@@ -89,6 +90,7 @@ class _Unit:
     runner: Runner
     interval: float
     lifecycle: Lifecycle
+    limiter: Limiter
     health: Health = attrs.field(factory=Health)
     stats: RunStats = attrs.field(factory=RunStats)
     running: bool = False
@@ -377,8 +379,13 @@ class Scheduler:
         interval: float,
         timeout: float | None = None,
         enabled: bool = True,
+        limits: Limits | None = None,
     ) -> None:
-        """Add an instance; it starts at once if the scheduler runs and it is enabled."""
+        """Add an instance; it starts at once if the scheduler runs and it is enabled.
+
+        ``limits`` bound its samples per run and its series (:mod:`homelab_core.limits`);
+        by default, the ``[scheduler]`` settings' ``max_samples_per_run`` and ``max_series``.
+        """
         if instance_id in self._units:
             raise HomelabError(f"plugin instance {instance_id!r} is already scheduled")
         if interval <= 0:
@@ -386,6 +393,8 @@ class Scheduler:
                 f"plugin instance {instance_id!r}: interval must be positive"
             )
         timeout = float(timeout if timeout is not None else self.settings.default_timeout)
+        settings, stats = self.settings, RunStats()
+        limits = limits or Limits(settings.max_samples_per_run, settings.max_series)
         unit = _Unit(
             id=instance_id,
             runner=Runner(
@@ -397,6 +406,8 @@ class Scheduler:
             ),
             interval=float(interval),
             lifecycle=Lifecycle.initial(enabled),
+            limiter=Limiter(instance_id, limits, stats),
+            stats=stats,
         )
         if not enabled:
             unit.health = policy.disabled_health()
@@ -580,6 +591,7 @@ class Scheduler:
             if unit.run_done is not None:
                 unit.run_done.set()
                 unit.run_done = None
+        execution, metrics, report = unit.limiter.check(execution, metrics, report)
         previous = unit.health
         unit.ran(execution, report, scheduled, self.settings)
         await self._emit(RunResult(unit.id, execution, metrics, unit.health, previous))

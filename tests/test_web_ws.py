@@ -51,7 +51,8 @@ from homelab_core.events import EventType
 from homelab_core.web import HomelabWeb, create_app, extension
 from homelab_core.web.extension import stream_settings
 from homelab_core.web.ws import MetricStream, QuartConnection
-from homelab_core.web.ws_protocol import MAX_MESSAGE_BYTES
+from homelab_core.web.ws_protocol import EVERYTHING, MAX_MESSAGE_BYTES, make_frame
+from homelab_core.web.ws_replay import Replay
 
 pytestmark = pytest.mark.anyio
 
@@ -569,10 +570,89 @@ async def test_resume_that_cannot_be_honoured_gets_a_fresh_snapshot(
     assert (snap["resumed"], snap["seq"], list(snap["plugins"])) == (False, seq, ["one"])
 
 
+#: The default byte budget of the replay buffer (``[server] websocket_replay_bytes``).
+REPLAY_BYTES = 8 * 1024 * 1024
+
+
+def kept_bytes(replay: Any) -> int:
+    """What the replay buffer's kept events take: the memory of their texts."""
+    return sum(sys.getsizeof(entry[4]) for entry in replay._entries)
+
+
+def big_metrics(count: int = 50, size: int = 4000) -> list[Metric]:
+    """A collection whose ``metrics`` event is about ``count * size`` bytes of JSON."""
+    return [Metric("big", 1.0, labels={"i": str(i), "blob": "x" * size}) for i in range(count)]
+
+
+async def test_the_replay_buffer_is_bounded_by_bytes_with_no_client_connected(
+    build: Build,
+) -> None:
+    """Issue 10, item 7: 60 events of 200 kB (12 MB) with the default settings and nobody
+    connected. The buffer keeps only the newest that fit its byte budget; a resume from
+    before them gets a fresh snapshot, one from within them the missed events."""
+    app = build(idle("one"))
+    metrics = big_metrics()
+    with anyio.fail_after(15):
+        async with app.test_app():
+            running = stream(app)
+            start = running.seq
+            for _ in range(60):
+                web(app).hub.bus.publish(MetricsCollected("one", metrics))
+            await until(lambda: running.seq == start + 60)
+            kept, size = len(running.replay._entries), kept_bytes(running.replay)
+            exposed = await (await app.test_client().get("/metrics")).get_data(as_text=True)
+            async with connected(app) as ws:
+                await send(ws, type="subscribe", since=start)
+                too_old = await receive(ws)
+            async with connected(app) as ws:
+                await send(ws, type="subscribe", since=start + 58)
+                recent = await receive(ws)
+                replayed = [(await receive(ws))["seq"] for _ in range(2)]
+    assert size <= REPLAY_BYTES, f"{kept} events of {size} bytes kept"
+    assert 30 <= kept < 60, "the newest events that fit are kept"
+    assert running.replay.bytes == size
+    assert f"\nhomelab_core_websocket_replay_bytes {float(size)!r}\n" in exposed
+    assert (too_old["resumed"], too_old["seq"]) == (False, start + 60)
+    assert list(too_old["plugins"]) == ["one"]
+    assert (recent["resumed"], recent["seq"]) == (True, start + 58)
+    assert replayed == [start + 59, start + 60]
+
+
+def test_the_replay_buffer_forgets_the_oldest_events_beyond_its_byte_budget() -> None:
+    budget = 100_000
+    replay = Replay(10_000, max_bytes=budget)
+    text = "x" * 9_000
+    for seq in range(1, 51):
+        replay.record(make_frame(seq, "metrics", "one", 1.0, text))
+    assert replay.bytes == kept_bytes(replay) <= budget
+    kept = len(replay._entries)
+    assert kept == budget // sys.getsizeof(make_frame(1, "metrics", "one", 1.0, text).text)
+    assert replay.floor == 50 - kept
+    assert replay.resumable(50 - kept, None)
+    assert not replay.resumable(50 - kept - 1, None)
+    assert [int(json.loads(t)["seq"]) for t in replay.after(48, EVERYTHING)] == [49, 50]
+
+
+def test_an_event_larger_than_the_whole_budget_is_not_kept() -> None:
+    replay = Replay(10, max_bytes=1_000)
+    replay.record(make_frame(1, "status", "one", 1.0, {}))
+    replay.record(make_frame(2, "metrics", "one", 1.0, "x" * 5_000))
+    assert (replay.bytes, len(replay._entries), replay.floor, replay.seq) == (0, 0, 2, 2)
+    assert replay.resumable(2, None) and not replay.resumable(1, None)
+    replay.record(make_frame(3, "status", "one", 1.0, {}))
+    assert [json.loads(t)["seq"] for t in replay.after(2, EVERYTHING)] == [3]
+
+
 def test_stream_options_come_from_the_server_settings_then_the_arguments() -> None:
     server = ServerSettings(websocket_queue_size=8, websocket_heartbeat=5.0)
     settings = SimpleNamespace(server=server)
-    expected = {"queue_size": 8, "heartbeat": 5.0, "replay_size": 10_000}
+    expected = {
+        "queue_size": 8,
+        "heartbeat": 5.0,
+        "replay_size": 10_000,
+        "replay_bytes": REPLAY_BYTES,
+        "queue_bytes": QUEUE_BYTES,
+    }
     assert stream_settings(settings) == expected
     assert stream_settings(settings, {"queue_size": 2}) == {**expected, "queue_size": 2}
 
@@ -657,6 +737,48 @@ async def test_a_stalled_client_is_told_what_it_missed_while_others_get_everythi
     assert lag == {"type": "lagged", "missed": rounds * burst - 64, "seq": last}
     assert after["seq"] == last + 1
     assert running.dropped == rounds * burst - 64
+
+
+#: The default byte budget of a client's queue (``[server] websocket_queue_bytes``).
+QUEUE_BYTES = 4 * 1024 * 1024
+
+
+def waiting_bytes(client: Any) -> int:
+    return sum(sys.getsizeof(item) for item in client.outbox._items if isinstance(item, str))
+
+
+async def test_a_stalled_clients_queue_is_bounded_by_bytes(build: Build) -> None:
+    """40 events of 200 kB (8 MB) for a client that reads nothing: its queue holds what
+    fits its byte budget (plus the one event that crossed it), the rest is counted as
+    missed and announced with ``lagged`` once the client reads again."""
+    app = build()
+    metrics = big_metrics()
+    with anyio.fail_after(20):
+        async with app.test_app(), anyio.create_task_group() as tg:
+            running = stream(app)
+            stalled = StalledConnection()
+            tg.start_soon(
+                functools.partial(running.serve, stalled, server=web(app).settings.server)
+            )
+            await until(lambda: running.clients == 1)
+            [client] = running._clients
+            first = running.seq + 1
+            for _ in range(40):
+                web(app).hub.bus.publish(MetricsCollected("x", metrics))
+            await until(lambda: running.seq == first + 39)
+            queued, size = len(client.outbox), waiting_bytes(client)
+            assert size <= QUEUE_BYTES + size // queued, f"{queued} events of {size} bytes wait"
+            stalled.unblock.set()
+            await until(lambda: stalled.received and stalled.received[-1]["type"] == "lagged")
+            web(app).hub.bus.publish(HealthChanged("x", Health(), Health()))
+            await until(lambda: stalled.received[-1]["type"] == "status")
+            tg.cancel_scope.cancel()
+    hello, *events, lag, after = stalled.received
+    assert hello["type"] == "hello"
+    assert [e["seq"] for e in events] == list(range(first, first + queued))
+    assert lag == {"type": "lagged", "missed": 40 - queued, "seq": first + 39}
+    assert after["seq"] == first + 40
+    assert running.dropped == 40 - queued
 
 
 async def test_events_the_stream_could_not_take_from_the_bus_are_reported_as_lagged(

@@ -29,7 +29,9 @@ EXTENSION_KEY = "homelab"
 STREAM_SETTINGS = {
     "websocket_heartbeat": "heartbeat",
     "websocket_queue_size": "queue_size",
+    "websocket_queue_bytes": "queue_bytes",
     "websocket_replay_size": "replay_size",
+    "websocket_replay_bytes": "replay_bytes",
 }
 
 
@@ -221,6 +223,7 @@ def add_extras(blueprint: Blueprint, web: HomelabWeb) -> None:
             "websocket_clients": stream.clients if stream else 0,
             "websocket_dropped": stream.dropped if stream else 0,
             "websocket_lost": stream.lost if stream else 0,
+            "websocket_replay_bytes": stream.replay.bytes if stream else 0,
         }
         body = await exposition(web.hub, extra)
         return Response(body, content_type="text/plain; version=0.0.4; charset=utf-8")

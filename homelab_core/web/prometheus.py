@@ -69,6 +69,21 @@ CORE = {
         "counter",
         "Seconds the event loop was blocked, in all.",
     ),
+    "samples_over_run_limit": (
+        "homelab_core_samples_over_run_limit_total",
+        "counter",
+        "Samples of runs refused for returning more than their instance's max_samples_per_run.",
+    ),
+    "samples_over_series_limit": (
+        "homelab_core_samples_over_series_limit_total",
+        "counter",
+        "Samples of new series dropped because their instance had max_series series already.",
+    ),
+    "websocket_replay_bytes": (
+        "homelab_core_websocket_replay_bytes",
+        "gauge",
+        "Bytes of encoded events kept for /ws/metrics clients that resume.",
+    ),
 }
 
 

@@ -24,6 +24,7 @@ from anyio.abc import TaskStatus
 from quart import Blueprint, websocket
 
 from .. import compat
+from ..config import WEBSOCKET_QUEUE_BYTES, WEBSOCKET_REPLAY_BYTES
 from . import ws_protocol as p
 from .errors import ApiError
 from .ws_client import Client, Connection
@@ -48,6 +49,7 @@ class MetricStream:
 
     :param heartbeat: seconds without traffic after which a client gets a ``heartbeat``.
     :param queue_size: messages a client may have waiting before its events are dropped.
+    :param queue_bytes: memory those messages may take before its events are dropped.
     :param replay_size: events kept for clients that resume with ``since``.
     :param bus_buffer: events the bus may hold for the broadcaster (bursts).
     :param auth_timeout: seconds a client has to authenticate when a token is required.
@@ -60,23 +62,29 @@ class MetricStream:
         *,
         heartbeat: float = 20.0,
         queue_size: int = 1024,
+        queue_bytes: int = WEBSOCKET_QUEUE_BYTES,
         replay_size: int = 10_000,
+        replay_bytes: int = WEBSOCKET_REPLAY_BYTES,
         bus_buffer: int = 65_536,
         auth_timeout: float = 10.0,
         close_timeout: float = 2.0,
     ) -> None:
-        if queue_size < 2 or replay_size < 1 or bus_buffer < 1:
-            raise ValueError("queue_size must be at least 2, replay and bus buffers at least 1")
+        if queue_size < 2 or min(queue_bytes, replay_size, replay_bytes, bus_buffer) < 1:
+            raise ValueError(
+                "queue_size must be at least 2; queue_bytes, replay_size, replay_bytes and"
+                " bus_buffer at least 1"
+            )
         if min(heartbeat, auth_timeout, close_timeout) <= 0:
             raise ValueError("heartbeat, auth_timeout and close_timeout must be positive")
         self.hub = hub
         self.heartbeat = heartbeat
         self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
         self.bus_buffer = bus_buffer
         self.auth_timeout = auth_timeout
         self.close_timeout = close_timeout
         #: The sequence numbers and the events kept for clients that resume.
-        self.replay = Replay(replay_size)
+        self.replay = Replay(replay_size, replay_bytes)
         #: Events the broadcaster lost because the bus buffer overflowed.
         self.lost = 0
         #: Events dropped for slow clients, summed over clients.

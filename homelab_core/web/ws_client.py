@@ -8,6 +8,7 @@ alone, and the client is told how many with a ``lagged`` notice before its next 
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import deque
 from typing import Protocol
@@ -15,6 +16,7 @@ from typing import Protocol
 import anyio
 import attrs
 
+from ..config import WEBSOCKET_QUEUE_BYTES
 from . import ws_protocol as p
 
 
@@ -39,20 +41,26 @@ class Close:
 class Outbox:
     """A client's outgoing messages, in order.
 
-    Live events are :meth:`offer`-ed and dropped when ``limit`` messages wait. Replies,
-    snapshots and replays are :meth:`put` regardless; the client's reader waits for room
-    before it handles a message, so only the client itself can grow its queue past the
-    limit, and only by what one message asks for.
+    Live events are :meth:`offer`-ed and dropped when ``limit`` messages wait, or when
+    the waiting messages take ``max_bytes`` (``sys.getsizeof`` of their texts) already: a
+    client that reads nothing then holds at most that much, plus the one event that
+    crossed it, however large the events are. Replies, snapshots and replays are
+    :meth:`put` regardless; the client's reader waits for room before it handles a
+    message, so only the client itself can grow its queue past the limits, and only by
+    what one message asks for.
 
     Waiting is on bare asyncio futures (Quart, hence the stream, runs on asyncio): every
     event wakes every client's sender, and an anyio event is four objects (and as many
     calls) where a future is one.
     """
 
-    __slots__ = ("_arrived", "_items", "_room", "limit")
+    __slots__ = ("_arrived", "_items", "_room", "bytes", "limit", "max_bytes")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, max_bytes: int = WEBSOCKET_QUEUE_BYTES) -> None:
         self.limit = limit
+        self.max_bytes = max_bytes
+        #: What the waiting texts take, in bytes.
+        self.bytes = 0
         self._items: deque[str | Close] = deque()
         self._arrived: asyncio.Future[None] | None = None
         self._room: asyncio.Future[None] | None = None
@@ -60,19 +68,32 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def full(self) -> bool:
+        """Whether ``limit`` messages, or ``max_bytes`` of them, wait."""
+        return len(self._items) >= self.limit or self.bytes >= self.max_bytes
+
     def offer(self, item: str) -> bool:
-        if len(self._items) >= self.limit:
+        """Queue a live event unless the outbox is :attr:`full` (once per client and event)."""
+        items = self._items
+        if len(items) >= self.limit or self.bytes >= self.max_bytes:
             return False
-        self.put(item)
+        items.append(item)
+        self.bytes += sys.getsizeof(item)
+        _wake(self._arrived)
         return True
 
     def put(self, *items: str | Close) -> None:
         self._items.extend(items)
+        for item in items:
+            if type(item) is str:
+                self.bytes += sys.getsizeof(item)
         _wake(self._arrived)
 
     def replace(self, item: Close) -> None:
         """Drop everything waiting and queue ``item`` alone."""
         self._items.clear()
+        self.bytes = 0
         self.put(item)
         _wake(self._room)
 
@@ -89,13 +110,15 @@ class Outbox:
     def get_nowait(self) -> str | Close:
         """The next message; the outbox must not be empty."""
         item = self._items.popleft()
-        if self._room is not None and len(self._items) < self.limit:
+        if type(item) is str:
+            self.bytes -= sys.getsizeof(item)
+        if self._room is not None and not self.full:
             _wake(self._room)
         return item
 
     async def wait_for_room(self) -> None:
-        """Return once fewer than ``limit`` messages wait (one waiter at a time)."""
-        while len(self._items) >= self.limit:
+        """Return once the outbox is not :attr:`full` (one waiter at a time)."""
+        while self.full:
             self._room = asyncio.get_running_loop().create_future()
             try:
                 await self._room
@@ -124,8 +147,15 @@ class Client:
         "synced",
     )
 
-    def __init__(self, queue_size: int, *, authorized: bool, synced: int) -> None:
-        self.outbox = Outbox(queue_size)
+    def __init__(
+        self,
+        queue_size: int,
+        *,
+        authorized: bool,
+        synced: int,
+        queue_bytes: int = WEBSOCKET_QUEUE_BYTES,
+    ) -> None:
+        self.outbox = Outbox(queue_size, queue_bytes)
         self.authorized = authorized
         self.filter: p.Filter = p.EVERYTHING
         #: Set while a subscription's snapshot is read; the replay buffer covers the gap.
@@ -156,7 +186,8 @@ class Client:
 
     def flush_lag(self, room: int) -> None:
         """Queue the ``lagged`` notice once there is room for it and ``room - 1`` more."""
-        if self.missed and len(self.outbox) + room <= self.outbox.limit:
+        outbox = self.outbox
+        if self.missed and len(outbox) + room <= outbox.limit and outbox.bytes < outbox.max_bytes:
             self.outbox.put(p.lagged(missed=self.missed, seq=self.last_missed))
             self.missed = 0
 

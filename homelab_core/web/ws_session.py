@@ -59,7 +59,9 @@ class Session:
         presented = bearer(authorization)
         authorized = not required or token_matches(server, presented)
         seq = stream.replay.seq
-        self.client = client = Client(stream.queue_size, authorized=authorized, synced=seq)
+        self.client = client = Client(
+            stream.queue_size, authorized=authorized, synced=seq, queue_bytes=stream.queue_bytes
+        )
         client.outbox.put(
             p.hello(
                 seq=seq,
