@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 
 from .bus import Bus
+from .codec import escaped_texts
 from .model import HealthState, InstanceInfo, Summary
 from .scheduler import Scheduler
 from .store import Store, WriteQueue
@@ -36,6 +37,7 @@ class Figures:
             "executions_dropped": self.queue.dropped_executions,
             "queue_depth": self.queue.pending_samples,
             "subscribers": self.bus.subscriber_count,
+            "texts_escaped": escaped_texts(),
         }
 
     async def samples_stored(self) -> int:

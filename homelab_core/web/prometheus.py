@@ -11,6 +11,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
+from ..codec import utf8_text
+
 if TYPE_CHECKING:
     from ..hub import Hub
 
@@ -54,6 +56,11 @@ CORE = {
         "counter",
         "Events the WebSocket broadcaster itself missed from the bus.",
     ),
+    "texts_escaped": (
+        "homelab_core_texts_escaped_total",
+        "counter",
+        "Texts sent or stored with lone surrogates as backslash escapes (not valid UTF-8).",
+    ),
 }
 
 
@@ -68,7 +75,7 @@ def _label_name(name: str) -> str:
 
 
 def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return utf8_text(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _labels(labels: Mapping[str, str]) -> str:
