@@ -37,7 +37,7 @@ async def served(app: Quart, port: int | None = None) -> AsyncIterator[str]:
 
     async def run() -> None:
         try:
-            await serve(app, hypercorn_config("127.0.0.1", port), shutdown_trigger=shutdown)  # type: ignore[arg-type]
+            await serve(app, hypercorn_config("127.0.0.1", port), shutdown_trigger=shutdown)
         finally:
             stopped.set()
 

@@ -204,55 +204,63 @@ SCRIPT_OUTPUT = [
 ]
 
 
+#: Seconds between runs of every bundled instance.
+EVERY = 1.0
+
+
 def bundled_instances(port: int, https: int, dns: int, target: int, docker: str) -> list[Any]:
     own = f"http://127.0.0.1:{port}"
-    every = {"interval": 1.0}
     script = f"import json; print(json.dumps({SCRIPT_OUTPUT!r}))"
     return [
         InstanceSettings(
-            id="system", type="system", options={"per_cpu": True, "temperatures": True}, **every
+            id="system",
+            type="system",
+            options={"per_cpu": True, "temperatures": True},
+            interval=EVERY,
         ),
         InstanceSettings(
-            id="own-port", type="tcp", options={"host": "127.0.0.1", "port": port}, **every
+            id="own-port", type="tcp", options={"host": "127.0.0.1", "port": port}, interval=EVERY
         ),
-        InstanceSettings(id="api", type="http", options={"url": f"{own}/api/health"}, **every),
+        InstanceSettings(
+            id="api", type="http", options={"url": f"{own}/api/health"}, interval=EVERY
+        ),
         InstanceSettings(
             id="secure",
             type="http",
             options={"url": f"https://127.0.0.1:{https}/", "verify_tls": False},
-            **every,
+            interval=EVERY,
         ),
         InstanceSettings(
             id="cert",
             type="tls_cert",
             options={"host": "127.0.0.1", "port": https, "verify": False},
-            **every,
+            interval=EVERY,
         ),
         InstanceSettings(
             id="resolver",
             type="dns",
             options={"name": "nas.lan", "resolver": "127.0.0.1", "port": dns},
-            **every,
+            interval=EVERY,
         ),
         InstanceSettings(
             id="loopback",
             type="ping",
             options={"host": "127.0.0.1", "count": 1, "probe_timeout": 0.5},
-            **every,
+            interval=EVERY,
         ),
         InstanceSettings(
             id="script",
             type="command",
             options={"command": [sys.executable, "-c", script], "format": "json"},
-            **every,
+            interval=EVERY,
         ),
         InstanceSettings(
             id="exporter",
             type="prometheus",
             options={"url": f"http://127.0.0.1:{target}/metrics"},
-            **every,
+            interval=EVERY,
         ),
-        InstanceSettings(id="containers", type="docker", options={"url": docker}, **every),
+        InstanceSettings(id="containers", type="docker", options={"url": docker}, interval=EVERY),
     ]
 
 
@@ -390,11 +398,7 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 def types(text: str) -> dict[str, str]:
     """Each family's TYPE, as the exposition declares it."""
-    return dict(
-        line.split(" ")[2:4]  # type: ignore[misc]
-        for line in text.splitlines()
-        if line.startswith("# TYPE ")
-    )
+    return dict(line.split(" ")[2:4] for line in text.splitlines() if line.startswith("# TYPE "))
 
 
 async def test_a_plugins_instance_and_type_labels_are_exported_not_ours(
