@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 
 from .bus import Bus
+from .codec import escaped_texts
 from .model import HealthState, InstanceInfo, Summary
 from .scheduler import Scheduler
 from .store import Store, WriteQueue
@@ -43,6 +44,7 @@ class Figures:
             "loop_stalled_seconds": watchdog.stalled_seconds if watchdog is not None else 0.0,
             "samples_over_run_limit": sum(s.samples_over_run_limit for s in all_stats),
             "samples_over_series_limit": sum(s.samples_over_series_limit for s in all_stats),
+            "texts_escaped": escaped_texts(),
         }
 
     async def samples_stored(self) -> int:

@@ -789,10 +789,15 @@ async def test_prometheus_exposition_has_plugin_series(api: Served) -> None:
     samples = exposition_samples(await response.get_data(as_text=True))
     for series in ("0", "1"):
         labels = frozenset({"instance": "counter", "type": "counter", "series": series}.items())
-        assert samples[("homelab_count", labels)] == 1.0
+        assert samples[("homelab_count_runs", labels)] == 1.0
     judge = frozenset({"instance": "judge", "type": "judges"}.items())
     assert samples[("homelab_up", judge)] == 0.0
-    assert not any(labels and dict(labels)["instance"] == "off" for _, labels in samples)
+    off = [
+        name
+        for name, labels in samples
+        if labels and dict(labels)["instance"] == "off" and not name.startswith("homelab_instance_")
+    ]
+    assert not off, "an instance that never ran has no plugin series"
 
 
 async def test_prometheus_exposition_has_core_counters(api: Served) -> None:

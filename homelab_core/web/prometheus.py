@@ -1,21 +1,43 @@
-"""Prometheus text exposition (format 0.0.4) of the latest values and our own counters.
+"""Prometheus text exposition (format 0.0.4): the latest values, the instances' health, our
+counters.
 
-Plugin metrics are named ``homelab_<name>`` (dots and other characters become ``_``) with
-the labels ``instance`` and ``type`` added; the framework's own figures are
-``homelab_core_*``.
+- Every plugin metric's latest value, named by Prometheus's conventions
+  (:mod:`~homelab_core.web.prometheus_names`: ``mem.total`` in bytes is
+  ``homelab_mem_total_bytes``), with our ``instance`` and ``type`` labels. A plugin's own
+  labels of those names are renamed ``exported_instance`` and ``exported_type``, as
+  Prometheus renames a target's; so are ``le`` and ``quantile`` outside histograms and
+  summaries, and a label name used twice. Counters named ``<x>_bucket`` (with ``le``),
+  ``<x>_count`` and ``<x>_sum`` are one histogram ``<x>`` again, ``<x>_count`` and
+  ``<x>_sum`` (with ``<x>{quantile}`` gauges) one summary: what the ``prometheus`` plugin
+  reports of a scraped histogram or summary.
+- Per instance: ``homelab_instance_enabled``, ``homelab_instance_health{state}`` (1 for
+  the current state, 0 for the others), ``homelab_instance_consecutive_failures`` and
+  ``homelab_instance_last_success_timestamp_seconds``.
+- The framework's own figures, ``homelab_core_*`` (:data:`CORE`).
+
+A family name is never shared: the first claimant keeps it (ours, then plugin metrics in
+alphabetical order of their names); the series of any other metric that names it alike
+are left out, counted in ``homelab_core_exposition_skipped_series`` and logged once. So
+two families never merge, whatever their types. docs/api.md ("GET /metrics") has the rules.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping
+import functools
+import logging
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
+
+import attrs
+
+from ..codec import utf8_text
+from ..model import HealthState, InstanceInfo, Metric, MetricKind, TypeInfo
+from .prometheus_names import Naming, label_name, naming, unit_of
 
 if TYPE_CHECKING:
     from ..hub import Hub
 
-_INVALID = re.compile(r"[^a-zA-Z0-9_:]")
-_LABEL_INVALID = re.compile(r"[^a-zA-Z0-9_]")
+log = logging.getLogger("homelab.web.prometheus")
 
 #: (name, type, help) of the framework's own series, keyed by Hub.counters() names.
 CORE = {
@@ -84,62 +106,450 @@ CORE = {
         "gauge",
         "Bytes of encoded events kept for /ws/metrics clients that resume.",
     ),
+    "texts_escaped": (
+        "homelab_core_texts_escaped_total",
+        "counter",
+        "Texts sent or stored with lone surrogates as backslash escapes (not valid UTF-8).",
+    ),
+    "exposition_skipped": (
+        "homelab_core_exposition_skipped_series",
+        "gauge",
+        "Plugin series left out of this exposition: their name is another family's (logged).",
+    ),
 }
 
 
-def metric_name(name: str) -> str:
-    """A plugin metric's Prometheus name."""
-    return "homelab_" + _INVALID.sub("_", name)
+#: (name, help) of the per-instance gauges.
+INSTANCE = {
+    "enabled": (
+        "homelab_instance_enabled",
+        "Whether the plugin instance is enabled (1) or disabled (0).",
+    ),
+    "health": (
+        "homelab_instance_health",
+        "The plugin instance's health: 1 for its current state, 0 for the other states.",
+    ),
+    "failures": (
+        "homelab_instance_consecutive_failures",
+        "Failed runs of the plugin instance since its last success.",
+    ),
+    "success": (
+        "homelab_instance_last_success_timestamp_seconds",
+        "When the plugin instance last ran successfully, in seconds since the epoch.",
+    ),
+}
+#: Labels of ours on every series; a plugin's labels of these names are renamed.
+OUR_LABELS = ("instance", "type")
+#: Family/owner pairs whose conflict was logged already (bounded).
+_LOGGED: set[tuple[str, str]] = set()
+_LOGGED_MAX = 10_000
 
 
-def _label_name(name: str) -> str:
-    cleaned = _LABEL_INVALID.sub("_", name)
-    return cleaned if not cleaned[:1].isdigit() else f"_{cleaned}"
+@attrs.frozen
+class Source:
+    """One instance as the exposition reads it: its description and latest values."""
+
+    info: InstanceInfo
+    type_info: TypeInfo
+    metrics: Sequence[Metric]
 
 
 def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    """A label value as the text format writes it (and as UTF-8 encodes it)."""
+    if value.isascii() and "\\" not in value and '"' not in value and "\n" not in value:
+        return value
+    return utf8_text(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _labels(labels: Mapping[str, str]) -> str:
-    if not labels:
-        return ""
-    inner = ",".join(f'{_label_name(k)}="{_escape(v)}"' for k, v in labels.items())
-    return "{" + inner + "}"
+def _help_text(text: str) -> str:
+    return utf8_text(text).replace("\\", "\\\\").replace("\n", "\\n")
 
 
 def _number(value: float) -> str:
     return repr(float(value))
 
 
-def render(
-    samples: Iterable[tuple[str, str, Mapping[str, str], float]],
-    counters: Mapping[str, float],
-) -> str:
-    """The exposition text of plugin samples (name, kind, labels, value) and counters."""
-    lines: list[str] = []
-    for key, value in counters.items():
-        if key not in CORE:
+def _le(text: str, scale: float) -> str:
+    """A bucket bound in the family's unit."""
+    if scale == 1.0:
+        return text
+    try:
+        bound = float(text)
+    except ValueError:
+        return text
+    return "+Inf" if bound == float("inf") else _number(bound * scale)
+
+
+@attrs.define(eq=False)
+class _Family:
+    """One family of the exposition: its claimant, its help and its rows."""
+
+    name: str
+    type: str
+    #: The plugin metric name that claimed it; None for ours.
+    owner: str | None
+    help: str = ""
+    naming: Naming | None = None
+    units: set[str] = attrs.Factory(set)
+    types: dict[str, TypeInfo] = attrs.Factory(dict)
+    rows: list[tuple[tuple[object, ...], str]] = attrs.Factory(list)
+    #: The series (sample name and label text) already in ``rows``.
+    seen: set[str] = attrs.Factory(set)
+
+    def add(self, series: str, value: float, order: tuple[object, ...]) -> bool:
+        """Add the row of ``series`` (``name{labels}``); False if the family has it already."""
+        seen = self.seen
+        if series in seen:
+            return False
+        seen.add(series)
+        self.rows.append((order, f"{series} {_number(value)}"))
+        return True
+
+    def describe(self) -> str:
+        """HELP of a plugin family: the metric's name, its unit, the plugin type(s)."""
+        text = str(self.owner)
+        if self.units:
+            text += f" in {', '.join(sorted(self.units))}"
+            unit = self.naming.unit if self.naming is not None else None
+            if unit is not None and unit.converts:
+                text += f", shown in {unit.base.replace('_', ' ')}"
+        if len(self.types) == 1:
+            ((name, info),) = self.types.items()
+            text += f", from the {name} plugin"
+            summary = (info.description or info.title).strip().splitlines()
+            if summary and summary[0].strip() and summary[0].strip() != name:
+                text += f": {summary[0].strip()}"
+        elif self.types:
+            text += f", from the plugins {', '.join(sorted(self.types))}"
+        return text
+
+    def lines(self) -> list[str]:
+        text = self.help or self.describe()
+        self.rows.sort(key=lambda row: row[0])
+        return [
+            f"# HELP {self.name} {_help_text(text)}",
+            f"# TYPE {self.name} {self.type}",
+            *(line for _, line in self.rows),
+        ]
+
+
+def _reserved(name: str, kind: str) -> tuple[str, ...]:
+    """The sample names a family of ``kind`` uses."""
+    if kind == "histogram":
+        return (name, f"{name}_bucket", f"{name}_count", f"{name}_sum")
+    if kind == "summary":
+        return (name, f"{name}_count", f"{name}_sum")
+    return (name,)
+
+
+@attrs.frozen
+class _Plan:
+    """Where the series of one plugin metric (name, kind, unit) go: the family (None when
+    another has its name), and the sample's suffix and role in a histogram or summary."""
+
+    family: _Family | None
+    naming: Naming
+    suffix: str = ""
+    role: str = "plain"
+
+
+_ROLE_ORDER = {"plain": 0, "quantile": 0, "bucket": 0, "sum": 1, "count": 2}
+
+
+class _Exposition:
+    """Families by name, claimed first come, first served; counts the series left out."""
+
+    def __init__(self) -> None:
+        self.families: dict[str, _Family] = {}
+        self._claimed: dict[str, _Family] = {}
+        self.skipped = 0
+
+    def claim(self, name: str, kind: str, owner: str | None, help: str = "") -> _Family | None:
+        """The family ``name`` for ``owner``, or None when another owner or type has it."""
+        family = self.families.get(name)
+        if family is not None:
+            return family if family.type == kind and family.owner == owner else None
+        names = _reserved(name, kind)
+        if any(n in self._claimed for n in names):
+            return None
+        family = _Family(name, kind, owner, help)
+        self.families[name] = family
+        for n in names:
+            self._claimed[n] = family
+        return family
+
+    def lines(self) -> list[str]:
+        """Every family that has rows, by name."""
+        families = self.families
+        return [
+            line
+            for name in sorted(families)
+            if families[name].rows
+            for line in families[name].lines()
+        ]
+
+
+def _ours(info: InstanceInfo) -> str:
+    """The text of our labels of an instance's series."""
+    return f'instance="{_escape(info.id)}",type="{_escape(info.type)}"'
+
+
+def _instance_rows(exposition: _Exposition, sources: Sequence[Source]) -> None:
+    families = {
+        key: exposition.claim(name, "gauge", None, text) for key, (name, text) in INSTANCE.items()
+    }
+    for index, source in enumerate(sources):
+        info = source.info
+        ours, health = _ours(info), info.health
+        rows: list[tuple[str, str, float]] = [
+            ("enabled", ours, float(info.enabled)),
+            *(
+                ("health", f'{ours},state="{state.value}"', float(health.state is state))
+                for state in HealthState
+            ),
+            ("failures", ours, float(health.consecutive_failures)),
+        ]
+        if health.last_success is not None:
+            rows.append(("success", ours, health.last_success))
+        for key, labels, value in rows:
+            family = families[key]
+            if family is not None:
+                family.add(f"{family.name}{{{labels}}}", value, (index, labels))
+
+
+@attrs.frozen
+class _Groups:
+    """The histograms and summaries the plugin metrics spell out, by base name: the unit of
+    each (its ``_sum``'s), and the gauges that are a summary's quantiles."""
+
+    histograms: dict[str, str]
+    summaries: dict[str, str]
+    quantiles: frozenset[str]
+
+    @classmethod
+    def find(cls, sources: Sequence[Source], keys: set[tuple[str, MetricKind, str]]) -> _Groups:
+        """Look for them among the distinct metrics ``keys`` (name, kind, unit)."""
+        kinds: dict[str, set[str]] = {}
+        units: dict[str, str] = {}
+        for name, kind, unit in sorted(keys):
+            kinds.setdefault(name, set()).add(kind.value)
+            if unit:
+                units.setdefault(name, unit)
+
+        def counter(name: str) -> bool:
+            return kinds.get(name) == {"counter"}
+
+        buckets = {
+            name
+            for name in kinds
+            if (base := name.removesuffix("_bucket")) != name
+            and counter(name)
+            and counter(f"{base}_count")
+        }
+        sums = {
+            base
+            for name in kinds
+            if (base := name.removesuffix("_count")) != name
+            and counter(name)
+            and counter(f"{base}_sum")
+            and f"{base}_bucket" not in buckets
+        }
+        candidates = {*buckets, *(n for n in sums if kinds.get(n) == {"gauge"})}
+        lacking: set[str] = set()  # a series of it has no "le" (buckets) or "quantile"
+        if candidates:
+            for source in sources:
+                for metric in source.metrics:
+                    name = metric.name
+                    if name in candidates and name not in lacking:
+                        label = "le" if name in buckets else "quantile"
+                        if label not in metric.labels:
+                            lacking.add(name)
+        histograms = {
+            base: units.get(f"{base}_sum", "")
+            for name in buckets - lacking
+            if (base := name.removesuffix("_bucket"))
+        }
+        summaries = {
+            base: units.get(f"{base}_sum") or units.get(base, "")
+            for base in sums
+            if base not in histograms
+        }
+        quantiles = frozenset(n for n in candidates - lacking if n in summaries)
+        return cls(histograms, summaries, quantiles)
+
+    def role(self, name: str, kind: str) -> tuple[str, str, str] | None:
+        """(base, family type, role) of a metric that belongs to a histogram or summary."""
+        if kind == "gauge":
+            return (name, "summary", "quantile") if name in self.quantiles else None
+        if kind != "counter":
+            return None
+        for suffix, role in (("_bucket", "bucket"), ("_count", "count"), ("_sum", "sum")):
+            base = name.removesuffix(suffix)
+            if base == name:
+                continue
+            if base in self.histograms:
+                return base, "histogram", role
+            if base in self.summaries and role != "bucket":
+                return base, "summary", role
+        return None
+
+
+def _plans(
+    exposition: _Exposition, sources: Sequence[Source]
+) -> dict[tuple[str, MetricKind, str], _Plan]:
+    """The family of every distinct plugin metric (name, kind, unit), claimed in alphabetical
+    order of the names (a histogram's or summary's by its base name, first among equals)."""
+    keys = {(m.name, m.kind, m.unit) for s in sources for m in s.metrics}
+    groups = _Groups.find(sources, keys)
+    planned: list[tuple[tuple[str, int, str, MetricKind, str], str, Naming, str, str, str]] = []
+    for name, kind, unit in keys:
+        grouped = groups.role(name, kind.value)
+        if grouped is None:
+            order = (name, 1, name, kind, unit)
+            planned.append((order, name, naming(name, kind.value, unit), "", "plain", unit))
             continue
-        name, kind, text = CORE[key]
-        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {_number(value)}"]
-    grouped: dict[str, tuple[str, list[str]]] = {}
-    for name, kind, labels, value in samples:
-        family = metric_name(name)
-        entry = grouped.setdefault(family, (kind, []))
-        entry[1].append(f"{family}{_labels(labels)} {_number(value)}")
-    for family in sorted(grouped):
-        kind, rows = grouped[family]
-        lines.append(f"# TYPE {family} {'counter' if kind == 'counter' else 'gauge'}")
-        lines.extend(rows)
-    return "\n".join(lines) + "\n"
+        owner, family_type, role = grouped
+        shown = (groups.histograms if family_type == "histogram" else groups.summaries)[owner]
+        found = unit_of(shown)
+        if found is not None and found.offset:
+            shown = ""  # a sum of offset values (°F) cannot be converted without its count
+        suffix = "" if role == "quantile" else f"_{role}"
+        order = (owner, 0, name, kind, unit)
+        planned.append(
+            (order, owner, naming(owner, family_type, shown), suffix, role, unit and shown)
+        )
+    plans: dict[tuple[str, MetricKind, str], _Plan] = {}
+    for order, owner, named, suffix, role, shown in sorted(planned, key=lambda p: p[0]):
+        family = exposition.claim(named.family, named.type, owner)
+        if family is not None:
+            family.naming = named
+            if shown:
+                family.units.add(shown)
+        plans[order[2:]] = _Plan(family, named, suffix, role)
+    return plans
+
+
+@functools.lru_cache(maxsize=16_384)
+def _label_names(keys: tuple[str, ...], role: str) -> tuple[str, ...]:
+    """A plugin's label names as exposed: valid, and renamed where they would clash with ours,
+    with each other, or with a label Prometheus reserves (``exported_*``)."""
+    used = set(OUR_LABELS)
+    names = []
+    for key in keys:
+        name = label_name(key)
+        if (
+            name in used
+            or name.startswith("__")
+            or (name == "le" and role != "bucket")
+            or (name == "quantile" and role != "quantile")
+        ):
+            name = f"exported_{name}"
+            while name in used:
+                name = f"exported_{name}"
+        used.add(name)
+        names.append(name)
+    return tuple(names)
+
+
+def _plugin_rows(exposition: _Exposition, sources: Sequence[Source]) -> None:
+    plans = _plans(exposition, sources)
+    for index, source in enumerate(sources):
+        info = source.info
+        ours = _ours(info)
+        for metric in source.metrics:
+            plan = plans[(metric.name, metric.kind, metric.unit)]
+            family, named, role = plan.family, plan.naming, plan.role
+            if family is None:
+                _skipped(exposition, named.family, metric.name)
+                continue
+            if info.type not in family.types:
+                family.types[info.type] = source.type_info
+            labels = metric.labels
+            if role == "plain":
+                value = named.value(metric.value)
+                text = (
+                    ",".join(
+                        f'{name}="{_escape(v)}"'
+                        for name, v in zip(
+                            _label_names(tuple(labels), role), labels.values(), strict=True
+                        )
+                    )
+                    if labels
+                    else ""
+                )
+                order: tuple[object, ...] = (index, text)
+            else:
+                value, text, order = _grouped(metric, named, role, index)
+            series = (
+                f"{family.name}{plan.suffix}{{{ours},{text}}}"
+                if text
+                else (f"{family.name}{plan.suffix}{{{ours}}}")
+            )
+            if not family.add(series, value, order):
+                _skipped(exposition, family.name, metric.name)
+
+
+def _grouped(
+    metric: Metric, named: Naming, role: str, index: int
+) -> tuple[float, str, tuple[object, ...]]:
+    """The value, label text and order of a histogram's or summary's row: rows sorted by
+    series, then buckets by bound (or quantiles), then the sum, then the count."""
+    labels = metric.labels
+    scale = named.scale
+    rest, bound, bound_text = [], "", ""
+    for name, v in zip(_label_names(tuple(labels), role), labels.values(), strict=True):
+        if name in ("le", "quantile"):
+            bound = v
+            shown = _le(v, scale) if name == "le" else v
+            bound_text = f'{name}="{_escape(shown)}"'
+        else:
+            rest.append(f'{name}="{_escape(v)}"')
+    rest_text = ",".join(rest)
+    text = ",".join(t for t in (rest_text, bound_text) if t)
+    try:
+        number = float(bound) if bound else 0.0
+    except ValueError:
+        number = 0.0
+    value = metric.value * scale if role in ("sum", "quantile") else metric.value
+    return value, text, (index, rest_text, _ROLE_ORDER[role], number)
+
+
+def _skipped(exposition: _Exposition, family: str, owner: str) -> None:
+    exposition.skipped += 1
+    if (family, owner) in _LOGGED or len(_LOGGED) >= _LOGGED_MAX:
+        return
+    _LOGGED.add((family, owner))
+    log.warning(
+        "/metrics leaves out plugin metric %r: its Prometheus name %s is another family's"
+        " (or a series of it twice); counted in homelab_core_exposition_skipped_series",
+        owner,
+        family,
+    )
+
+
+def render(sources: Sequence[Source], figures: Mapping[str, float]) -> str:
+    """The exposition text of the instances' latest values and health and our figures."""
+    exposition = _Exposition()
+    for name, kind, _ in CORE.values():
+        exposition.claim(name, kind, None)
+    _instance_rows(exposition, sources)
+    _plugin_rows(exposition, sources)
+    values = {**figures, "exposition_skipped": exposition.skipped}
+    lines: list[str] = []
+    for key, (name, kind, text) in CORE.items():
+        if key in values:
+            lines += [
+                f"# HELP {name} {text}",
+                f"# TYPE {name} {kind}",
+                f"{name} {_number(values[key])}",
+            ]
+        exposition.families.pop(name, None)
+    return "\n".join(lines + exposition.lines()) + "\n"
 
 
 async def exposition(hub: Hub, extra: Mapping[str, float] | None = None) -> str:
     """Everything ``GET /metrics`` serves."""
-    samples = []
-    for info in hub.instances():
-        for metric in await hub.latest(info.id):
-            labels = {"instance": info.id, "type": info.type, **metric.labels}
-            samples.append((metric.name, metric.kind.value, labels, metric.value))
-    return render(samples, {**hub.counters(), **(extra or {})})
+    sources = [
+        Source(info, hub.type_info(info.id), await hub.latest(info.id)) for info in hub.instances()
+    ]
+    return render(sources, {**hub.counters(), **(extra or {})})

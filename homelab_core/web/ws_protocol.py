@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 
 from .. import __version__
-from ..codec import to_builtins
+from ..codec import JsonEncoder, to_builtins
 from ..events import Event, ExecutionFinished, HealthChanged, InstanceChanged, MetricsCollected
 
 #: Largest client message accepted, in bytes of UTF-8.
@@ -27,7 +27,9 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+#: Every message is text that encodes to UTF-8, as a text frame must: a lone surrogate in
+#: a label or a message is sent as a backslash escape, not an error that closes the socket.
+_encode = JsonEncoder().text
 
 
 class ProtocolError(Exception):
