@@ -8,24 +8,29 @@ from collections.abc import Sequence
 from .bus import Bus
 from .model import HealthState, InstanceInfo, Summary
 from .scheduler import Scheduler
-from .store import Store, WriteQueue
+from .store import BatchWriter, Store, WriteQueue
 
 #: Seconds that :meth:`Figures.samples_stored` may be old (counting a big table is slow).
 SAMPLE_COUNT_TTL = 30.0
 
 
 class Figures:
-    """Reads the figures off the scheduler, the store, the write queue and the bus."""
+    """Reads the figures off the scheduler, the store, the write queue and its writer, and
+    the bus."""
 
-    def __init__(self, scheduler: Scheduler, store: Store, queue: WriteQueue, bus: Bus) -> None:
+    def __init__(
+        self, scheduler: Scheduler, store: Store, queue: WriteQueue, bus: Bus, writer: BatchWriter
+    ) -> None:
         self.scheduler = scheduler
         self.store = store
         self.queue = queue
         self.bus = bus
+        self.writer = writer
         self._sample_count: tuple[float, int] | None = None
 
     def counters(self) -> dict[str, float]:
-        """Runs, failures, skipped runs, samples written and dropped, queue depth."""
+        """Runs, failures, skipped runs, samples written and dropped, queue depth, failed
+        writes and rows the database refused."""
         all_stats = self.scheduler.all_stats().values()
         return {
             "runs": sum(s.runs for s in all_stats),
@@ -36,6 +41,10 @@ class Figures:
             "executions_dropped": self.queue.dropped_executions,
             "queue_depth": self.queue.pending_samples,
             "subscribers": self.bus.subscriber_count,
+            "write_failures": self.writer.failures,
+            "samples_refused": self.writer.refused_samples,
+            "records_refused": self.writer.refused_records,
+            "store_writable": 0.0 if self.writer.failing else 1.0,
         }
 
     async def samples_stored(self) -> int:

@@ -434,12 +434,18 @@ class Summary:
 
 @attrs.frozen
 class Readiness:
-    """Whether a hub can do its work: the store answers and the scheduler runs."""
+    """Whether a hub can do its work: the store answers, its writes succeed (none has
+    failed since the last that succeeded) and the scheduler runs.
+
+    ``write_error`` is the database's reason while writes fail.
+    """
 
     store_answers: bool
     scheduler_runs: bool
+    writes_succeed: bool = True
+    write_error: str | None = None
 
     @property
     def ready(self) -> bool:
-        """Both parts work."""
-        return self.store_answers and self.scheduler_runs
+        """Every part works."""
+        return self.store_answers and self.writes_succeed and self.scheduler_runs

@@ -100,12 +100,16 @@ async def test_a_postgresql_outage_is_503_everywhere_and_writes_resume_within_se
                 figures = core_figures(await (await client.get("/metrics")).get_data(as_text=True))
                 assert figures["homelab_core_store_write_failures_total"] >= 1
                 assert figures["homelab_core_store_writable"] == 0
+                # A long enough outage for the writer's waits to have grown to their cap.
+                await eventually(
+                    lambda: hub.counters()["write_failures"] >= 5, 10, "the writer keeps trying"
+                )
             finally:
                 cluster.start()
             written = hub.counters()["samples_written"]
             await eventually(
                 lambda: hub.counters()["samples_written"] > written,
-                5,
+                3,
                 "writes resume within a few seconds of the database's return",
             )
             await eventually(lambda: health_is_ok(health), 5, "/api/health is ready again")

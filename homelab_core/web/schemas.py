@@ -157,6 +157,7 @@ class HealthCheckOut:
     ready: bool
     store: bool
     scheduler: bool
+    writer: bool
 
 
 #: Every schema class, for the OpenAPI document's components.
