@@ -1,22 +1,26 @@
-"""Every use of a dependency's private name, in one place.
+"""Every use of a dependency's private name, and every work-around of a dependency's
+bug, in one place.
 
-Each function says which private name it uses, why the public API does not do, and the
-versions it was checked with. ``tests/test_compat.py`` checks each of them against the
-installed dependency and names the function to update when an upgrade breaks one; the
-dependencies concerned have an upper version bound in ``pyproject.toml``.
+Each function says which private name it uses (or which bug it works around), why the
+public API does not do, and the versions it was checked with. ``tests/test_compat.py``
+checks each of them against the installed dependency and names the function to update
+when an upgrade breaks one; the dependencies concerned have an upper version bound in
+``pyproject.toml``.
 
 Nothing here imports Quart or quart-schema (the layering rule of ``tests/test_layers.py``):
 their objects come in as arguments. Tortoise and hypercorn are imported inside the
-functions, so importing this module costs nothing.
+functions (anyio too), so importing this module costs nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tortoise.backends.base.client import BaseDBAsyncClient
     from tortoise.context import TortoiseContext
 
 #: Set on a quart-schema OpenAPI provider once :func:`wrap_openapi_schema` has wrapped it.
@@ -39,6 +43,39 @@ def tortoise_context() -> ContextVar[TortoiseContext | None]:
     from tortoise.context import _current_context
 
     return _current_context
+
+
+@contextlib.asynccontextmanager
+async def tortoise_transaction(connection_name: str) -> AsyncIterator[BaseDBAsyncClient]:
+    """``tortoise.transactions.in_transaction(connection_name)``, cleaned up when it
+    fails to start.
+
+    Tortoise's transaction contexts make the transaction's connection current for the
+    task and take a pooled connection (PostgreSQL) or the connection's lock (SQLite)
+    before ``BEGIN``; when ``BEGIN`` fails (the server went away while the pool still
+    held its connection), ``__aenter__`` raises without undoing either. The task's
+    queries then all go to the dead transaction ("connection has been released back to
+    the pool") for as long as the task lives, and the pool has one connection less, until
+    it has none and every acquire waits for ever: the writer never recovered from a
+    PostgreSQL restart. This calls the context's own ``__aexit__`` when ``__aenter__``
+    fails, which puts the connection back and resets the task's current connection, and
+    ignores what that cleanup raises (a rollback of a transaction never begun).
+
+    Checked with tortoise-orm 1.1.9.
+    """
+    import anyio
+    from tortoise.transactions import in_transaction
+
+    context = in_transaction(connection_name)
+    try:
+        connection = await context.__aenter__()
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await context.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_exit(context)
+        yield connection
 
 
 def quart_websocket_send(websocket: Any) -> Callable[[str | bytes], Coroutine[Any, Any, None]]:

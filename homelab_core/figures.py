@@ -9,25 +9,29 @@ from .bus import Bus
 from .codec import escaped_texts
 from .model import HealthState, InstanceInfo, Summary
 from .scheduler import Scheduler
-from .store import Store, WriteQueue
+from .store import BatchWriter, Store, WriteQueue
 
 #: Seconds that :meth:`Figures.samples_stored` may be old (counting a big table is slow).
 SAMPLE_COUNT_TTL = 30.0
 
 
 class Figures:
-    """Reads the figures off the scheduler, the store, the write queue and the bus."""
+    """Reads the figures off the scheduler, the store, the write queue and its writer, and
+    the bus."""
 
-    def __init__(self, scheduler: Scheduler, store: Store, queue: WriteQueue, bus: Bus) -> None:
+    def __init__(
+        self, scheduler: Scheduler, store: Store, queue: WriteQueue, bus: Bus, writer: BatchWriter
+    ) -> None:
         self.scheduler = scheduler
         self.store = store
         self.queue = queue
         self.bus = bus
+        self.writer = writer
         self._sample_count: tuple[float, int] | None = None
 
     def counters(self) -> dict[str, float]:
-        """Runs, failures, skipped runs, samples written and dropped, queue depth, abandoned
-        worker threads and event loop stalls."""
+        """Runs, failures, skipped runs, samples written and dropped, queue depth, failed
+        writes and rows the database refused, abandoned worker threads and event loop stalls."""
         all_stats = self.scheduler.all_stats().values()
         watchdog = self.scheduler.watchdog
         return {
@@ -45,6 +49,10 @@ class Figures:
             "samples_over_run_limit": sum(s.samples_over_run_limit for s in all_stats),
             "samples_over_series_limit": sum(s.samples_over_series_limit for s in all_stats),
             "texts_escaped": escaped_texts(),
+            "write_failures": self.writer.failures,
+            "samples_refused": self.writer.refused_samples,
+            "records_refused": self.writer.refused_records,
+            "store_writable": 0.0 if self.writer.failing else 1.0,
         }
 
     async def samples_stored(self) -> int:

@@ -103,7 +103,7 @@ class Hub:
         self._instances: dict[str, Instance] = {}
         self._stack: AsyncExitStack | None = None
         self._background: anyio.CancelScope | None = None
-        self.figures = Figures(self.scheduler, self.store, self.queue, self.bus)
+        self.figures = Figures(self.scheduler, self.store, self.queue, self.bus, self.writer)
         self.started_at: float | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -324,10 +324,12 @@ class Hub:
         return await self.figures.summary(self.instances(), self.started_at)
 
     async def readiness(self) -> Readiness:
-        """Whether the store answers and the scheduler runs."""
+        """Whether the store answers, its writes succeed, and the scheduler runs."""
         scheduler = self.scheduler
         return Readiness(
             store_answers=await self.store.ping(),
             scheduler_runs=scheduler.running,
+            writes_succeed=not self.writer.failing,
+            write_error=self.writer.last_error if self.writer.failing else None,
             scheduler_error=scheduler.error,
         )

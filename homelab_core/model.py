@@ -440,14 +440,35 @@ class Summary:
 
 @attrs.frozen
 class Readiness:
-    """Whether a hub can do its work: the store answers and the scheduler runs."""
+    """Whether a hub can do its work: the store answers, its writes succeed (none has
+    failed since the last that succeeded) and the scheduler runs.
+
+    ``write_error`` is the database's reason while writes fail.
+    """
 
     store_answers: bool
     scheduler_runs: bool
+    writes_succeed: bool = True
+    write_error: str | None = None
     #: Why the scheduler stopped, if it did.
     scheduler_error: str = ""
 
     @property
+    def reason(self) -> str:
+        """Why the hub is not ready, as one line ("" when it is)."""
+        reasons = []
+        if not self.store_answers:
+            reasons.append("the store does not answer")
+        if not self.writes_succeed:
+            reasons.append(
+                f"writes fail: {self.write_error}" if self.write_error else "writes fail"
+            )
+        if not self.scheduler_runs:
+            why = f": {self.scheduler_error}" if self.scheduler_error else ""
+            reasons.append(f"the scheduler is not running{why}")
+        return "; ".join(reasons)
+
+    @property
     def ready(self) -> bool:
-        """Both parts work."""
-        return self.store_answers and self.scheduler_runs
+        """Every part works."""
+        return self.store_answers and self.writes_succeed and self.scheduler_runs

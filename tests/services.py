@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -41,9 +42,82 @@ def _postgres_bin(name: str) -> str | None:
     return str(candidates[-1]) if candidates else None
 
 
+class PostgresCluster:
+    """A throw-away PostgreSQL cluster on 127.0.0.1 that a test may stop and start again.
+
+    :meth:`stop` is a fast shutdown (the server disconnects its clients at once, as when
+    an administrator stops it); :meth:`start` starts it again on the same port and data.
+    """
+
+    def __init__(self, root: Path, prefix: list[str], server: str, port: int) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.sockets = root / "run"
+        self.log = root / "server.log"
+        self._prefix = prefix
+        self._server = server
+        self.port = port
+        self.url = f"postgres://postgres@127.0.0.1:{port}/postgres"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        with self.log.open("ab") as out:
+            proc = subprocess.Popen(
+                [
+                    *self._prefix,
+                    self._server,
+                    "-D",
+                    str(self.data),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self.sockets),
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "full_page_writes=off",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self._proc = proc
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(
+                        f"PostgreSQL did not start: {self.log.read_text(errors='replace')}"
+                    ) from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop the server at once (fast shutdown: open connections are closed)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        # The postmaster's pid is in its pid file; under runuser, proc is runuser itself.
+        try:
+            pid = int((self.data / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, signal.SIGINT)
+        except (OSError, ValueError, IndexError):
+            proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 @contextmanager
-def postgres_server() -> Iterator[str]:
-    """A throw-away PostgreSQL cluster; yields the URL of its ``postgres`` database."""
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A throw-away PostgreSQL cluster, started; stopped and deleted afterwards."""
     initdb, server = _postgres_bin("initdb"), _postgres_bin("postgres")
     if not initdb or not server:
         unavailable("PostgreSQL is not installed (apt-get install postgresql)")
@@ -58,62 +132,42 @@ def postgres_server() -> Iterator[str]:
             unavailable("running as root and there is no 'postgres' user to run PostgreSQL")
         prefix = ["runuser", "-u", "postgres", "--"]
     root = Path(tempfile.mkdtemp(prefix="homelab-pg-"))
-    data, sockets = root / "data", root / "run"
-    sockets.mkdir()
+    cluster = PostgresCluster(root, prefix, server, free_port())
+    cluster.sockets.mkdir()
     if owner is not None:
-        for path in (root, sockets):
+        for path in (root, cluster.sockets):
             os.chown(path, owner.pw_uid, owner.pw_gid)
-    port = free_port()
-    log = root / "server.log"
     try:
         subprocess.run(
-            [*prefix, initdb, "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync"],
+            [
+                *prefix,
+                initdb,
+                "-D",
+                str(cluster.data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+            ],
             check=True,
             capture_output=True,
             timeout=120,
         )
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [
-                    *prefix,
-                    server,
-                    "-D",
-                    str(data),
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(port),
-                    "-k",
-                    str(sockets),
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "full_page_writes=off",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        cluster.start()
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(
-                            f"PostgreSQL did not start: {log.read_text(errors='replace')}"
-                        ) from None
-                    time.sleep(0.1)
-            yield f"postgres://postgres@127.0.0.1:{port}/postgres"
+            yield cluster
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            cluster.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """A throw-away PostgreSQL cluster; yields the URL of its ``postgres`` database."""
+    with postgres_cluster() as cluster:
+        yield cluster.url
 
 
 def create_database(server_url: str, name: str) -> str:

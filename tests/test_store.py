@@ -137,8 +137,9 @@ async def test_a_rolled_back_write_leaves_no_series_id_behind(
         await real(conn, dialect, table, *args)
 
     monkeypatch.setattr("homelab_core.store.store.insert_rows", failing)
-    with pytest.raises(ConnectionError):
+    with pytest.raises(StoreError, match="database is away") as failed:
         await store.write([("a", samples(T0, 2, 10))])
+    assert isinstance(failed.value.__cause__, ConnectionError)
     monkeypatch.undo()
     assert await store.write([("a", samples(T0, 2, 10))]) == 2
     rows = await store.fetch(
@@ -334,6 +335,65 @@ async def test_writer_gives_up_during_shutdown_and_counts_the_loss(
     with anyio.fail_after(5):
         await writer.run()
     assert queue.dropped_samples == 7
+
+
+class OddStore:
+    """Wraps a store; a write that holds a metric named ``odd`` raises an error of no
+    known meaning (as a bug could), and the ping answers as ``answers`` says."""
+
+    def __init__(self, store: Store, answers: bool) -> None:
+        self.store = store
+        self.answers = answers
+        self.attempts = 0
+
+    async def write(self, samples: Any, *args: Any) -> int:
+        self.attempts += 1
+        if any(m.name == "odd" for _, metrics in samples for m in metrics):
+            raise RuntimeError("something odd")
+        return await self.store.write(samples, *args)
+
+    async def ping(self) -> bool:
+        return self.answers
+
+
+async def test_an_error_of_unknown_meaning_is_a_refusal_while_the_store_answers(
+    store: Store,
+) -> None:
+    queue = WriteQueue(max_samples=1000, batch_size=1000)
+    odd = OddStore(store, answers=True)
+    writer = BatchWriter(odd, queue, StoreSettings(flush_interval=0.01))  # type: ignore[arg-type]
+    queue.put_metrics("a", [*samples(T0, 7, 1), Metric("odd", 1.0, timestamp=T0)])
+    queue.put_metrics("b", samples(T0, 8, 1))
+    queue.close()
+    with anyio.fail_after(5):
+        await writer.run()
+    assert await store.count_samples() == 15
+    assert (writer.refused_samples, queue.dropped_samples) == (1, 1)
+    assert odd.attempts < 16, "the batch was halved, not written row by row"
+    assert not writer.failing
+
+
+async def test_an_error_of_unknown_meaning_is_an_outage_while_the_store_does_not_answer(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("homelab_core.store.writer.RETRY_WAITS", (0.01,))
+    queue = WriteQueue(max_samples=1000, batch_size=1000)
+    odd = OddStore(store, answers=False)
+    writer = BatchWriter(odd, queue, StoreSettings(flush_interval=0.01))  # type: ignore[arg-type]
+    queue.put_metrics("a", [*samples(T0, 3, 1), Metric("odd", 1.0, timestamp=T0)])
+    queue.put_execution(Execution("a", T0, 0.1, "ok"))
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(writer.run)
+        with anyio.fail_after(5):
+            while odd.attempts < 3:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        assert writer.failing
+        assert writer.last_error == "RuntimeError: something odd"
+        assert writer.refused_samples == 0, "nothing is dropped while the store is away"
+        queue.close()
+    # Shutdown gives up after SHUTDOWN_ATTEMPTS and counts everything it drops.
+    assert (queue.dropped_samples, queue.dropped_executions) == (4, 1)
+    assert await store.count_samples() == 0
 
 
 async def test_writer_batches_by_size(store: Store) -> None:

@@ -295,6 +295,7 @@ async def test_readiness_and_the_log_say_when_the_scheduler_stops(
         readiness = await hub.readiness()
     assert not readiness.ready
     assert "a bug in the timer" in readiness.scheduler_error
+    assert readiness.reason == "the scheduler is not running: RuntimeError: a bug in the timer"
     assert any("scheduler stopped" in r.getMessage() for r in caplog.records), caplog.text
 
 

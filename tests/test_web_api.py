@@ -731,7 +731,15 @@ async def test_run_now_on_a_disabled_instance_is_a_conflict(api: Served) -> None
 
 async def test_health_is_ready_while_the_hub_runs(api: Served) -> None:
     body = await json_of(await api.client.get("/api/health"))
-    assert body == {"status": "ok", "live": True, "ready": True, "store": True, "scheduler": True}
+    assert body == {
+        "status": "ok",
+        "live": True,
+        "ready": True,
+        "store": True,
+        "scheduler": True,
+        "writer": True,
+        "reason": "",
+    }
 
 
 async def test_health_is_unavailable_when_the_store_is_closed(
@@ -746,6 +754,8 @@ async def test_health_is_unavailable_when_the_store_is_closed(
         "ready": False,
         "store": False,
         "scheduler": True,
+        "writer": True,
+        "reason": "the store does not answer",
     }
 
 
@@ -764,6 +774,7 @@ async def test_health_is_unavailable_before_the_hub_runs(unstarted: Client) -> N
     assert body["live"] is True
     assert body["store"] is False
     assert body["scheduler"] is False
+    assert body["writer"] is False
 
 
 async def test_api_is_unavailable_before_the_hub_runs(unstarted: Client) -> None:
@@ -814,11 +825,17 @@ async def test_prometheus_exposition_has_core_counters(api: Served) -> None:
         "homelab_core_executions_dropped_total": 0,
         "homelab_core_write_queue_depth": 0,
         "homelab_core_websocket_clients": 0,
+        "homelab_core_store_write_failures_total": 0,
+        "homelab_core_samples_refused_total": 0,
+        "homelab_core_records_refused_total": 0,
+        "homelab_core_store_writable": 1,
     }
     for name, value in expected.items():
         assert samples[(name, none)] == value, name
     assert families["homelab_core_runs"].type == "counter"
     assert families["homelab_core_write_queue_depth"].type == "gauge"
+    assert families["homelab_core_store_write_failures"].type == "counter"
+    assert families["homelab_core_store_writable"].type == "gauge"
     assert ("homelab_core_bus_subscribers", none) in samples
 
 

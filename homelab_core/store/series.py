@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..codec import labels_json
@@ -24,14 +24,23 @@ class SeriesIds:
         self._dialect = dialect
         self._ids: dict[SeriesKey, int] = {}
 
-    def forget(self) -> None:
-        """Drop every id: those created in a rolled-back transaction must not be reused."""
-        self._ids.clear()
+    def forget(self, keys: Iterable[SeriesKey]) -> None:
+        """Drop the ids of ``keys``: those created in a rolled-back transaction (see
+        :meth:`sample_rows`) must not be reused."""
+        for key in keys:
+            self._ids.pop(key, None)
 
     async def sample_rows(
-        self, conn: BaseDBAsyncClient, samples: Sequence[tuple[str, Sequence[Metric]]]
+        self,
+        conn: BaseDBAsyncClient,
+        samples: Sequence[tuple[str, Sequence[Metric]]],
+        created: list[SeriesKey],
     ) -> list[tuple[Any, ...]]:
-        """(series id, ts, value) of each sample, creating the series not yet stored."""
+        """(series id, ts, value) of each sample, creating the series not yet stored.
+
+        The keys of the series it may have created are added to ``created``: if the
+        transaction does not commit, :meth:`forget` them.
+        """
         # The hot path: one dict lookup per sample, keyed by the labels' items (already
         # sorted by Metric), so no sample is JSON-encoded unless its series is new.
         series = self._ids
@@ -47,6 +56,8 @@ class SeriesIds:
                 else:
                     rows.append((sid, m.timestamp, m.value))
         if missing:
+            # Only these can be new; every other series of these instances was committed.
+            created.extend(missing)
             await self._create(conn, missing)
             rows = [(series[r[0]], r[1], r[2]) if type(r[0]) is tuple else r for r in rows]
         return rows

@@ -17,14 +17,13 @@ import attrs
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.context import TortoiseContext
 from tortoise.migrations.executor import MigrationExecutor
-from tortoise.transactions import in_transaction
 
 from .. import compat
 from ..errors import StoreError
 from ..model import EXECUTION_COLUMNS, Execution, Health, Metric
 from ..redact import Redactor, url_secrets
-from . import models
-from .series import SeriesIds
+from . import faults, models
+from .series import SeriesIds, SeriesKey
 from .sql import Dialect, dialect_of, insert_rows
 
 log = logging.getLogger("homelab.store")
@@ -38,6 +37,9 @@ _tortoise_context = compat.tortoise_context()
 APP = "homelab"
 #: Seconds that connecting and migrating may take before the store gives up.
 OPEN_TIMEOUT = 60.0
+#: Seconds :meth:`Store.ping` waits for an answer (readiness must answer quickly even
+#: when the database host does not).
+PING_TIMEOUT = 2.0
 #: SQLite pragmas the store sets unless the URL does. cache_size: 64 MiB of page cache
 #: (SQLite's default is 2 MiB), so that the samples index of a busy store stays in memory:
 #: with 2 MiB, inserts slowed fourfold once the table held a few million rows.
@@ -115,11 +117,15 @@ class Store:
     """All database work of a hub, in a Tortoise context of its own.
 
     Every method enters the store's context only for its own duration, so an application
-    that uses Tortoise with its own models and connections is not disturbed.
+    that uses Tortoise with its own models and connections is not disturbed. A database
+    that fails (unreachable, locked, full, closed) raises :class:`StoreError` from every
+    method, with the driver's error as its cause.
     """
 
     def __init__(self, url: str) -> None:
         self.url = normalise_url(url)
+        #: Removes the URL's password from messages (also from a driver's reason).
+        self._redact = Redactor(url_secrets(self.url))
         self.dialect: Dialect = dialect_of(self.url)
         self.connection_name = f"homelab_{self.dialect.name}"
         self._context = TortoiseContext()
@@ -137,6 +143,27 @@ class Store:
             yield
         finally:
             _tortoise_context.reset(token)
+
+    @contextlib.contextmanager
+    def using(self, doing: str) -> Iterator[None]:
+        """:meth:`active`, with the database's failures raised as :class:`StoreError`.
+
+        ``doing`` says what failed, for the message ("read the executions").
+        """
+        redact = self._redact
+        if not self._open:
+            raise StoreError(redact(f"cannot {doing}: the store at {self.url} is not open"))
+        with self.active():
+            try:
+                yield
+            except StoreError:
+                raise
+            except Exception as exc:
+                if not faults.is_database_error(exc):
+                    raise
+                raise StoreError(
+                    redact(f"cannot {doing}: the store at {self.url} failed: {faults.reason(exc)}")
+                ) from exc
 
     @property
     def connection(self) -> BaseDBAsyncClient:
@@ -162,8 +189,9 @@ class Store:
                     else str(exc) or type(exc).__name__
                 )
                 # The URL's password is redacted, also from the driver's reason.
-                redact = Redactor(url_secrets(self.url))
-                raise StoreError(redact(f"cannot open the store at {self.url}: {reason}")) from exc
+                raise StoreError(
+                    self._redact(f"cannot open the store at {self.url}: {reason}")
+                ) from exc
         self._open = True
 
     async def close(self) -> None:
@@ -175,11 +203,11 @@ class Store:
             await self._context.close_connections()
 
     async def ping(self) -> bool:
-        """Whether the database answers."""
+        """Whether the database answers, within ``PING_TIMEOUT`` seconds."""
         if not self._open:
             return False
         try:
-            with self.active():
+            with self.active(), anyio.fail_after(PING_TIMEOUT):
                 await self.connection.execute_query("SELECT 1")
         except Exception:
             return False
@@ -189,7 +217,7 @@ class Store:
 
     async def instance_states(self) -> dict[str, StoredInstance]:
         """The persisted state of every instance the store knows."""
-        with self.active():
+        with self.using("read the instances"):
             rows = await models.InstanceRecord.all().values("id", "enabled", "config_enabled")
         return {r["id"]: StoredInstance(r["enabled"], r["config_enabled"]) for r in rows}
 
@@ -204,7 +232,7 @@ class Store:
         interval: float,
     ) -> None:
         """Create or update an instance's row."""
-        with self.active():
+        with self.using(f"save instance {instance_id!r}"):
             await models.InstanceRecord.update_or_create(
                 id=instance_id,
                 defaults={
@@ -219,7 +247,7 @@ class Store:
 
     async def set_enabled(self, instance_id: str, enabled: bool) -> None:
         """Persist an instance's enabled state."""
-        with self.active():
+        with self.using(f"save the enabled state of {instance_id!r}"):
             await models.InstanceRecord.filter(id=instance_id).update(
                 enabled=enabled, updated_at=time.time()
             )
@@ -232,11 +260,18 @@ class Store:
         executions: Sequence[Execution] = (),
         transitions: Sequence[tuple[str, Health, Health]] = (),
     ) -> int:
-        """Write a batch in one transaction; returns the number of samples written."""
+        """Write a batch in one transaction; returns the number of samples written.
+
+        Nothing of the batch is written if it fails: a :class:`StoreError` whose cause is
+        the driver's error (see :mod:`.faults` for what it means), or the driver's error
+        itself for a value it cannot encode.
+        """
+        created: list[SeriesKey] = []
         try:
-            rows = await self._write(samples, executions, transitions)
+            with self.using("write"):
+                rows = await self._write(samples, executions, transitions, created)
         except BaseException:
-            self._series.forget()
+            self._series.forget(created)
             raise
         self.samples_written += len(rows)
         return len(rows)
@@ -246,40 +281,40 @@ class Store:
         samples: Sequence[tuple[str, Sequence[Metric]]],
         executions: Sequence[Execution],
         transitions: Sequence[tuple[str, Health, Health]],
+        created: list[SeriesKey],
     ) -> list[tuple[Any, ...]]:
-        with self.active():
-            async with in_transaction(self.connection_name) as conn:
-                rows = await self._series.sample_rows(conn, samples)
-                if rows:
-                    await insert_rows(
-                        conn, self.dialect, "homelab_sample", "series_id, ts, value", rows
-                    )
-                if executions:
-                    await insert_rows(
-                        conn,
-                        self.dialect,
-                        "homelab_execution",
-                        ", ".join(EXECUTION_COLUMNS),
-                        [execution_row(e) for e in executions],
-                    )
-                if transitions:
-                    await insert_rows(
-                        conn,
-                        self.dialect,
-                        "homelab_health_transition",
-                        "instance_id, ts, old_state, new_state, message",
-                        [
-                            (iid, new.since, old.state.value, new.state.value, new.message)
-                            for iid, old, new in transitions
-                        ],
-                    )
+        async with compat.tortoise_transaction(self.connection_name) as conn:
+            rows = await self._series.sample_rows(conn, samples, created)
+            if rows:
+                await insert_rows(
+                    conn, self.dialect, "homelab_sample", "series_id, ts, value", rows
+                )
+            if executions:
+                await insert_rows(
+                    conn,
+                    self.dialect,
+                    "homelab_execution",
+                    ", ".join(EXECUTION_COLUMNS),
+                    [execution_row(e) for e in executions],
+                )
+            if transitions:
+                await insert_rows(
+                    conn,
+                    self.dialect,
+                    "homelab_health_transition",
+                    "instance_id, ts, old_state, new_state, message",
+                    [
+                        (iid, new.since, old.state.value, new.state.value, new.message)
+                        for iid, old, new in transitions
+                    ],
+                )
         return rows
 
     # -- reads -----------------------------------------------------------------------------
 
     async def series(self, instance_id: str, name: str | None = None) -> list[SeriesInfo]:
         """The stored series of an instance, optionally of one metric name."""
-        with self.active():
+        with self.using("read the series"):
             query = models.SeriesRecord.filter(instance_id=instance_id)
             if name is not None:
                 query = query.filter(name=name)
@@ -307,14 +342,14 @@ class Store:
             filters["status"] = status
         if before is not None:
             filters["id__lt"] = before
-        with self.active():
+        with self.using("read the executions"):
             query = models.ExecutionRecord.filter(**filters).order_by("-id").limit(limit)
             rows = await query.values("id", *EXECUTION_COLUMNS)
         return [Execution(**row) for row in rows]
 
     async def health_transitions(self, instance_id: str) -> list[tuple[float, str, str, str]]:
         """(time, old state, new state, message) of an instance, oldest first."""
-        with self.active():
+        with self.using("read the health transitions"):
             rows = await models.HealthTransitionRecord.filter(instance_id=instance_id).order_by(
                 "id"
             )
@@ -331,16 +366,16 @@ class Store:
 
     async def count_samples(self) -> int:
         """The number of raw samples held."""
-        with self.active():
+        with self.using("count the samples"):
             return await models.SampleRecord.all().count()
 
     async def fetch(self, query: str, values: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Run a read query (``?`` placeholders) on the store's connection."""
-        with self.active():
+        with self.using("read"):
             return await self.connection.execute_query_dict(self.dialect.q(query), list(values))
 
     async def execute(self, query: str, values: Sequence[Any] = ()) -> int:
         """Run a write statement (``?`` placeholders); returns the rows affected."""
-        with self.active():
+        with self.using("write"):
             count, _ = await self.connection.execute_query(self.dialect.q(query), list(values))
         return count

@@ -258,7 +258,7 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
     @validate_response(s.HealthCheckOut, 200)
     @validate_response(s.HealthCheckOut, 503)
     async def health() -> tuple[s.HealthCheckOut, int]:
-        """Liveness and readiness: the store answers and the scheduler runs."""
+        """Liveness and readiness: the store answers, its writes succeed, the scheduler runs."""
         running = web.running_hub
         readiness = await running.readiness() if running is not None else None
         ready = readiness is not None and readiness.ready
@@ -268,6 +268,8 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
             ready=ready,
             store=readiness is not None and readiness.store_answers,
             scheduler=readiness is not None and readiness.scheduler_runs,
+            writer=readiness is not None and readiness.writes_succeed,
+            reason=readiness.reason if readiness is not None else "the hub is not running",
         )
         return body, 200 if ready else 503
 

@@ -52,7 +52,8 @@ CORE = {
     "samples_dropped": (
         "homelab_core_samples_dropped_total",
         "counter",
-        "Samples dropped because the write queue was full.",
+        "Samples dropped: the write queue was full, the database refused them, or the store"
+        " could not write them at shutdown.",
     ),
     "executions_dropped": (
         "homelab_core_executions_dropped_total",
@@ -115,6 +116,26 @@ CORE = {
         "homelab_core_exposition_skipped_series",
         "gauge",
         "Plugin series left out of this exposition: their name is another family's (logged).",
+    ),
+    "write_failures": (
+        "homelab_core_store_write_failures_total",
+        "counter",
+        "Store writes (transactions) that failed, for any reason.",
+    ),
+    "samples_refused": (
+        "homelab_core_samples_refused_total",
+        "counter",
+        "Samples the database refused, dropped alone (also in samples_dropped).",
+    ),
+    "records_refused": (
+        "homelab_core_records_refused_total",
+        "counter",
+        "Execution records and health transitions the database refused, dropped alone.",
+    ),
+    "store_writable": (
+        "homelab_core_store_writable",
+        "gauge",
+        "1 while store writes succeed, 0 while they fail (the hub is then not ready).",
     ),
 }
 

@@ -157,6 +157,10 @@ class HealthCheckOut:
     ready: bool
     store: bool
     scheduler: bool
+    writer: bool
+    #: Why the hub is not ready ("" when it is): the failing write, or why the scheduler
+    #: stopped.
+    reason: str = ""
 
 
 #: Every schema class, for the OpenAPI document's components.
