@@ -397,3 +397,27 @@ def test_try_it_sends_requests_with_the_token(page: DevTools, server: str) -> No
     assert page.evaluate("document.getElementById('token').value") == TOKEN
     page.evaluate("document.getElementById('token-clear').click()")
     assert page.evaluate("sessionStorage.getItem('homelab-docs-token')") is None
+
+
+def test_try_it_sends_every_change_as_json(page: DevTools) -> None:
+    """Run has no body, yet the page says ``Content-Type: application/json``: the server
+    refuses changes that a form on another site could send (no body, or form data)."""
+    page.evaluate(
+        "(() => { window.sent = []; const send = window.fetch; window.fetch = (url, init) =>"
+        " { window.sent.push(init.headers['Content-Type'] || null); return send(url, init); };"
+        " })()"
+    )
+    run = "/api/plugins/{plugin_id}/run"
+    fill = "op.querySelector('input[name=plugin_id]').value = 'nosuch';"
+    refused = try_it(page, "POST", run, fill)
+    assert refused["status"].startswith("401"), refused  # the page has no token yet
+    page.evaluate(
+        "(() => { const t = document.getElementById('token'); t.value = "
+        f"{json.dumps(TOKEN)}; t.dispatchEvent(new Event('input')); }})()"
+    )
+    unknown = try_it(page, "POST", run, fill)
+    assert unknown["status"].startswith("404"), unknown
+    assert json.loads(unknown["body"])["error"]["code"] == "not_found"
+    reads = try_it(page, "GET", "/api/health")
+    assert reads["status"].startswith("200")
+    assert page.evaluate("window.sent") == ["application/json", "application/json", None]
