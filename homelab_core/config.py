@@ -61,7 +61,8 @@ def _host_entries(_: Any, attribute: attrs.Attribute[list[str]], value: list[str
             continue
         raise ValueError(
             f"{entry!r} is not a host name, an address or '*' (write homelab.lan or"
-            " homelab.lan:8765, without a scheme or a path)"
+            " homelab.lan:8765, without a scheme or a path)",
+            attribute,
         )
 
 
@@ -71,7 +72,8 @@ def _origin_entries(_: Any, attribute: attrs.Attribute[list[str]], value: list[s
             continue
         raise ValueError(
             f"{entry!r} is not an origin or '*' (write scheme://host or scheme://host:port,"
-            " such as https://dashboard.lan, without a path)"
+            " such as https://dashboard.lan, without a path)",
+            attribute,
         )
 
 

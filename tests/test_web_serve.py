@@ -508,18 +508,20 @@ def test_serve_refuses_auth_all_without_a_token_like_check_config(tmp_path: Path
     assert "api_token" in message
 
 
-def test_a_store_that_cannot_open_is_one_line(tmp_path: Path) -> None:
-    """Not a configuration error the settings can show (the file is a directory): exit 1,
-    one line, no traceback, and never announced."""
-    (tmp_path / "homelab.db").mkdir()
-    (tmp_path / "homelab.toml").write_text(system_config(tmp_path))
+def test_a_database_that_cannot_be_reached_is_one_line(tmp_path: Path) -> None:
+    """Not an error the settings show (nothing listens on the database's port): exit 1,
+    one line with the password hidden, no traceback, and never announced."""
+    if importlib.util.find_spec("asyncpg") is None:
+        unavailable("asyncpg is not installed (pip install 'homelab-core[postgres]')")
+    url = f"postgres://homelab:s3cret@127.0.0.1:{free_port()}/homelab"
+    (tmp_path / "homelab.toml").write_text(f'[database]\nurl = "{url}"\n\n[plugins.system]\n')
     result = homelab(tmp_path, "serve", "--port", str(free_port()))
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     assert "serving on" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, result.stderr
-    assert "cannot open the store" in lines[0]
+    assert "s3cret" not in result.stderr, result.stderr
+    assert result.stderr.startswith("error: cannot open the store at postgres://homelab:***@")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_port_0_binds_a_free_port_and_announces_it(tmp_path: Path) -> None:
