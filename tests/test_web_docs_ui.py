@@ -9,7 +9,6 @@ every host but 127.0.0.1 unresolvable.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import services
+from live_server import server_env
 from websockets.sync.client import ClientConnection, connect
 
 pytestmark = pytest.mark.slow
@@ -75,7 +75,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     (directory / "homelab.toml").write_text(f'[server]\napi_token = "{TOKEN}"\n')
     port = services.free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOMELAB_")}
+    env = server_env()  # without HOMELAB_* variables, running this checkout's code
     log = directory / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
