@@ -307,3 +307,21 @@ async def test_the_servers_own_pages_and_other_programs_open_the_stream(
 async def test_a_configured_origin_opens_the_stream(build: Callable[..., Quart]) -> None:
     async with serving(build(allowed_origins=["https://grafana.lan"])) as client:
         assert (await hello_of(client, {"Origin": "https://grafana.lan"}))["type"] == "hello"
+
+
+# -- refusals are counted and logged ---------------------------------------------------------------
+
+
+async def test_refusals_are_counted_on_metrics_and_logged_once_a_minute(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="homelab.web"):
+        await client.get("/api/plugins", headers={"Host": "evil.example"})
+        await client.post(RUN, json={}, headers={"Origin": EVIL})
+        await client.post(RUN)
+    metrics = await (await client.get("/metrics")).get_data(as_text=True)
+    assert "homelab_core_web_refused_total 3.0" in metrics.splitlines()
+    logged = [r.getMessage() for r in caplog.records if r.name == "homelab.web"]
+    assert len(logged) == 1, logged
+    assert "421 unknown_host" in logged[0]
+    assert "allowed_hosts" in logged[0]

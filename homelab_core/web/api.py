@@ -24,7 +24,7 @@ from ..model import Execution, Health, InstanceInfo, Summary
 from . import schemas as s
 from .auth import check_request, needs_token
 from .errors import ApiError, register_error_handlers
-from .origins import check_not_form, check_origin
+from .origins import check_not_form
 
 if TYPE_CHECKING:
     from ..hub import Hub
@@ -114,7 +114,7 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
         """The checks of every request: its host, then a change's origin, the token, and
         that a POST is not one a form of another site could send (see web/origins.py)."""
         if web.host_check is not None:
-            web.host_check.check(request.headers.get("Host"))
+            web.check_host(request.headers.get("Host"))
         server = web.settings.server
         method = request.method
         write = method not in ("GET", "HEAD", "OPTIONS")
@@ -123,13 +123,17 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
             # cached latest-metrics read)
         headers = request.headers
         if write:
-            check_origin(headers.get("Origin"), headers.get("Host"), web.origins)
+            web.check_origin(headers.get("Origin"), headers.get("Host"))
         # The docs page is static and describes a public document: a browser opening it
         # cannot send a bearer token, so it stays open even with auth = "all".
         if needs_token(server, write=write) and request.endpoint not in PUBLIC_ENDPOINTS:
             check_request(server, headers.get("Authorization"), write=write)
         if method == "POST":
-            check_not_form(request.mimetype, headers.get("Authorization"))
+            try:
+                check_not_form(request.mimetype, headers.get("Authorization"))
+            except ApiError as refused:
+                web.refusals.note(refused)
+                raise
 
     @bp.get("/api/plugins")
     @errors(400, 401, 403, 503)

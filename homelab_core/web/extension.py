@@ -23,7 +23,7 @@ from . import schemas
 from .api import create_blueprint
 from .errors import ApiError, error_response, http_error_response, register_error_handlers
 from .latest import LatestBodies
-from .origins import HostCheck, configured_origins
+from .origins import HostCheck, Refusals, check_origin, configured_origins
 from .prometheus import exposition
 from .ws import MetricStream, add_websocket
 
@@ -115,6 +115,8 @@ class HomelabWeb:
         )
         #: The origins, besides the server's own, whose pages may change things.
         self.origins = configured_origins(self.settings.server.allowed_origins)
+        #: The requests refused as coming from pages of other sites, counted and logged.
+        self.refusals = Refusals()
         self.document_host_routes = document_host_routes
         #: The WebSocket broadcaster while serving.
         self.stream: MetricStream | None = None
@@ -154,6 +156,26 @@ class HomelabWeb:
         app.before_websocket(self._unmatched_websocket)
         app.while_serving(self._serve)  # type: ignore[type-var]
 
+    def check_host(self, header: str | None, check: HostCheck | None = None) -> None:
+        """Refuse (421, counted) a ``Host`` that ``check`` (default: the extension's own,
+        if any) does not answer."""
+        check = check if check is not None else self.host_check
+        if check is None:
+            return
+        try:
+            check.check(header)
+        except ApiError as refused:
+            self.refusals.note(refused)
+            raise
+
+    def check_origin(self, origin: str | None, host: str | None) -> None:
+        """Refuse (403, counted) a change or WebSocket from a page of another site."""
+        try:
+            check_origin(origin, host, self.origins)
+        except ApiError as refused:
+            self.refusals.note(refused)
+            raise
+
     def owns(self, path: str) -> bool:
         """Whether ``path`` is the extension's: under its prefix (or, mounted at the root,
         one of :data:`ROOT_PATHS`)."""
@@ -171,11 +193,10 @@ class HomelabWeb:
         error = incoming.routing_exception
         if not isinstance(error, NotFound | MethodNotAllowed) or not self.owns(incoming.path):
             return None
-        if self.host_check is not None:
-            try:
-                self.host_check.check(incoming.headers.get("Host"))
-            except ApiError as refused:
-                return error_response(refused.status, refused.code, refused.message)
+        try:
+            self.check_host(incoming.headers.get("Host"))
+        except ApiError as refused:
+            return error_response(refused.status, refused.code, refused.message)
         return http_error_response(error)
 
     async def _serve(self) -> AsyncIterator[None]:
@@ -301,6 +322,7 @@ def add_extras(blueprint: Blueprint, web: HomelabWeb) -> None:
             "websocket_clients": stream.clients if stream else 0,
             "websocket_dropped": stream.dropped if stream else 0,
             "websocket_lost": stream.lost if stream else 0,
+            "web_refused": web.refusals.count,
         }
         body = await exposition(web.hub, extra)
         return Response(body, content_type="text/plain; version=0.0.4; charset=utf-8")
@@ -338,21 +360,20 @@ def create_app(
     interface, any address and this machine's name) and ``[server] allowed_hosts``. Pass
     ``hub=`` to serve a hub that is already running (``homelab serve`` starts it first).
     """
-    if settings is None:
-        settings = hub.settings if hub is not None else load_settings()
-    server = settings.server
+    web = HomelabWeb(settings=settings, plugin_manager=plugin_manager, hub=hub)
+    server = web.settings.server
     check = HostCheck.for_server(server.host, server.port, server.allowed_hosts)
     app = Quart("homelab_core")
 
     async def check_request_host() -> None:
-        check.check(request.headers.get("Host"))
+        web.check_host(request.headers.get("Host"), check)
 
     async def check_websocket_host() -> None:
-        check.check(websocket.headers.get("Host"))
+        web.check_host(websocket.headers.get("Host"), check)
 
     # Before the extension's own hooks: no path of this app answers a foreign name.
     app.before_request(check_request_host)
     app.before_websocket(check_websocket_host)
-    HomelabWeb(app, settings=settings, plugin_manager=plugin_manager, hub=hub)
+    web.init_app(app)
     register_error_handlers(app)
     return app

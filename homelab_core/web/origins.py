@@ -22,13 +22,18 @@ Programs other than browsers send no ``Origin`` and are not affected by the last
 from __future__ import annotations
 
 import ipaddress
+import logging
+import math
 import socket
+import time
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 import attrs
 
 from .errors import ApiError
+
+log = logging.getLogger("homelab.web")
 
 #: Methods that change something; the others only read.
 CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -39,6 +44,32 @@ WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0", "::"})
 _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 #: Host header values remembered as accepted, at most (a cache, not a limit).
 _CACHE_SIZE = 256
+
+
+class Refusals:
+    """Counts the requests refused by these checks, and logs them, one line a minute at
+    most: a page of another site trying, or a name or origin missing from the settings
+    (a reverse proxy's), which only the client would otherwise see."""
+
+    def __init__(self, log_every: float = 60.0) -> None:
+        #: Requests refused since start (``homelab_core_web_refused_total``).
+        self.count = 0
+        self.log_every = log_every
+        self._logged_at = -math.inf
+
+    def note(self, error: ApiError) -> None:
+        """Count one refusal (``error`` is what the client is answered)."""
+        self.count += 1
+        now = time.monotonic()
+        if now - self._logged_at >= self.log_every:
+            self._logged_at = now
+            log.warning(
+                "refused a request (%d %s; %d refused so far): %s",
+                error.status,
+                error.code,
+                self.count,
+                error.message,
+            )
 
 
 def split_host(value: str) -> tuple[str, int | None] | None:

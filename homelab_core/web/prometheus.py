@@ -54,6 +54,12 @@ CORE = {
         "counter",
         "Events the WebSocket broadcaster itself missed from the bus.",
     ),
+    "web_refused": (
+        "homelab_core_web_refused_total",
+        "counter",
+        "Requests refused as from web pages of other sites: an unknown Host name (421),"
+        " a foreign Origin (403), a POST that a form could send (415).",
+    ),
 }
 
 

@@ -26,7 +26,6 @@ from quart import Blueprint, websocket
 from .. import compat
 from . import ws_protocol as p
 from .errors import ApiError
-from .origins import check_origin
 from .ws_client import Client, Connection
 from .ws_replay import Replay
 from .ws_session import Session
@@ -239,9 +238,9 @@ def add_websocket(blueprint: Blueprint, web: HomelabWeb) -> None:
         """The live stream of metrics, status, executions and plugin changes."""
         headers = websocket.headers
         if web.host_check is not None:
-            web.host_check.check(headers.get("Host"))
+            web.check_host(headers.get("Host"))
         # A page of another site must not read the stream; programs send no Origin.
-        check_origin(headers.get("Origin"), headers.get("Host"), web.origins)
+        web.check_origin(headers.get("Origin"), headers.get("Host"))
         stream = web.stream
         if stream is None:
             raise ApiError(503, "unavailable", "the live stream is not running")
