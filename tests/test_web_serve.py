@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -522,6 +523,31 @@ def test_a_database_that_cannot_be_reached_is_one_line(tmp_path: Path) -> None:
     assert "s3cret" not in result.stderr, result.stderr
     assert result.stderr.startswith("error: cannot open the store at postgres://homelab:***@")
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_an_address_of_no_interface_is_a_configuration_error(tmp_path: Path) -> None:
+    """192.0.2.55 (TEST-NET-1) is on no interface: the host setting is wrong, exit 2."""
+    (tmp_path / "homelab.toml").write_text(system_config(tmp_path))
+    result = homelab(tmp_path, "serve", "--host", "192.0.2.55", "--insecure", "--port", "8765")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        "Error: cannot listen on http://192.0.2.55:8765: Cannot assign requested address\n"
+    )
+    assert not (tmp_path / "homelab.db").exists()
+
+
+def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path) -> None:
+    (tmp_path / "homelab.toml").write_text(system_config(tmp_path))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = homelab(tmp_path, "serve", "--port", str(port))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == (
+        f"Error: cannot listen on http://127.0.0.1:{port}: Address already in use\n"
+    )
+    assert not (tmp_path / "homelab.db").exists()
 
 
 def test_port_0_binds_a_free_port_and_announces_it(tmp_path: Path) -> None:

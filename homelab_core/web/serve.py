@@ -6,6 +6,7 @@ the web layer. Quart and the servers load only when the command runs.
 
 from __future__ import annotations
 
+import errno
 import gc
 import importlib.util
 import logging
@@ -22,6 +23,7 @@ from anyio.abc import TaskStatus
 from .. import compat
 from ..cli import (
     EXIT_CONFIG,
+    ConfigFailure,
     check_configuration,
     config_option,
     insecure_option,
@@ -137,9 +139,11 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
-        raise click.ClickException(
-            f"cannot listen on {_url(host, port)}: {exc.strerror or exc}"
-        ) from None
+        message = f"cannot listen on {_url(host, port)}: {exc.strerror or exc}"
+        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+            # No such address on this machine: the host setting is wrong.
+            raise ConfigFailure(message) from None
+        raise click.ClickException(message) from None  # in use, or not allowed
     sock.set_inheritable(True)
     return sock
 
