@@ -550,6 +550,41 @@ def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path) -> Non
     assert not (tmp_path / "homelab.db").exists()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_a_start_that_waits_for_the_database(tmp_path: Path, sig: int) -> None:
+    """A database that accepts the connection and never answers: the start waits (up to
+    the store's 60 s), and Ctrl-C or SIGTERM ends it at once, cleanly."""
+    if importlib.util.find_spec("asyncpg") is None:
+        unavailable("asyncpg is not installed (pip install 'homelab-core[postgres]')")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"postgres://homelab:s3cret@127.0.0.1:{silent.getsockname()[1]}/homelab"
+        (tmp_path / "homelab.toml").write_text(f'[database]\nurl = "{url}"\n\n[plugins.system]\n')
+        with (tmp_path / "serve.stderr").open("wb") as err:
+            process = subprocess.Popen(
+                serve_command("--port", str(free_port())),
+                cwd=tmp_path,
+                env=server_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        try:
+            time.sleep(2.0)
+            assert process.poll() is None, (tmp_path / "serve.stderr").read_text()
+            process.send_signal(sig)
+            code = process.wait(timeout=10)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+    stderr = (tmp_path / "serve.stderr").read_text()
+    assert code == 0, stderr
+    assert "Traceback" not in stderr, stderr
+    assert "serving on" not in stderr, stderr
+
+
 def test_port_0_binds_a_free_port_and_announces_it(tmp_path: Path) -> None:
     with live_server(tmp_path, config=system_config(tmp_path), port=0) as running:
         assert running.port != 0

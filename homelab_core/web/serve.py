@@ -156,12 +156,16 @@ class _Run:
     manager: PluginManager
     create_app: Callable[..., Any]
     announce: Callable[[], None]
-    stop: anyio.Event = attrs.field(factory=anyio.Event)
+    #: Set by SIGINT or SIGTERM.
+    stop: anyio.Event = attrs.field(init=False)
+    #: The hub's start, which a signal cancels.
+    starting: anyio.CancelScope = attrs.field(init=False)
 
     async def serve(
         self, sock: socket.socket, server_name: str, websocket_compression: bool
     ) -> HomelabError | None:
         """Serve until SIGINT or SIGTERM; the error that stopped the start, if any."""
+        self.stop, self.starting = anyio.Event(), anyio.CancelScope()
         failure: HomelabError | None = None
         async with anyio.create_task_group() as tg:
             await tg.start(self._watch_signals)
@@ -182,6 +186,7 @@ class _Run:
             task_status.started()
             async for _ in signals:
                 self.stop.set()
+                self.starting.cancel()  # a start still under way (a database that hangs)
 
     async def _serve(
         self, sock: socket.socket, server_name: str, websocket_compression: bool
@@ -189,10 +194,13 @@ class _Run:
         from ..hub import Hub
 
         hub = Hub(self.settings, plugin_manager=self.manager)
-        try:
-            await hub.__aenter__()
-        except HomelabError as exc:
-            return exc
+        with self.starting:
+            try:
+                await hub.__aenter__()
+            except HomelabError as exc:
+                return exc
+        if self.starting.cancelled_caught:
+            return None  # stopped by a signal before the hub had started: it cleaned up
         try:
             app = self.create_app(self.settings, hub=hub)
             app.while_serving(self._started)
