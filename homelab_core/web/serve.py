@@ -13,7 +13,7 @@ import logging
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
@@ -34,6 +34,9 @@ from ..config import Settings
 from ..errors import ConfigError, HomelabError
 from ..hookspecs import hookimpl
 from ..plugins import PluginManager
+
+if TYPE_CHECKING:
+    from ..hub import Hub
 
 SERVERS = ("hypercorn", "uvicorn")
 #: Connections the listening socket holds while the server is busy (hypercorn's default).
@@ -160,6 +163,8 @@ class _Run:
     stop: anyio.Event = attrs.field(init=False)
     #: The hub's start, which a signal cancels.
     starting: anyio.CancelScope = attrs.field(init=False)
+    #: Whether the hub has started (a signal then stops the server, and the hub drains).
+    started: bool = attrs.field(init=False, default=False)
 
     async def serve(
         self, sock: socket.socket, server_name: str, websocket_compression: bool
@@ -186,38 +191,46 @@ class _Run:
             task_status.started()
             async for _ in signals:
                 self.stop.set()
-                self.starting.cancel()  # a start still under way (a database that hangs)
+                if not self.started:
+                    self.starting.cancel()  # a start still under way (a database that hangs)
 
     async def _serve(
         self, sock: socket.socket, server_name: str, websocket_compression: bool
     ) -> HomelabError | None:
-        from ..hub import Hub
+        from ..hub import Hub  # at run time only: the hub imports the store (Tortoise)
 
         hub = Hub(self.settings, plugin_manager=self.manager)
+        # The scope encloses the hub's whole life (its task group must nest in it), but a
+        # signal cancels it only while the hub starts: never during the drain.
         with self.starting:
             try:
                 await hub.__aenter__()
             except HomelabError as exc:
                 return exc
-        if self.starting.cancelled_caught:
-            return None  # stopped by a signal before the hub had started: it cleaned up
-        try:
-            app = self.create_app(self.settings, hub=hub)
-            app.while_serving(self._started)
-            if not self.stop.is_set():
-                # In a task of its own: hypercorn's asyncio.TaskGroup leaves its task marked
-                # as being cancelled (Python 3.11), which would cancel the hub's writer
-                # during the drain if the hub's task were that task.
-                async with anyio.create_task_group() as server:
-                    if server_name == "uvicorn":
-                        server.start_soon(_run_uvicorn, app, sock, self.stop, websocket_compression)
-                    else:
-                        server.start_soon(_run_hypercorn, app, sock, self.stop)
-        except BaseException as exc:
-            await hub.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        await hub.__aexit__(None, None, None)
-        return None
+            self.started = True
+            try:
+                await self._serve_app(hub, sock, server_name, websocket_compression)
+            except BaseException as exc:
+                await hub.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
+            await hub.__aexit__(None, None, None)
+        return None  # served, or stopped by a signal before the hub had started
+
+    async def _serve_app(
+        self, hub: Hub, sock: socket.socket, server_name: str, websocket_compression: bool
+    ) -> None:
+        app = self.create_app(self.settings, hub=hub)
+        app.while_serving(self._started)
+        if self.stop.is_set():
+            return
+        # In a task of its own: hypercorn's asyncio.TaskGroup leaves its task marked as
+        # being cancelled (Python 3.11), which would cancel the hub's writer during the
+        # drain if the hub's task were that task.
+        async with anyio.create_task_group() as server:
+            if server_name == "uvicorn":
+                server.start_soon(_run_uvicorn, app, sock, self.stop, websocket_compression)
+            else:
+                server.start_soon(_run_hypercorn, app, sock, self.stop)
 
 
 def settle_gc() -> None:
