@@ -19,7 +19,7 @@ import anyio
 import click
 
 from . import __version__
-from .config import InstanceSettings, Settings, load_settings
+from .config import InstanceSettings, Settings, bind_problem, database_problem, load_settings
 from .errors import ConfigError, HomelabError, StoreError
 from .instances import build_instance, plugin_type_for
 from .lifecycle import resolve_enabled
@@ -30,6 +30,7 @@ from .runner import run_once
 from .shutdown import exit_leaving_hung_threads
 
 if TYPE_CHECKING:
+    from .plugin import Plugin
     from .store import StoredInstance
 
 #: Exit status for bad configuration or bad arguments.
@@ -64,6 +65,14 @@ class _Group(click.Group):
             self._load_plugin_commands(ctx)
             command = super().get_command(ctx, cmd_name)
         return command
+
+
+def plugin_manager(ctx: click.Context) -> PluginManager:
+    """The command's plugin manager, with its entry points loaded (one per invocation).
+
+    It prints no load errors itself: :func:`check_configuration` does, as ``error:`` lines.
+    """
+    return _manager(ctx)
 
 
 def _manager(ctx: click.Context) -> PluginManager:
@@ -276,17 +285,15 @@ def run_command(
         ctx.exit(1)
 
 
-@cli.command("check-config")
-@config_option
-@click.pass_context
-def check_config_command(ctx: click.Context, config: str | None) -> None:
-    """Validate homelab.toml and every instance's options."""
+def configuration_problems(
+    settings: Settings, types: Mapping[str, type[Plugin]], *, insecure: bool = False
+) -> list[str]:
+    """Everything ``homelab serve`` would refuse in ``settings``, one message each.
 
-    manager = _manager(ctx)
-    types = manager.plugin_types()
-    # A plugin that failed to load explains an "unknown plugin type" below.
-    _report_load_errors(manager)
-    settings = _settings(config)
+    Each instance whose type or options are wrong (the first problem of each), the server's
+    address without a token (unless ``insecure``) or ``auth = "all"`` without one, and a
+    SQLite database whose directory does not exist. Nothing is started or created.
+    """
     problems = []
     for instance in settings.plugins.values():
         try:
@@ -298,10 +305,53 @@ def check_config_command(ctx: click.Context, config: str | None) -> None:
             )
         except HomelabError as exc:
             problems.append(str(exc))
+    for problem in (
+        bind_problem(settings.server, insecure=insecure),
+        database_problem(settings.database.url),
+    ):
+        if problem is not None:
+            problems.append(problem)
+    return problems
+
+
+def check_configuration(ctx: click.Context, settings: Settings, *, insecure: bool = False) -> None:
+    """Print what :func:`configuration_problems` finds (and plugins that failed to load) as
+    ``error:`` lines, and exit with status 2 if it found anything.
+
+    ``homelab check-config`` and ``homelab serve`` both call it, so that they print the
+    same lines for the same settings.
+    """
+    manager = _manager(ctx)
+    types = manager.plugin_types()
+    # A plugin that failed to load explains an "unknown plugin type" below.
+    _report_load_errors(manager)
+    problems = configuration_problems(settings, types, insecure=insecure)
     for problem in problems:
         click.echo(f"error: {problem}", err=True)
     if problems:
         ctx.exit(EXIT_CONFIG)
+
+
+def load_configuration(config: str | None) -> Settings:
+    """The settings of ``--config`` (or the defaults); bad ones exit with status 2."""
+    return _settings(config)
+
+
+insecure_option = click.option(
+    "--insecure",
+    is_flag=True,
+    help="Allow binding beyond loopback without an API token.",
+)
+
+
+@cli.command("check-config")
+@config_option
+@insecure_option
+@click.pass_context
+def check_config_command(ctx: click.Context, config: str | None, insecure: bool) -> None:
+    """Validate homelab.toml and every instance's options, as homelab serve would."""
+    settings = _settings(config)
+    check_configuration(ctx, settings, insecure=insecure)
     where = settings.source or "embedded defaults"
     click.echo(f"ok: {where}: {len(settings.plugins)} plugin instance(s) valid")
 

@@ -9,6 +9,7 @@ fixed sections can be set from the environment as ``HOMELAB_<SECTION>_<KEY>`` (f
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -16,6 +17,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
 import attrs
 
@@ -55,6 +57,48 @@ def _database_url(_: Any, __: attrs.Attribute[str], value: str) -> None:
             f"'url' must be a database URL starting with one of"
             f" {', '.join(s + '://' for s in DATABASE_SCHEMES)}; got {value.split(':', 1)[0]!r}"
         )
+
+
+#: A host name or address, with an optional port: ``homelab.lan``, ``10.0.0.5:8080``,
+#: ``[fd00::5]:8765`` (an IPv6 address without a port may also be written bare).
+_HOST_ENTRY = re.compile(r"^(?:\[[0-9a-f:.]+\]|[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?)(?::\d{1,5})?$")
+#: An origin as browsers send it: ``scheme://host[:port]``, nothing after it.
+_ORIGIN_ENTRY = re.compile(
+    r"^[a-z][a-z0-9+.-]*://(?:\[[0-9a-f:.]+\]|[a-z0-9_-]+(?:\.[a-z0-9_-]+)*)(?::\d{1,5})?$"
+)
+
+
+def _host_entries(_: Any, attribute: attrs.Attribute[list[str]], value: list[str]) -> None:
+    for entry in value:
+        if entry == "*" or _HOST_ENTRY.match(entry.lower()) or _is_address(entry):
+            continue
+        raise ValueError(
+            f"{entry!r} is not a host name, an address or '*' (write homelab.lan or"
+            " homelab.lan:8765, without a scheme or a path)",
+            attribute,
+        )
+
+
+def _origin_entries(_: Any, attribute: attrs.Attribute[list[str]], value: list[str]) -> None:
+    for entry in value:
+        if entry == "*" or _ORIGIN_ENTRY.match(entry.lower()):
+            continue
+        raise ValueError(
+            f"{entry!r} is not an origin or '*' (write scheme://host or scheme://host:port,"
+            " such as https://dashboard.lan, without a path)",
+            attribute,
+        )
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+_text_list = attrs.validators.deep_iterable(attrs.validators.instance_of(str))
 
 
 @attrs.define
@@ -98,6 +142,41 @@ class ServerSettings:
     websocket_heartbeat: float = option(
         20.0, description="Idle seconds before a WebSocket heartbeat.", validator=_positive
     )
+    allowed_hosts: list[str] = option(
+        factory=list,
+        description="Host names (name or name:port) the server answers besides its own; '*' any.",
+        validator=[_text_list, _host_entries],
+    )
+    allowed_origins: list[str] = option(
+        factory=list,
+        description="Origins (scheme://host[:port]) of web pages allowed to change things and"
+        " open /ws/metrics, besides the server's own; '*' any.",
+        validator=[_text_list, _origin_entries],
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (or ``localhost``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_problem(server: ServerSettings, *, insecure: bool) -> str | None:
+    """Why ``homelab serve`` must not start with these settings, or None."""
+    if server.auth == "all" and not server.api_token:
+        return '[server] auth = "all" needs an api_token (or HOMELAB_API_TOKEN)'
+    if not server.api_token and not is_loopback(server.host) and not insecure:
+        return (
+            f"refusing to serve on {server.host}, beyond loopback, without an API token:"
+            " anyone who can reach it could change your plugins. Set [server] api_token or"
+            " HOMELAB_API_TOKEN, bind to 127.0.0.1, or pass --insecure if the network is"
+            " trusted."
+        )
+    return None
 
 
 @attrs.define
@@ -109,6 +188,24 @@ class DatabaseSettings:
         description="sqlite://<path> or postgres://user:password@host:port/database.",
         validator=_database_url,
     )
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite database URL; None for other databases and ``:memory:``."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        return None
+    path = unquote(parts.netloc + parts.path)
+    return None if path == ":memory:" else Path(path)
+
+
+def database_problem(url: str) -> str | None:
+    """Why the store cannot open this database before even trying (a SQLite file whose
+    directory does not exist, which SQLite would wait on forever), or None."""
+    path = sqlite_path(url)
+    if path is not None and not path.parent.is_dir():
+        return f"cannot open the store at {path}: directory {str(path.parent)!r} does not exist"
+    return None
 
 
 @attrs.define

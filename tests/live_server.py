@@ -13,6 +13,7 @@ SIGKILL as a last resort) when the block ends, unless the test stopped it alread
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,6 +31,10 @@ from services import free_port
 READY_TIMEOUT = 60.0
 #: Seconds a server may take to exit after SIGTERM or SIGINT.
 STOP_TIMEOUT = 30.0
+#: The checkout whose code the servers run.
+SOURCE_TREE = Path(__file__).resolve().parent.parent
+#: The line ``homelab serve`` prints once it serves, with the port it bound.
+ANNOUNCEMENT = re.compile(r"Homelab Core serving on http://(\S+):(\d+)")
 
 
 def serve_command(*args: str) -> list[str]:
@@ -38,8 +43,13 @@ def serve_command(*args: str) -> list[str]:
 
 
 def server_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This process's environment without ``HOMELAB_*`` variables, plus ``extra``."""
+    """This process's environment without ``HOMELAB_*`` variables, plus ``extra``.
+
+    The source tree comes first on ``PYTHONPATH``: the server runs the code under test,
+    not whatever copy of homelab_core the interpreter has installed.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOMELAB_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SOURCE_TREE), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
@@ -121,6 +131,24 @@ def wait_ready(server: LiveServer, timeout: float = READY_TIMEOUT) -> None:
         pytest.fail(f"homelab serve exited during startup. stderr:\n{server.stderr()}")
 
 
+def wait_announced(
+    process: subprocess.Popen[bytes], stderr_path: Path, timeout: float = READY_TIMEOUT
+) -> int:
+    """The port that ``homelab serve`` says it serves on; fail if it exits or stays silent."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = ANNOUNCEMENT.search(stderr_path.read_text(errors="replace"))
+        if found:
+            return int(found.group(2))
+        code = process.poll()
+        if code is not None or time.monotonic() > deadline:
+            pytest.fail(
+                f"homelab serve did not announce its address (exit code {code}). stderr:\n"
+                f"{stderr_path.read_text(errors='replace')}"
+            )
+        time.sleep(0.05)
+
+
 @contextmanager
 def live_server(
     directory: Path,
@@ -134,7 +162,8 @@ def live_server(
     """Run ``homelab serve --port PORT *args`` in ``directory`` until the block ends.
 
     ``config`` is written to ``directory/homelab.toml`` (found there as the working
-    directory's file). The server is reached on 127.0.0.1 whatever it binds.
+    directory's file). The server is reached on 127.0.0.1 whatever it binds. With
+    ``port=0`` the server chooses a free port, read from the address it announces.
     """
     directory.mkdir(parents=True, exist_ok=True)
     if config is not None:
@@ -151,6 +180,13 @@ def live_server(
             stdout=out,
             stderr=err,
         )
+    if port == 0:
+        try:
+            port = wait_announced(process, stderr_path, ready_timeout)
+        except BaseException:
+            process.kill()
+            process.wait(timeout=10)
+            raise
     server = LiveServer(
         url=f"http://127.0.0.1:{port}",
         process=process,

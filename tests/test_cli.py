@@ -188,6 +188,64 @@ def test_missing_config_file_is_reported(run, tmp_path: Path) -> None:  # type: 
     assert "nope.toml' does not exist" in result.output
 
 
+def test_check_config_refuses_a_missing_database_directory(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    missing = tmp_path / "no" / "such"
+    config = write_config(
+        tmp_path,
+        f'[database]\nurl = "sqlite://{missing}/homelab.db"\n[plugins.a]\ntype = "counter"\n',
+    )
+    result = run("check-config", "--config", config)
+    assert result.exit_code == 2
+    assert (
+        f"error: cannot open the store at {missing}/homelab.db: directory '{missing}' does not"
+        " exist" in result.output
+    )
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::"])
+def test_check_config_refuses_a_host_beyond_loopback_without_a_token(  # type: ignore[no-untyped-def]
+    run, tmp_path: Path, host: str
+) -> None:
+    config = write_config(tmp_path, f'[server]\nhost = "{host}"\n')
+    result = run("check-config", "--config", config)
+    assert result.exit_code == 2
+    assert f"error: refusing to serve on {host}, beyond loopback, without an API token" in (
+        result.output
+    )
+    assert "--insecure" in result.output
+    # What serve accepts, check-config accepts: --insecure, or a token.
+    assert run("check-config", "--config", config, "--insecure").exit_code == 0
+    with_token = write_config(tmp_path, f'[server]\nhost = "{host}"\napi_token = "t"\n')
+    assert run("check-config", "--config", with_token).exit_code == 0
+
+
+def test_check_config_refuses_auth_all_without_a_token(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(tmp_path, '[server]\nauth = "all"\n')
+    result = run("check-config", "--config", config)
+    assert result.exit_code == 2
+    assert 'error: [server] auth = "all" needs an api_token' in result.output
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("allowed_hosts", '["http://homelab.lan"]', "a host name"),
+        ("allowed_hosts", '["homelab.lan/path"]', "a host name"),
+        ("allowed_origins", '["homelab.lan"]', "scheme://host"),
+        ("allowed_origins", '["http://homelab.lan/"]', "scheme://host"),
+    ],
+)
+def test_check_config_refuses_malformed_allowed_names(  # type: ignore[no-untyped-def]
+    run, tmp_path: Path, key: str, value: str, message: str
+) -> None:
+    config = write_config(tmp_path, f"[server]\n{key} = {value}\n")
+    result = run("check-config", "--config", config)
+    assert result.exit_code == 2
+    assert f"[server] {key}:" in result.output
+    assert message in result.output
+
+
 class Commands:
     @hookimpl
     def register_commands(self, cli: click.Group) -> None:

@@ -122,7 +122,7 @@ async def test_a_permanent_setup_failure_leaves_the_instance_failed_with_its_rea
         )
         await anyio.sleep(0.3)  # six setup retry waits of the test settings: none retried
         status = await get(client, "/api/plugins/nas/status")
-        run = await client.post("/api/plugins/nas/run")
+        run = await client.post("/api/plugins/nas/run", json={})
         listed = await get(client, "/api/plugins?status=failed")
     health = body["plugin"]["health"]
     assert health["state"] == "failed"

@@ -295,12 +295,27 @@ async def test_disabled_state_survives_a_restart(serve: Any, make_settings: Buil
             {"data": "not json", "headers": {"Content-Type": "application/json"}},
             id="not-json",
         ),
-        pytest.param({"data": "enabled=false"}, id="form-text"),
-        pytest.param({}, id="empty"),
+        pytest.param(
+            {"data": "", "headers": {"Content-Type": "application/json"}}, id="empty-json"
+        ),
     ],
 )
 async def test_enable_rejects_bad_bodies(api: Served, body: dict[str, Any]) -> None:
     await assert_error(await api.client.post("/api/plugins/counter/enable", **body), 400)
+    assert api.hub.instance("counter").enabled is True
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({"data": "enabled=false"}, id="form-text"),
+        pytest.param({}, id="empty"),
+    ],
+)
+async def test_enable_refuses_what_a_form_could_send(api: Served, body: dict[str, Any]) -> None:
+    """No JSON content type (nor a bearer token): a form of another site could send it."""
+    response = await api.client.post("/api/plugins/counter/enable", **body)
+    await assert_error(response, 415, "unsupported_media_type")
     assert api.hub.instance("counter").enabled is True
 
 
@@ -346,7 +361,7 @@ async def test_latest_metrics_are_encoded_once_until_the_next_run(api: Served) -
     assert again.content_type == "application/json"
     # A run changes the values: the very next read has them (the bus tells the cache as it
     # publishes, before the run is reported done).
-    await json_of(await api.client.post("/api/plugins/counter/run"))
+    await json_of(await api.client.post("/api/plugins/counter/run", json={}))
     body = await json_of(await api.client.get("/api/plugins/counter/metrics"))
     assert [m["value"] for m in body["metrics"]] == [2.0, 2.0]
     assert latest.misses == misses + 1
@@ -708,7 +723,7 @@ async def test_summary_figures(api: Served) -> None:
 
 
 async def test_run_now_runs_the_instance(api: Served) -> None:
-    body = await json_of(await api.client.post("/api/plugins/counter/run"))
+    body = await json_of(await api.client.post("/api/plugins/counter/run", json={}))
     assert body["instance_id"] == "counter"
     assert body["status"] == "ok"
     assert body["trigger"] == "manual"
@@ -717,13 +732,13 @@ async def test_run_now_runs_the_instance(api: Served) -> None:
 
 
 async def test_run_now_reports_a_failing_run(api: Served) -> None:
-    body = await json_of(await api.client.post("/api/plugins/raises/run"))
+    body = await json_of(await api.client.post("/api/plugins/raises/run", json={}))
     assert body["status"] == "error"
     assert "the sensor is on fire" in body["error"]
 
 
 async def test_run_now_on_a_disabled_instance_is_a_conflict(api: Served) -> None:
-    await assert_error(await api.client.post("/api/plugins/off/run"), 409, "conflict")
+    await assert_error(await api.client.post("/api/plugins/off/run", json={}), 409, "conflict")
 
 
 # -- GET /api/health ----------------------------------------------------------------------------
@@ -980,7 +995,7 @@ PLUGIN_ROUTES = [
     ("GET", "/api/plugins/nope/metrics", None),
     ("GET", "/api/plugins/nope/metrics/history?metric=count", None),
     ("GET", "/api/plugins/nope/executions", None),
-    ("POST", "/api/plugins/nope/run", None),
+    ("POST", "/api/plugins/nope/run", {}),
 ]
 
 

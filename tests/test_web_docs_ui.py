@@ -9,7 +9,6 @@ every host but 127.0.0.1 unresolvable.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import services
+from live_server import server_env
 from websockets.sync.client import ClientConnection, connect
 
 pytestmark = pytest.mark.slow
@@ -75,7 +75,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     (directory / "homelab.toml").write_text(f'[server]\napi_token = "{TOKEN}"\n')
     port = services.free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOMELAB_")}
+    env = server_env()  # without HOMELAB_* variables, running this checkout's code
     log = directory / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -397,3 +397,27 @@ def test_try_it_sends_requests_with_the_token(page: DevTools, server: str) -> No
     assert page.evaluate("document.getElementById('token').value") == TOKEN
     page.evaluate("document.getElementById('token-clear').click()")
     assert page.evaluate("sessionStorage.getItem('homelab-docs-token')") is None
+
+
+def test_try_it_sends_every_change_as_json(page: DevTools) -> None:
+    """Run has no body, yet the page says ``Content-Type: application/json``: the server
+    refuses changes that a form on another site could send (no body, or form data)."""
+    page.evaluate(
+        "(() => { window.sent = []; const send = window.fetch; window.fetch = (url, init) =>"
+        " { window.sent.push(init.headers['Content-Type'] || null); return send(url, init); };"
+        " })()"
+    )
+    run = "/api/plugins/{plugin_id}/run"
+    fill = "op.querySelector('input[name=plugin_id]').value = 'nosuch';"
+    refused = try_it(page, "POST", run, fill)
+    assert refused["status"].startswith("401"), refused  # the page has no token yet
+    page.evaluate(
+        "(() => { const t = document.getElementById('token'); t.value = "
+        f"{json.dumps(TOKEN)}; t.dispatchEvent(new Event('input')); }})()"
+    )
+    unknown = try_it(page, "POST", run, fill)
+    assert unknown["status"].startswith("404"), unknown
+    assert json.loads(unknown["body"])["error"]["code"] == "not_found"
+    reads = try_it(page, "GET", "/api/health")
+    assert reads["status"].startswith("200")
+    assert page.evaluate("window.sent") == ["application/json", "application/json", None]

@@ -268,3 +268,102 @@ async def test_example_serves_host_route_and_homelab_api(example: Any, tmp_path:
         body = await response.get_json()
     assert [p["id"] for p in body["plugins"]] == ["system"]
     assert (tmp_path / "homelab.db").is_file()
+
+
+# -- errors under the prefix ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", [f"{PREFIX}/no/such/page", f"{PREFIX}/api/plugins/counter/nothing", f"{PREFIX}/api"]
+)
+async def test_unknown_paths_under_the_prefix_are_json_404s(mounted: Client, path: str) -> None:
+    response = await mounted.get(path)
+    assert response.status_code == 404
+    assert response.mimetype == "application/json"
+    assert (await response.get_json())["error"]["code"] == "not_found"
+
+
+async def test_a_wrong_method_under_the_prefix_is_a_json_405(mounted: Client) -> None:
+    response = await mounted.delete(f"{PREFIX}/api/plugins/counter")
+    assert response.status_code == 405
+    assert response.mimetype == "application/json"
+    assert (await response.get_json())["error"]["code"] == "method_not_allowed"
+    assert "GET" in response.headers.get("Allow", "")
+
+
+async def test_paths_that_only_start_like_the_prefix_are_the_hosts(mounted: Client) -> None:
+    response = await mounted.get(f"{PREFIX}-other/page")
+    assert response.status_code == 404
+    assert response.mimetype != "application/json"
+
+
+async def test_at_the_root_only_homelabs_paths_get_json_errors(hub: Hub) -> None:
+    app = host_app()
+    HomelabWeb(app, hub=hub)
+    async with serving(app, hub) as client:
+        ours = await client.get("/api/no/such")
+        assert ours.status_code == 404
+        assert (await ours.get_json())["error"]["code"] == "not_found"
+        theirs = await client.get("/no/such/page")
+        assert theirs.status_code == 404
+        assert theirs.mimetype != "application/json"
+
+
+# -- whose routes the OpenAPI document lists ------------------------------------------------------
+
+
+async def openapi_paths(client: Client, path: str = f"{PREFIX}/openapi.json") -> set[str]:
+    response = await client.get(path)
+    assert response.status_code == 200
+    return set((await response.get_json())["paths"])
+
+
+async def test_homelabs_document_lists_only_homelabs_routes(mounted: Client) -> None:
+    paths = await openapi_paths(mounted)
+    assert f"{PREFIX}/api/plugins" in paths
+    assert "/" not in paths
+    assert "/hello" not in paths
+    assert all(p.startswith(f"{PREFIX}/") for p in paths), sorted(paths)
+
+
+async def test_the_embedder_may_document_its_own_routes_too(hub: Hub) -> None:
+    app = host_app()
+    HomelabWeb(app, hub=hub, url_prefix=PREFIX, document_host_routes=True)
+    async with serving(app, hub) as client:
+        paths = await openapi_paths(client)
+    assert {"/", "/hello", f"{PREFIX}/api/plugins"} <= paths
+
+
+# -- cross-site requests -------------------------------------------------------------------------
+
+
+async def test_the_host_app_decides_which_hosts_it_answers(mounted: Client) -> None:
+    """Embedded, the extension does not know the names the app is served under."""
+    response = await mounted.get(f"{PREFIX}/api/plugins", headers={"Host": "dashboard.example"})
+    assert response.status_code == 200
+
+
+async def test_the_embedder_may_have_homelabs_routes_check_the_host(hub: Hub) -> None:
+    app = host_app()
+    HomelabWeb(app, hub=hub, url_prefix=PREFIX, allowed_hosts=["dash.lan"])
+    async with serving(app, hub) as client:
+        ok = await client.get(f"{PREFIX}/api/plugins", headers={"Host": "dash.lan:5000"})
+        assert ok.status_code == 200
+        refused = await client.get(f"{PREFIX}/api/plugins", headers={"Host": "evil.example"})
+        assert refused.status_code == 421
+        assert (await refused.get_json())["error"]["code"] == "unknown_host"
+        # The host app's own routes are the host app's business.
+        theirs = await client.get("/hello", headers={"Host": "evil.example"})
+        assert theirs.status_code == 200
+
+
+async def test_cross_site_changes_are_refused_when_embedded(mounted: Client) -> None:
+    response = await mounted.post(
+        f"{PREFIX}/api/plugins/counter/run", headers={"Origin": "http://evil.example"}
+    )
+    assert response.status_code == 403
+    assert (await response.get_json())["error"]["code"] == "forbidden_origin"
+    same = await mounted.post(
+        f"{PREFIX}/api/plugins/counter/run", json={}, headers={"Origin": "http://localhost"}
+    )
+    assert same.status_code == 200

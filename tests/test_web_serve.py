@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -445,3 +446,192 @@ def test_uvicorn_server(tmp_path: Path) -> None:
     # ... and the command ends the same way: exit code 0, whichever server ran.
     assert code == 0, f"exit code {code} after SIGTERM under uvicorn. stderr:\n{stderr}"
     assert "Traceback" not in stderr, stderr
+
+
+# -- 7. start-up as a new user meets it -------------------------------------------------------
+
+
+def homelab(directory: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run ``homelab ARGS`` in ``directory`` to its end, as a separate process."""
+    return subprocess.run(
+        [*serve_command()[:-1], *args],
+        cwd=directory,
+        env=server_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_refused_like_check_config(directory: Path, *config_args: str) -> str:
+    """``homelab serve`` refuses to start with exit code 2 and check-config's own lines."""
+    checked = homelab(directory, "check-config", *config_args)
+    served = homelab(directory, "serve", "--port", str(free_port()), *config_args)
+    assert checked.returncode == 2, checked.stderr
+    assert served.returncode == 2, served.stderr
+    assert served.stderr == checked.stderr, (served.stderr, checked.stderr)
+    assert "Traceback" not in served.stderr
+    assert "serving on" not in served.stderr
+    assert len(served.stderr.strip().splitlines()) <= 3, served.stderr
+    return served.stderr
+
+
+def test_serve_refuses_a_bad_plugin_config_before_announcing(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text(
+        f'[database]\nurl = "{sqlite_url(tmp_path)}"\n\n[plugins.x]\ntype = "nosuch"\n'
+    )
+    message = assert_refused_like_check_config(tmp_path, "--config", "bad.toml")
+    assert "error: bad.toml [plugins.x] type: unknown plugin type 'nosuch'" in message
+    assert not (tmp_path / "homelab.db").exists()
+
+
+def test_serve_refuses_bad_toml_with_exit_code_2(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text("[server\n")
+    message = assert_refused_like_check_config(tmp_path, "--config", "bad.toml")
+    assert "bad.toml: not valid TOML" in message
+
+
+def test_serve_refuses_a_missing_database_directory(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such"
+    (tmp_path / "homelab.toml").write_text(
+        f'[database]\nurl = "sqlite://{missing}/homelab.db"\n\n[plugins.system]\n'
+    )
+    message = assert_refused_like_check_config(tmp_path)
+    assert f"directory '{missing}' does not exist" in message
+
+
+def test_serve_refuses_auth_all_without_a_token_like_check_config(tmp_path: Path) -> None:
+    (tmp_path / "homelab.toml").write_text(
+        system_config(tmp_path, extra='[server]\nauth = "all"\n')
+    )
+    message = assert_refused_like_check_config(tmp_path)
+    assert "api_token" in message
+
+
+def test_a_database_that_cannot_be_reached_is_one_line(tmp_path: Path) -> None:
+    """Not an error the settings show (nothing listens on the database's port): exit 1,
+    one line with the password hidden, no traceback, and never announced."""
+    if importlib.util.find_spec("asyncpg") is None:
+        unavailable("asyncpg is not installed (pip install 'homelab-core[postgres]')")
+    url = f"postgres://homelab:s3cret@127.0.0.1:{free_port()}/homelab"
+    (tmp_path / "homelab.toml").write_text(f'[database]\nurl = "{url}"\n\n[plugins.system]\n')
+    result = homelab(tmp_path, "serve", "--port", str(free_port()))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "serving on" not in result.stderr, result.stderr
+    assert "s3cret" not in result.stderr, result.stderr
+    assert result.stderr.startswith("error: cannot open the store at postgres://homelab:***@")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_an_address_of_no_interface_is_a_configuration_error(tmp_path: Path) -> None:
+    """192.0.2.55 (TEST-NET-1) is on no interface: the host setting is wrong, exit 2."""
+    (tmp_path / "homelab.toml").write_text(system_config(tmp_path))
+    result = homelab(tmp_path, "serve", "--host", "192.0.2.55", "--insecure", "--port", "8765")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        "Error: cannot listen on http://192.0.2.55:8765: Cannot assign requested address\n"
+    )
+    assert not (tmp_path / "homelab.db").exists()
+
+
+def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path: Path) -> None:
+    (tmp_path / "homelab.toml").write_text(system_config(tmp_path))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = homelab(tmp_path, "serve", "--port", str(port))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == (
+        f"Error: cannot listen on http://127.0.0.1:{port}: Address already in use\n"
+    )
+    assert not (tmp_path / "homelab.db").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_a_start_that_waits_for_the_database(tmp_path: Path, sig: int) -> None:
+    """A database that accepts the connection and never answers: the start waits (up to
+    the store's 60 s), and Ctrl-C or SIGTERM ends it at once, cleanly."""
+    if importlib.util.find_spec("asyncpg") is None:
+        unavailable("asyncpg is not installed (pip install 'homelab-core[postgres]')")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"postgres://homelab:s3cret@127.0.0.1:{silent.getsockname()[1]}/homelab"
+        (tmp_path / "homelab.toml").write_text(f'[database]\nurl = "{url}"\n\n[plugins.system]\n')
+        with (tmp_path / "serve.stderr").open("wb") as err:
+            process = subprocess.Popen(
+                serve_command("--port", str(free_port())),
+                cwd=tmp_path,
+                env=server_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        try:
+            time.sleep(2.0)
+            assert process.poll() is None, (tmp_path / "serve.stderr").read_text()
+            process.send_signal(sig)
+            code = process.wait(timeout=10)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+    stderr = (tmp_path / "serve.stderr").read_text()
+    assert code == 0, stderr
+    assert "Traceback" not in stderr, stderr
+    assert "serving on" not in stderr, stderr
+
+
+def test_port_0_binds_a_free_port_and_announces_it(tmp_path: Path) -> None:
+    with live_server(tmp_path, config=system_config(tmp_path), port=0) as running:
+        assert running.port != 0
+        assert f"serving on http://127.0.0.1:{running.port}\n" in running.stderr()
+        assert f"API docs: http://127.0.0.1:{running.port}/docs" in running.stderr()
+        with httpx.Client(base_url=running.url, timeout=10.0) as http:
+            assert http.get("/api/health").status_code == 200
+            # The bound port is the server's own: its address passes the Host check.
+            assert http.get("/api/plugins").status_code == 200
+
+
+# -- 8. web pages on other sites ----------------------------------------------------------------
+
+
+def test_a_rebound_name_is_refused(client: httpx.Client, server: LiveServer) -> None:
+    refused = client.get("/api/plugins", headers={"Host": f"evil.example:{server.port}"})
+    assert refused.status_code == 421, refused.text
+    assert refused.json()["error"]["code"] == "unknown_host"
+    assert (
+        client.get("/api/plugins", headers={"Host": f"localhost:{server.port}"}).status_code == 200
+    )
+
+
+def test_the_issues_cross_site_run_is_refused(client: httpx.Client, server: LiveServer) -> None:
+    """``POST /api/plugins/{id}/run`` with no body and a foreign Origin answered 200."""
+    run = "/api/plugins/system/run"
+    attack = client.post(run, headers={"Origin": "http://evil.example"})
+    assert attack.status_code == 403, attack.text
+    assert attack.json()["error"]["code"] == "forbidden_origin"
+    form = client.post(run, content=b"x=1", headers={"Content-Type": "text/plain"})
+    assert form.status_code == 415, form.text
+    assert form.json()["error"]["code"] == "unsupported_media_type"
+    ours = client.post(run, json={}, headers={"Origin": server.url})
+    assert ours.status_code == 200, ours.text
+
+
+@pytest.mark.anyio
+async def test_a_cross_site_websocket_is_refused(server: LiveServer) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    url = f"ws://127.0.0.1:{server.port}/ws/metrics"
+    with anyio.fail_after(15):
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url, origin="http://evil.example", open_timeout=5):
+                pass
+        assert refused.value.response.status_code == 403
+        own = f"http://127.0.0.1:{server.port}"
+        async with connect(url, origin=own, open_timeout=5, close_timeout=2) as ws:
+            assert json.loads(await ws.recv())["type"] == "hello"

@@ -8,9 +8,8 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import attrs
@@ -19,6 +18,7 @@ from tortoise.context import TortoiseContext
 from tortoise.migrations.executor import MigrationExecutor
 
 from .. import compat
+from ..config import database_problem
 from ..errors import StoreError
 from ..model import EXECUTION_COLUMNS, Execution, Health, Metric
 from ..redact import Redactor, url_secrets
@@ -64,14 +64,9 @@ def normalise_url(url: str) -> str:
 
 def _check_sqlite_directory(url: str) -> None:
     # aiosqlite never answers when SQLite cannot create the file: fail clearly instead.
-    parts = urlsplit(url)
-    if parts.scheme != "sqlite":
-        return
-    path = Path(unquote(parts.netloc + parts.path))
-    if str(path) != ":memory:" and not path.parent.is_dir():
-        raise StoreError(
-            f"cannot open the store at {path}: directory {str(path.parent)!r} does not exist"
-        )
+    problem = database_problem(url)
+    if problem is not None:
+        raise StoreError(problem)
 
 
 def _tortoise_config(connection_name: str, url: str) -> dict[str, Any]:

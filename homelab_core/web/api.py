@@ -24,6 +24,7 @@ from ..model import Execution, Health, InstanceInfo, Summary
 from . import schemas as s
 from .auth import check_request, needs_token
 from .errors import ApiError, register_error_handlers
+from .origins import check_not_form
 
 if TYPE_CHECKING:
     from ..hub import Hub
@@ -109,17 +110,30 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
         return web.hub
 
     @bp.before_request
-    async def authenticate() -> None:
+    async def guard() -> None:
+        """The checks of every request: its host, then a change's origin, the token, and
+        that a POST is not one a form of another site could send (see web/origins.py)."""
+        if web.host_check is not None:
+            web.check_host(request.headers.get("Host"))
         server = web.settings.server
-        write = request.method not in ("GET", "HEAD", "OPTIONS")
-        if not needs_token(server, write=write):
+        method = request.method
+        write = method not in ("GET", "HEAD", "OPTIONS")
+        if not write and not needs_token(server, write=False):
             return  # nothing to check: skip the endpoint and header lookups (a tenth of a
             # cached latest-metrics read)
+        headers = request.headers
+        if write:
+            web.check_origin(headers.get("Origin"), headers.get("Host"))
         # The docs page is static and describes a public document: a browser opening it
         # cannot send a bearer token, so it stays open even with auth = "all".
-        if request.endpoint in PUBLIC_ENDPOINTS:
-            return
-        check_request(server, request.headers.get("Authorization"), write=write)
+        if needs_token(server, write=write) and request.endpoint not in PUBLIC_ENDPOINTS:
+            check_request(server, headers.get("Authorization"), write=write)
+        if method == "POST":
+            try:
+                check_not_form(request.mimetype, headers.get("Authorization"))
+            except ApiError as refused:
+                web.refusals.note(refused)
+                raise
 
     @bp.get("/api/plugins")
     @errors(400, 401, 403, 503)
@@ -167,7 +181,7 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
         )
 
     @bp.post("/api/plugins/<plugin_id>/enable")
-    @errors(400, 404, 401, 403, 503)
+    @errors(400, 404, 401, 403, 415, 503)
     @validate_request(s.EnableIn)
     @validate_response(InstanceInfo)
     async def enable(plugin_id: str, data: s.EnableIn) -> InstanceInfo:
@@ -179,10 +193,15 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
         return await hub().set_enabled(plugin_id, data.enabled)
 
     @bp.post("/api/plugins/<plugin_id>/run")
-    @errors(404, 409, 401, 403, 503)
+    @errors(404, 409, 401, 403, 415, 503)
     @validate_response(Execution)
     async def run_now(plugin_id: str) -> Execution:
-        """Run an instance now and return the execution."""
+        """Run an instance now and return the execution.
+
+        There is no body to send, but the request needs ``Content-Type: application/json``
+        (or a bearer token), like every change: what a form of another site could send is
+        refused with 415.
+        """
         return await hub().run_now(plugin_id)
 
     @bp.get("/api/plugins/<plugin_id>/status")

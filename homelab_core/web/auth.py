@@ -8,34 +8,11 @@ beyond loopback unless told ``--insecure``. With a token, changes (POST) always 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 
 from ..config import ServerSettings
+from ..config import bind_problem as bind_problem  # the rule lives with the settings
+from ..config import is_loopback as is_loopback
 from .errors import ApiError
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback address (or ``localhost``)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def bind_problem(server: ServerSettings, *, insecure: bool) -> str | None:
-    """Why the server must not start with these settings, or None."""
-    if server.auth == "all" and not server.api_token:
-        return '[server] auth = "all" needs an api_token (or HOMELAB_API_TOKEN)'
-    if not server.api_token and not is_loopback(server.host) and not insecure:
-        return (
-            f"refusing to serve on {server.host}, beyond loopback, without an API token:"
-            " anyone who can reach it could change your plugins. Set [server] api_token or"
-            " HOMELAB_API_TOKEN, bind to 127.0.0.1, or pass --insecure if the network is"
-            " trusted."
-        )
-    return None
 
 
 def needs_token(server: ServerSettings, *, write: bool) -> bool:

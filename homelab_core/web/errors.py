@@ -55,6 +55,15 @@ def error_response(
     return response
 
 
+def http_error_response(error: HTTPException) -> Response:
+    """The JSON form of one of Quart's HTTP errors (404, 405 ...), with its headers (a 405
+    must say which methods are allowed)."""
+    code = (error.name or "error").lower().replace(" ", "_")
+    return error_response(
+        error.code or 500, code, error.description or error.name, error.get_headers()
+    )
+
+
 def _validation_message(error: RequestSchemaValidationError) -> str:
     cause: Any = error.validation_error
     text = str(cause) if cause is not None else "invalid request"
@@ -95,11 +104,7 @@ def register_error_handlers(target: Blueprint | Quart) -> None:
 
     @target.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
-        code = (error.name or "error").lower().replace(" ", "_")
-        # Keep the exception's headers: a 405 must say which methods are allowed.
-        return error_response(
-            error.code or 500, code, error.description or error.name, error.get_headers()
-        )
+        return http_error_response(error)
 
     @target.errorhandler(Exception)
     async def unexpected(error: Exception) -> Response:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from importlib.resources import files
 from typing import Any
 
 import attrs
 import msgspec
-from quart import Blueprint, Quart, Response, current_app, send_file
-from quart_schema import QuartSchema, hide
+from quart import Blueprint, Quart, Response, current_app, request, send_file, websocket
+from quart.wrappers import BaseRequestWebsocket
+from quart_schema import OpenAPIProvider, QuartSchema, hide
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Rule
 
 from .. import __version__, compat
 from ..config import Settings, load_settings
@@ -18,8 +21,9 @@ from ..hub import Hub
 from ..plugins import PluginManager
 from . import schemas
 from .api import create_blueprint
-from .errors import ApiError, register_error_handlers
+from .errors import ApiError, error_response, http_error_response, register_error_handlers
 from .latest import LatestBodies
+from .origins import HostCheck, Refusals, check_origin, configured_origins
 from .prometheus import exposition
 from .ws import MetricStream, add_websocket
 
@@ -33,6 +37,28 @@ STREAM_SETTINGS = {
     "websocket_replay_size": "replay_size",
     "websocket_replay_bytes": "replay_bytes",
 }
+#: Mounted at the root, the paths whose errors are the extension's (JSON): the rest of
+#: the app's paths are the host application's.
+ROOT_PATHS = ("/api", "/ws", "/docs", "/metrics", "/openapi.json")
+
+
+class HomelabOpenAPI(OpenAPIProvider):
+    """quart-schema's OpenAPI document, of the extension's routes only (unless told).
+
+    quart-schema documents every route of the app; the document that the extension
+    creates describes Homelab Core's API, so the host application's own routes are left
+    out unless the embedder asks for them (``HomelabWeb(document_host_routes=True)``).
+    """
+
+    #: The endpoint prefix (blueprint name and a dot) of the routes to document.
+    endpoints = "homelab."
+    #: Whether every route of the app is documented.
+    document_host_routes = False
+
+    def generate_rules(self) -> Iterable[Rule]:
+        for rule in super().generate_rules():
+            if self.document_host_routes or rule.endpoint.startswith(self.endpoints):
+                yield rule
 
 
 class HomelabWeb:
@@ -46,7 +72,17 @@ class HomelabWeb:
     The hub starts before the app serves its first request and stops (draining the write
     queue) when the app shuts down. Pass ``hub=`` to share a hub you run yourself, or
     ``plugin_manager=`` to choose the plugins of the hub the extension runs.
-    quart-schema is app-wide: an existing ``QuartSchema`` on the app is reused.
+
+    quart-schema is app-wide: an existing ``QuartSchema`` on the app is reused, and its
+    document lists the app's routes as it decides. Otherwise the extension creates one,
+    with the document at ``<prefix>/openapi.json`` listing only Homelab Core's routes, or
+    the app's own too with ``document_host_routes=True``.
+
+    The application decides which ``Host`` names it answers; ``allowed_hosts`` makes the
+    extension's routes refuse (421) any other (``name`` for any port, ``name:port``, ``*``).
+    Changes and the WebSocket are accepted from the page's own origin, programs that send
+    no ``Origin``, and the ``[server] allowed_origins`` of the settings; see
+    :mod:`homelab_core.web.origins`.
     """
 
     def __init__(
@@ -58,6 +94,8 @@ class HomelabWeb:
         plugin_manager: PluginManager | None = None,
         url_prefix: str = "",
         stream_options: Mapping[str, Any] | None = None,
+        allowed_hosts: Sequence[str] | None = None,
+        document_host_routes: bool = False,
     ) -> None:
         self.settings = (
             settings
@@ -71,6 +109,17 @@ class HomelabWeb:
         #: heartbeat): the ``[server] websocket_*`` settings, then ``stream_options``.
         self.stream_options = stream_settings(self.settings, stream_options)
         self.url_prefix = url_prefix
+        #: The ``Host`` names the extension's routes answer; None leaves it to the app.
+        self.host_check: HostCheck | None = (
+            HostCheck.configured(allowed_hosts, setting="the allowed_hosts of HomelabWeb")
+            if allowed_hosts is not None
+            else None
+        )
+        #: The origins, besides the server's own, whose pages may change things.
+        self.origins = configured_origins(self.settings.server.allowed_origins)
+        #: The requests refused as coming from pages of other sites, counted and logged.
+        self.refusals = Refusals()
+        self.document_host_routes = document_host_routes
         #: The WebSocket broadcaster while serving.
         self.stream: MetricStream | None = None
         #: The encoded latest-metrics bodies while serving.
@@ -83,8 +132,9 @@ class HomelabWeb:
         prefix = (self.url_prefix if url_prefix is None else url_prefix).rstrip("/")
         self.url_prefix = prefix
         app.extensions[EXTENSION_KEY] = self
+        blueprint = create_blueprint(self)
         if "QUART_SCHEMA" not in app.extensions:
-            QuartSchema(
+            schema = QuartSchema(
                 app,
                 info={"title": "Homelab Core", "version": __version__},
                 openapi_path=f"{prefix}/openapi.json",
@@ -92,13 +142,64 @@ class HomelabWeb:
                 redoc_ui_path=None,
                 scalar_ui_path=None,
                 security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
+                openapi_provider_class=HomelabOpenAPI,
             )
+            provider = schema.openapi_provider
+            if isinstance(provider, HomelabOpenAPI):
+                provider.endpoints = f"{blueprint.name}."
+                provider.document_host_routes = self.document_host_routes
         complete_components(app.extensions["QUART_SCHEMA"], metrics_path=f"{prefix}/metrics")
-        blueprint = create_blueprint(self)
         add_extras(blueprint, self)
         add_websocket(blueprint, self)
         app.register_blueprint(blueprint, url_prefix=prefix or None)
+        # A path that matches no route has no blueprint, so the blueprint's JSON error
+        # handlers never see it: answer those under the prefix here, leave the rest alone.
+        app.before_request(self._unmatched_request)
+        app.before_websocket(self._unmatched_websocket)
         app.while_serving(self._serve)  # type: ignore[type-var]
+
+    def check_host(self, header: str | None, check: HostCheck | None = None) -> None:
+        """Refuse (421, counted) a ``Host`` that ``check`` (default: the extension's own,
+        if any) does not answer."""
+        check = check if check is not None else self.host_check
+        if check is None:
+            return
+        try:
+            check.check(header)
+        except ApiError as refused:
+            self.refusals.note(refused)
+            raise
+
+    def check_origin(self, origin: str | None, host: str | None) -> None:
+        """Refuse (403, counted) a change or WebSocket from a page of another site."""
+        try:
+            check_origin(origin, host, self.origins)
+        except ApiError as refused:
+            self.refusals.note(refused)
+            raise
+
+    def owns(self, path: str) -> bool:
+        """Whether ``path`` is the extension's: under its prefix (or, mounted at the root,
+        one of :data:`ROOT_PATHS`)."""
+        roots = (self.url_prefix,) if self.url_prefix else ROOT_PATHS
+        return any(path == root or path.startswith(f"{root}/") for root in roots)
+
+    async def _unmatched_request(self) -> Response | None:
+        return self._unmatched(request)
+
+    async def _unmatched_websocket(self) -> Response | None:
+        return self._unmatched(websocket)
+
+    def _unmatched(self, incoming: BaseRequestWebsocket) -> Response | None:
+        """JSON errors for the extension's paths that match no route (404) or method (405)."""
+        error = incoming.routing_exception
+        if not isinstance(error, NotFound | MethodNotAllowed) or not self.owns(incoming.path):
+            return None
+        try:
+            self.check_host(incoming.headers.get("Host"))
+        except ApiError as refused:
+            return error_response(refused.status, refused.code, refused.message)
+        return http_error_response(error)
 
     async def _serve(self) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
@@ -224,6 +325,7 @@ def add_extras(blueprint: Blueprint, web: HomelabWeb) -> None:
             "websocket_dropped": stream.dropped if stream else 0,
             "websocket_lost": stream.lost if stream else 0,
             "websocket_replay_bytes": stream.replay.bytes if stream else 0,
+            "web_refused": web.refusals.count,
         }
         body = await exposition(web.hub, extra)
         return Response(body, content_type="text/plain; version=0.0.4; charset=utf-8")
@@ -249,10 +351,32 @@ def add_extras(blueprint: Blueprint, web: HomelabWeb) -> None:
 
 
 def create_app(
-    settings: Settings | None = None, *, plugin_manager: PluginManager | None = None
+    settings: Settings | None = None,
+    *,
+    plugin_manager: PluginManager | None = None,
+    hub: Hub | None = None,
 ) -> Quart:
-    """The bundled server's app: the API at the root, JSON errors for every path."""
+    """The bundled server's app: the API at the root, JSON errors for every path.
+
+    It answers only the names it is reached under (see :class:`HostCheck`): its
+    ``[server]`` address and port (for a loopback address, the loopback names; for every
+    interface, any address and this machine's name) and ``[server] allowed_hosts``. Pass
+    ``hub=`` to serve a hub that is already running (``homelab serve`` starts it first).
+    """
+    web = HomelabWeb(settings=settings, plugin_manager=plugin_manager, hub=hub)
+    server = web.settings.server
+    check = HostCheck.for_server(server.host, server.port, server.allowed_hosts)
     app = Quart("homelab_core")
-    HomelabWeb(app, settings=settings, plugin_manager=plugin_manager)
+
+    async def check_request_host() -> None:
+        web.check_host(request.headers.get("Host"), check)
+
+    async def check_websocket_host() -> None:
+        web.check_host(websocket.headers.get("Host"), check)
+
+    # Before the extension's own hooks: no path of this app answers a foreign name.
+    app.before_request(check_request_host)
+    app.before_websocket(check_websocket_host)
+    web.init_app(app)
     register_error_handlers(app)
     return app

@@ -137,6 +137,12 @@ CORE = {
         "gauge",
         "1 while store writes succeed, 0 while they fail (the hub is then not ready).",
     ),
+    "web_refused": (
+        "homelab_core_web_refused_total",
+        "counter",
+        "Requests refused as from web pages of other sites: an unknown Host name (421),"
+        " a foreign Origin (403), a POST that a form could send (415).",
+    ),
 }
 
 

@@ -244,6 +244,11 @@ def add_websocket(blueprint: Blueprint, web: HomelabWeb) -> None:
     @blueprint.websocket("/ws/metrics")
     async def ws_metrics() -> None:
         """The live stream of metrics, status, executions and plugin changes."""
+        headers = websocket.headers
+        if web.host_check is not None:
+            web.check_host(headers.get("Host"))
+        # A page of another site must not read the stream; programs send no Origin.
+        web.check_origin(headers.get("Origin"), headers.get("Host"))
         stream = web.stream
         if stream is None:
             raise ApiError(503, "unavailable", "the live stream is not running")
@@ -251,7 +256,7 @@ def add_websocket(blueprint: Blueprint, web: HomelabWeb) -> None:
         await stream.serve(
             QuartConnection(websocket),
             server=web.settings.server,
-            authorization=websocket.headers.get("Authorization"),
+            authorization=headers.get("Authorization"),
         )
 
 

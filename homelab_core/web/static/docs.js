@@ -341,6 +341,9 @@
       if (textarea && textarea.value.trim()) {
         headers["Content-Type"] = bodyType;
         init.body = textarea.value;
+      } else if (init.method !== "GET" && init.method !== "HEAD") {
+        // The server refuses changes that a form of another site could send: say JSON.
+        headers["Content-Type"] = "application/json";
       }
       button.disabled = true;
       result.textContent = "Sending " + init.method + " " + url + " …";
