@@ -16,17 +16,20 @@ from contextlib import asynccontextmanager
 import anyio
 import httpx
 from quart import Quart
-from services import free_port
 
 from homelab_core.web.serve import hypercorn_config
 
 
 @asynccontextmanager
 async def served(app: Quart, port: int | None = None) -> AsyncIterator[str]:
-    """Serve ``app`` until the block ends; yields its URL once ``/api/health`` answers 200."""
+    """Serve ``app`` until the block ends; yields its URL once ``/api/health`` answers 200.
+
+    The port is the app's ``[server] port`` unless given: the bundled app answers only the
+    names it is reached under, its port included.
+    """
     from hypercorn.asyncio import serve
 
-    port = free_port() if port is None else port
+    port = app.extensions["homelab"].settings.server.port if port is None else port
     stop, stopped = anyio.Event(), anyio.Event()
 
     async def shutdown() -> None:

@@ -63,10 +63,15 @@ class Results:
         self.items.append(result)
 
     def statuses(self, instance_id: str) -> list[tuple[ExecutionStatus, str]]:
+        """The statuses and errors of the instance's runs (not of ticks skipped while the
+        machine was too slow to start them on time: those are the scheduler's, not the
+        plugin's)."""
         return [
             (r.execution.status, r.execution.error or "")
             for r in self.items
-            if r.instance_id == instance_id and r.execution is not None
+            if r.instance_id == instance_id
+            and r.execution is not None
+            and r.execution.status is not ExecutionStatus.SKIPPED
         ]
 
 

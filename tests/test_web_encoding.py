@@ -20,6 +20,7 @@ import pytest
 from hypercorn_server import served
 from prometheus_client.parser import text_string_to_metric_families
 from quart import Quart
+from services import free_port
 
 from homelab_core import (
     HealthReport,
@@ -87,6 +88,7 @@ def app(manager: PluginManager, make_settings: Any) -> Quart:
         InstanceSettings(id="mounts", type="mounts"),
         InstanceSettings(id="good", type="steady"),
     )
+    settings.server.port = free_port()
     return create_app(settings, plugin_manager=manager)
 
 

@@ -289,7 +289,9 @@ async def test_promtool_finds_nothing_to_report_on_a_server_with_the_bundled_plu
         docker_engine(tmp_path) as docker,
     ):
         instances = bundled_instances(port, https, dns, target, docker)
-        app = create_app(make_settings(*instances))  # the bundled plugins, by entry point
+        settings = make_settings(*instances)
+        settings.server.port = port
+        app = create_app(settings)  # the bundled plugins, by entry point
         async with served(app, port) as url, httpx.AsyncClient(base_url=url) as http:
             with anyio.fail_after(15):
                 while True:  # every instance ran (the targets are up by then)
