@@ -521,7 +521,9 @@ def test_a_database_that_cannot_be_reached_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr, result.stderr
     assert "serving on" not in result.stderr, result.stderr
     assert "s3cret" not in result.stderr, result.stderr
-    assert result.stderr.startswith("error: cannot open the store at postgres://homelab:**********@")
+    assert result.stderr.startswith(
+        "error: cannot open the store at postgres://homelab:**********@"
+    )
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
