@@ -54,3 +54,18 @@ def postgres_server_url() -> Iterator[str]:
 def postgres_url(postgres_server_url: str) -> str:
     """A fresh, empty database on the session's PostgreSQL server."""
     return create_database(postgres_server_url, f"t{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """An open store on a real SQLite file, and on a real PostgreSQL database."""
+    from homelab_core.store import Store
+
+    if request.param == "sqlite":
+        url = f"sqlite://{tmp_path / 'store.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    store = Store(url)
+    await store.open()
+    yield store
+    await store.close()

@@ -120,21 +120,8 @@ async def test_tortoise_context_variable_routes_queries_per_task() -> None:
     )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def opened(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
-    """An open store on a real SQLite file, and on a real PostgreSQL database."""
-    if request.param == "sqlite":
-        url = f"sqlite://{tmp_path / 'store.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    store = Store(url)
-    await store.open()
-    yield store
-    await store.close()
-
-
 async def test_tortoise_transaction_whose_begin_fails_leaves_the_task_and_pool_usable(
-    opened: Store, monkeypatch: pytest.MonkeyPatch
+    any_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``BEGIN`` fails more often than the PostgreSQL pool has connections (5): each
     failed start must give back its connection (or SQLite's lock) and reset the task's
@@ -142,7 +129,7 @@ async def test_tortoise_transaction_whose_begin_fails_leaves_the_task_and_pool_u
     from tortoise.backends.asyncpg.client import TransactionWrapper
     from tortoise.backends.sqlite.client import SqliteTransactionWrapper
 
-    wrapper: Any = TransactionWrapper if opened.dialect.postgres else SqliteTransactionWrapper
+    wrapper: Any = TransactionWrapper if any_store.dialect.postgres else SqliteTransactionWrapper
     original = wrapper.begin
     failures = 8
 
@@ -154,12 +141,12 @@ async def test_tortoise_transaction_whose_begin_fails_leaves_the_task_and_pool_u
         await original(self)
 
     monkeypatch.setattr(wrapper, "begin", begin)
-    with opened.active():
+    with any_store.active():
         for _ in range(failures):
             with pytest.raises(ConnectionError), anyio.fail_after(5):
-                async with compat.tortoise_transaction(opened.connection_name):
+                async with compat.tortoise_transaction(any_store.connection_name):
                     pass
-        current = type(opened.connection).__name__
+        current = type(any_store.connection).__name__
         assert "Transaction" not in current, broken(
             "tortoise-orm",
             f"leaves a transaction that failed to begin current ({current})",
@@ -167,7 +154,7 @@ async def test_tortoise_transaction_whose_begin_fails_leaves_the_task_and_pool_u
         )
         try:
             with anyio.fail_after(5):
-                async with compat.tortoise_transaction(opened.connection_name) as connection:
+                async with compat.tortoise_transaction(any_store.connection_name) as connection:
                     await connection.execute_query("SELECT 1")
         except TimeoutError:
             pytest.fail(

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import inspect
 import logging
 import os
 import sqlite3
 import subprocess
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from services import unavailable
+from waiting import eventually
 
 from homelab_core import (
     Execution,
@@ -42,22 +42,6 @@ from homelab_core.store import BatchWriter, Store, WriteQueue
 pytestmark = pytest.mark.anyio
 
 T0 = 1_700_000_000.0
-
-
-async def eventually(
-    check: Callable[[], bool | Awaitable[bool]], timeout: float, what: str
-) -> None:
-    """Wait until ``check()`` (a bool or an awaitable of one) is true; fail naming ``what``
-    after ``timeout`` seconds."""
-    try:
-        with anyio.fail_after(timeout):
-            while True:
-                result = check()
-                if await result if inspect.isawaitable(result) else result:
-                    return
-                await anyio.sleep(0.02)
-    except TimeoutError:
-        pytest.fail(f"not within {timeout:g} s: {what}")
 
 
 def stored(path: Path) -> tuple[int, int]:
@@ -268,18 +252,6 @@ def unvalidated(metric: Metric, **fields: Any) -> Metric:
     for name, value in fields.items():
         object.__setattr__(metric, name, value)
     return metric
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    if request.param == "sqlite":
-        url = f"sqlite://{tmp_path / 'store.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    store = Store(url)
-    await store.open()
-    yield store
-    await store.close()
 
 
 async def test_the_writer_isolates_every_row_the_database_refuses(

@@ -5,15 +5,14 @@ within a few seconds of its return writes resume with nothing lost."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from quart import Quart
 from services import postgres_cluster
+from waiting import eventually
 
 from homelab_core import Hub, InstanceSettings, PluginManager
 from homelab_core.store import Store
@@ -29,21 +28,6 @@ STORE_ROUTES = [
     ("GET", "/api/plugins/stats/summary", None),
     ("POST", "/api/plugins/a/enable", {"enabled": True}),
 ]
-
-
-async def eventually(
-    check: Callable[[], bool | Awaitable[bool]], timeout: float, what: str
-) -> None:
-    """Wait until ``check()`` is true; fail naming ``what`` after ``timeout`` seconds."""
-    try:
-        with anyio.fail_after(timeout):
-            while True:
-                result = check()
-                if await result if inspect.isawaitable(result) else result:
-                    return
-                await anyio.sleep(0.02)
-    except TimeoutError:
-        pytest.fail(f"not within {timeout:g} s: {what}")
 
 
 def core_figures(text: str) -> dict[str, float]:
