@@ -223,7 +223,7 @@ class Runner:
                 0,
             )
             if late and not self._blocked():
-                error += f" (returned after {duration:.2f} s, never awaiting in between)"
+                error += f" (returned after {duration:.2f} s, before the cancellation reached it)"
         if blocked := self._blocked():
             note = (
                 f"blocked the event loop for {blocked:.2f} s, stopping every other instance;"
