@@ -34,16 +34,28 @@ def option(
     factory: Any = None,
     validator: Any = None,
 ) -> Any:
-    """Declare a config field with a description; ``secret=True`` redacts it in every output.
+    """Declare a config field with a description; ``secret=True`` redacts it in every output,
+    the config's ``repr()`` and ``str()`` included (which also hide URL passwords).
 
     A secret option is masked as a whole: a text, a number, every item of a list and every
     value of a mapping (a header map keeps its names and hides its values). Its values are
     also removed from the instance's error texts, health messages and log lines.
     """
     metadata = {"description": description, "secret": secret}
+    # repr() and str() of a config never show a secret, nor a URL's password: a plugin that
+    # logs its config leaks nothing.
+    shown = _secret_repr if secret else _plain_repr
     if factory is not None:
-        return attrs.field(factory=factory, metadata=metadata, validator=validator)
-    return attrs.field(default=default, metadata=metadata, validator=validator)
+        return attrs.field(factory=factory, metadata=metadata, validator=validator, repr=shown)
+    return attrs.field(default=default, metadata=metadata, validator=validator, repr=shown)
+
+
+def _secret_repr(value: Any) -> str:
+    return repr(_mask(value))
+
+
+def _plain_repr(value: Any) -> str:
+    return redact_urls(repr(value))
 
 
 @attrs.define
