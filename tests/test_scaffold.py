@@ -265,3 +265,17 @@ def test_its_generated_tests_pass(site: Path, generated: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 passed" in result.stdout
+
+
+def test_the_tutorial_shows_what_the_command_prints(tmp_path: Path) -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "writing-plugins.md").read_text(
+        encoding="utf-8"
+    )
+    section = doc.split("## Start from the scaffold\n", 1)[1].split("\n## ", 1)[0]
+    shown = section.split("```console\n", 1)[1].split("```", 1)[0]
+    command, _, printed = shown.partition("\n")
+
+    code, output = new_plugin(*command.removeprefix("$ homelab new-plugin ").split(), cwd=tmp_path)
+
+    assert code == 0, output
+    assert output == printed
