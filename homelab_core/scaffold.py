@@ -136,6 +136,17 @@ $module = ["py.typed"]
 
 [tool.pytest.ini_options]
 testpaths = ["tests"]
+
+[tool.ruff]
+line-length = 100
+src = ["src", "tests"]
+
+[tool.ruff.lint]
+select = ["E", "F", "W", "I", "B", "UP"]
+
+[tool.ruff.lint.flake8-bugbear]
+# option() builds an attrs field, like attrs.field().
+extend-immutable-calls = ["homelab_core.option"]
 """
 
 README = """\
@@ -193,7 +204,6 @@ import time
 from collections.abc import Callable
 
 import attrs
-
 from homelab_core import Metric, Plugin, hookimpl, option
 
 
@@ -224,12 +234,11 @@ class $cls(Plugin[${cls}Config]):
         started = time.perf_counter()
         # Measure something real here; a plain def runs in a worker thread, so it may block.
         items = self.config.items
+        authenticated = 1 if self.config.api_token else 0
         labels = {"target": self.config.target}
         return [
             Metric("$name.items", items, unit="items", labels=labels),
-            Metric(
-                "$name.authenticated", int(bool(self.config.api_token)), labels=labels
-            ),
+            Metric("$name.authenticated", authenticated, labels=labels),
             Metric("$name.duration", time.perf_counter() - started, unit="s", labels=labels),
         ]
 
@@ -265,7 +274,7 @@ def test_a_token_makes_it_authenticated() -> None:
 
 
 def test_is_installed_under_its_name() -> None:
-    # Found through the entry point in pyproject.toml, as `homelab run $name --once` finds it.
+    # By its name: found through the entry point in pyproject.toml, as `homelab run` finds it.
     run = run_plugin("$name")
     run.assert_ok()
     assert run.has("$name.items")

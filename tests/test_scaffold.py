@@ -172,6 +172,22 @@ def test_directory_option_chooses_the_folder(tmp_path: Path) -> None:
     assert "  cd deep/er/pkg" in output.splitlines()
 
 
+def test_the_generated_code_is_ruff_clean_by_its_own_settings(generated: Path) -> None:
+    """An author who runs ruff on the new package starts from no complaints."""
+    pytest.importorskip("ruff", reason="ruff is not installed (it is in the dev extra)")
+    for args in (["check", "--no-cache", "."], ["format", "--no-cache", "--check", "."]):
+        result = subprocess.run(
+            [sys.executable, "-m", "ruff", *args],
+            cwd=generated,
+            env=clean_env(None),
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
 # -- what it refuses ---------------------------------------------------------------------
 
 
