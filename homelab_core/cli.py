@@ -356,6 +356,26 @@ def check_config_command(ctx: click.Context, config: str | None, insecure: bool)
     click.echo(f"ok: {where}: {len(settings.plugins)} plugin instance(s) valid")
 
 
+@cli.command("new-plugin")
+@click.argument("name")
+@click.option(
+    "--directory",
+    "-d",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder to write (default: ./NAME); it must not exist.",
+)
+def new_plugin_command(name: str, directory: Path | None) -> None:
+    """Write a new plugin package for plugin type NAME: pyproject.toml, module, README, tests."""
+    from .scaffold import next_steps, write_plugin_package
+
+    try:
+        target = write_plugin_package(name, directory)
+    except ConfigError as exc:
+        raise ConfigFailure(str(exc)) from None
+    click.echo(next_steps(name, target))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``homelab`` console script.
 
