@@ -21,7 +21,14 @@ from __future__ import annotations
 
 from ._clock import Clock
 from ._hub import HubFactory, wait_for_health, wait_for_metric, wait_for_runs
-from ._run import PluginHarness, PluginRun, SyncHarness, plugin_harness, run_plugin, run_plugin_async
+from ._run import (
+    PluginHarness,
+    PluginRun,
+    SyncHarness,
+    plugin_harness,
+    run_plugin,
+    run_plugin_async,
+)
 
 #: Loaded by pytest with this module (the entry point), so ``-p no:homelab`` drops them too.
 pytest_plugins = ["homelab_core.testing.fixtures"]

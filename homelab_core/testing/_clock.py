@@ -45,7 +45,9 @@ class Clock:
     def advance(self, seconds: float) -> None:
         """Move both clocks forward by ``seconds`` (not negative)."""
         if not seconds >= 0:
-            raise ValueError(f"Clock.advance() takes a non-negative number of seconds, got {seconds!r}")
+            raise ValueError(
+                f"Clock.advance() takes a non-negative number of seconds, got {seconds!r}"
+            )
         with self._lock:
             self._wall += seconds
             self._monotonic += seconds

@@ -135,8 +135,10 @@ async def wait_for_runs(hub: Hub, instance_id: str, n: int, *, timeout: float = 
         return hub.stats(instance_id)
     stats = hub.stats(instance_id)
     last = stats.last_execution
-    ended = "" if last is None else f"; the last ended {last.status.value}" + (
-        f": {last.error}" if last.error else ""
+    ended = (
+        ""
+        if last is None
+        else f"; the last ended {last.status.value}" + (f": {last.error}" if last.error else "")
     )
     health = hub.health(instance_id)
     raise AssertionError(
@@ -168,7 +170,8 @@ async def wait_for_health(
     health = hub.health(instance_id)
     raise AssertionError(
         f"health of {instance_id!r} did not become {wanted.value} in {timeout:g} s; it is"
-        f" {health.state.value}" + (f" ({health.message})" if health.message else "")
+        f" {health.state.value}"
+        + (f" ({health.message})" if health.message else "")
         + f"; states seen: {' -> '.join(seen)}"
         + (f"; last error: {health.last_error}" if health.last_error else "")
     )
@@ -188,7 +191,9 @@ async def wait_for_metric(
     async def check() -> bool:
         latest = await hub.latest(instance_id)
         found[:] = [
-            m for m in latest if m.name == name and all(m.labels.get(k) == v for k, v in labels.items())
+            m
+            for m in latest
+            if m.name == name and all(m.labels.get(k) == v for k, v in labels.items())
         ]
         return bool(found)
 
