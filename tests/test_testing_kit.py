@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from importlib.metadata import entry_points
 from typing import Any
 
 import attrs
@@ -257,6 +258,11 @@ def test_fixtures(homelab_clock, homelab_hub):
 
 
 def test_the_pytest_plugin_is_registered_by_its_entry_point(pytester: pytest.Pytester) -> None:
+    declared = [ep.value for ep in entry_points(group="pytest11", name="homelab")]
+    assert declared == ["homelab_core.testing"], (
+        f"the pytest11 entry point 'homelab' is {declared or 'not installed'};"
+        " after changing pyproject.toml, run `pip install -e .` again"
+    )
     pytester.makepyfile(KIT_TEST)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
