@@ -9,8 +9,9 @@ from typing import Any
 import attrs
 import pytest
 
-from homelab_core import HealthReport, HealthState, Metric, Plugin, option
+from homelab_core import HealthReport, HealthState, InstanceSettings, Metric, Plugin, option
 from homelab_core import clock as framework_clock
+from homelab_core.config import SchedulerSettings
 from homelab_core.errors import ConfigError
 from homelab_core.testing import (
     Clock,
@@ -104,7 +105,7 @@ def test_a_missing_metric_names_the_metrics_that_were_there() -> None:
         run.metric("up", port="3")
     message = str(caught.value)
     assert "no metric 'up' {port='3'} in the run of 'flaky'" in message
-    assert "  - 'up' {port='1'} = 1" in message
+    assert "it returned 3 metric(s):\n  - 'up' {port='1'} = 1.0\n" in message
     assert "  - 'temperature' = 41.5 °C" in message
 
 
@@ -247,6 +248,14 @@ async def test_without_instances_each_class_gets_one_by_its_name(homelab_hub: Hu
         assert hub.settings.scheduler.concurrency == 3
         assert hub.settings.scheduler.jitter == 0.0
         await wait_for_metric(hub, "flaky", "temperature")
+
+
+async def test_instances_and_sections_may_be_settings_objects(homelab_hub: HubFactory) -> None:
+    instances = [InstanceSettings(id="slow", type="counter_rate", options={"step": 7})]
+    scheduler = SchedulerSettings(jitter=0.0, concurrency=2)
+    async with homelab_hub(CounterRate, instances=instances, scheduler=scheduler) as hub:
+        assert hub.settings.scheduler is scheduler
+        assert (await wait_for_metric(hub, "slow", "requests_total")).value % 7 == 0
 
 
 # -- the pytest plugin ---------------------------------------------------------------------

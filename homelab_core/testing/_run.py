@@ -73,8 +73,8 @@ class PluginRun:
         wanted = describe_series(name, labels)
         if found:
             raise AssertionError(
-                f"{len(found)} metrics match {wanted}; give more labels to pick one:\n"
-                + describe_metrics(found)
+                f"{len(found)} metrics match {wanted}; give more labels to pick one of"
+                f" {describe_metrics(found)}"
             )
         outcome = "" if self.ok else f" (the run ended {self.status.value}: {self.error})"
         raise AssertionError(
@@ -99,14 +99,15 @@ def describe_series(name: str, labels: Mapping[str, str]) -> str:
 
 
 def describe_metrics(metrics: list[Metric], *, empty: str = "none") -> str:
-    """One line per metric (name, labels, value, unit), for failure messages."""
+    """``empty``, or a colon and one line per metric (name, labels, value, unit), for
+    failure messages: ``f"it returned {describe_metrics(metrics)}"``."""
     if not metrics:
         return empty
     lines = [
-        f"  - {describe_series(m.name, m.labels)} = {m.value:g}{' ' + m.unit if m.unit else ''}"
+        f"  - {describe_series(m.name, m.labels)} = {m.value!r}{' ' + m.unit if m.unit else ''}"
         for m in metrics
     ]
-    return ":\n" + "\n".join(lines)
+    return f"{len(metrics)} metric(s):\n" + "\n".join(lines)
 
 
 def resolve_type(plugin_type: type[Plugin] | str) -> type[Plugin]:
