@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Generic, get_args, get_origin
 import attrs
 from typing_extensions import TypeVar
 
+from . import clock
 from .model import HealthReport, Metric, TypeInfo
 from .options import NoConfig
 
@@ -66,6 +67,23 @@ class Plugin(Generic[ConfigT]):
         self.config: ConfigT = config
         self.instance_id = instance_id
         self.log = logging.getLogger(f"homelab.plugin.{instance_id}")
+
+    def now(self) -> float:
+        """Wall-clock seconds since the epoch, as the framework sees them.
+
+        Use this (not ``time.time()``) for times a plugin reports or computes with: a
+        test's :class:`homelab_core.testing.Clock` controls it.
+        """
+        return clock.wall()
+
+    def monotonic(self) -> float:
+        """Monotonic seconds, as the framework sees them.
+
+        Plugins that compute rates (a counter's change per second between two runs)
+        should measure the elapsed time with this rather than ``time.monotonic()``, so
+        that a test can advance the clock instead of sleeping.
+        """
+        return clock.monotonic()
 
     def setup(self) -> Any:
         """Prepare the instance (open clients, read baselines). Raise to have it retried."""

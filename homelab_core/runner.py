@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import anyio
 import attrs
 
+from . import clock
 from .codec import storable_text
 from .errors import SetupFailed, SetupNotReady
 from .model import Execution, ExecutionStatus, HealthReport, InstanceState, Metric
@@ -268,8 +269,11 @@ class Runner:
     async def collect(
         self, trigger: str, scheduled: float | None = None
     ) -> tuple[Execution, list[Metric], HealthReport | None]:
-        """One collection, then ``health()`` if the plugin has one; under one timeout."""
-        started_wall = time.time()
+        """One collection, then ``health()`` if the plugin has one; under one timeout.
+
+        Metrics without a timestamp get :func:`homelab_core.clock.wall` at the start.
+        """
+        started_wall = clock.wall()
         plugin = self.plugin
         if not self._health_hook:
             # The common case, kept lean: no closure, one Execution per run.

@@ -14,6 +14,11 @@ from services import create_database, postgres_server
 from homelab_core import InstanceSettings, PluginManager, Settings
 from homelab_core.config import SchedulerSettings, StoreSettings
 
+#: The kit's fixtures (homelab_hub, homelab_clock). pyproject.toml turns off the entry point
+#: that loads them elsewhere (`-p no:homelab`): loaded here, after pytest-cov has started,
+#: homelab_core's own import is measured.
+pytest_plugins = ["homelab_core.testing"]
+
 
 @pytest.fixture
 def anyio_backend() -> str:
