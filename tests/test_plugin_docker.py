@@ -24,10 +24,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from homelab_core import ConfigError, ExecutionStatus, HealthState, Metric, PluginManager
+from homelab_core import ConfigError, HealthState, Metric, PluginManager
 from homelab_core.options import build_config
 from homelab_core.plugin import validate_plugin_type
-from homelab_core.runner import run_once
+from homelab_core.testing import run_plugin_async
 from homelab_plugins import docker
 from homelab_plugins.docker import Docker, DockerConfig, cpu_percent, engine_address, memory_usage
 
@@ -262,101 +262,84 @@ def socket_url(tmp_path: Path, engine: Engine) -> Iterator[str]:
         thread.join(timeout=5)
 
 
-async def collect(url: str, **options: Any) -> tuple[list[Metric], Any]:
-    plugin = Docker(DockerConfig(url=url, **options), instance_id="docker")
-    execution, metrics, report = await run_once(plugin, instance_id="docker", timeout=10)
-    assert execution.status is ExecutionStatus.OK, execution.error
-    return metrics, report
-
-
-def series(metrics: list[Metric], name: str, container: str) -> list[Metric]:
-    return [m for m in metrics if m.name == name and m.labels.get("container") == container]
-
-
-def one(metrics: list[Metric], name: str, container: str) -> Metric:
-    (metric,) = series(metrics, name, container)
-    return metric
-
-
 def containers(metrics: list[Metric]) -> set[str]:
     return {m.labels["container"] for m in metrics if "container" in m.labels}
 
 
 async def test_engine_reachable_reports_docker_up_1(socket_url: str) -> None:
-    metrics, report = await collect(socket_url)
-    (up,) = [m for m in metrics if m.name == "docker.up"]
-    assert up.value == 1
-    assert report.state is HealthState.OK
-    assert report.message == "1 of 2 container(s) running"
+    run = (await run_plugin_async(Docker, instance_id="docker", url=socket_url)).assert_ok()
+    assert run.value("docker.up") == 1
+    assert run.health.state is HealthState.OK
+    assert run.health.message == "1 of 2 container(s) running"
 
 
 async def test_running_container_reports_running_1_and_state_label(socket_url: str) -> None:
-    metrics, _ = await collect(socket_url)
-    running = one(metrics, "docker.container.running", "web")
+    run = (await run_plugin_async(Docker, instance_id="docker", url=socket_url)).assert_ok()
+    running = run.metric("docker.container.running", container="web")
     assert (running.value, running.labels["state"]) == (1, "running")
 
 
 async def test_exited_container_reports_running_0_and_state_label(socket_url: str) -> None:
-    metrics, _ = await collect(socket_url)
-    running = one(metrics, "docker.container.running", "backup")
+    run = (await run_plugin_async(Docker, instance_id="docker", url=socket_url)).assert_ok()
+    running = run.metric("docker.container.running", container="backup")
     assert (running.value, running.labels["state"]) == (0, "exited")
 
 
 async def test_labels_name_the_container_image_and_short_id(socket_url: str) -> None:
-    metrics, _ = await collect(socket_url)
-    restarts = one(metrics, "docker.container.restarts", "web")
+    run = (await run_plugin_async(Docker, instance_id="docker", url=socket_url)).assert_ok()
+    restarts = run.metric("docker.container.restarts", container="web")
     assert restarts.labels == {"container": "web", "image": "nginx:1.27", "id": WEB_ID[:12]}
 
 
 async def test_cpu_percent_is_computed_as_the_docker_cli_does(socket_url: str) -> None:
-    metrics, _ = await collect(socket_url)
-    cpu = one(metrics, "docker.container.cpu_percent", "web")
+    run = (await run_plugin_async(Docker, instance_id="docker", url=socket_url)).assert_ok()
+    cpu = run.metric("docker.container.cpu_percent", container="web")
     assert (cpu.value, cpu.unit) == (40.0, "%")
 
 
 async def test_memory_usage_excludes_inactive_page_cache(socket_url: str) -> None:
-    metrics, _ = await collect(socket_url)
-    assert one(metrics, "docker.container.memory_usage", "web").value == 96 * MIB
-    assert one(metrics, "docker.container.memory_limit", "web").value == GIB
-    assert one(metrics, "docker.container.memory_percent", "web").value == 9.38
+    run = (await run_plugin_async(Docker, instance_id="docker", url=socket_url)).assert_ok()
+    assert run.metric("docker.container.memory_usage", container="web").value == 96 * MIB
+    assert run.metric("docker.container.memory_limit", container="web").value == GIB
+    assert run.metric("docker.container.memory_percent", container="web").value == 9.38
 
 
 async def test_network_traffic_is_reported_as_counters(socket_url: str) -> None:
-    metrics, _ = await collect(socket_url)
-    rx = one(metrics, "docker.container.network_rx_bytes", "web")
+    run = (await run_plugin_async(Docker, instance_id="docker", url=socket_url)).assert_ok()
+    rx = run.metric("docker.container.network_rx_bytes", container="web")
     assert (rx.value, rx.kind) == (5338, "counter")
-    assert one(metrics, "docker.container.network_tx_bytes", "web").value == 648
+    assert run.metric("docker.container.network_tx_bytes", container="web").value == 648
 
 
 async def test_restarts_come_from_inspect_as_a_counter(socket_url: str) -> None:
-    metrics, _ = await collect(socket_url)
-    restarts = one(metrics, "docker.container.restarts", "web")
+    run = (await run_plugin_async(Docker, instance_id="docker", url=socket_url)).assert_ok()
+    restarts = run.metric("docker.container.restarts", container="web")
     assert (restarts.value, restarts.kind) == (3, "counter")
-    assert one(metrics, "docker.container.restarts", "backup").value == 0
+    assert run.metric("docker.container.restarts", container="backup").value == 0
 
 
 async def test_healthy_healthcheck_reports_healthy_1(socket_url: str) -> None:
-    metrics, _ = await collect(socket_url)
-    assert one(metrics, "docker.container.healthy", "web").value == 1
+    run = (await run_plugin_async(Docker, instance_id="docker", url=socket_url)).assert_ok()
+    assert run.metric("docker.container.healthy", container="web").value == 1
 
 
 async def test_healthy_is_omitted_without_a_healthcheck(socket_url: str) -> None:
-    metrics, _ = await collect(socket_url)
-    assert series(metrics, "docker.container.healthy", "backup") == []
+    run = (await run_plugin_async(Docker, instance_id="docker", url=socket_url)).assert_ok()
+    assert not run.has("docker.container.healthy", container="backup")
 
 
 async def test_stopped_container_gets_no_stats_request_and_no_usage(
     socket_url: str, engine: Engine
 ) -> None:
-    metrics, _ = await collect(socket_url)
+    run = (await run_plugin_async(Docker, instance_id="docker", url=socket_url)).assert_ok()
     assert not any(r.startswith(f"/containers/{BACKUP_ID}/stats") for r in engine.requests)
-    assert series(metrics, "docker.container.cpu_percent", "backup") == []
-    assert series(metrics, "docker.container.memory_usage", "backup") == []
+    assert not run.has("docker.container.cpu_percent", container="backup")
+    assert not run.has("docker.container.memory_usage", container="backup")
 
 
 async def test_container_counts_are_reported_per_state(socket_url: str) -> None:
-    metrics, _ = await collect(socket_url)
-    counts = {m.labels["state"]: m.value for m in metrics if m.name == "docker.containers"}
+    run = (await run_plugin_async(Docker, instance_id="docker", url=socket_url)).assert_ok()
+    counts = {m.labels["state"]: m.value for m in run.find("docker.containers")}
     assert counts["running"] == 1
     assert counts["exited"] == 1
     assert counts["paused"] == 0
@@ -365,43 +348,53 @@ async def test_container_counts_are_reported_per_state(socket_url: str) -> None:
 async def test_all_false_asks_the_engine_for_running_containers_only(
     socket_url: str, engine: Engine
 ) -> None:
-    metrics, _ = await collect(socket_url, all=False)
+    run = (
+        await run_plugin_async(Docker, instance_id="docker", url=socket_url, all=False)
+    ).assert_ok()
     assert engine.requests[0] == "/containers/json?all=0"
-    assert containers(metrics) == {"web"}
+    assert containers(run.metrics) == {"web"}
 
 
 async def test_include_patterns_keep_only_matching_containers(socket_url: str) -> None:
-    metrics, _ = await collect(socket_url, include=["back*"])
-    assert containers(metrics) == {"backup"}
+    run = (
+        await run_plugin_async(Docker, instance_id="docker", url=socket_url, include=["back*"])
+    ).assert_ok()
+    assert containers(run.metrics) == {"backup"}
 
 
 async def test_exclude_patterns_drop_matching_containers(socket_url: str) -> None:
-    metrics, _ = await collect(socket_url, exclude=["web"])
-    assert containers(metrics) == {"backup"}
+    run = (
+        await run_plugin_async(Docker, instance_id="docker", url=socket_url, exclude=["web"])
+    ).assert_ok()
+    assert containers(run.metrics) == {"backup"}
 
 
 async def test_absent_socket_reports_docker_up_0_and_failing_health(tmp_path: Path) -> None:
-    metrics, report = await collect(f"unix://{tmp_path / 'missing.sock'}")
-    assert [(m.name, m.value) for m in metrics] == [("docker.up", 0)]
-    assert report.state is HealthState.FAILING
-    assert "ConnectError" in report.message
+    run = (
+        await run_plugin_async(
+            Docker, instance_id="docker", url=f"unix://{tmp_path / 'missing.sock'}"
+        )
+    ).assert_ok()
+    assert [(m.name, m.value) for m in run.metrics] == [("docker.up", 0)]
+    assert run.health.state is HealthState.FAILING
+    assert "ConnectError" in run.health.message
 
 
 async def test_engine_error_answer_reports_docker_up_0(socket_url: str, engine: Engine) -> None:
     engine.list_status = 500
-    metrics, report = await collect(socket_url)
-    assert [(m.name, m.value) for m in metrics] == [("docker.up", 0)]
-    assert "HTTP 500 server error" in report.message
+    run = (await run_plugin_async(Docker, instance_id="docker", url=socket_url)).assert_ok()
+    assert [(m.name, m.value) for m in run.metrics] == [("docker.up", 0)]
+    assert "HTTP 500 server error" in run.health.message
 
 
 async def test_failed_stats_still_report_state_health_and_restarts(
     socket_url: str, engine: Engine
 ) -> None:
     engine.stats_status = 500
-    metrics, _ = await collect(socket_url)
-    assert one(metrics, "docker.container.running", "web").value == 1
-    assert one(metrics, "docker.container.restarts", "web").value == 3
-    assert series(metrics, "docker.container.cpu_percent", "web") == []
+    run = (await run_plugin_async(Docker, instance_id="docker", url=socket_url)).assert_ok()
+    assert run.metric("docker.container.running", container="web").value == 1
+    assert run.metric("docker.container.restarts", container="web").value == 3
+    assert not run.has("docker.container.cpu_percent", container="web")
 
 
 async def test_tcp_url_reaches_an_engine_over_http(engine: Engine) -> None:
@@ -409,12 +402,16 @@ async def test_tcp_url_reaches_an_engine_over_http(engine: Engine) -> None:
     server.daemon_threads = True
     thread = serve(server)
     try:
-        metrics, _ = await collect(f"tcp://127.0.0.1:{server.server_port}")
+        run = (
+            await run_plugin_async(
+                Docker, instance_id="docker", url=f"tcp://127.0.0.1:{server.server_port}"
+            )
+        ).assert_ok()
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
-    assert one(metrics, "docker.container.running", "web").value == 1
+    assert run.metric("docker.container.running", container="web").value == 1
 
 
 async def test_credentials_in_an_http_url_are_sent_as_basic_auth(engine: Engine) -> None:
@@ -422,12 +419,18 @@ async def test_credentials_in_an_http_url_are_sent_as_basic_auth(engine: Engine)
     server.daemon_threads = True
     thread = serve(server)
     try:
-        metrics, _ = await collect(f"http://ops:d0cker-pw@127.0.0.1:{server.server_port}")
+        run = (
+            await run_plugin_async(
+                Docker,
+                instance_id="docker",
+                url=f"http://ops:d0cker-pw@127.0.0.1:{server.server_port}",
+            )
+        ).assert_ok()
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
-    assert one(metrics, "docker.container.running", "web").value == 1
+    assert run.metric("docker.container.running", container="web").value == 1
     basic = "Basic " + base64.b64encode(b"ops:d0cker-pw").decode()
     assert engine.authorizations and set(engine.authorizations) == {basic}
 

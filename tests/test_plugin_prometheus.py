@@ -18,10 +18,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.metrics_core import Metric as Family
 from services import free_port
 
-from homelab_core import ConfigError, ExecutionStatus, HealthState, Metric, PluginManager
+from homelab_core import ConfigError, HealthState, Metric, PluginManager
 from homelab_core.options import REDACTED, build_config, config_to_dict
 from homelab_core.plugin import validate_plugin_type
-from homelab_core.runner import run_once
+from homelab_core.testing import run_plugin_async
 from homelab_plugins import prometheus
 from homelab_plugins.prometheus import Prometheus, PrometheusConfig, sanitize_name
 
@@ -104,84 +104,72 @@ def plain() -> Iterator[tuple[str, Answer]]:
         thread.join(timeout=5)
 
 
-async def scrape(url: str, **options: Any) -> tuple[list[Metric], Any]:
-    plugin = Prometheus(PrometheusConfig(url=url, **options), instance_id="prom")
-    execution, metrics, report = await run_once(plugin, instance_id="prom", timeout=10)
-    assert execution.status is ExecutionStatus.OK, execution.error
-    return metrics, report
-
-
-def named(metrics: list[Metric], name: str) -> list[Metric]:
-    return [m for m in metrics if m.name == name]
-
-
-def value(metrics: list[Metric], name: str, **labels: str) -> float:
-    (metric,) = [m for m in named(metrics, name) if labels.items() <= m.labels.items()]
-    return metric.value
-
-
 def exported(metrics: list[Metric]) -> set[str]:
     return {m.name for m in metrics if not m.name.startswith("prometheus.")}
 
 
 async def test_counter_samples_become_counter_metrics_with_their_labels(exporter: str) -> None:
-    metrics, _ = await scrape(exporter)
-    [get] = [m for m in named(metrics, "http_requests_total") if m.labels["method"] == "get"]
+    run = (await run_plugin_async(Prometheus, instance_id="prom", url=exporter)).assert_ok()
+    [get] = [m for m in run.find("http_requests_total") if m.labels["method"] == "get"]
     assert get.value == 7
     assert get.labels == {"method": "get", "job": "node"}
     assert get.kind == "counter"
 
 
 async def test_gauge_is_a_gauge_with_the_unit_of_its_name_suffix(exporter: str) -> None:
-    metrics, _ = await scrape(exporter)
-    (temperature,) = named(metrics, "room_temperature_celsius")
+    run = (await run_plugin_async(Prometheus, instance_id="prom", url=exporter)).assert_ok()
+    (temperature,) = run.find("room_temperature_celsius")
     assert (temperature.value, temperature.kind, temperature.unit) == (21.5, "gauge", "°C")
 
 
 async def test_histogram_reports_cumulative_buckets_with_le_labels(exporter: str) -> None:
-    metrics, _ = await scrape(exporter)
-    buckets = {m.labels["le"]: m.value for m in named(metrics, "request_latency_seconds_bucket")}
+    run = (await run_plugin_async(Prometheus, instance_id="prom", url=exporter)).assert_ok()
+    buckets = {m.labels["le"]: m.value for m in run.find("request_latency_seconds_bucket")}
     assert buckets == {"0.1": 1, "0.5": 3, "1.0": 3, "+Inf": 4}
-    assert all(m.kind == "counter" for m in named(metrics, "request_latency_seconds_bucket"))
+    assert all(m.kind == "counter" for m in run.find("request_latency_seconds_bucket"))
 
 
 async def test_histogram_reports_sum_in_its_unit_and_count(exporter: str) -> None:
-    metrics, _ = await scrape(exporter)
-    (total,) = named(metrics, "request_latency_seconds_sum")
-    (count,) = named(metrics, "request_latency_seconds_count")
+    run = (await run_plugin_async(Prometheus, instance_id="prom", url=exporter)).assert_ok()
+    (total,) = run.find("request_latency_seconds_sum")
+    (count,) = run.find("request_latency_seconds_count")
     assert total.value == pytest.approx(2.65)
     assert (total.unit, total.kind) == ("s", "counter")
     assert (count.value, count.unit, count.kind) == (4, "", "counter")
 
 
 async def test_summary_reports_quantiles_as_gauges_and_sum_and_count(exporter: str) -> None:
-    metrics, _ = await scrape(exporter)
-    quantiles = {m.labels["quantile"]: m for m in named(metrics, "rpc_duration_seconds")}
+    run = (await run_plugin_async(Prometheus, instance_id="prom", url=exporter)).assert_ok()
+    quantiles = {m.labels["quantile"]: m for m in run.find("rpc_duration_seconds")}
     assert {q: m.value for q, m in quantiles.items()} == {"0.5": 0.25, "0.99": 0.75}
     assert all(m.kind == "gauge" for m in quantiles.values())
-    assert value(metrics, "rpc_duration_seconds_sum") == 12.5
-    assert value(metrics, "rpc_duration_seconds_count") == 40
+    assert run.value("rpc_duration_seconds_sum") == 12.5
+    assert run.value("rpc_duration_seconds_count") == 40
 
 
 async def test_meta_metrics_report_up_duration_and_sample_counts(exporter: str) -> None:
-    metrics, report = await scrape(exporter)
-    assert value(metrics, "prometheus.up") == 1
-    assert 0 < value(metrics, "prometheus.scrape_duration") < 10
-    reported = len(metrics) - len([m for m in metrics if m.name.startswith("prometheus.")])
-    assert value(metrics, "prometheus.samples_reported") == reported
-    assert value(metrics, "prometheus.samples") == reported + 1  # the NaN gauge
-    assert report is None
+    run = (await run_plugin_async(Prometheus, instance_id="prom", url=exporter)).assert_ok()
+    assert run.value("prometheus.up") == 1
+    assert 0 < run.value("prometheus.scrape_duration") < 10
+    reported = len(run.metrics) - len([m for m in run.metrics if m.name.startswith("prometheus.")])
+    assert run.value("prometheus.samples_reported") == reported
+    assert run.value("prometheus.samples") == reported + 1  # the NaN gauge
+    assert run.health is None
 
 
 async def test_nan_samples_are_skipped_and_counted(exporter: str) -> None:
-    metrics, _ = await scrape(exporter)
-    assert not named(metrics, "broken_ratio")
-    assert value(metrics, "prometheus.samples_dropped", reason="non_finite") == 1
+    run = (await run_plugin_async(Prometheus, instance_id="prom", url=exporter)).assert_ok()
+    assert not run.find("broken_ratio")
+    assert run.value("prometheus.samples_dropped", reason="non_finite") == 1
 
 
 async def test_include_patterns_keep_only_matching_names(exporter: str) -> None:
-    metrics, _ = await scrape(exporter, include=["http_requests*", "room_*"])
-    assert exported(metrics) == {
+    run = (
+        await run_plugin_async(
+            Prometheus, instance_id="prom", url=exporter, include=["http_requests*", "room_*"]
+        )
+    ).assert_ok()
+    assert exported(run.metrics) == {
         "http_requests_total",
         "http_requests_created",
         "room_temperature_celsius",
@@ -189,8 +177,16 @@ async def test_include_patterns_keep_only_matching_names(exporter: str) -> None:
 
 
 async def test_include_pattern_matches_a_family_name_for_all_its_samples(exporter: str) -> None:
-    metrics, _ = await scrape(exporter, include=["request_latency_seconds"], exclude=["*_created"])
-    assert exported(metrics) == {
+    run = (
+        await run_plugin_async(
+            Prometheus,
+            instance_id="prom",
+            url=exporter,
+            include=["request_latency_seconds"],
+            exclude=["*_created"],
+        )
+    ).assert_ok()
+    assert exported(run.metrics) == {
         "request_latency_seconds_bucket",
         "request_latency_seconds_sum",
         "request_latency_seconds_count",
@@ -198,44 +194,74 @@ async def test_include_pattern_matches_a_family_name_for_all_its_samples(exporte
 
 
 async def test_exclude_patterns_drop_matching_names(exporter: str) -> None:
-    metrics, _ = await scrape(exporter, exclude=["*_created", "request_latency_*", "rpc_*"])
-    assert exported(metrics) == {"http_requests_total", "room_temperature_celsius"}
-    assert value(metrics, "prometheus.samples_dropped", reason="filtered") > 0
+    run = (
+        await run_plugin_async(
+            Prometheus,
+            instance_id="prom",
+            url=exporter,
+            exclude=["*_created", "request_latency_*", "rpc_*"],
+        )
+    ).assert_ok()
+    assert exported(run.metrics) == {"http_requests_total", "room_temperature_celsius"}
+    assert run.value("prometheus.samples_dropped", reason="filtered") > 0
 
 
 async def test_label_filter_keeps_only_samples_whose_labels_match(exporter: str) -> None:
-    metrics, _ = await scrape(exporter, labels={"job": "node"})
-    assert exported(metrics) == {"http_requests_total", "http_requests_created"}
-    assert {m.labels["method"] for m in named(metrics, "http_requests_total")} == {"get"}
+    run = (
+        await run_plugin_async(Prometheus, instance_id="prom", url=exporter, labels={"job": "node"})
+    ).assert_ok()
+    assert exported(run.metrics) == {"http_requests_total", "http_requests_created"}
+    assert {m.labels["method"] for m in run.find("http_requests_total")} == {"get"}
 
 
 async def test_label_filter_values_are_shell_patterns(exporter: str) -> None:
-    metrics, _ = await scrape(exporter, include=["http_requests_total"], labels={"job": "w*"})
-    assert [m.labels["method"] for m in named(metrics, "http_requests_total")] == ["post"]
+    run = (
+        await run_plugin_async(
+            Prometheus,
+            instance_id="prom",
+            url=exporter,
+            include=["http_requests_total"],
+            labels={"job": "w*"},
+        )
+    ).assert_ok()
+    assert [m.labels["method"] for m in run.find("http_requests_total")] == ["post"]
 
 
 async def test_max_samples_caps_the_samples_and_degrades_health(exporter: str) -> None:
-    metrics, report = await scrape(exporter, max_samples=3)
-    assert len(exported(metrics)) <= 3
-    assert value(metrics, "prometheus.samples_reported") == 3
-    assert value(metrics, "prometheus.samples_dropped", reason="over_limit") > 0
-    assert report.state is HealthState.DEGRADED
-    assert "max_samples (3)" in report.message
+    run = (
+        await run_plugin_async(Prometheus, instance_id="prom", url=exporter, max_samples=3)
+    ).assert_ok()
+    assert len(exported(run.metrics)) <= 3
+    assert run.value("prometheus.samples_reported") == 3
+    assert run.value("prometheus.samples_dropped", reason="over_limit") > 0
+    assert run.health.state is HealthState.DEGRADED
+    assert "max_samples (3)" in run.health.message
 
 
 async def test_prefix_is_prepended_to_sample_names(exporter: str) -> None:
-    metrics, _ = await scrape(exporter, include=["room_*"], prefix="lab.")
-    assert exported(metrics) == {"lab.room_temperature_celsius"}
-    assert value(metrics, "prometheus.up") == 1
+    run = (
+        await run_plugin_async(
+            Prometheus, instance_id="prom", url=exporter, include=["room_*"], prefix="lab."
+        )
+    ).assert_ok()
+    assert exported(run.metrics) == {"lab.room_temperature_celsius"}
+    assert run.value("prometheus.up") == 1
 
 
 async def test_closed_port_is_a_successful_collection_with_up_0() -> None:
-    metrics, report = await scrape(f"http://127.0.0.1:{free_port()}/metrics", request_timeout=2)
-    assert value(metrics, "prometheus.up") == 0
-    assert value(metrics, "prometheus.samples") == 0
-    assert exported(metrics) == set()
-    assert report.state is HealthState.FAILING
-    assert "ConnectError" in report.message
+    run = (
+        await run_plugin_async(
+            Prometheus,
+            instance_id="prom",
+            url=f"http://127.0.0.1:{free_port()}/metrics",
+            request_timeout=2,
+        )
+    ).assert_ok()
+    assert run.value("prometheus.up") == 0
+    assert run.value("prometheus.samples") == 0
+    assert exported(run.metrics) == set()
+    assert run.health.state is HealthState.FAILING
+    assert "ConnectError" in run.health.message
 
 
 async def test_garbage_answer_is_a_successful_collection_with_up_0(
@@ -243,10 +269,10 @@ async def test_garbage_answer_is_a_successful_collection_with_up_0(
 ) -> None:
     url, answer = plain
     answer.content_type, answer.body = "text/html", "<html><body>Hello!</body></html>\n"
-    metrics, report = await scrape(url)
-    assert value(metrics, "prometheus.up") == 0
-    assert report.state is HealthState.FAILING
-    assert "not a Prometheus exposition" in report.message
+    run = (await run_plugin_async(Prometheus, instance_id="prom", url=url)).assert_ok()
+    assert run.value("prometheus.up") == 0
+    assert run.health.state is HealthState.FAILING
+    assert "not a Prometheus exposition" in run.health.message
 
 
 async def test_error_status_is_a_successful_collection_with_up_0(
@@ -254,17 +280,17 @@ async def test_error_status_is_a_successful_collection_with_up_0(
 ) -> None:
     url, answer = plain
     answer.status, answer.body = 503, "down for maintenance"
-    metrics, report = await scrape(url)
-    assert value(metrics, "prometheus.up") == 0
-    assert "HTTP 503" in report.message
+    run = (await run_plugin_async(Prometheus, instance_id="prom", url=url)).assert_ok()
+    assert run.value("prometheus.up") == 0
+    assert "HTTP 503" in run.health.message
 
 
 async def test_invalid_characters_in_names_are_sanitized(plain: tuple[str, Answer]) -> None:
     url, answer = plain
     answer.body = '{"9lives/ratio", cat="tom"} 0.5\n{"disk usage"} 3\n'
-    metrics, _ = await scrape(url)
-    assert value(metrics, "_9lives_ratio", cat="tom") == 0.5
-    assert value(metrics, "disk_usage") == 3
+    run = (await run_plugin_async(Prometheus, instance_id="prom", url=url)).assert_ok()
+    assert run.value("_9lives_ratio", cat="tom") == 0.5
+    assert run.value("disk_usage") == 3
 
 
 def test_sanitize_name_keeps_valid_names_and_fixes_the_rest() -> None:
@@ -279,15 +305,23 @@ async def test_openmetrics_answers_are_parsed(plain: tuple[str, Answer]) -> None
     url, answer = plain
     answer.content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"
     answer.body = "# TYPE jobs counter\njobs_total 5\n# EOF\n"
-    metrics, _ = await scrape(url)
-    (jobs,) = named(metrics, "jobs_total")
+    run = (await run_plugin_async(Prometheus, instance_id="prom", url=url)).assert_ok()
+    (jobs,) = run.find("jobs_total")
     assert (jobs.value, jobs.kind) == (5, "counter")
 
 
 async def test_bearer_token_and_headers_are_sent(plain: tuple[str, Answer]) -> None:
     url, answer = plain
     answer.body = "up 1\n"
-    await scrape(url, bearer_token="s3cret", headers={"X-Scope-OrgID": "lab"})
+    (
+        await run_plugin_async(
+            Prometheus,
+            instance_id="prom",
+            url=url,
+            bearer_token="s3cret",
+            headers={"X-Scope-OrgID": "lab"},
+        )
+    ).assert_ok()
     assert answer.headers["Authorization"] == "Bearer s3cret"
     assert answer.headers["X-Scope-OrgID"] == "lab"
     assert answer.headers["Accept"].startswith("text/plain")
@@ -310,15 +344,15 @@ async def test_credentials_in_the_url_are_sent_as_basic_auth_and_never_shown(
     url, answer = plain
     answer.status = 401
     credentialed = url.replace("http://", "http://scraper:pr0m-pass@")
-    metrics, report = await scrape(credentialed)
+    run = (await run_plugin_async(Prometheus, instance_id="prom", url=credentialed)).assert_ok()
     assert (
         answer.headers["Authorization"]
         == "Basic " + base64.b64encode(b"scraper:pr0m-pass").decode()
     )
-    assert value(metrics, "prometheus.up") == 0
-    assert "HTTP 401" in report.message
-    assert "pr0m-pass" not in report.message
-    assert f"http://scraper:{REDACTED}@127.0.0.1:" in report.message
+    assert run.value("prometheus.up") == 0
+    assert "HTTP 401" in run.health.message
+    assert "pr0m-pass" not in run.health.message
+    assert f"http://scraper:{REDACTED}@127.0.0.1:" in run.health.message
 
 
 @pytest.mark.parametrize("url", ["ftp://example.org/metrics", "127.0.0.1:9100", "http:///x"])
