@@ -16,24 +16,26 @@ import subprocess
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import attrs
 import pytest
 from click.testing import CliRunner
 from services import unavailable
 
-from homelab_core import ConfigError, ExecutionStatus, HealthState, Metric, PluginManager
+from homelab_core import ConfigError, ExecutionStatus, HealthReport, HealthState, PluginManager
 from homelab_core.cli import cli
 from homelab_core.config import settings_from_mapping
 from homelab_core.options import build_config
 from homelab_core.plugin import validate_plugin_type
-from homelab_core.runner import run_once
+from homelab_core.testing import PluginHarness, PluginRun, run_plugin_async
 from homelab_plugins import ping
 from homelab_plugins.ping import Ping, PingConfig, PingResult, checksum, judge
 
 pytestmark = pytest.mark.anyio
 
-FAST = {"count": 2, "probe_interval": 0.05, "probe_timeout": 0.3}
+#: Short probes, and the run timeout the tests give each collection.
+FAST: dict[str, Any] = {"probe_interval": 0.05, "probe_timeout": 0.3, "timeout": 10}
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -110,41 +112,34 @@ def unprivileged_pings() -> Iterator[None]:
         _run("sysctl", "-qw", f"net.ipv4.ping_group_range={before}")
 
 
-async def check(
-    socket_kinds: tuple[int, ...] | None = None, **options: object
-) -> tuple[dict[str, Metric], str, str]:
-    """Run one collection; the metrics by name, the health state and message."""
-    config = build_config(PingConfig, {"host": "127.0.0.1", **FAST, **options})
-    plugin = Ping(config, instance_id="p")
-    if socket_kinds is not None:
-        plugin._socket_kinds = socket_kinds
-    execution, metrics, report = await run_once(plugin, instance_id="p", timeout=10)
-    assert execution.status is ExecutionStatus.OK, execution.error
-    assert report is not None
-    return {m.name: m for m in metrics}, report.state.value, report.message
-
-
-def assert_all_answered(metrics: dict[str, Metric], sent: int) -> None:
-    assert metrics["ping.up"].value == 1
-    assert metrics["ping.packet_loss"].value == 0
-    assert (metrics["ping.sent"].value, metrics["ping.received"].value) == (sent, sent)
-    rtt_min, rtt_avg, rtt_max = (metrics[f"ping.rtt_{k}"] for k in ("min", "avg", "max"))
+def assert_all_answered(run: PluginRun, sent: int) -> None:
+    run.assert_ok()
+    assert run.value("ping.up") == 1
+    assert run.value("ping.packet_loss") == 0
+    assert (run.value("ping.sent"), run.value("ping.received")) == (sent, sent)
+    rtt_min, rtt_avg, rtt_max = (run.metric(f"ping.rtt_{k}") for k in ("min", "avg", "max"))
     assert 0 < rtt_min.value <= rtt_avg.value <= rtt_max.value < 0.3
     assert (rtt_avg.unit, rtt_avg.device_class) == ("s", "duration")
 
 
+def health(run: PluginRun) -> HealthReport:
+    assert run.health is not None, "the run gave no health report"
+    return run.health
+
+
 async def test_loopback_answers_every_ping() -> None:
-    metrics, state, message = await check(count=3)
-    assert_all_answered(metrics, 3)
-    assert metrics["ping.packet_loss"].unit == "%"
-    assert all(m.labels == {} for m in metrics.values())
-    assert state == HealthState.OK
-    assert message.startswith("127.0.0.1 answered 3 of 3 pings, rtt min/avg/max ")
+    run = await run_plugin_async(Ping, host="127.0.0.1", count=3, **FAST)
+    assert_all_answered(run, 3)
+    assert run.metric("ping.packet_loss").unit == "%"
+    assert all(m.labels == {} for m in run.metrics)
+    assert health(run).state == HealthState.OK
+    assert health(run).message.startswith("127.0.0.1 answered 3 of 3 pings, rtt min/avg/max ")
 
 
 async def test_a_host_name_is_resolved_and_shown_with_its_address() -> None:
-    metrics, _, message = await check(host="localhost", count=1)
-    assert metrics["ping.up"].value == 1
+    run = (await run_plugin_async(Ping, host="localhost", count=1, **FAST)).assert_ok()
+    assert run.value("ping.up") == 1
+    message = health(run).message
     assert message.startswith("localhost (") and "answered 1 of 1 ping," in message
 
 
@@ -154,42 +149,49 @@ async def test_ipv6_loopback_answers() -> None:
             probe.bind(("::1", 0))
     except OSError:
         pytest.skip("this machine has no IPv6 loopback address")
-    metrics, state, _ = await check(host="::1")
-    assert_all_answered(metrics, 2)
-    assert state == HealthState.OK
+    run = await run_plugin_async(Ping, host="::1", count=2, **FAST)
+    assert_all_answered(run, 2)
+    assert health(run).state == HealthState.OK
 
 
 async def test_a_silent_host_is_a_successful_collection_that_reports_down(
     namespace: Silent,
 ) -> None:
-    metrics, state, message = await check(host=namespace.address, count=3)
-    assert metrics["ping.up"].value == 0
-    assert metrics["ping.packet_loss"].value == 100
-    assert (metrics["ping.sent"].value, metrics["ping.received"].value) == (3, 0)
-    assert not any(name.startswith("ping.rtt_") for name in metrics)
-    assert state == HealthState.FAILING
-    assert message == f"{namespace.address} did not answer any of 3 pings"
+    run = (await run_plugin_async(Ping, host=namespace.address, count=3, **FAST)).assert_ok()
+    assert run.value("ping.up") == 0
+    assert run.value("ping.packet_loss") == 100
+    assert (run.value("ping.sent"), run.value("ping.received")) == (3, 0)
+    assert not any(m.name.startswith("ping.rtt_") for m in run.metrics)
+    assert health(run).state == HealthState.FAILING
+    assert health(run).message == f"{namespace.address} did not answer any of 3 pings"
 
 
 async def test_the_same_host_answers_once_it_stops_ignoring_pings(namespace: Silent) -> None:
     namespace.answer(True)
     try:
-        metrics, state, _ = await check(host=namespace.address)
+        run = await run_plugin_async(Ping, host=namespace.address, count=2, **FAST)
     finally:
         namespace.answer(False)
-    assert_all_answered(metrics, 2)
-    assert state == HealthState.OK
+    assert_all_answered(run, 2)
+    assert health(run).state == HealthState.OK
 
 
 async def test_the_unprivileged_datagram_socket_works_too(
     unprivileged_pings: None, namespace: Silent
 ) -> None:
-    metrics, state, _ = await check(socket_kinds=(socket.SOCK_DGRAM,))
-    assert_all_answered(metrics, 2)
-    assert state == HealthState.OK
-    metrics, state, _ = await check(socket_kinds=(socket.SOCK_DGRAM,), host=namespace.address)
-    assert (metrics["ping.up"].value, metrics["ping.packet_loss"].value) == (0, 100)
-    assert state == HealthState.FAILING
+    # The plugin tries raw sockets first (root has them): keep it to datagram ones.
+    loopback = PluginHarness(Ping, host="127.0.0.1", count=2, **FAST)
+    cast(Ping, loopback.plugin)._socket_kinds = (socket.SOCK_DGRAM,)
+    async with loopback:
+        run = await loopback.run()
+    assert_all_answered(run, 2)
+    assert health(run).state == HealthState.OK
+    silent = PluginHarness(Ping, host=namespace.address, count=2, **FAST)
+    cast(Ping, silent.plugin)._socket_kinds = (socket.SOCK_DGRAM,)
+    async with silent:
+        run = (await silent.run()).assert_ok()
+    assert (run.value("ping.up"), run.value("ping.packet_loss")) == (0, 100)
+    assert health(run).state == HealthState.FAILING
 
 
 async def test_being_allowed_no_icmp_socket_fails_the_run_and_says_how_to_fix_it(
@@ -199,22 +201,19 @@ async def test_being_allowed_no_icmp_socket_fails_the_run_and_says_how_to_fix_it
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(ping, "_open_socket", denied)
-    config = build_config(PingConfig, {"host": "127.0.0.1", **FAST})
-    execution, metrics, _ = await run_once(
-        Ping(config, instance_id="p"), instance_id="p", timeout=5
-    )
-    assert execution.status is ExecutionStatus.ERROR
-    assert metrics == []
-    assert execution.error is not None
+    run = await run_plugin_async(Ping, host="127.0.0.1", count=2, **{**FAST, "timeout": 5})
+    assert run.status is ExecutionStatus.ERROR
+    assert run.metrics == []
+    assert run.error is not None
     for hint in ("root", "cap_net_raw", "ping_group_range"):
-        assert hint in execution.error
+        assert hint in run.error
 
 
 async def test_a_name_that_does_not_resolve_reports_down() -> None:
-    metrics, state, message = await check(host="does-not-exist.invalid")
-    assert [(m.name, m.value) for m in metrics.values()] == [("ping.up", 0)]
-    assert state == HealthState.FAILING
-    assert message.startswith("cannot resolve does-not-exist.invalid")
+    run = (await run_plugin_async(Ping, host="does-not-exist.invalid", count=2, **FAST)).assert_ok()
+    assert [(m.name, m.value) for m in run.metrics] == [("ping.up", 0)]
+    assert health(run).state == HealthState.FAILING
+    assert health(run).message.startswith("cannot resolve does-not-exist.invalid")
 
 
 def test_some_loss_is_degraded() -> None:

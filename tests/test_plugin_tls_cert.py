@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 from services import free_port, unavailable
 
-from homelab_core import ExecutionStatus, HealthReport, Metric, PluginManager
+from homelab_core import ExecutionStatus, HealthReport, PluginManager
 from homelab_core.plugin import validate_plugin_type
-from homelab_core.runner import run_once
+from homelab_core.testing import PluginRun, run_plugin_async
 from homelab_plugins import tls_cert
-from homelab_plugins.tls_cert import TlsCert, TlsCertConfig, read_certificate
+from homelab_plugins.tls_cert import TlsCert, read_certificate
 
 pytestmark = pytest.mark.anyio
 
@@ -164,15 +164,16 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(tmp_path_factory.mktemp("pki"))
 
 
-async def check(**options: Any) -> tuple[dict[str, Metric], HealthReport | None]:
-    """Collect once with a short timeout; returns the metrics by name and the report."""
-    options.setdefault("connect_timeout", 5.0)
-    plugin = TlsCert(TlsCertConfig(**options), instance_id="tls")
-    execution, metrics, report = await run_once(plugin, instance_id="tls", timeout=30)
-    assert execution.status is ExecutionStatus.OK, execution.error
-    named = {m.name: m for m in metrics}
-    assert len(named) == len(metrics)
-    return named, report
+#: A connect timeout shorter than the default, and the run timeout the tests give.
+FAST: dict[str, Any] = {"connect_timeout": 5.0, "timeout": 30}
+
+
+def one_each(run: PluginRun) -> PluginRun:
+    """The run, checked: it ended ``ok`` and returned each metric name once."""
+    run.assert_ok()
+    names = [m.name for m in run.metrics]
+    assert len(set(names)) == len(names), names
+    return run
 
 
 def test_the_plugin_type_registers_through_its_hook() -> None:
@@ -184,117 +185,135 @@ def test_the_plugin_type_registers_through_its_hook() -> None:
 
 async def test_a_30_day_certificate_has_29_to_30_days_left(pki: Pki) -> None:
     with tls_server(*pki.issue_for_days("d30", 30)) as port:
-        metrics, report = await check(host="127.0.0.1", port=port, ca_file=str(pki.ca_cert))
-    days = metrics["tls.days_left"]
+        run = await run_plugin_async(
+            TlsCert, host="127.0.0.1", port=port, ca_file=str(pki.ca_cert), **FAST
+        )
+    days = one_each(run).metric("tls.days_left")
     assert 29 <= days.value <= 30
     assert (days.unit, days.device_class) == ("days", "duration")
-    assert metrics["tls.up"].value == 1
-    assert report is not None
-    assert report.state == "ok"
+    assert run.value("tls.up") == 1
+    assert run.health is not None
+    assert run.health.state == "ok"
 
 
 async def test_ca_file_makes_a_certificate_of_the_test_ca_verify(pki: Pki) -> None:
     with tls_server(*pki.issue_for_days("trusted", 90)) as port:
-        metrics, _ = await check(host="127.0.0.1", port=port, ca_file=str(pki.ca_cert))
-    assert metrics["tls.valid_chain"].value == 1
+        run = await run_plugin_async(
+            TlsCert, host="127.0.0.1", port=port, ca_file=str(pki.ca_cert), **FAST
+        )
+    assert one_each(run).value("tls.valid_chain") == 1
 
 
 async def test_issuer_and_subject_are_labels(pki: Pki) -> None:
     with tls_server(*pki.issue_for_days("labels", 90)) as port:
-        metrics, report = await check(host="127.0.0.1", port=port, ca_file=str(pki.ca_cert))
+        run = await run_plugin_async(
+            TlsCert, host="127.0.0.1", port=port, ca_file=str(pki.ca_cert), **FAST
+        )
     labels = {"subject": "CN=localhost,O=Homelab", "issuer": "CN=Homelab Test CA,O=Homelab Tests"}
-    assert metrics["tls.days_left"].labels == labels
-    assert metrics["tls.valid_chain"].labels == labels
-    assert report is not None
-    assert "CN=localhost,O=Homelab" in report.message
+    assert one_each(run).metric("tls.days_left").labels == labels
+    assert run.metric("tls.valid_chain").labels == labels
+    assert run.health is not None
+    assert "CN=localhost,O=Homelab" in run.health.message
 
 
 async def test_an_expired_certificate_fails_with_negative_days_left(pki: Pki) -> None:
     with tls_server(*pki.issue("expired", "20200101000000Z", "20200201000000Z")) as port:
-        metrics, report = await check(host="127.0.0.1", port=port, ca_file=str(pki.ca_cert))
-    assert metrics["tls.days_left"].value < -365
-    assert metrics["tls.valid_chain"].value == 0  # OpenSSL refuses expired certificates
-    assert report is not None
-    assert report.state == "failing"
-    assert "expired" in report.message
-    assert "2020-02-01" in report.message
+        run = await run_plugin_async(
+            TlsCert, host="127.0.0.1", port=port, ca_file=str(pki.ca_cert), **FAST
+        )
+    assert one_each(run).value("tls.days_left") < -365
+    assert run.value("tls.valid_chain") == 0  # OpenSSL refuses expired certificates
+    assert run.health is not None
+    assert run.health.state == "failing"
+    assert "expired" in run.health.message
+    assert "2020-02-01" in run.health.message
 
 
 async def test_expiry_within_warn_days_is_degraded(pki: Pki) -> None:
     with tls_server(*pki.issue_for_days("soon", 5)) as port:
-        metrics, report = await check(
-            host="127.0.0.1", port=port, ca_file=str(pki.ca_cert), warn_days=14
+        run = await run_plugin_async(
+            TlsCert, host="127.0.0.1", port=port, ca_file=str(pki.ca_cert), warn_days=14, **FAST
         )
-    assert 4 <= metrics["tls.days_left"].value <= 5
-    assert report is not None
-    assert report.state == "degraded"
-    assert "expires in 5.0 days" in report.message or "expires in 4.9" in report.message
+    assert 4 <= one_each(run).value("tls.days_left") <= 5
+    assert run.health is not None
+    assert run.health.state == "degraded"
+    message = run.health.message
+    assert "expires in 5.0 days" in message or "expires in 4.9" in message
 
 
 async def test_a_self_signed_certificate_does_not_verify_against_the_system_store(
     pki: Pki,
 ) -> None:
     with tls_server(*pki.self_signed("self", 30)) as port:
-        metrics, report = await check(host="127.0.0.1", port=port)
-    assert metrics["tls.valid_chain"].value == 0
-    assert 29 <= metrics["tls.days_left"].value <= 30
-    assert report is not None
-    assert report.state == "failing"
-    assert "does not verify: self-signed certificate" in report.message
+        run = await run_plugin_async(TlsCert, host="127.0.0.1", port=port, **FAST)
+    assert one_each(run).value("tls.valid_chain") == 0
+    assert 29 <= run.value("tls.days_left") <= 30
+    assert run.health is not None
+    assert run.health.state == "failing"
+    assert "does not verify: self-signed certificate" in run.health.message
 
 
 async def test_verify_false_still_reads_a_self_signed_certificate(pki: Pki) -> None:
     with tls_server(*pki.self_signed("self-noverify", 30)) as port:
-        metrics, report = await check(host="127.0.0.1", port=port, verify=False)
-    assert 29 <= metrics["tls.days_left"].value <= 30
-    assert "tls.valid_chain" not in metrics
-    assert metrics["tls.days_left"].labels["subject"] == "CN=self-signed.test"
-    assert report is not None
-    assert report.state == "ok"
+        run = await run_plugin_async(TlsCert, host="127.0.0.1", port=port, verify=False, **FAST)
+    assert 29 <= one_each(run).value("tls.days_left") <= 30
+    assert not run.has("tls.valid_chain")
+    assert run.metric("tls.days_left").labels["subject"] == "CN=self-signed.test"
+    assert run.health is not None
+    assert run.health.state == "ok"
 
 
 async def test_a_name_the_certificate_does_not_cover_does_not_verify(pki: Pki) -> None:
     with tls_server(*pki.issue_for_days("named", 30)) as port:
-        metrics, report = await check(
-            host="127.0.0.1", port=port, server_name="other.test", ca_file=str(pki.ca_cert)
+        run = await run_plugin_async(
+            TlsCert,
+            host="127.0.0.1",
+            port=port,
+            server_name="other.test",
+            ca_file=str(pki.ca_cert),
+            **FAST,
         )
-    assert metrics["tls.valid_chain"].value == 0
-    assert report is not None
-    assert "does not verify: Hostname mismatch" in report.message
+    assert one_each(run).value("tls.valid_chain") == 0
+    assert run.health is not None
+    assert "does not verify: Hostname mismatch" in run.health.message
 
 
 async def test_a_refused_connection_is_a_successful_collection_reporting_down() -> None:
     port = free_port()
-    metrics, report = await check(host="127.0.0.1", port=port)
-    assert {name: m.value for name, m in metrics.items()} == {"tls.up": 0}
-    assert report == HealthReport("failing", f"127.0.0.1:{port} refused the connection")
+    run = one_each(await run_plugin_async(TlsCert, host="127.0.0.1", port=port, **FAST))
+    assert [(m.name, m.value) for m in run.metrics] == [("tls.up", 0)]
+    assert run.health == HealthReport("failing", f"127.0.0.1:{port} refused the connection")
 
 
 async def test_a_server_that_does_not_speak_tls_is_reported_down() -> None:
     with plain_tcp_server() as port:
-        metrics, report = await check(host="127.0.0.1", port=port)
-    assert metrics["tls.up"].value == 0
-    assert report is not None
-    assert report.state == "failing"
-    assert report.message.startswith(f"TLS handshake with 127.0.0.1:{port} failed")
+        run = await run_plugin_async(TlsCert, host="127.0.0.1", port=port, **FAST)
+    assert one_each(run).value("tls.up") == 0
+    assert run.health is not None
+    assert run.health.state == "failing"
+    assert run.health.message.startswith(f"TLS handshake with 127.0.0.1:{port} failed")
 
 
 async def test_a_server_that_never_answers_times_out_as_down() -> None:
     with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never shakes hands
         port = silent.getsockname()[1]
-        metrics, report = await check(host="127.0.0.1", port=port, connect_timeout=0.5)
-    assert metrics["tls.up"].value == 0
-    assert report == HealthReport("failing", f"127.0.0.1:{port} did not answer within 0.5 s")
+        run = await run_plugin_async(
+            TlsCert, host="127.0.0.1", port=port, **{**FAST, "connect_timeout": 0.5}
+        )
+    assert one_each(run).value("tls.up") == 0
+    assert run.health == HealthReport("failing", f"127.0.0.1:{port} did not answer within 0.5 s")
 
 
 async def test_a_missing_ca_file_is_an_error_of_the_plugin(tmp_path: Path) -> None:
-    plugin = TlsCert(
-        TlsCertConfig(host="127.0.0.1", port=free_port(), ca_file=str(tmp_path / "nope.pem")),
-        instance_id="tls",
+    run = await run_plugin_async(
+        TlsCert,
+        host="127.0.0.1",
+        port=free_port(),
+        ca_file=str(tmp_path / "nope.pem"),
+        timeout=30,
     )
-    execution, metrics, _ = await run_once(plugin, instance_id="tls", timeout=30)
-    assert execution.status is ExecutionStatus.ERROR
-    assert metrics == []
+    assert run.status is ExecutionStatus.ERROR
+    assert run.metrics == []
 
 
 def test_read_certificate_agrees_with_openssl_on_dates_and_names(pki: Pki) -> None:

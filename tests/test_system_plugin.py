@@ -10,8 +10,9 @@ from importlib.metadata import entry_points
 import psutil
 import pytest
 
-from homelab_core import Metric, Plugin
+from homelab_core import Plugin
 from homelab_core.plugin import validate_plugin_type
+from homelab_core.testing import plugin_harness, run_plugin
 from homelab_plugins import system
 from homelab_plugins.system import System, SystemConfig
 
@@ -20,24 +21,9 @@ Temperature = namedtuple("Temperature", "label current high critical")
 Partition = namedtuple("Partition", "device mountpoint fstype opts")
 
 
-def collect(config: SystemConfig | None = None) -> list[Metric]:
-    plugin = System(config or SystemConfig(), instance_id="system")
-    plugin.setup()
-    return plugin.collect()
-
-
-def named(metrics: list[Metric], name: str) -> list[Metric]:
-    return [m for m in metrics if m.name == name]
-
-
-def value(metrics: list[Metric], name: str) -> float:
-    (metric,) = named(metrics, name)
-    return metric.value
-
-
 def test_every_percentage_is_between_0_and_100() -> None:
-    metrics = collect(SystemConfig(per_cpu=True))
-    percents = [m for m in metrics if m.unit == "%"]
+    run = run_plugin(System, per_cpu=True).assert_ok()
+    percents = [m for m in run.metrics if m.unit == "%"]
     assert {"cpu.percent", "mem.percent", "swap.percent", "disk.percent"} <= {
         m.name for m in percents
     }
@@ -45,12 +31,13 @@ def test_every_percentage_is_between_0_and_100() -> None:
 
 
 def test_total_cpu_percent_has_no_cpu_label_by_default() -> None:
-    (metric,) = named(collect(), "cpu.percent")
+    (metric,) = run_plugin(System).assert_ok().find("cpu.percent")
     assert metric.labels == {}
 
 
 def test_per_cpu_adds_one_series_per_core() -> None:
-    cores = [m.labels["cpu"] for m in named(collect(SystemConfig(per_cpu=True)), "cpu.percent")[1:]]
+    run = run_plugin(System, per_cpu=True).assert_ok()
+    cores = [m.labels["cpu"] for m in run.find("cpu.percent")[1:]]
     assert cores == [str(i) for i in range(len(psutil.cpu_times(percpu=True)))]
 
 
@@ -64,7 +51,7 @@ def test_cpu_percent_sees_a_busy_core_right_after_setup() -> None:
     spinner = threading.Thread(target=spin)
     spinner.start()
     try:
-        percent = value(collect(), "cpu.percent")
+        percent = run_plugin(System).assert_ok().value("cpu.percent")
     finally:
         spinner.join()
     assert percent > 0
@@ -86,7 +73,8 @@ def test_cpu_baseline_survives_setup_and_collect_in_different_threads() -> None:
         stop = time.monotonic() + 0.3
         while time.monotonic() < stop:
             pass
-        percent = value(plugin.collect(), "cpu.percent")
+        (metric,) = [m for m in plugin.collect() if m.name == "cpu.percent"]
+        percent = metric.value
     finally:
         release.set()
         worker.join()
@@ -94,45 +82,46 @@ def test_cpu_baseline_survives_setup_and_collect_in_different_threads() -> None:
 
 
 def test_load_average_reports_1_5_and_15_minutes() -> None:
-    metrics = collect()
-    assert all(value(metrics, f"load.{m}m") >= 0 for m in (1, 5, 15))
+    run = run_plugin(System).assert_ok()
+    assert all(run.value(f"load.{m}m") >= 0 for m in (1, 5, 15))
 
 
 def test_memory_used_does_not_exceed_total() -> None:
-    metrics = collect()
-    assert value(metrics, "mem.total") > 0
-    assert 0 <= value(metrics, "mem.used") <= value(metrics, "mem.total")
-    assert 0 <= value(metrics, "mem.available") <= value(metrics, "mem.total")
+    run = run_plugin(System).assert_ok()
+    assert run.value("mem.total") > 0
+    assert 0 <= run.value("mem.used") <= run.value("mem.total")
+    assert 0 <= run.value("mem.available") <= run.value("mem.total")
 
 
 def test_swap_used_does_not_exceed_total() -> None:
-    metrics = collect()
-    assert 0 <= value(metrics, "swap.used") <= value(metrics, "swap.total")
+    run = run_plugin(System).assert_ok()
+    assert 0 <= run.value("swap.used") <= run.value("swap.total")
 
 
 def test_at_least_one_disk_mount_has_a_size() -> None:
-    disks = named(collect(), "disk.total")
+    disks = run_plugin(System).assert_ok().find("disk.total")
     assert any(m.value > 0 for m in disks)
     assert all(set(m.labels) == {"mount", "device", "fstype"} for m in disks)
 
 
 def test_disk_used_and_free_fit_in_total() -> None:
-    metrics = collect()
-    for total in named(metrics, "disk.total"):
-        used = next(m for m in named(metrics, "disk.used") if m.labels == total.labels)
-        free = next(m for m in named(metrics, "disk.free") if m.labels == total.labels)
+    run = run_plugin(System).assert_ok()
+    for total in run.find("disk.total"):
+        # find(), not metric(): a mount listed twice gives two series with the same labels
+        used = run.find("disk.used", **total.labels)[0]
+        free = run.find("disk.free", **total.labels)[0]
         assert used.value + free.value <= total.value
 
 
 def test_disks_false_removes_disk_metrics() -> None:
-    metrics = collect(SystemConfig(disks=False))
-    assert not [m for m in metrics if m.name.startswith("disk.")]
+    run = run_plugin(System, disks=False).assert_ok()
+    assert not [m for m in run.metrics if m.name.startswith("disk.")]
 
 
 def test_excluded_mount_prefix_removes_that_mount() -> None:
-    mount = named(collect(), "disk.total")[0].labels["mount"]
-    metrics = collect(SystemConfig(exclude_mounts=[mount]))
-    assert mount not in {m.labels.get("mount") for m in metrics}
+    mount = run_plugin(System).assert_ok().find("disk.total")[0].labels["mount"]
+    run = run_plugin(System, exclude_mounts=[mount]).assert_ok()
+    assert mount not in {m.labels.get("mount") for m in run.metrics}
 
 
 def test_exclude_mounts_matches_whole_path_components() -> None:
@@ -154,29 +143,28 @@ def test_unreadable_mount_is_skipped_without_failing_the_others(
 
     monkeypatch.setattr(psutil, "disk_partitions", lambda all=False: parts)
     monkeypatch.setattr(psutil, "disk_usage", usage)
-    mounts = {m.labels["mount"] for m in named(collect(), "disk.total")}
+    mounts = {m.labels["mount"] for m in run_plugin(System).assert_ok().find("disk.total")}
     assert mounts == {"/"}
 
 
 def test_network_counters_are_counters_with_an_interface_label() -> None:
-    metrics = collect(SystemConfig(exclude_interfaces=[]))
-    counters = [m for m in metrics if m.name in {"net.bytes_sent", "net.packets_recv"}]
+    run = run_plugin(System, exclude_interfaces=[]).assert_ok()
+    counters = [m for m in run.metrics if m.name in {"net.bytes_sent", "net.packets_recv"}]
     assert counters
     assert all(m.kind == "counter" and "interface" in m.labels for m in counters)
 
 
 def test_first_collect_already_has_network_rates() -> None:
-    metrics = collect(SystemConfig(exclude_interfaces=[]))
-    assert named(metrics, "net.rx_rate")
-    assert named(metrics, "net.tx_rate")
+    run = run_plugin(System, exclude_interfaces=[]).assert_ok()
+    assert run.has("net.rx_rate")
+    assert run.has("net.tx_rate")
 
 
 def test_network_rates_are_not_negative_after_a_second_collect() -> None:
-    plugin = System(SystemConfig(exclude_interfaces=[]), instance_id="system")
-    plugin.setup()
-    plugin.collect()
-    metrics = plugin.collect()
-    rates = named(metrics, "net.rx_rate") + named(metrics, "net.tx_rate")
+    with plugin_harness(System, exclude_interfaces=[]) as harness:
+        harness.run().assert_ok()
+        run = harness.run().assert_ok()
+    rates = run.find("net.rx_rate") + run.find("net.tx_rate")
     assert rates
     assert all(m.value >= 0 and m.unit == "bytes/s" for m in rates)
 
@@ -184,9 +172,9 @@ def test_network_rates_are_not_negative_after_a_second_collect() -> None:
 def test_reset_network_counter_gives_no_rate(monkeypatch: pytest.MonkeyPatch) -> None:
     readings = iter([{"eth9": NetCounters(500, 500, 5, 5)}, {"eth9": NetCounters(10, 10, 1, 1)}])
     monkeypatch.setattr(psutil, "net_io_counters", lambda pernic=True: next(readings))
-    metrics = collect()
-    assert named(metrics, "net.bytes_recv")
-    assert not named(metrics, "net.rx_rate")
+    run = run_plugin(System).assert_ok()
+    assert run.has("net.bytes_recv")
+    assert not run.has("net.rx_rate")
 
 
 def test_rate_is_none_when_no_time_has_passed() -> None:
@@ -196,22 +184,22 @@ def test_rate_is_none_when_no_time_has_passed() -> None:
 
 def test_excluded_interface_is_not_reported() -> None:
     nic = next(iter(psutil.net_io_counters(pernic=True)))
-    metrics = collect(SystemConfig(exclude_interfaces=[nic]))
-    assert nic not in {m.labels.get("interface") for m in metrics}
+    run = run_plugin(System, exclude_interfaces=[nic]).assert_ok()
+    assert nic not in {m.labels.get("interface") for m in run.metrics}
 
 
 def test_exclude_interfaces_accepts_shell_patterns() -> None:
-    metrics = collect(SystemConfig(exclude_interfaces=["*"]))
-    assert not [m for m in metrics if m.name.startswith("net.")]
+    run = run_plugin(System, exclude_interfaces=["*"]).assert_ok()
+    assert not [m for m in run.metrics if m.name.startswith("net.")]
 
 
 def test_network_false_removes_network_metrics() -> None:
-    metrics = collect(SystemConfig(network=False))
-    assert not [m for m in metrics if m.name.startswith("net.")]
+    run = run_plugin(System, network=False).assert_ok()
+    assert not [m for m in run.metrics if m.name.startswith("net.")]
 
 
 def test_uptime_is_positive_seconds() -> None:
-    (uptime,) = named(collect(), "uptime")
+    (uptime,) = run_plugin(System).assert_ok().find("uptime")
     assert uptime.value > 0
     assert uptime.unit == "s"
 
@@ -219,7 +207,7 @@ def test_uptime_is_positive_seconds() -> None:
 def test_temperatures_are_labelled_by_sensor_and_label(monkeypatch: pytest.MonkeyPatch) -> None:
     sensors = {"coretemp": [Temperature("Core 0", 41.0, 80.0, 100.0), Temperature("", 40.0, 0, 0)]}
     monkeypatch.setattr(psutil, "sensors_temperatures", lambda: sensors, raising=False)
-    temps = named(collect(), "sensor.temperature")
+    temps = run_plugin(System).assert_ok().find("sensor.temperature")
     assert [(m.labels, m.value, m.unit) for m in temps] == [
         ({"sensor": "coretemp", "label": "Core 0"}, 41.0, "°C"),
         ({"sensor": "coretemp", "label": "1"}, 40.0, "°C"),
@@ -230,17 +218,17 @@ def test_temperatures_are_skipped_where_psutil_has_no_sensors(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delattr(psutil, "sensors_temperatures", raising=False)
-    assert not named(collect(), "sensor.temperature")
+    assert not run_plugin(System).assert_ok().has("sensor.temperature")
 
 
 def test_temperatures_false_removes_temperature_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
     sensors = {"acpitz": [Temperature("", 30.0, None, None)]}
     monkeypatch.setattr(psutil, "sensors_temperatures", lambda: sensors, raising=False)
-    assert not named(collect(SystemConfig(temperatures=False)), "sensor.temperature")
+    assert not run_plugin(System, temperatures=False).assert_ok().has("sensor.temperature")
 
 
 def test_every_metric_has_a_unit() -> None:
-    metrics = collect(SystemConfig(per_cpu=True, exclude_interfaces=[]))
+    metrics = run_plugin(System, per_cpu=True, exclude_interfaces=[]).assert_ok().metrics
     assert all(m.unit for m in metrics), [m.name for m in metrics if not m.unit]
 
 
