@@ -278,37 +278,37 @@ async def test_a_resolver_that_does_not_answer_times_out_as_down(closed_udp_port
 @pytest.mark.parametrize("resolver", ["nas.lan", "300.1.2.3", "127.0.0.1:53", ""])
 def test_a_resolver_that_is_not_an_ip_address_is_refused(resolver: str) -> None:
     with pytest.raises(ConfigError, match="'resolver' must be an IPv4 or IPv6 address") as caught:
-        run_plugin(Dns, **{"name": "nas.test", "resolver": resolver})
+        run_plugin(Dns, name="nas.test", resolver=resolver)
     assert caught.value.field == "resolver"
 
 
 @pytest.mark.parametrize("port", [0, 65536, -1])
 def test_a_port_outside_1_to_65535_is_refused(port: int) -> None:
     with pytest.raises(ConfigError, match="'port' must be between 1 and 65535") as caught:
-        run_plugin(Dns, **{"name": "nas.test", "port": port})
+        run_plugin(Dns, name="nas.test", port=port)
     assert caught.value.field == "port"
 
 
 def test_an_unknown_record_type_is_refused() -> None:
     with pytest.raises(ConfigError) as caught:
-        run_plugin(Dns, **{"name": "nas.test", "record_type": "ANY"})
+        run_plugin(Dns, name="nas.test", record_type="ANY")
     assert caught.value.field == "record_type"
 
 
 def test_a_name_with_spaces_is_refused() -> None:
     with pytest.raises(ConfigError, match="'name' must be a domain name") as caught:
-        run_plugin(Dns, **{"name": "nas test"})
+        run_plugin(Dns, name="nas test")
     assert caught.value.field == "name"
 
 
 def test_a_query_timeout_of_zero_is_refused() -> None:
     with pytest.raises(ConfigError, match="'query_timeout' must be a positive"):
-        run_plugin(Dns, **{"name": "nas.test", "query_timeout": 0})
+        run_plugin(Dns, name="nas.test", query_timeout=0)
 
 
 def test_an_empty_expected_list_is_refused() -> None:
     with pytest.raises(ConfigError, match="'expected' must list"):
-        run_plugin(Dns, **{"name": "nas.test", "expected": []})
+        run_plugin(Dns, name="nas.test", expected=[])
 
 
 def test_options_given_as_text_are_parsed(
