@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dns.exception
 import dns.message
@@ -18,15 +19,22 @@ import pytest
 from click.testing import CliRunner
 from services import free_port, unavailable
 
-from homelab_core import ConfigError, ExecutionStatus, HealthState, Metric, PluginManager
+from homelab_core import ConfigError, HealthState, PluginManager
 from homelab_core.cli import cli
-from homelab_core.options import build_config
 from homelab_core.plugin import validate_plugin_type
-from homelab_core.runner import run_once
+from homelab_core.testing import run_plugin, run_plugin_async
 from homelab_plugins import dns as dns_plugin
-from homelab_plugins.dns import Dns, DnsConfig
+from homelab_plugins.dns import Dns
 
 pytestmark = pytest.mark.anyio
+
+#: Every run asks the dnsmasq on 127.0.0.1 (its port given per test), quickly.
+LOCAL: dict[str, Any] = {
+    "instance_id": "d",
+    "timeout": 10,
+    "resolver": "127.0.0.1",
+    "query_timeout": 2,
+}
 
 HOSTS = """\
 127.0.0.5 nas.test
@@ -113,130 +121,156 @@ def closed_udp_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def check(port: int, **options: object) -> tuple[dict[str, Metric], str, str]:
-    """Run one collection against 127.0.0.1:port; the metrics by name, health state, message."""
-    config = build_config(
-        DnsConfig, {"resolver": "127.0.0.1", "port": port, "query_timeout": 2, **options}
-    )
-    execution, metrics, report = await run_once(
-        Dns(config, instance_id="d"), instance_id="d", timeout=10
-    )
-    assert execution.status is ExecutionStatus.OK, execution.error
-    assert report is not None
-    return {m.name: m for m in metrics}, report.state.value, report.message
-
-
 async def test_a_name_from_the_hosts_file_resolves(dnsmasq: int) -> None:
-    metrics, state, message = await check(dnsmasq, name="printer.test")
-    assert metrics["dns.up"].value == 1
-    assert metrics["dns.up"].device_class == "connectivity"
-    assert state == HealthState.OK
-    assert message.startswith(f"printer.test A at 127.0.0.1:{dnsmasq}: 127.0.0.7 in ")
-    assert "dns.match" not in metrics
+    run = await run_plugin_async(Dns, port=dnsmasq, name="printer.test", **LOCAL)
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("dns.up") == 1
+    assert run.metric("dns.up").device_class == "connectivity"
+    assert run.health.state == HealthState.OK
+    assert run.health.message.startswith(f"printer.test A at 127.0.0.1:{dnsmasq}: 127.0.0.7 in ")
+    assert not run.has("dns.match")
 
 
 async def test_the_answer_count_is_reported(dnsmasq: int) -> None:
-    metrics, _, _ = await check(dnsmasq, name="nas.test")
-    assert metrics["dns.answers"].value == 2
+    run = await run_plugin_async(Dns, port=dnsmasq, name="nas.test", **LOCAL)
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("dns.answers") == 2
 
 
 async def test_the_response_time_is_a_duration_in_seconds(dnsmasq: int) -> None:
-    metrics, _, _ = await check(dnsmasq, name="nas.test")
-    response = metrics["dns.response_time"]
+    run = await run_plugin_async(Dns, port=dnsmasq, name="nas.test", **LOCAL)
+    run.assert_ok()
+    assert run.health is not None
+    response = run.metric("dns.response_time")
     assert 0 < response.value < 2
     assert (response.unit, response.device_class) == ("s", "duration")
 
 
 async def test_a_wildcard_address_resolves(dnsmasq: int) -> None:
-    metrics, _, message = await check(dnsmasq, name="anything.wild.test")
-    assert metrics["dns.up"].value == 1
-    assert "127.0.0.9" in message
+    run = await run_plugin_async(Dns, port=dnsmasq, name="anything.wild.test", **LOCAL)
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("dns.up") == 1
+    assert "127.0.0.9" in run.health.message
 
 
 async def test_expected_answers_contained_in_the_answer_match(dnsmasq: int) -> None:
-    metrics, state, _ = await check(dnsmasq, name="nas.test", expected=["127.0.0.6"])
-    assert metrics["dns.match"].value == 1
-    assert state == HealthState.OK
+    run = await run_plugin_async(
+        Dns, port=dnsmasq, name="nas.test", expected=["127.0.0.6"], **LOCAL
+    )
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("dns.match") == 1
+    assert run.health.state == HealthState.OK
 
 
 async def test_a_wrong_expected_answer_does_not_match_and_fails_the_health(dnsmasq: int) -> None:
-    metrics, state, message = await check(dnsmasq, name="printer.test", expected=["10.0.0.1"])
-    assert metrics["dns.up"].value == 1
-    assert metrics["dns.match"].value == 0
-    assert state == HealthState.FAILING
-    assert message == (
+    run = await run_plugin_async(
+        Dns, port=dnsmasq, name="printer.test", expected=["10.0.0.1"], **LOCAL
+    )
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("dns.up") == 1
+    assert run.value("dns.match") == 0
+    assert run.health.state == HealthState.FAILING
+    assert run.health.message == (
         f"printer.test A at 127.0.0.1:{dnsmasq} answered 127.0.0.7, expected 10.0.0.1"
         " (missing 10.0.0.1)"
     )
 
 
 async def test_expected_names_ignore_case_and_trailing_dots(dnsmasq: int) -> None:
-    metrics, state, _ = await check(
-        dnsmasq, name="mail.test", record_type="MX", expected=["10 MX1.Test."]
+    run = await run_plugin_async(
+        Dns, port=dnsmasq, name="mail.test", record_type="MX", expected=["10 MX1.Test."], **LOCAL
     )
-    assert metrics["dns.match"].value == 1
-    assert state == HealthState.OK
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("dns.match") == 1
+    assert run.health.state == HealthState.OK
 
 
 async def test_a_name_that_does_not_exist_is_reported_down(dnsmasq: int) -> None:
-    metrics, state, message = await check(dnsmasq, name="nope.test")
-    assert metrics["dns.up"].value == 0
-    assert metrics["dns.answers"].value == 0
-    assert state == HealthState.FAILING
-    assert message == f"nope.test does not exist (NXDOMAIN) at 127.0.0.1:{dnsmasq}"
+    run = await run_plugin_async(Dns, port=dnsmasq, name="nope.test", **LOCAL)
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("dns.up") == 0
+    assert run.value("dns.answers") == 0
+    assert run.health.state == HealthState.FAILING
+    assert run.health.message == f"nope.test does not exist (NXDOMAIN) at 127.0.0.1:{dnsmasq}"
 
 
 async def test_a_name_without_records_of_the_type_is_reported_down(dnsmasq: int) -> None:
-    metrics, state, message = await check(dnsmasq, name="printer.test", record_type="MX")
-    assert metrics["dns.up"].value == 0
-    assert state == HealthState.FAILING
-    assert message == f"printer.test has no MX record at 127.0.0.1:{dnsmasq}"
+    run = await run_plugin_async(Dns, port=dnsmasq, name="printer.test", record_type="MX", **LOCAL)
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("dns.up") == 0
+    assert run.health.state == HealthState.FAILING
+    assert run.health.message == f"printer.test has no MX record at 127.0.0.1:{dnsmasq}"
 
 
 async def test_a_refused_query_is_reported_down(dnsmasq: int) -> None:
-    metrics, state, message = await check(dnsmasq, name="example.org")
-    assert metrics["dns.up"].value == 0
-    assert state == HealthState.FAILING
-    assert message == f"127.0.0.1:{dnsmasq} failed the A query for example.org: answered REFUSED"
+    run = await run_plugin_async(Dns, port=dnsmasq, name="example.org", **LOCAL)
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("dns.up") == 0
+    assert run.health.state == HealthState.FAILING
+    assert (
+        run.health.message
+        == f"127.0.0.1:{dnsmasq} failed the A query for example.org: answered REFUSED"
+    )
 
 
 async def test_an_aaaa_record_resolves(dnsmasq: int) -> None:
-    metrics, _, message = await check(
-        dnsmasq, name="nas.test", record_type="AAAA", expected=["FD00:0::5"]
+    run = await run_plugin_async(
+        Dns, port=dnsmasq, name="nas.test", record_type="AAAA", expected=["FD00:0::5"], **LOCAL
     )
-    assert (metrics["dns.up"].value, metrics["dns.answers"].value) == (1, 1)
-    assert metrics["dns.match"].value == 1
-    assert "fd00::5" in message
+    run.assert_ok()
+    assert run.health is not None
+    assert (run.value("dns.up"), run.value("dns.answers")) == (1, 1)
+    assert run.value("dns.match") == 1
+    assert "fd00::5" in run.health.message
 
 
 async def test_a_txt_record_is_compared_unquoted(dnsmasq: int) -> None:
-    metrics, _, message = await check(
-        dnsmasq, name="txt.test", record_type="TXT", expected=["hello world"]
+    run = await run_plugin_async(
+        Dns, port=dnsmasq, name="txt.test", record_type="TXT", expected=["hello world"], **LOCAL
     )
-    assert metrics["dns.match"].value == 1
-    assert ": hello world in " in message
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("dns.match") == 1
+    assert ": hello world in " in run.health.message
 
 
 async def test_a_ptr_query_for_an_ip_address_asks_for_its_reverse_name(dnsmasq: int) -> None:
-    metrics, _, message = await check(dnsmasq, name="127.0.0.7", record_type="PTR")
-    assert metrics["dns.up"].value == 1
-    assert message.startswith("7.0.0.127.in-addr.arpa PTR at ")
-    assert ": printer.test in " in message
+    run = await run_plugin_async(Dns, port=dnsmasq, name="127.0.0.7", record_type="PTR", **LOCAL)
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("dns.up") == 1
+    assert run.health.message.startswith("7.0.0.127.in-addr.arpa PTR at ")
+    assert ": printer.test in " in run.health.message
 
 
 async def test_a_query_over_tcp_resolves(dnsmasq: int) -> None:
-    metrics, _, _ = await check(dnsmasq, name="nas.test", tcp=True)
-    assert metrics["dns.up"].value == 1
+    run = await run_plugin_async(Dns, port=dnsmasq, name="nas.test", tcp=True, **LOCAL)
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("dns.up") == 1
 
 
 async def test_a_resolver_that_does_not_answer_times_out_as_down(closed_udp_port: int) -> None:
     started = time.monotonic()
-    metrics, state, message = await check(closed_udp_port, name="nas.test", query_timeout=0.5)
+    run = await run_plugin_async(
+        Dns, port=closed_udp_port, name="nas.test", **{**LOCAL, "query_timeout": 0.5}
+    )
+    run.assert_ok()
+    assert run.health is not None
     assert time.monotonic() - started < 3
-    assert metrics == {"dns.up": metrics["dns.up"]}
-    assert metrics["dns.up"].value == 0
-    assert state == HealthState.FAILING
-    assert message == (
+    assert [m.name for m in run.metrics] == ["dns.up"]
+    assert run.value("dns.up") == 0
+    assert run.health.state == HealthState.FAILING
+    assert run.health.message == (
         f"127.0.0.1:{closed_udp_port} did not answer the A query for nas.test within 0.5 s"
     )
 
@@ -244,55 +278,68 @@ async def test_a_resolver_that_does_not_answer_times_out_as_down(closed_udp_port
 @pytest.mark.parametrize("resolver", ["nas.lan", "300.1.2.3", "127.0.0.1:53", ""])
 def test_a_resolver_that_is_not_an_ip_address_is_refused(resolver: str) -> None:
     with pytest.raises(ConfigError, match="'resolver' must be an IPv4 or IPv6 address") as caught:
-        build_config(DnsConfig, {"name": "nas.test", "resolver": resolver}, table="plugins.d")
+        run_plugin(Dns, name="nas.test", resolver=resolver)
     assert caught.value.field == "resolver"
 
 
 @pytest.mark.parametrize("port", [0, 65536, -1])
 def test_a_port_outside_1_to_65535_is_refused(port: int) -> None:
     with pytest.raises(ConfigError, match="'port' must be between 1 and 65535") as caught:
-        build_config(DnsConfig, {"name": "nas.test", "port": port})
+        run_plugin(Dns, name="nas.test", port=port)
     assert caught.value.field == "port"
 
 
 def test_an_unknown_record_type_is_refused() -> None:
     with pytest.raises(ConfigError) as caught:
-        build_config(DnsConfig, {"name": "nas.test", "record_type": "ANY"})
+        run_plugin(Dns, name="nas.test", record_type="ANY")
     assert caught.value.field == "record_type"
 
 
 def test_a_name_with_spaces_is_refused() -> None:
     with pytest.raises(ConfigError, match="'name' must be a domain name") as caught:
-        build_config(DnsConfig, {"name": "nas test"})
+        run_plugin(Dns, name="nas test")
     assert caught.value.field == "name"
 
 
 def test_a_query_timeout_of_zero_is_refused() -> None:
     with pytest.raises(ConfigError, match="'query_timeout' must be a positive"):
-        build_config(DnsConfig, {"name": "nas.test", "query_timeout": 0})
+        run_plugin(Dns, name="nas.test", query_timeout=0)
 
 
 def test_an_empty_expected_list_is_refused() -> None:
     with pytest.raises(ConfigError, match="'expected' must list"):
-        build_config(DnsConfig, {"name": "nas.test", "expected": []})
+        run_plugin(Dns, name="nas.test", expected=[])
 
 
-def test_options_given_as_text_are_parsed() -> None:
-    config = build_config(
-        DnsConfig,
-        {
-            "name": "nas.test",
-            "record_type": "AAAA",
-            "resolver": "::1",
-            "port": "5353",
-            "query_timeout": "1.5",
-            "expected": "fd00::5,fd00::6",
-            "tcp": "true",
-        },
-        from_text=True,
+def test_options_given_as_text_are_parsed(
+    dnsmasq: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Text options are what ``homelab run --set`` gives: parsed to the fields' types."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HOMELAB_CONFIG", raising=False)
+    manager = PluginManager(load_entry_points=False)
+    manager.register(dns_plugin, name="dns")
+    options = {
+        "name": "nas.test",
+        "record_type": "AAAA",
+        "resolver": "127.0.0.1",
+        "port": str(dnsmasq),
+        "query_timeout": "1.5",
+        "expected": "fd00::5,fd00::6",
+        "tcp": "true",
+    }
+    sets = [part for key, value in options.items() for part in ("--set", f"{key}={value}")]
+    result = CliRunner().invoke(
+        cli, ["run", "dns", "--once", *sets], obj=manager, catch_exceptions=False
     )
-    assert (config.record_type, config.resolver, config.port) == ("AAAA", "::1", 5353)
-    assert (config.query_timeout, config.expected, config.tcp) == (
+    assert result.exit_code == 0, result.output
+    config = json.loads(result.stdout)["config"]
+    assert (config["record_type"], config["resolver"], config["port"]) == (
+        "AAAA",
+        "127.0.0.1",
+        dnsmasq,
+    )
+    assert (config["query_timeout"], config["expected"], config["tcp"]) == (
         1.5,
         ["fd00::5", "fd00::6"],
         True,

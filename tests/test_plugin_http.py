@@ -19,15 +19,18 @@ import pytest
 from click.testing import CliRunner
 from services import free_port, unavailable
 
-from homelab_core import ConfigError, ExecutionStatus, HealthState, Metric, PluginManager
+from homelab_core import ConfigError, ExecutionStatus, HealthState, PluginManager
 from homelab_core.cli import cli
-from homelab_core.options import REDACTED, build_config, config_to_dict
+from homelab_core.options import REDACTED
 from homelab_core.plugin import validate_plugin_type
-from homelab_core.runner import run_once
+from homelab_core.testing import run_plugin, run_plugin_async
 from homelab_plugins import http
-from homelab_plugins.http import Http, HttpConfig
+from homelab_plugins.http import Http
 
 pytestmark = pytest.mark.anyio
+
+#: The instance id and run timeout every run of the plugin here uses.
+LOCAL: dict[str, Any] = {"instance_id": "h", "timeout": 10}
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -53,6 +56,11 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(302, b"", Location="/")
         elif self.path == "/loop":
             self._answer(302, b"", Location="/loop")
+        elif self.path == "/example-host":  # a redirect, for requests naming example.org
+            if self.headers.get("Host") == "example.org":
+                self._answer(302, b"", Location="/")
+            else:
+                self._answer(400, b"")
         elif self.path == "/slow":
             time.sleep(SLOW_SECONDS)
             self._answer(200, b"finally")
@@ -143,221 +151,273 @@ def https_url(certificate: tuple[Path, Path]) -> Iterator[str]:
         yield url
 
 
-async def check(url: str, **options: Any) -> tuple[dict[str, Metric], HealthState, str]:
-    """Run one collection; the metrics by name, the health state and message."""
-    config = build_config(HttpConfig, {"url": url, **options})
-    execution, metrics, report = await run_once(
-        Http(config, instance_id="h"), instance_id="h", timeout=10
-    )
-    assert execution.status is ExecutionStatus.OK, execution.error
-    assert report is not None
-    return {m.name: m for m in metrics}, report.state, report.message
-
-
-def values(metrics: dict[str, Metric]) -> dict[str, float]:
-    return {name: m.value for name, m in metrics.items()}
-
-
 async def test_a_page_answering_200_is_up(base_url: str) -> None:
-    metrics, state, message = await check(base_url + "/")
-    assert values(metrics).keys() == {
+    run = await run_plugin_async(Http, url=base_url + "/", **LOCAL)
+    run.assert_ok()
+    assert run.health is not None
+    assert {m.name for m in run.metrics} == {
         "http.up",
         "http.status_code",
         "http.response_time",
         "http.redirects",
     }
-    assert values(metrics)["http.up"] == 1
-    assert values(metrics)["http.status_code"] == 200
-    assert values(metrics)["http.redirects"] == 0
-    assert 0 < metrics["http.response_time"].value < 5
-    assert metrics["http.response_time"].unit == "s"
-    assert state is HealthState.OK
-    assert message.startswith(f"{base_url}/ answered 200 in ")
+    assert run.value("http.up") == 1
+    assert run.value("http.status_code") == 200
+    assert run.value("http.redirects") == 0
+    assert 0 < run.value("http.response_time") < 5
+    assert run.metric("http.response_time").unit == "s"
+    assert run.health.state is HealthState.OK
+    assert run.health.message.startswith(f"{base_url}/ answered 200 in ")
 
 
 async def test_a_keyword_on_the_page_is_reported_found(base_url: str) -> None:
-    metrics, state, _ = await check(base_url + "/", keyword="Welcome")
-    assert values(metrics)["http.keyword_found"] == 1
-    assert values(metrics)["http.up"] == 1
-    assert state is HealthState.OK
+    run = await run_plugin_async(Http, url=base_url + "/", keyword="Welcome", **LOCAL)
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("http.keyword_found") == 1
+    assert run.value("http.up") == 1
+    assert run.health.state is HealthState.OK
 
 
 async def test_a_missing_keyword_makes_the_target_down(base_url: str) -> None:
-    metrics, state, message = await check(base_url + "/", keyword="Goodbye")
-    assert values(metrics)["http.keyword_found"] == 0
-    assert values(metrics)["http.up"] == 0
-    assert values(metrics)["http.status_code"] == 200
-    assert state is HealthState.FAILING
-    assert message == f"{base_url}/ answered 200 but the body does not contain 'Goodbye'"
+    run = await run_plugin_async(Http, url=base_url + "/", keyword="Goodbye", **LOCAL)
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("http.keyword_found") == 0
+    assert run.value("http.up") == 0
+    assert run.value("http.status_code") == 200
+    assert run.health.state is HealthState.FAILING
+    assert run.health.message == f"{base_url}/ answered 200 but the body does not contain 'Goodbye'"
 
 
 async def test_a_wrong_status_makes_the_target_down(base_url: str) -> None:
-    metrics, state, message = await check(base_url + "/unavailable")
-    assert values(metrics)["http.up"] == 0
-    assert values(metrics)["http.status_code"] == 503
-    assert state is HealthState.FAILING
-    assert message == f"{base_url}/unavailable answered 503, expected 200-399"
+    run = await run_plugin_async(Http, url=base_url + "/unavailable", **LOCAL)
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("http.up") == 0
+    assert run.value("http.status_code") == 503
+    assert run.health.state is HealthState.FAILING
+    assert run.health.message == f"{base_url}/unavailable answered 503, expected 200-399"
 
 
 async def test_expected_status_makes_a_listed_code_up(base_url: str) -> None:
-    metrics, state, _ = await check(base_url + "/unavailable", expected_status=[503])
-    assert values(metrics)["http.up"] == 1
-    assert state is HealthState.OK
+    run = await run_plugin_async(
+        Http, url=base_url + "/unavailable", expected_status=[503], **LOCAL
+    )
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("http.up") == 1
+    assert run.health.state is HealthState.OK
 
 
 async def test_a_response_slower_than_the_timeout_is_down_and_says_it_timed_out(
     base_url: str,
 ) -> None:
     started = time.monotonic()
-    metrics, state, message = await check(base_url + "/slow", request_timeout=0.3)
+    run = await run_plugin_async(Http, url=base_url + "/slow", request_timeout=0.3, **LOCAL)
+    run.assert_ok()
+    assert run.health is not None
     assert time.monotonic() - started < SLOW_SECONDS
-    assert values(metrics) == {"http.up": 0}
-    assert state is HealthState.FAILING
-    assert message == f"{base_url}/slow did not answer within 0.3 s"
+    assert [(m.name, m.value) for m in run.metrics] == [("http.up", 0)]
+    assert run.health.state is HealthState.FAILING
+    assert run.health.message == f"{base_url}/slow did not answer within 0.3 s"
 
 
 async def test_a_redirect_is_followed_and_counted(base_url: str) -> None:
-    metrics, _, message = await check(base_url + "/redirect")
-    assert values(metrics)["http.redirects"] == 1
-    assert values(metrics)["http.status_code"] == 200
-    assert values(metrics)["http.up"] == 1
-    assert metrics["http.redirects"].unit == "redirects"
-    assert "answered 200 after 1 redirect in" in message
+    run = await run_plugin_async(Http, url=base_url + "/redirect", **LOCAL)
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("http.redirects") == 1
+    assert run.value("http.status_code") == 200
+    assert run.value("http.up") == 1
+    assert run.metric("http.redirects").unit == "redirects"
+    assert "answered 200 after 1 redirect in" in run.health.message
 
 
 async def test_a_redirect_not_followed_reports_the_3xx_as_up(base_url: str) -> None:
-    metrics, _, _ = await check(base_url + "/redirect", follow_redirects=False)
-    assert values(metrics)["http.status_code"] == 302
-    assert values(metrics)["http.redirects"] == 0
-    assert values(metrics)["http.up"] == 1
+    run = await run_plugin_async(Http, url=base_url + "/redirect", follow_redirects=False, **LOCAL)
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("http.status_code") == 302
+    assert run.value("http.redirects") == 0
+    assert run.value("http.up") == 1
 
 
 async def test_a_redirect_loop_is_down_after_max_redirects(base_url: str) -> None:
-    metrics, state, message = await check(base_url + "/loop", max_redirects=3)
-    assert values(metrics) == {"http.up": 0}
-    assert state is HealthState.FAILING
-    assert message == f"{base_url}/loop redirected more than 3 times"
+    run = await run_plugin_async(Http, url=base_url + "/loop", max_redirects=3, **LOCAL)
+    run.assert_ok()
+    assert run.health is not None
+    assert [(m.name, m.value) for m in run.metrics] == [("http.up", 0)]
+    assert run.health.state is HealthState.FAILING
+    assert run.health.message == f"{base_url}/loop redirected more than 3 times"
 
 
 async def test_a_refused_connection_is_down() -> None:
     url = f"http://127.0.0.1:{free_port()}/"
-    metrics, state, message = await check(url)
-    assert values(metrics) == {"http.up": 0}
-    assert state is HealthState.FAILING
-    assert message == f"{url} refused the connection"
+    run = await run_plugin_async(Http, url=url, **LOCAL)
+    run.assert_ok()
+    assert run.health is not None
+    assert [(m.name, m.value) for m in run.metrics] == [("http.up", 0)]
+    assert run.health.state is HealthState.FAILING
+    assert run.health.message == f"{url} refused the connection"
 
 
 async def test_head_requests_work(base_url: str) -> None:
-    metrics, _, _ = await check(base_url + "/", method="HEAD")
-    assert values(metrics)["http.up"] == 1
+    run = await run_plugin_async(Http, url=base_url + "/", method="HEAD", **LOCAL)
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("http.up") == 1
 
 
 async def test_a_bearer_token_is_sent(base_url: str) -> None:
-    metrics, _, _ = await check(base_url + "/bearer", bearer_token="s3cret")
-    assert values(metrics)["http.status_code"] == 200
+    run = await run_plugin_async(Http, url=base_url + "/bearer", bearer_token="s3cret", **LOCAL)
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("http.status_code") == 200
 
 
 async def test_basic_auth_is_sent(base_url: str) -> None:
-    metrics, _, _ = await check(base_url + "/basic", username="admin", password="hunter2")
-    assert values(metrics)["http.status_code"] == 200
+    run = await run_plugin_async(
+        Http, url=base_url + "/basic", username="admin", password="hunter2", **LOCAL
+    )
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("http.status_code") == 200
 
 
 async def test_https_reports_the_days_until_the_certificate_expires(https_url: str) -> None:
-    metrics, state, _ = await check(https_url + "/", verify_tls=False)
-    assert values(metrics)["http.up"] == 1
-    days = metrics["http.tls_days_left"]
+    run = await run_plugin_async(Http, url=https_url + "/", verify_tls=False, **LOCAL)
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("http.up") == 1
+    days = run.metric("http.tls_days_left")
     assert CERT_DAYS - 1 <= days.value <= CERT_DAYS
     assert days.unit == "days"
-    assert state is HealthState.OK
+    assert run.health.state is HealthState.OK
 
 
 async def test_a_self_signed_certificate_fails_verification_with_a_clear_message(
     https_url: str,
 ) -> None:
-    metrics, state, message = await check(https_url + "/")
-    assert values(metrics)["http.up"] == 0
-    assert "http.status_code" not in metrics
-    assert state is HealthState.FAILING
-    assert message.startswith(f"{https_url}/ failed TLS certificate verification: self")
+    run = await run_plugin_async(Http, url=https_url + "/", **LOCAL)
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("http.up") == 0
+    assert not run.has("http.status_code")
+    assert run.health.state is HealthState.FAILING
+    assert run.health.message.startswith(f"{https_url}/ failed TLS certificate verification: self")
     # The expiry is still read, so an untrusted or expired certificate shows it.
-    assert CERT_DAYS - 1 <= metrics["http.tls_days_left"].value <= CERT_DAYS
+    assert CERT_DAYS - 1 <= run.value("http.tls_days_left") <= CERT_DAYS
 
 
 async def test_ca_file_makes_a_private_certificate_trusted(
     https_url: str, certificate: tuple[Path, Path]
 ) -> None:
-    metrics, state, _ = await check(https_url + "/", ca_file=str(certificate[0]))
-    assert values(metrics)["http.up"] == 1
-    assert state is HealthState.OK
+    run = await run_plugin_async(Http, url=https_url + "/", ca_file=str(certificate[0]), **LOCAL)
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("http.up") == 1
+    assert run.health.state is HealthState.OK
 
 
 async def test_a_certificate_expiring_within_tls_warn_days_is_degraded(https_url: str) -> None:
-    metrics, state, message = await check(https_url + "/", verify_tls=False, tls_warn_days=60)
-    assert values(metrics)["http.up"] == 1
-    assert state is HealthState.DEGRADED
-    assert "; its TLS certificate expires in " in message
+    run = await run_plugin_async(
+        Http, url=https_url + "/", verify_tls=False, tls_warn_days=60, **LOCAL
+    )
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("http.up") == 1
+    assert run.health.state is HealthState.DEGRADED
+    assert "; its TLS certificate expires in " in run.health.message
 
 
 async def test_an_unreadable_ca_file_fails_setup(tmp_path: Path) -> None:
-    config = build_config(HttpConfig, {"url": "https://127.0.0.1/", "ca_file": str(tmp_path / "x")})
-    execution, metrics, _ = await run_once(
-        Http(config, instance_id="h"), instance_id="h", timeout=5
+    run = await run_plugin_async(
+        Http, instance_id="h", timeout=5, url="https://127.0.0.1/", ca_file=str(tmp_path / "x")
     )
-    assert execution.status is ExecutionStatus.ERROR
-    assert execution.error is not None and execution.error.startswith("setup failed")
-    assert metrics == []
+    assert run.status is ExecutionStatus.ERROR
+    assert run.error is not None and run.error.startswith("setup failed")
+    assert run.metrics == []
 
 
 @pytest.mark.parametrize("url", ["ftp://nas/", "127.0.0.1:8080", "http:///path", "http://h:99999/"])
 def test_a_url_that_is_not_http_or_https_is_refused(url: str) -> None:
     with pytest.raises(ConfigError, match="'url' must be an http:// or https:// URL") as caught:
-        build_config(HttpConfig, {"url": url})
+        run_plugin(Http, url=url)
     assert caught.value.field == "url"
 
 
 def test_an_unknown_method_is_refused() -> None:
     with pytest.raises(ConfigError, match="method"):
-        build_config(HttpConfig, {"url": "http://nas/", "method": "FETCH"})
+        run_plugin(Http, url="http://nas/", method="FETCH")
 
 
 def test_a_keyword_with_head_is_refused() -> None:
     with pytest.raises(ConfigError, match="'keyword' cannot be checked with method HEAD"):
-        build_config(HttpConfig, {"url": "http://nas/", "method": "HEAD", "keyword": "x"})
+        run_plugin(Http, url="http://nas/", method="HEAD", keyword="x")
 
 
 def test_expected_status_outside_100_to_599_is_refused() -> None:
     with pytest.raises(ConfigError, match="'expected_status' must hold HTTP status codes"):
-        build_config(HttpConfig, {"url": "http://nas/", "expected_status": [200, 700]})
+        run_plugin(Http, url="http://nas/", expected_status=[200, 700])
 
 
-def test_options_given_as_text_are_parsed() -> None:
-    config = build_config(
-        HttpConfig,
-        {
-            "url": "http://nas/",
-            "expected_status": "200,204",
-            "headers": '{"Host": "example.org"}',
-            "follow_redirects": "false",
-        },
-        from_text=True,
+def homelab_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **sets: str) -> dict[str, Any]:
+    """``homelab run http --once --set key=value ...`` (options as text, as a user gives
+    them) in an empty directory; its JSON output."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HOMELAB_CONFIG", raising=False)
+    manager = PluginManager(load_entry_points=False)
+    manager.register(http, name="http")
+    arguments = [part for key, value in sets.items() for part in ("--set", f"{key}={value}")]
+    result = CliRunner().invoke(
+        cli, ["run", "http", "--once", *arguments], obj=manager, catch_exceptions=False
     )
-    assert config.expected_status == [200, 204]
-    assert config.headers == {"Host": "example.org"}
-    assert config.follow_redirects is False
+    assert result.exit_code == 0, result.output
+    output: dict[str, Any] = json.loads(result.stdout)
+    return output
 
 
-def test_secrets_are_redacted() -> None:
-    config = build_config(
-        HttpConfig, {"url": "http://nas/", "username": "admin", "password": "hunter2"}
+def test_options_given_as_text_are_parsed(
+    base_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    output = homelab_run(
+        monkeypatch,
+        tmp_path,
+        url=f"{base_url}/example-host",
+        expected_status="200,204",
+        headers='{"Host": "example.org"}',
+        follow_redirects="false",
     )
-    assert config_to_dict(config)["password"] == REDACTED
-    token = build_config(HttpConfig, {"url": "http://nas/", "bearer_token": "s3cret"})
-    assert config_to_dict(token)["bearer_token"] == REDACTED
+    config = output["config"]
+    assert config["expected_status"] == [200, 204]
+    assert config["headers"] == {"Host": REDACTED}  # shown redacted: secret as a whole
+    assert config["follow_redirects"] is False
+    # What was sent shows the parsed values: the Host header reached the server (else
+    # 400), its redirect was not followed, and 302 is outside the expected 200 and 204.
+    found = {m["name"]: m["value"] for m in output["metrics"]}
+    assert (found["http.status_code"], found["http.up"]) == (302, 0)
+    assert output["health"]["message"] == f"{base_url}/example-host answered 302, expected 200, 204"
 
 
-def test_headers_are_secret_as_a_whole() -> None:
-    config = build_config(HttpConfig, {"url": "http://nas/", "headers": {"X-Api-Key": "k3y"}})
-    assert config_to_dict(config)["headers"] == {"X-Api-Key": REDACTED}
+def test_secrets_are_redacted(
+    base_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    basic = homelab_run(
+        monkeypatch, tmp_path, url=f"{base_url}/basic", username="admin", password="hunter2"
+    )
+    assert basic["config"]["password"] == REDACTED
+    assert "hunter2" not in json.dumps(basic)
+    token = homelab_run(monkeypatch, tmp_path, url=f"{base_url}/bearer", bearer_token="s3cret")
+    assert token["config"]["bearer_token"] == REDACTED
+    assert "s3cret" not in json.dumps(token)
+
+
+def test_headers_are_secret_as_a_whole(
+    base_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    output = homelab_run(monkeypatch, tmp_path, url=f"{base_url}/", headers='{"X-Api-Key": "k3y"}')
+    assert output["config"]["headers"] == {"X-Api-Key": REDACTED}
     headers = Http.config_schema()["properties"]["headers"]
     assert headers["writeOnly"] is True and headers["x-secret"] is True
 
@@ -373,10 +433,12 @@ def test_url_credentials_are_split_from_the_url() -> None:
 
 async def test_credentials_in_the_url_are_sent_as_basic_auth(base_url: str) -> None:
     url = base_url.replace("http://", "http://admin:hunter2@") + "/basic"
-    metrics, state, message = await check(url)
-    assert metrics["http.status_code"].value == 200 and state == "ok"
-    assert "hunter2" not in message
-    assert message.startswith(f"http://admin:{REDACTED}@127.0.0.1:")
+    run = await run_plugin_async(Http, url=url, **LOCAL)
+    run.assert_ok()
+    assert run.health is not None
+    assert run.value("http.status_code") == 200 and run.health.state == "ok"
+    assert "hunter2" not in run.health.message
+    assert run.health.message.startswith(f"http://admin:{REDACTED}@127.0.0.1:")
 
 
 def test_the_type_is_valid_and_described() -> None:
@@ -390,18 +452,7 @@ def test_the_type_is_valid_and_described() -> None:
 def test_homelab_run_checks_a_url(
     base_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("HOMELAB_CONFIG", raising=False)
-    manager = PluginManager(load_entry_points=False)
-    manager.register(http, name="http")
-    result = CliRunner().invoke(
-        cli,
-        ["run", "http", "--once", "--set", f"url={base_url}/", "--set", "keyword=homelab"],
-        obj=manager,
-        catch_exceptions=False,
-    )
-    assert result.exit_code == 0, result.output
-    output = json.loads(result.stdout)
+    output = homelab_run(monkeypatch, tmp_path, url=f"{base_url}/", keyword="homelab")
     assert output["health"]["state"] == "ok"
     found = {m["name"]: m["value"] for m in output["metrics"]}
     assert found["http.up"] == 1

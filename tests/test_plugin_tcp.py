@@ -11,13 +11,12 @@ import pytest
 from click.testing import CliRunner
 from services import free_port
 
-from homelab_core import ConfigError, ExecutionStatus, HealthState, Metric, PluginManager
+from homelab_core import ConfigError, HealthState, PluginManager
 from homelab_core.cli import cli
-from homelab_core.options import build_config
 from homelab_core.plugin import validate_plugin_type
-from homelab_core.runner import run_once
+from homelab_core.testing import run_plugin, run_plugin_async
 from homelab_plugins import tcp
-from homelab_plugins.tcp import Tcp, TcpConfig
+from homelab_plugins.tcp import Tcp
 
 pytestmark = pytest.mark.anyio
 
@@ -43,64 +42,74 @@ def closed_port() -> int:
     return free_port()
 
 
-async def check(**options: object) -> tuple[dict[str, Metric], str, str]:
-    """Run one collection; the metrics by name, the health state and message."""
-    config = build_config(TcpConfig, {"host": "127.0.0.1", **options})
-    execution, metrics, report = await run_once(
-        Tcp(config, instance_id="t"), instance_id="t", timeout=5
-    )
-    assert execution.status is ExecutionStatus.OK, execution.error
-    assert report is not None
-    return {m.name: m for m in metrics}, report.state.value, report.message
-
-
 async def test_an_open_port_is_up_with_a_connect_time(open_port: int) -> None:
-    metrics, state, message = await check(port=open_port)
-    assert metrics["tcp.up"].value == 1
-    connect = metrics["tcp.connect_time"]
+    run = await run_plugin_async(Tcp, instance_id="t", timeout=5, host="127.0.0.1", port=open_port)
+    run.assert_ok()
+    assert run.value("tcp.up") == 1
+    connect = run.metric("tcp.connect_time")
     assert 0 < connect.value < 5
     assert (connect.unit, connect.device_class) == ("s", "duration")
-    assert state == HealthState.OK
-    assert f"127.0.0.1:{open_port} accepted a connection" in message
+    assert run.health is not None
+    assert run.health.state == HealthState.OK
+    assert f"127.0.0.1:{open_port} accepted a connection" in run.health.message
 
 
 async def test_a_closed_port_is_a_successful_collection_that_reports_down(closed_port: int) -> None:
-    metrics, state, message = await check(port=closed_port)
-    assert metrics["tcp.up"].value == 0
-    assert "tcp.connect_time" not in metrics
-    assert state == HealthState.FAILING
-    assert message == f"127.0.0.1:{closed_port} refused the connection"
+    run = await run_plugin_async(
+        Tcp, instance_id="t", timeout=5, host="127.0.0.1", port=closed_port
+    )
+    run.assert_ok()
+    assert run.value("tcp.up") == 0
+    assert not run.has("tcp.connect_time")
+    assert run.health is not None
+    assert run.health.state == HealthState.FAILING
+    assert run.health.message == f"127.0.0.1:{closed_port} refused the connection"
 
 
 async def test_metrics_carry_no_labels(open_port: int) -> None:
-    metrics, _, _ = await check(port=open_port)
-    assert all(m.labels == {} for m in metrics.values())
+    run = await run_plugin_async(Tcp, instance_id="t", timeout=5, host="127.0.0.1", port=open_port)
+    run.assert_ok()
+    assert run.metrics
+    assert all(m.labels == {} for m in run.metrics)
 
 
 @pytest.mark.parametrize("port", [0, 65536, -1])
 def test_a_port_outside_1_to_65535_is_refused(port: int) -> None:
     with pytest.raises(ConfigError, match="'port' must be between 1 and 65535") as caught:
-        build_config(TcpConfig, {"host": "h", "port": port}, table="plugins.t")
+        run_plugin(Tcp, instance_id="t", host="h", port=port)
     assert caught.value.field == "port"
 
 
 def test_host_and_port_are_required() -> None:
     with pytest.raises(ConfigError, match="is required"):
-        build_config(TcpConfig, {"port": 22})
+        run_plugin(Tcp, port=22)
     with pytest.raises(ConfigError, match="is required"):
-        build_config(TcpConfig, {"host": "nas"})
+        run_plugin(Tcp, host="nas")
 
 
-def test_options_given_as_text_are_parsed() -> None:
-    config = build_config(
-        TcpConfig, {"host": "nas", "port": "22", "connect_timeout": "1.5"}, from_text=True
-    )
-    assert (config.port, config.connect_timeout) == (22, 1.5)
+def test_options_given_as_text_are_parsed(
+    open_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Text options are what ``homelab run --set`` gives: parsed to the fields' types."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HOMELAB_CONFIG", raising=False)
+    manager = PluginManager(load_entry_points=False)
+    manager.register(tcp, name="tcp")
+    result = CliRunner().invoke(
+        cli,
+        ["run", "tcp", "--once", "--set", "host=127.0.0.1", "--set", f"port={open_port}",
+         "--set", "connect_timeout=1.5"],
+        obj=manager,
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    config = json.loads(result.stdout)["config"]
+    assert (config["port"], config["connect_timeout"]) == (open_port, 1.5)
 
 
 def test_a_connect_timeout_of_zero_is_refused() -> None:
     with pytest.raises(ConfigError, match="'connect_timeout' must be > 0"):
-        build_config(TcpConfig, {"host": "nas", "port": 22, "connect_timeout": 0})
+        run_plugin(Tcp, host="nas", port=22, connect_timeout=0)
 
 
 def test_the_type_is_valid_and_described() -> None:
