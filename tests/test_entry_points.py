@@ -91,6 +91,25 @@ def listed_types(stdout: str) -> dict[str, list[str]]:
     return rows
 
 
+def pip_install(source: Path, target: Path, *, cwd: Path) -> None:
+    """Really install the distribution in ``source`` into ``target`` with pip (offline, no
+    dependencies, no build isolation), as a user's ``pip install`` would lay it out."""
+    env = clean_env(None)
+    env.update(PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]
+    command += ["--no-build-isolation", "--target", str(target), str(source)]
+    result = subprocess.run(
+        command,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=PIP_TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def write_dist(site: Path, dist: str, entry_points: dict[str, str]) -> None:
     """A minimal installed distribution: METADATA and entry_points.txt in a dist-info."""
     info = site / f"{dist.replace('-', '_')}-1.0.dist-info"
@@ -215,29 +234,7 @@ def dice_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
     )
     target = base / "site"
-    env = clean_env(None)
-    env.update(PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(source),
-        ],
-        cwd=base,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=PIP_TIMEOUT,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    pip_install(source, target, cwd=base)
     assert list(target.glob("homelab_dice-*.dist-info")), sorted(p.name for p in target.iterdir())
     return target
 

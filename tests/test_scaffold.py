@@ -18,7 +18,7 @@ from types import ModuleType
 
 import pytest
 from click.testing import CliRunner
-from test_entry_points import PIP_TIMEOUT, TIMEOUT, clean_env, homelab, listed_types
+from test_entry_points import TIMEOUT, clean_env, homelab, listed_types, pip_install
 
 from homelab_core import Plugin
 from homelab_core.cli import EXIT_CONFIG, cli
@@ -52,29 +52,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def site(generated: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory into which pip really installed the generated package."""
     target = tmp_path_factory.mktemp("site")
-    env = clean_env(None)
-    env.update(PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(generated),
-        ],
-        cwd=generated.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=PIP_TIMEOUT,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    pip_install(generated, target, cwd=generated.parent)
     assert list(target.glob("homelab_demo_check-*.dist-info")), sorted(
         p.name for p in target.iterdir()
     )
