@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +23,10 @@ pytestmark = pytest.mark.anyio
 T0 = 1_700_000_000.0 - (1_700_000_000.0 % HOUR)  # an hour boundary
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """A store on a real SQLite file, and on a real PostgreSQL database."""
-    if request.param == "sqlite":
-        url = f"sqlite://{tmp_path / 'store.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    s = Store(url)
-    await s.open()
-    yield s
-    await s.close()
+@pytest.fixture
+def store(any_store: Store) -> Store:
+    """A store on a real SQLite file, and on a real PostgreSQL database (conftest's)."""
+    return any_store
 
 
 def samples(start: float, count: int, step: float, value: float = 1.0) -> list[Metric]:
