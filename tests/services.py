@@ -11,12 +11,15 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +35,32 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+#: Seconds a test TLS server waits for a client's handshake before it hangs up.
+HANDSHAKE_TIMEOUT = 5.0
+
+
+class TLSHTTPServer(ThreadingHTTPServer):
+    """An HTTPS server for tests: the TLS handshake runs in the request's own thread, with
+    a timeout, so a client that connects and never finishes its handshake (a cancelled
+    run whose socket is not yet closed) holds neither the accept loop nor ``shutdown()``.
+    """
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], handler: Any, context: ssl.SSLContext) -> None:
+        super().__init__(address, handler)
+        self.context = context
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(HANDSHAKE_TIMEOUT)
+        with self.context.wrap_socket(request, server_side=True) as tls:
+            self.RequestHandlerClass(tls, client_address, self)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that hang up during or after the handshake are expected in tests
 
 
 def _postgres_bin(name: str) -> str | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from services import free_port, unavailable
+from services import TLSHTTPServer, free_port, unavailable
 
 from homelab_core import ConfigError, ExecutionStatus, HealthState, PluginManager
 from homelab_core.cli import cli
@@ -101,9 +101,11 @@ class Server(ThreadingHTTPServer):
 @contextmanager
 def serve(tls: ssl.SSLContext | None = None) -> Iterator[str]:
     """Run :class:`Handler` on a free loopback port; yields the base URL."""
-    server = Server(("127.0.0.1", 0), Handler)
-    if tls is not None:
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    server: ThreadingHTTPServer
+    if tls is None:
+        server = Server(("127.0.0.1", 0), Handler)
+    else:
+        server = TLSHTTPServer(("127.0.0.1", 0), Handler, tls)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     scheme = "https" if tls else "http"

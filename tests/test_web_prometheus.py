@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import httpx
 import pytest
 from hypercorn_server import served
 from prometheus_client.parser import text_string_to_metric_families
-from services import free_port, unavailable
+from services import TLSHTTPServer, free_port, unavailable
 from test_plugin_docker import Engine, UnixServer, handler_for, serve
 
 from homelab_core import (
@@ -91,18 +91,7 @@ def https_server(directory: Path) -> Iterator[int]:
     )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-
-        def get_request(self) -> tuple[socket.socket, Any]:
-            conn, address = super().get_request()
-            return context.wrap_socket(conn, server_side=True), address
-
-        def handle_error(self, request: Any, client_address: Any) -> None:
-            pass  # the tls_cert plugin hangs up after the handshake
-
-    server = Server(("127.0.0.1", 0), Ok)
+    server = TLSHTTPServer(("127.0.0.1", 0), Ok, context)
     with thread_serving(server):
         yield server.server_address[1]
 
