@@ -45,6 +45,7 @@ from .model import (
     MetricKind,
     Point,
 )
+from .notifier import AlertNotice, Notification, Notifier, NotifierError
 from .options import NoConfig, option
 from .plugin import Plugin
 from .plugins import PluginManager
@@ -75,6 +76,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AiocacheLatest",
+    "AlertNotice",
     "Bus",
     "ConfigError",
     "ConflictError",
@@ -101,6 +103,9 @@ __all__ = [
     "MetricsCollected",
     "NoConfig",
     "NotFoundError",
+    "Notification",
+    "Notifier",
+    "NotifierError",
     "Plugin",
     "PluginError",
     "PluginLoadError",

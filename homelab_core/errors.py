@@ -62,9 +62,14 @@ class PluginRegistrationError(PluginError):
 class PluginLoadError(PluginError):
     """A plugin failed to import or to register; ``entry_point`` names it."""
 
-    def __init__(self, entry_point: str, error: BaseException) -> None:
+    def __init__(
+        self, entry_point: str, error: BaseException, *, hook: str = "register_plugins"
+    ) -> None:
         self.entry_point = entry_point
         self.error = error
+        #: The hook that failed (``register_plugins``, ``register_notifiers``), or the
+        #: import: ``register_plugins`` stands for both, as before notifiers existed.
+        self.hook = hook
         if isinstance(error, PluginRegistrationError):
             message = str(error)  # already names the plugin
         else:
@@ -87,10 +92,13 @@ class UnknownInstanceError(NotFoundError):
 class UnknownPluginTypeError(NotFoundError):
     """No installed plugin type has the given name."""
 
-    def __init__(self, type_name: str, installed: list[str] | None = None) -> None:
+    def __init__(
+        self, type_name: str, installed: list[str] | None = None, *, kind: str = "plugin type"
+    ) -> None:
         self.name = type_name
+        self.kind = kind
         known = "" if installed is None else f"; installed types: {', '.join(installed) or 'none'}"
-        super().__init__(f"unknown plugin type {type_name!r}{known}")
+        super().__init__(f"unknown {kind} {type_name!r}{known}")
 
 
 class InvalidArgumentError(HomelabError, ValueError):

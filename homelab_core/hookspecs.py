@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from .hub import Hub
     from .model import Execution, Health, Metric
+    from .notifier import Notifier
     from .plugin import Plugin
 
 PROJECT = "homelab"
@@ -44,6 +45,21 @@ def register_plugins(register: Callable[[type[Plugin]], None]) -> None:
     :param register: call it with each :class:`~homelab_core.Plugin` subclass to contribute.
         It validates the class and raises :class:`~homelab_core.errors.PluginRegistrationError`
         naming your plugin if the class is unusable or its ``name`` is already taken.
+    :return: nothing; return values are ignored.
+    """
+
+
+@hookspec
+def register_notifiers(register: Callable[[type[Notifier]], None]) -> None:
+    """Contribute notifier types (where alerts are sent: a webhook, ntfy, e-mail, ...).
+
+    Called once, when the plugin manager first needs the list of notifier types (the hub
+    starting with ``[notifiers.<id>]`` tables, or ``homelab notify-test``).
+
+    :param register: call it with each :class:`~homelab_core.Notifier` subclass to
+        contribute. It validates the class and raises
+        :class:`~homelab_core.errors.PluginRegistrationError` naming your plugin if the class
+        is unusable or its ``name`` is already taken by another notifier type.
     :return: nothing; return values are ignored.
     """
 

@@ -11,7 +11,7 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from importlib.metadata import entry_points
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -20,6 +20,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginLoadError, PluginRegistrationError, UnknownPluginTypeError
+from .notifier import Notifier, validate_notifier_type
 from .plugin import Plugin, validate_plugin_type
 from .runner import is_cancellation
 
@@ -63,6 +64,7 @@ class PluginManager:
         self._import_errors: list[PluginLoadError] = []
         self._registration_errors: list[PluginLoadError] = []
         self._types: dict[str, type[Plugin]] | None = None
+        self._notifier_types: dict[str, type[Notifier]] | None = None
         self._sources: dict[str, str] = {}
         self._entry_points_loaded = not load_entry_points
         self._trace = _trace_enabled()
@@ -85,6 +87,7 @@ class PluginManager:
         """
         self.hook_manager.register(module, name=name)
         self._types = None
+        self._notifier_types = None
         plugin_name = self.hook_manager.get_name(module) or repr(module)
         callers = self.hook_manager.get_hookcallers(module) or []
         refused = _unsupported(module, callers)
@@ -122,6 +125,7 @@ class PluginManager:
         """Remove a plugin registered under ``name``."""
         self.hook_manager.unregister(name=name)
         self._types = None
+        self._notifier_types = None
 
     def load_entry_points(self) -> None:
         """Import each entry point of the group once; failures go to :attr:`load_errors`."""
@@ -155,6 +159,7 @@ class PluginManager:
             except Exception as exc:
                 self._record(self._import_errors, PluginLoadError(ep.name, exc))
         self._types = None
+        self._notifier_types = None
 
     def plugin_types(self) -> dict[str, type[Plugin]]:
         """Every registered plugin type by its type id, loading entry points on first use."""
@@ -175,32 +180,53 @@ class PluginManager:
             raise UnknownPluginTypeError(type_name, sorted(types))
         return types[type_name]
 
+    def notifier_types(self) -> dict[str, type[Notifier]]:
+        """Every registered notifier type by its type id (the ``register_notifiers`` hook)."""
+        self.load_entry_points()
+        if self._notifier_types is None:
+            self._notifier_types = self._collect_registered(
+                "register_notifiers", validate_notifier_type, "notifier type"
+            )[0]
+        return dict(self._notifier_types)
+
+    def get_notifier_type(self, type_name: str) -> type[Notifier]:
+        """The notifier type called ``type_name``, or :class:`UnknownPluginTypeError`."""
+        types = self.notifier_types()
+        if type_name not in types:
+            raise UnknownPluginTypeError(type_name, sorted(types), kind="notifier type")
+        return types[type_name]
+
     def _collect_types(self) -> tuple[dict[str, type[Plugin]], dict[str, str]]:
-        types: dict[str, type[Plugin]] = {}
+        return self._collect_registered("register_plugins", validate_plugin_type, "type")
+
+    def _collect_registered(
+        self, hook: str, validate: Callable[[Any], list[str]], kind: str
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        types: dict[str, Any] = {}
         sources: dict[str, str] = {}
-        self._registration_errors = []
+        self._registration_errors = [e for e in self._registration_errors if e.hook != hook]
         # In registration order, so that the first plugin to claim a type name keeps it.
-        for impl in self._implementations("register_plugins"):
+        for impl in self._implementations(hook):
             source = impl.plugin_name
 
             def register(obj: Any, *, _source: str = source) -> None:
-                problems = validate_plugin_type(obj)
+                problems = validate(obj)
                 if problems:
                     raise PluginRegistrationError(
-                        f"plugin {_source!r} registered an invalid type: {'; '.join(problems)}"
+                        f"plugin {_source!r} registered an invalid {kind}: {'; '.join(problems)}"
                     )
                 if obj.name in types and types[obj.name] is not obj:
                     raise PluginRegistrationError(
-                        f"plugin {_source!r} registered type {obj.name!r}, which plugin"
+                        f"plugin {_source!r} registered {kind} {obj.name!r}, which plugin"
                         f" {sources[obj.name]!r} already registered"
                     )
                 types[obj.name] = obj
                 sources[obj.name] = _source
 
             try:
-                self._call("register_plugins", impl, register=register)
+                self._call(hook, impl, register=register)
             except Exception as exc:
-                self._record(self._registration_errors, PluginLoadError(source, exc))
+                self._record(self._registration_errors, PluginLoadError(source, exc, hook=hook))
         return types, sources
 
     def add_commands(self, cli: click.Group) -> list[str]:
