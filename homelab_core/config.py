@@ -1,7 +1,9 @@
 """Settings: ``homelab.toml`` plus ``HOMELAB_*`` environment overrides.
 
 Sections: ``[server]``, ``[database]``, ``[cache]``, ``[retention]``, ``[scheduler]``,
-``[store]`` and one ``[plugins.<instance_id>]`` table per plugin instance. Every key of the
+``[store]``, one ``[plugins.<instance_id>]`` table per plugin instance, and the alerting
+tables ``[alerting]``, ``[alerts.<id>]``, ``[notifiers.<id>]``, ``[routes.<id>]`` and
+``[maintenance.<id>]`` (:mod:`homelab_core.alerts.config`). Every key of the
 fixed sections can be set from the environment as ``HOMELAB_<SECTION>_<KEY>`` (for example
 ``HOMELAB_DATABASE_URL``); instance keys as ``HOMELAB_PLUGINS__<ID>__<KEY>``.
 ``HOMELAB_API_TOKEN`` is a short form of ``HOMELAB_SERVER_API_TOKEN``.
@@ -21,6 +23,8 @@ from urllib.parse import unquote, urlsplit
 
 import attrs
 
+from .alerts.config import SECTIONS as ALERT_SECTIONS
+from .alerts.config import AlertsConfig, parse_alerts_config
 from .errors import ConfigError
 from .options import build_config, option
 from .plugin import SLUG
@@ -346,6 +350,9 @@ class Settings:
     scheduler: SchedulerSettings = attrs.field(factory=SchedulerSettings)
     store: StoreSettings = attrs.field(factory=StoreSettings)
     plugins: dict[str, InstanceSettings] = attrs.field(factory=dict)
+    #: ``[alerting]``, ``[alerts.<id>]``, ``[notifiers.<id>]``, ``[routes.<id>]`` and
+    #: ``[maintenance.<id>]`` (docs/alerts.md).
+    alerts: AlertsConfig = attrs.field(factory=AlertsConfig)
     #: The file these settings came from, for error messages; None when built in code.
     source: str | None = None
 
@@ -413,10 +420,11 @@ def settings_from_mapping(
 def _settings(
     data: Mapping[str, Any], where: str, origins: Mapping[tuple[str, str], str]
 ) -> Settings:
-    unknown = sorted(set(data) - set(_SECTIONS) - {"plugins"})
+    unknown = sorted(set(data) - set(_SECTIONS) - {"plugins", *ALERT_SECTIONS})
     if unknown:
         raise ConfigError(
-            f"unknown section; expected one of {', '.join([*_SECTIONS, 'plugins'])}",
+            "unknown section; expected one of"
+            f" {', '.join([*_SECTIONS, 'plugins', *ALERT_SECTIONS])}",
             file=where,
             table=unknown[0],
         )
@@ -427,7 +435,10 @@ def _settings(
             raise ConfigError("must be a table", file=where, table=name)
         sections[name] = build_config(cls, table, file=where, table=name)
     plugins = _instances(data.get("plugins") or {}, where, origins)
-    return Settings(**sections, plugins=plugins, source=None if where == NO_FILE else where)
+    alerts = parse_alerts_config(data, where)
+    return Settings(
+        **sections, plugins=plugins, alerts=alerts, source=None if where == NO_FILE else where
+    )
 
 
 def _instances(

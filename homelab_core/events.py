@@ -15,7 +15,7 @@ import attrs
 
 from .model import Execution, Health, InstanceState, Metric
 
-EventType = Literal["metrics", "status", "execution", "plugin"]
+EventType = Literal["metrics", "status", "execution", "plugin", "alert"]
 
 
 @attrs.frozen
@@ -59,3 +59,22 @@ class InstanceChanged(Event):
     type: ClassVar[EventType] = "plugin"
     enabled: bool
     state: InstanceState
+
+
+@attrs.frozen
+class AlertChanged(Event):
+    """An alert changed state (``inactive``, ``pending``, ``firing``, ``resolved``).
+
+    ``instance_id`` is the instance the alert is about ("" when none).
+    """
+
+    type: ClassVar[EventType] = "alert"
+    rule: str
+    fingerprint: str
+    old: str
+    new: str
+    severity: str
+    labels: dict[str, str]
+    summary: str
+    value: float | None
+    silenced: bool

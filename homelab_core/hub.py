@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 
+from .alerts.service import AlertService
 from .bus import Bus, MemoryBus
 from .cache import AiocacheLatest, LatestCache
 from .config import Settings, load_settings
@@ -103,6 +104,16 @@ class Hub:
         self._instances: dict[str, Instance] = {}
         self._stack: AsyncExitStack | None = None
         self._background: anyio.CancelScope | None = None
+        #: Rules, silences and notifiers; runs only when some are configured.
+        self.alerts = AlertService(
+            self.settings.alerts,
+            bus=self.bus,
+            store=self.store,
+            plugins=self.plugins,
+            type_of=self._type_name,
+            instances=lambda: [(i, self.scheduler.health(i).state) for i in self._instances],
+            source=self.settings.source,
+        )
         self.figures = Figures(self.scheduler, self.store, self.queue, self.bus, self.writer)
         self.started_at: float | None = None
 
@@ -120,6 +131,8 @@ class Hub:
             tasks.start_soon(self.writer.run, name="homelab:writer")
             self._background = anyio.CancelScope()
             tasks.start_soon(self._run_maintenance, name="homelab:maintenance")
+            if self.alerts.enabled:  # subscribed before the first run, stopped after the last
+                await stack.enter_async_context(self.alerts)
             await stack.enter_async_context(self.scheduler)
             stack.enter_context(tuned_gc(self.settings.scheduler.gc_threshold))
             self.started_at = time.time()
@@ -187,6 +200,10 @@ class Hub:
                 enabled=enabled,
                 limits=Limits.of(inst.settings, self.settings.scheduler),
             )
+
+    def _type_name(self, instance_id: str) -> str | None:
+        inst = self._instances.get(instance_id)
+        return inst.plugin_type.name if inst is not None else None
 
     # -- what an embedder uses ---------------------------------------------------------------
 
@@ -299,6 +316,48 @@ class Hub:
         if limit < 1:
             raise InvalidArgumentError("limit must be at least 1")
         return await self.store.executions(instance_id, status=status, limit=limit, before=before)
+
+    # -- alerts ------------------------------------------------------------------------------
+
+    def alerts_list(self, *, state: str | None = None, severity: str | None = None) -> list[Any]:
+        """Current alerts (:class:`~homelab_core.alerts.AlertInfo`), firing first."""
+        return self.alerts.alerts(state=state, severity=severity)
+
+    async def alert_history(
+        self, *, rule: str | None = None, limit: int = 100, before: int | None = None
+    ) -> list[Any]:
+        """Stored alert transitions, newest first."""
+        return await self.alerts.history(rule=rule, limit=limit, before=before)
+
+    def alert_rules(self) -> list[Any]:
+        """The configured rules (:class:`~homelab_core.alerts.RuleSettings`)."""
+        return list(self.settings.alerts.rules.values())
+
+    def silences(self, *, include_expired: bool = False) -> list[Any]:
+        """Silences that have not ended (:class:`~homelab_core.alerts.Silence`)."""
+        return self.alerts.list_silences(include_expired=include_expired)
+
+    async def add_silence(self, matchers: Mapping[str, str], **kwargs: Any) -> Any:
+        """Make a silence (see :meth:`AlertService.add_silence`)."""
+        return await self.alerts.add_silence(dict(matchers), **kwargs)
+
+    async def remove_silence(self, silence_id: str) -> None:
+        """Remove a silence by id."""
+        await self.alerts.remove_silence(silence_id)
+
+    def notifiers(self) -> list[Any]:
+        """The configured notifiers with their counters."""
+        return self.alerts.notifiers()
+
+    async def test_notifier(self, notifier_id: str) -> str | None:
+        """Send a test message; None when delivered, else the error."""
+        return await self.alerts.test_notifier(notifier_id)
+
+    async def notification_attempts(
+        self, *, notifier: str | None = None, limit: int = 100
+    ) -> list[Any]:
+        """Recorded notification attempts, newest first."""
+        return await self.alerts.attempts(notifier=notifier, limit=limit)
 
     def subscribe(self, **kwargs: Any) -> Any:
         """Subscribe to live events (see :meth:`homelab_core.bus.MemoryBus.subscribe`)."""

@@ -117,3 +117,80 @@ class StoreMeta(Model):
 
     class Meta:
         table = "homelab_meta"
+
+
+class AlertStateRecord(Model):
+    """An alert that is pending, firing or recently resolved (restored at start)."""
+
+    fingerprint = fields.CharField(max_length=32, primary_key=True)
+    rule_id = fields.CharField(max_length=64, db_index=True)
+    state = fields.CharField(max_length=16)
+    labels: fields.Field[dict[str, object]] = fields.JSONField(default=dict)
+    series: fields.Field[dict[str, object]] = fields.JSONField(default=dict)
+    instance_id = fields.CharField(max_length=64, null=True)
+    metric = fields.CharField(max_length=255, null=True)
+    value = fields.FloatField(null=True)
+    active_since = fields.FloatField(null=True)
+    fired_at = fields.FloatField(null=True)
+    resolved_at = fields.FloatField(null=True)
+    last_true_at = fields.FloatField(null=True)
+    notified_at = fields.FloatField(null=True)
+    resolved_notified = fields.BooleanField(default=False)
+    summary = fields.TextField(default="")
+    description = fields.TextField(default="")
+    updated_at = fields.FloatField()
+
+    class Meta:
+        table = "homelab_alert_state"
+
+
+class AlertEventRecord(Model):
+    """A change of an alert's state."""
+
+    id = fields.BigIntField(primary_key=True)
+    ts = fields.FloatField(db_index=True)
+    fingerprint = fields.CharField(max_length=32)
+    rule_id = fields.CharField(max_length=64)
+    old_state = fields.CharField(max_length=16)
+    new_state = fields.CharField(max_length=16)
+    value = fields.FloatField(null=True)
+    labels: fields.Field[dict[str, object]] = fields.JSONField(default=dict)
+    summary = fields.TextField(default="")
+
+    class Meta:
+        table = "homelab_alert_event"
+        indexes = (Index(fields=("rule_id", "ts"), name="homelab_alert_event_rule_ts"),)
+
+
+class SilenceRecord(Model):
+    """A silence made through the API or the CLI."""
+
+    id = fields.CharField(max_length=32, primary_key=True)
+    matchers: fields.Field[dict[str, object]] = fields.JSONField(default=dict)
+    starts_at = fields.FloatField()
+    ends_at = fields.FloatField(db_index=True)
+    comment = fields.TextField(default="")
+    author = fields.CharField(max_length=255, default="")
+    created_at = fields.FloatField()
+
+    class Meta:
+        table = "homelab_silence"
+
+
+class NotificationRecord(Model):
+    """One attempt to send a notification (or a message dropped before any attempt)."""
+
+    id = fields.BigIntField(primary_key=True)
+    ts = fields.FloatField(db_index=True)
+    notifier = fields.CharField(max_length=64)
+    group_key = fields.TextField(default="")
+    status = fields.CharField(max_length=16)
+    outcome = fields.CharField(max_length=16)
+    attempt = fields.IntField(default=1)
+    error = fields.TextField(null=True)
+    duration = fields.FloatField(default=0.0)
+    alerts: fields.Field[list[object]] = fields.JSONField(default=list)
+
+    class Meta:
+        table = "homelab_notification"
+        indexes = (Index(fields=("notifier", "ts"), name="homelab_notification_notifier_ts"),)

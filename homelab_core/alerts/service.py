@@ -1,0 +1,568 @@
+"""The alert service: rule evaluation, silences and notification delivery, started and
+stopped as one unit (``async with AlertService(...)``), so that a cluster can run it on one
+node at a time.
+
+It subscribes to the hub's bus, so every sample reaches the rules as it is collected (no
+polling of the store), and ticks every ``[alerting] evaluation_interval`` for conditions
+that depend on time. Transitions are kept in memory first and written to the store by a
+task of their own: evaluation never waits on the database. At start the states are read
+back: an alert that was firing fires on, and one whose firing message was delivered is not
+sent again (until its repeat interval); a pending alert keeps the time its condition began.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any
+
+import anyio
+import attrs
+
+from ..bus import Bus
+from ..errors import ConfigError, HomelabError, InvalidArgumentError, NotFoundError
+from ..events import AlertChanged, ExecutionFinished, HealthChanged, MetricsCollected
+from ..model import ExecutionStatus, HealthState
+from ..options import build_config, config_to_dict, secret_values
+from ..plugins import PluginManager
+from ..redact import Redactor
+from ..store.alerts import STATE_FIELDS, AlertEvent, AlertStore, NotificationAttempt
+from ..store.store import Store
+from .config import AlertsConfig, NotifierSettings
+from .dispatch import Delivery, Dispatcher, build_notification
+from .engine import Alert, AlertEngine, Transition
+from .silences import MaintenanceWindow, Silence, matches
+
+log = logging.getLogger("homelab.alerts")
+
+#: Events the service reads from the bus.
+_WANTED = frozenset({"metrics", "status", "execution"})
+#: Events buffered for the service before further ones are missed (and counted).
+BUS_BUFFER = 65_536
+
+
+class UnknownNotifierError(NotFoundError):
+    """No ``[notifiers.<id>]`` table has the given id."""
+
+    def __init__(self, notifier_id: str) -> None:
+        self.name = notifier_id
+        super().__init__(f"unknown notifier {notifier_id!r}")
+
+
+class UnknownSilenceError(NotFoundError):
+    """No silence has the given id."""
+
+    def __init__(self, silence_id: str) -> None:
+        self.name = silence_id
+        super().__init__(f"unknown silence {silence_id!r}")
+
+
+@attrs.frozen
+class AlertInfo:
+    """An alert as the API lists it."""
+
+    fingerprint: str
+    rule: str
+    state: str
+    severity: str
+    labels: dict[str, str]
+    summary: str
+    description: str
+    value: float | None
+    instance_id: str | None
+    metric: str | None
+    active_since: float | None
+    fired_at: float | None
+    resolved_at: float | None
+    notified_at: float | None
+    silenced: bool
+    #: Ids of the silences and maintenance windows that mute it.
+    silenced_by: list[str]
+
+
+@attrs.frozen
+class NotifierInfo:
+    """A configured notifier, its options (secrets redacted) and its counters."""
+
+    id: str
+    type: str
+    send_resolved: bool
+    timeout: float
+    config: dict[str, Any]
+    queued: int
+    sent: int
+    failed: int
+    dropped: int
+    last_error: str | None
+    last_sent_at: float | None
+
+
+def build_notifier(
+    settings: NotifierSettings, plugins: PluginManager, *, where: str | None = None
+) -> Any:
+    """The notifier object of a ``[notifiers.<id>]`` table; ConfigError naming the table."""
+    table = f"notifiers.{settings.id}"
+    types = plugins.notifier_types()
+    kind = types.get(settings.type)
+    if kind is None:
+        raise ConfigError(
+            f"unknown notifier type {settings.type!r};"
+            f" installed: {', '.join(sorted(types)) or 'none'}",
+            file=where,
+            table=table,
+            field="type",
+        )
+    config: Any = build_config(kind.Config, settings.options, file=where, table=table)
+    return kind(config, notifier_id=settings.id)
+
+
+def alert_row(alert: Alert) -> dict[str, Any]:
+    """An alert as a state row of the store."""
+    return {field: getattr(alert, field) for field in STATE_FIELDS}
+
+
+def alert_from_row(row: dict[str, Any]) -> Alert:
+    return Alert(**{field: row[field] for field in STATE_FIELDS})
+
+
+class AlertService:
+    """Evaluates the rules on the bus's events, keeps silences, sends notifications."""
+
+    def __init__(
+        self,
+        config: AlertsConfig,
+        *,
+        bus: Bus,
+        store: Store,
+        plugins: PluginManager,
+        type_of: Callable[[str], str | None],
+        instances: Callable[[], Iterable[tuple[str, HealthState]]],
+        source: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.bus = bus
+        self.store = AlertStore(store)
+        self.plugins = plugins
+        self.instances = instances
+        self.source = source
+        self.clock = clock
+        self.engine = AlertEngine(config.rules.values(), type_of=type_of)
+        self.windows = [MaintenanceWindow.from_settings(m) for m in config.maintenance.values()]
+        self.silences: dict[str, Silence] = {}
+        self.deliveries: dict[str, Delivery] = {}
+        self.dispatcher: Dispatcher | None = None
+        self._states: dict[str, Alert] = {}  # fingerprint -> alert to save
+        self._deleted: set[str] = set()
+        self._events: list[dict[str, Any]] = []
+        self._attempts: list[dict[str, Any]] = []
+        self._wake = anyio.Event()
+        self._stack: AsyncExitStack | None = None
+        self.running = False
+        self.events_missed = 0
+        self.transitions = 0
+        self.store_errors = 0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether there is anything to do (rules or notifiers)."""
+        return bool(self.config.rules or self.config.notifiers)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> AlertService:
+        stack = AsyncExitStack()
+        try:
+            for settings in self.config.notifiers.values():
+                notifier = build_notifier(settings, self.plugins, where=self.source)
+                stack.push_async_callback(_close_notifier, notifier)
+                send, receive = anyio.create_memory_object_stream[Any](
+                    self.config.alerting.queue_size
+                )
+                self.deliveries[settings.id] = Delivery(
+                    settings.id,
+                    notifier,
+                    settings,
+                    settings.timeout or self.config.alerting.send_timeout,
+                    Redactor(secret_values(notifier.config)),
+                    send,
+                    receive,
+                )
+            self.dispatcher = Dispatcher(
+                self.config.alerting,
+                self.config.routes.values(),
+                self.deliveries,
+                record=self._attempts.append,
+                delivered=self._delivered,
+                silenced=self.is_silenced,
+                clock=self.clock,
+            )
+            self.dispatcher.set_rule_notifiers(
+                {r.id: r.notifiers for r in self.config.rules.values()}
+            )
+            await self._restore()
+            tasks = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tasks.cancel_scope.cancel)
+            stack.push_async_callback(self._save)  # runs before the tasks are cancelled
+            subscription = await stack.enter_async_context(
+                self.bus.subscribe(buffer=BUS_BUFFER, accept=lambda e: e.type in _WANTED)
+            )
+            tasks.start_soon(self._consume, subscription, name="homelab:alerts")
+            tasks.start_soon(self._tick, name="homelab:alerts-tick")
+            tasks.start_soon(self._persist, name="homelab:alerts-store")
+            for delivery in self.deliveries.values():
+                tasks.start_soon(
+                    self.dispatcher.run_delivery, delivery, name=f"homelab:notifier:{delivery.id}"
+                )
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        self.running = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.running = False
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            with anyio.CancelScope(shield=True):
+                await stack.aclose()
+
+    async def _restore(self) -> None:
+        now = self.clock()
+        try:
+            rows = await self.store.load_states()
+            silences = await self.store.silences(ended_after=now)
+        except HomelabError as exc:
+            log.error("alerts: cannot read the stored states: %s", exc)
+            rows, silences = [], []
+        self.engine.restore(alert_from_row(r) for r in rows)
+        known = {r["fingerprint"] for r in rows}
+        self._deleted.update(known - set(self.engine.alerts))  # alerts of removed rules
+        for s in silences:
+            self.silences[s["id"]] = Silence(**s)
+        for instance_id, state in self.instances():
+            self.engine.track_instance(instance_id, now, enabled=state != HealthState.DISABLED)
+            self._apply(self.engine.observe_health(instance_id, state, now))
+
+    # -- tasks ---------------------------------------------------------------------------
+
+    async def _consume(self, subscription: Any) -> None:
+        engine = self.engine
+        async for event in subscription:
+            missed = subscription.take_missed()
+            if missed:
+                self.events_missed += missed
+                log.warning("alerts: %d events missed (evaluation fell behind)", missed)
+            now = self.clock()
+            if isinstance(event, MetricsCollected):
+                found = engine.observe_metrics(event.instance_id, event.metrics, now)
+            elif isinstance(event, HealthChanged):
+                found = engine.observe_health(event.instance_id, event.new.state, now)
+            elif isinstance(event, ExecutionFinished):
+                ok = event.execution.status == ExecutionStatus.OK
+                found = engine.observe_run(event.instance_id, ok, now)
+            else:
+                continue
+            if found:
+                self._apply(found)
+
+    async def _tick(self) -> None:
+        interval = self.config.alerting.evaluation_interval
+        while True:
+            now = self.clock()
+            self._apply(self.engine.tick(now))
+            for alert in self.engine.evict(now, self.config.alerting.resolved_retention):
+                self._states.pop(alert.fingerprint, None)
+                self._deleted.add(alert.fingerprint)
+            wait = self._flush(now)
+            with anyio.move_on_after(min(interval, wait) if wait is not None else interval):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+
+    def _flush(self, now: float) -> float | None:
+        assert self.dispatcher is not None
+        return self.dispatcher.flush(self.engine.alerts.values(), now)
+
+    def _apply(self, transitions: list[Transition]) -> None:
+        if not transitions:
+            return
+        for t in transitions:
+            self.transitions += 1
+            alert = t.alert
+            self._events.append(
+                {
+                    "ts": t.at,
+                    "fingerprint": alert.fingerprint,
+                    "rule_id": alert.rule_id,
+                    "old_state": t.old,
+                    "new_state": t.new,
+                    "value": alert.value,
+                    "labels": alert.labels,
+                    "summary": alert.summary,
+                }
+            )
+            if t.new == "inactive":
+                self._states.pop(alert.fingerprint, None)
+                self._deleted.add(alert.fingerprint)
+            else:
+                self._states[alert.fingerprint] = alert
+                self._deleted.discard(alert.fingerprint)
+            if self.bus.subscriber_count:
+                self.bus.publish(
+                    AlertChanged(
+                        alert.instance_id or "",
+                        rule=alert.rule_id,
+                        fingerprint=alert.fingerprint,
+                        old=t.old,
+                        new=t.new,
+                        severity=alert.severity,
+                        labels=dict(alert.labels),
+                        summary=alert.summary,
+                        value=alert.value,
+                        silenced=self.is_silenced(alert, t.at),
+                        timestamp=t.at,
+                    )
+                )
+        self._wake.set()
+
+    def _delivered(self, alerts: list[Alert], now: float) -> None:
+        for alert in alerts:
+            if alert.state != "inactive":
+                self._states[alert.fingerprint] = alert
+
+    async def _persist(self) -> None:
+        while True:
+            await anyio.sleep(0.5)
+            await self._save()
+
+    async def _save(self) -> None:
+        states, self._states = list(self._states.values()), {}
+        deleted, self._deleted = set(self._deleted), set()
+        events, self._events = self._events, []
+        attempts, self._attempts = self._attempts, []
+        if not (states or deleted or events or attempts):
+            return
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.store.save_states([alert_row(a) for a in states], self.clock())
+                await self.store.delete_states(deleted)
+                await self.store.add_events(events)
+                await self.store.add_attempts(attempts)
+        except HomelabError as exc:
+            self.store_errors += 1
+            log.error("alerts: cannot save to the store (kept for the next try): %s", exc)
+            for alert in states:
+                self._states.setdefault(alert.fingerprint, alert)
+            self._deleted |= deleted
+            self._events[:0] = events
+            self._attempts[:0] = attempts
+
+    # -- silences ------------------------------------------------------------------------
+
+    def silenced_by(self, alert: Alert, now: float) -> list[str]:
+        """Ids of the silences and maintenance windows that mute ``alert`` at ``now``."""
+        found = [
+            s.id
+            for s in self.silences.values()
+            if s.active(now) and matches(s.matchers, alert.labels)
+        ]
+        found += [
+            f"maintenance:{w.id}"
+            for w in self.windows
+            if matches(w.matchers, alert.labels) and w.current(now) is not None
+        ]
+        return found
+
+    def is_silenced(self, alert: Alert, now: float) -> bool:
+        return bool(self.silenced_by(alert, now))
+
+    async def add_silence(
+        self,
+        matchers: dict[str, str],
+        *,
+        ends_at: float,
+        starts_at: float | None = None,
+        comment: str = "",
+        author: str = "",
+    ) -> Silence:
+        """Make a silence, store it, and apply it at once."""
+        silence = Silence.create(
+            matchers,
+            ends_at=ends_at,
+            starts_at=starts_at,
+            comment=comment,
+            author=author,
+            now=self.clock(),
+        )
+        await self.store.save_silence(silence)
+        self.silences[silence.id] = silence
+        self._wake.set()
+        return silence
+
+    async def remove_silence(self, silence_id: str) -> None:
+        """Remove a silence (its alerts may notify at once)."""
+        if silence_id not in self.silences:
+            raise UnknownSilenceError(silence_id)
+        await self.store.delete_silence(silence_id)
+        del self.silences[silence_id]
+        self._wake.set()
+
+    def list_silences(self, *, include_expired: bool = False) -> list[Silence]:
+        now = self.clock()
+        return sorted(
+            (s for s in self.silences.values() if include_expired or s.ends_at > now),
+            key=lambda s: s.starts_at,
+        )
+
+    # -- reading -------------------------------------------------------------------------
+
+    def alerts(self, *, state: str | None = None, severity: str | None = None) -> list[AlertInfo]:
+        """Current alerts (pending, firing and recently resolved), firing first."""
+        for name, value, allowed in (
+            ("state", state, ("pending", "firing", "resolved")),
+            ("severity", severity, ("critical", "warning", "info")),
+        ):
+            if value is not None and value not in allowed:
+                raise InvalidArgumentError(
+                    f"{name} must be one of {', '.join(allowed)}, got {value!r}"
+                )
+        now = self.clock()
+        order = {"firing": 0, "pending": 1, "resolved": 2}
+        found = []
+        for alert in self.engine.alerts.values():
+            if alert.state == "inactive" or (state and alert.state != state):
+                continue
+            if severity and alert.severity != severity:
+                continue
+            muted = self.silenced_by(alert, now)
+            found.append(
+                AlertInfo(
+                    alert.fingerprint,
+                    alert.rule_id,
+                    alert.state,
+                    alert.severity,
+                    dict(alert.labels),
+                    alert.summary,
+                    alert.description,
+                    alert.value,
+                    alert.instance_id,
+                    alert.metric,
+                    alert.active_since,
+                    alert.fired_at,
+                    alert.resolved_at,
+                    alert.notified_at,
+                    bool(muted),
+                    muted,
+                )
+            )
+        found.sort(key=lambda a: (order.get(a.state, 3), a.rule, a.fingerprint))
+        return found
+
+    async def history(
+        self,
+        *,
+        rule: str | None = None,
+        fingerprint: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+    ) -> list[AlertEvent]:
+        """Stored transitions, newest first (what is not yet stored is written first)."""
+        if limit < 1:
+            raise InvalidArgumentError("limit must be at least 1")
+        await self._save()
+        return await self.store.events(
+            rule_id=rule, fingerprint=fingerprint, limit=limit, before=before
+        )
+
+    async def attempts(
+        self, *, notifier: str | None = None, limit: int = 100
+    ) -> list[NotificationAttempt]:
+        """Stored notification attempts, newest first."""
+        if notifier is not None:
+            self._delivery(notifier)
+        await self._save()
+        return await self.store.attempts(notifier=notifier, limit=limit)
+
+    def _delivery(self, notifier_id: str) -> Delivery:
+        try:
+            return self.deliveries[notifier_id]
+        except KeyError:
+            raise UnknownNotifierError(notifier_id) from None
+
+    def notifiers(self) -> list[NotifierInfo]:
+        return [
+            NotifierInfo(
+                d.id,
+                d.settings.type,
+                d.settings.send_resolved,
+                d.timeout,
+                config_to_dict(d.notifier.config),
+                d.queued,
+                d.sent,
+                d.failed,
+                d.dropped,
+                d.last_error,
+                d.last_sent_at,
+            )
+            for d in self.deliveries.values()
+        ]
+
+    async def test_notifier(self, notifier_id: str) -> str | None:
+        """Send a test message through one notifier, once; None when it was delivered,
+        else the error. The attempt is recorded like any other."""
+        delivery = self._delivery(notifier_id)
+        assert self.dispatcher is not None
+        now = self.clock()
+        probe = Alert(
+            rule_id="test",
+            fingerprint="test",
+            state="firing",
+            labels={"rule": "test", "severity": "info", "instance": "homelab"},
+            summary="Test message from Homelab Core",
+            active_since=now,
+            fired_at=now,
+            description=f"Sent to notifier {notifier_id!r} to check that it works.",
+        )
+        notification = build_notification(notifier_id, "test", [probe], test=True)
+        error = await self.dispatcher.deliver(delivery, notification, [], retries=0)
+        await self._save()
+        return error
+
+    def counters(self) -> dict[str, float]:
+        """Figures for ``/metrics``."""
+        d = self.deliveries.values()
+        return {
+            "alerts_transitions": self.transitions,
+            "alerts_events_missed": self.events_missed,
+            "alerts_store_errors": self.store_errors,
+            "notifications_sent": sum(x.sent for x in d),
+            "notifications_failed": sum(x.failed for x in d),
+            "notifications_dropped": sum(x.dropped for x in d),
+            "notification_attempts": sum(x.attempts for x in d),
+        }
+
+    def state_counts(self) -> dict[tuple[str, str], int]:
+        """(rule, state) -> number of alerts, every rule and state listed (zeros too)."""
+        counts = {(r, s): 0 for r in self.engine.rules for s in ("pending", "firing", "resolved")}
+        for alert in self.engine.alerts.values():
+            if alert.state != "inactive":
+                key = (alert.rule_id, alert.state)
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+
+async def _close_notifier(notifier: Any) -> None:
+    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+        try:
+            await notifier.close()
+        except Exception as exc:  # a notifier's bug must not stop the shutdown
+            log.warning("notifier %r failed to close: %s", notifier.notifier_id, exc)
