@@ -453,12 +453,12 @@ class AlertEngine:
         """Start watching an instance for absence-of-runs rules (at start, or when added)."""
         type_name = self.type_of(instance_id)
         for rule in self.rules.values():
-            if rule.kind == "absence" and rule.settings.of == "runs":
-                if rule.instance_matches(instance_id, type_name):
-                    alert = self._instance_alert(rule, instance_id, type_name)
-                    if alert.last_seen is None:
-                        alert.last_seen = now
-                    alert.paused = not enabled
+            runs = rule.kind == "absence" and rule.settings.of == "runs"
+            if runs and rule.instance_matches(instance_id, type_name):
+                alert = self._instance_alert(rule, instance_id, type_name)
+                if alert.last_seen is None:
+                    alert.last_seen = now
+                alert.paused = not enabled
 
     def _instance_alert(self, rule: CompiledRule, instance_id: str, type_name: str | None) -> Alert:
         fp = fingerprint(rule.id, instance_id, "")

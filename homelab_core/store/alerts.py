@@ -129,9 +129,9 @@ class AlertStore:
                 r.old_state,
                 r.new_state,
                 r.value,
-                dict(r.labels),
+                {str(k): str(v) for k, v in r.labels.items()},
                 r.summary,
-            )  # type: ignore[arg-type]
+            )
             for r in rows
         ]
 
@@ -159,7 +159,7 @@ class AlertStore:
         return [
             {
                 "id": r.id,
-                "matchers": dict(r.matchers),
+                "matchers": {str(k): str(v) for k, v in r.matchers.items()},
                 "starts_at": r.starts_at,
                 "ends_at": r.ends_at,
                 "comment": r.comment,
@@ -195,7 +195,7 @@ class AlertStore:
                 r.attempt,
                 r.error,
                 r.duration,
-                list(r.alerts),
-            )  # type: ignore[arg-type]
+                [str(a) for a in r.alerts],
+            )
             for r in rows
         ]
