@@ -218,11 +218,14 @@ class Dispatcher:
             state.first_pending_at = now
         if changed:
             if state.last_sent_at is None:
-                due = (state.first_pending_at or now) + route.group_wait
+                due = (
+                    now if state.first_pending_at is None else state.first_pending_at
+                ) + route.group_wait
             else:
                 due = max(
                     state.last_sent_at + route.group_interval,
-                    (state.first_pending_at or now) + route.group_wait,
+                    (now if state.first_pending_at is None else state.first_pending_at)
+                    + route.group_wait,
                 )
         elif firing and state.last_sent_at is not None:
             due = state.last_sent_at + route.repeat_interval
@@ -366,7 +369,7 @@ def notice(alert: Alert) -> AlertNotice:
         description=alert.description,
         value=alert.value,
         instance_id=alert.instance_id,
-        started_at=alert.active_since or alert.fired_at or 0.0,
+        started_at=next((t for t in (alert.active_since, alert.fired_at) if t is not None), 0.0),
         resolved_at=alert.resolved_at if alert.state == "resolved" else None,
     )
 

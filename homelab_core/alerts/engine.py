@@ -331,7 +331,7 @@ class AlertEngine:
             alert.active_since = at
             alert.fired_at = alert.resolved_at = None
             self._move(rule, alert, "pending" if rule.for_ > 0 else "firing", at, value, out)
-        elif state == "pending" and at - (alert.active_since or at) >= rule.for_:
+        elif state == "pending" and at - _or(alert.active_since, at) >= rule.for_:
             self._move(rule, alert, "firing", at, value, out)
 
     def _fails(
@@ -497,7 +497,7 @@ class AlertEngine:
                     alert.last_true_at = now
                 continue
             if alert.state == "pending" and alert.holds:
-                if now - (alert.active_since or now) >= rule.for_:
+                if now - _or(alert.active_since, now) >= rule.for_:
                     self._move(rule, alert, "firing", now, alert.value, out)
             elif alert.state == "firing" and not alert.holds and rule.keep_firing_for > 0:
                 since = alert.last_true_at if alert.last_true_at is not None else now
@@ -512,7 +512,7 @@ class AlertEngine:
             for a in self.alerts.values()
             if a.state == "resolved"
             and a.resolved_notified
-            and now - (a.resolved_at or now) >= retention
+            and now - _or(a.resolved_at, now) >= retention
         ]
         for alert in gone:
             rule = self.rules.get(alert.rule_id)
@@ -521,6 +521,11 @@ class AlertEngine:
                 continue  # still tracks its window or its absence
             self._forget(alert)
         return gone
+
+
+def _or(value: float | None, default: float) -> float:
+    """``value`` unless it is None (0.0 is a time like any other)."""
+    return default if value is None else value
 
 
 def _window_value(rule: CompiledRule, alert: Alert, at: float, value: float) -> float | None:

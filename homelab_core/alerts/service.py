@@ -195,7 +195,7 @@ class AlertService:
                 self.config.alerting,
                 self.config.routes.values(),
                 self.deliveries,
-                record=self._attempts.append,
+                record=self._record_attempt,
                 delivered=self._delivered,
                 silenced=self.is_silenced,
                 clock=self.clock,
@@ -204,12 +204,17 @@ class AlertService:
                 {r.id: r.notifiers for r in self.config.rules.values()}
             )
             await self._restore()
-            tasks = await stack.enter_async_context(anyio.create_task_group())
-            stack.callback(tasks.cancel_scope.cancel)
-            stack.push_async_callback(self._save)  # runs before the tasks are cancelled
+            # Exited in reverse: the tasks are cancelled and awaited, then what they left is
+            # saved, then the subscription closes.
             subscription = await stack.enter_async_context(
                 self.bus.subscribe(buffer=BUS_BUFFER, accept=lambda e: e.type in _WANTED)
             )
+            stack.push_async_callback(self._save)
+            for delivery in self.deliveries.values():
+                stack.callback(delivery.send.close)
+                stack.callback(delivery.receive.close)
+            tasks = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tasks.cancel_scope.cancel)
             tasks.start_soon(self._consume, subscription, name="homelab:alerts")
             tasks.start_soon(self._tick, name="homelab:alerts-tick")
             tasks.start_soon(self._persist, name="homelab:alerts-store")
@@ -233,8 +238,7 @@ class AlertService:
         self.running = False
         stack, self._stack = self._stack, None
         if stack is not None:
-            with anyio.CancelScope(shield=True):
-                await stack.aclose()
+            await stack.aclose()
 
     async def _restore(self) -> None:
         now = self.clock()
@@ -333,6 +337,9 @@ class AlertService:
                     )
                 )
         self._wake.set()
+
+    def _record_attempt(self, attempt: dict[str, Any]) -> None:
+        self._attempts.append(attempt)  # the list is swapped at every save
 
     def _delivered(self, alerts: list[Alert], now: float) -> None:
         for alert in alerts:
