@@ -428,11 +428,14 @@ def _port(_: Any, __: Any, value: int | None) -> None:
 
 
 def _address(_: Any, attribute: attrs.Attribute[Any], value: str | list[str]) -> None:
+    from email.utils import parseaddr
+
     addresses = [value] if isinstance(value, str) else value
     if not addresses:
         raise ValueError(f"'{attribute.name}' must name at least one address")
     for address in addresses:
-        if "@" not in address or any(c.isspace() for c in address.strip()):
+        found = parseaddr(address)[1]
+        if "@" not in found or any(c.isspace() for c in found):
             raise ValueError(f"'{attribute.name}' must hold e-mail addresses, got {address!r}")
 
 
@@ -535,6 +538,8 @@ class Email(Notifier[EmailConfig]):
             raise self._error(f"{self._where} refused the recipients: {refused}") from None
         except aiosmtplib.SMTPResponseException as exc:
             raise self._error(f"{self._where} answered {exc.code} {excerpt(exc.message)}") from None
+        except aiosmtplib.SMTPConnectError as exc:
+            raise self._error(f"cannot connect to {self._where}: {_reason(exc)}") from None
         except aiosmtplib.SMTPException as exc:
             raise self._error(f"cannot send through {self._where}: {_reason(exc)}") from None
         except (OSError, ssl.SSLError) as exc:
@@ -644,17 +649,17 @@ def _on_asyncio() -> bool:
     return True
 
 
-def _apprise_type(notification: Notification) -> str:
+def _apprise_type(notification: Notification) -> Any:
+    """Apprise's ``NotifyType`` (its colour and icon) for the status and severity."""
     import apprise
 
     if notification.status == "resolved":
-        return str(apprise.NotifyType.SUCCESS)
-    return str(
-        {
-            "critical": apprise.NotifyType.FAILURE,
-            "warning": apprise.NotifyType.WARNING,
-        }.get(notification.severity, apprise.NotifyType.INFO)
-    )
+        return apprise.NotifyType.SUCCESS
+    if notification.severity == "critical":
+        return apprise.NotifyType.FAILURE
+    if notification.severity == "warning":
+        return apprise.NotifyType.WARNING
+    return apprise.NotifyType.INFO
 
 
 # -- log -----------------------------------------------------------------------------------
