@@ -9,11 +9,13 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import shutil
 import ssl
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -567,7 +569,9 @@ async def test_email_to_a_closed_port_is_a_notifier_error() -> None:
 # -- apprise -------------------------------------------------------------------------------
 
 
-async def test_apprise_posts_through_its_json_scheme() -> None:
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_apprise_posts_through_its_json_scheme(anyio_backend: str) -> None:
+    """Apprise's async API under asyncio; its blocking one in a worker thread under trio."""
     with receiver() as got:
         notifier = make(notifiers.Apprise, {"urls": [f"json://127.0.0.1:{got.port}/apprise"]})
         sent = notification()
@@ -631,3 +635,49 @@ async def test_log_json_format_writes_the_webhook_body(caplog: pytest.LogCapture
     [record] = [r for r in caplog.records if r.name == "homelab.notify.j"]
     body = json.loads(record.getMessage())
     assert body["version"] == 1 and body["alerts"][0]["rule"] == "disk-full"
+
+
+# -- docs/alerts.md ------------------------------------------------------------------------
+
+ALERTS_MD = Path(__file__).resolve().parent.parent / "docs" / "alerts.md"
+BUNDLED = (notifiers.Webhook, notifiers.Ntfy, notifiers.Email, notifiers.Apprise, notifiers.Log)
+
+
+def notifiers_section() -> str:
+    text = ALERTS_MD.read_text(encoding="utf-8")
+    start = text.index("## Notifiers\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else len(text)]
+
+
+def fenced(text: str, language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+
+
+@pytest.mark.parametrize("kind", BUNDLED, ids=lambda kind: kind.name)
+def test_alerts_md_documents_every_option_and_has_a_working_example(
+    kind: type[Notifier],
+) -> None:
+    section = notifiers_section()
+    start = section.index(f"### {kind.name}\n")
+    end = section.find("\n### ", start + 1)
+    part = section[start : end if end != -1 else len(section)]
+    for option_field in attrs.fields(kind.Config):
+        assert f"| `{option_field.name}` |" in part, f"{kind.name}: {option_field.name}"
+    tables = [
+        table
+        for block in fenced(part, "toml")
+        for table in tomllib.loads(block)["notifiers"].values()
+    ]
+    assert tables, f"no [notifiers.<id>] example for {kind.name}"
+    for table in tables:
+        assert table.pop("type") == kind.name
+        build_config(kind.Config, table, file="docs/alerts.md", table="notifiers")
+
+
+def test_alerts_md_shows_the_webhook_body_as_sent() -> None:
+    [shown] = [json.loads(block) for block in fenced(notifiers_section(), "json")]
+    body = notifiers.notification_body(notification(), sent_at=0)
+    assert set(shown) == set(body)
+    assert set(shown["alerts"][0]) == set(body["alerts"][0])
+    assert shown["version"] == notifiers.WEBHOOK_BODY_VERSION
