@@ -4,6 +4,7 @@ samples and by a clock given in the test (plain synchronous code, no I/O)."""
 from __future__ import annotations
 
 import tomllib
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -255,10 +256,10 @@ def test_silence_matchers_take_patterns_and_times() -> None:
 
 
 def test_a_maintenance_window_is_active_from_each_cron_start_for_its_duration() -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     window = MaintenanceWindow("m", "0 3 * * *", 3600, {}, "UTC")
-    at = datetime(2026, 5, 4, 3, 30, tzinfo=timezone.utc).timestamp()
+    at = datetime(2026, 5, 4, 3, 30, tzinfo=UTC).timestamp()
     assert window.current(at) == (at - 1800, at + 1800)
     assert window.current(at + 1800) is None
     assert window.current(at - 1801) is None
