@@ -48,13 +48,30 @@ def hook_names() -> list[str]:
 
 
 def settings_sections() -> dict[str, type]:
-    """Every fixed section of :class:`Settings`: the fields whose value is an attrs class."""
+    """Every fixed section of :class:`Settings`: the fields whose value is an attrs class.
+
+    ``alerts`` holds the alerting tables, documented in alerts.md (checked below)."""
     defaults = Settings()
     return {
         field.name: type(getattr(defaults, field.name))
         for field in attrs.fields(Settings)
-        if attrs.has(type(getattr(defaults, field.name)))
+        if attrs.has(type(getattr(defaults, field.name))) and field.name != "alerts"
     }
+
+
+@pytest.mark.parametrize(
+    ("heading", "cls"),
+    [("### [alerting]", "AlertingSettings"), ("### [alerts.<id>]", "RuleSettings"),
+     ("### [routes.<id>]", "RouteSettings"), ("### [maintenance.<id>]", "MaintenanceSettings")],
+)
+def test_every_alerting_key_is_documented_in_alerts_md(heading: str, cls: str) -> None:
+    from homelab_core.alerts import config
+
+    text = section_text(read("alerts.md"), heading)
+    for field in attrs.fields(getattr(config, cls)):
+        name = {"for_": "for"}.get(field.name, field.name)
+        if name != "id":
+            assert f"| `{name}` |" in text, f"{heading} {name} is not in its table"
 
 
 def section_text(text: str, heading: str) -> str:
