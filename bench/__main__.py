@@ -25,6 +25,7 @@ BENCHMARKS = (
     "ingest",
     "history",
     "pipeline",
+    "alerts",
     "scheduler_scale",
     "rest_latest",
     "websocket_fanout",

@@ -417,3 +417,14 @@ async def test_test_notifier_sends_once_and_records_the_attempt(tmp_path: Path) 
         ("pager", "test", "sent"),
         ("broken", "test", "error"),
     }
+
+
+async def test_an_alert_that_fires_again_after_resolving_is_sent_again(tmp_path: Path) -> None:
+    hub = hub_for(
+        tmp_path, KNOB + '[alerts.full]\nmetric = "level"\nmatch = { part = "a" }\nthreshold = 90\n'
+    )
+    async with hub:
+        for value, count in ((95, 1), (10, 2), (95, 3)):
+            Knob.values["tank"] = value
+            await wait_until(lambda count=count: len(Record.sent.get("pager", [])) == count)
+    assert [m.status for m in Record.sent["pager"]] == ["firing", "resolved", "firing"]

@@ -61,8 +61,12 @@ def settings_sections() -> dict[str, type]:
 
 @pytest.mark.parametrize(
     ("heading", "cls"),
-    [("### [alerting]", "AlertingSettings"), ("### [alerts.<id>]", "RuleSettings"),
-     ("### [routes.<id>]", "RouteSettings"), ("### [maintenance.<id>]", "MaintenanceSettings")],
+    [
+        ("### [alerting]", "AlertingSettings"),
+        ("### [alerts.<id>]", "RuleSettings"),
+        ("### [routes.<id>]", "RouteSettings"),
+        ("### [maintenance.<id>]", "MaintenanceSettings"),
+    ],
 )
 def test_every_alerting_key_is_documented_in_alerts_md(heading: str, cls: str) -> None:
     from homelab_core.alerts import config

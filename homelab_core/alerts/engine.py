@@ -201,6 +201,19 @@ class AlertEngine:
         """Replace the rules; returns the alerts of rules that no longer exist (dropped)."""
         self.rules = {r.id: CompiledRule(r) for r in rules}
         self._candidates.clear()
+        # Rules that name exact instances are found by instance; the others by scanning.
+        self._by_instance: dict[str, list[CompiledRule]] = {}
+        self._scanned: list[CompiledRule] = []
+        for compiled in self.rules.values():
+            if compiled.kind == "value" or (
+                compiled.kind == "absence" and compiled.settings.of == "series"
+            ):
+                exact = compiled._instances
+                if exact is None:
+                    self._scanned.append(compiled)
+                else:
+                    for instance_id in exact:
+                        self._by_instance.setdefault(instance_id, []).append(compiled)
         dropped = [a for a in self.alerts.values() if a.rule_id not in self.rules]
         for alert in dropped:
             del self.alerts[alert.fingerprint]
@@ -215,7 +228,7 @@ class AlertEngine:
         type_name = self.type_of(instance_id)
         found = tuple(
             rule
-            for rule in self.rules.values()
+            for rule in [*self._by_instance.get(instance_id, ()), *self._scanned]
             if (rule.kind == "value" or (rule.kind == "absence" and rule.settings.of == "series"))
             and rule.metric_matches(name)
             and rule.instance_matches(instance_id, type_name)
@@ -244,6 +257,8 @@ class AlertEngine:
         """Evaluate the value and absence rules on a collection's metrics."""
         out: list[Transition] = []
         candidates = self._candidates
+        series = self._series
+        evaluated = 0
         for metric in metrics:
             rules = candidates.get((instance_id, metric.name))
             if rules is None:
@@ -251,17 +266,22 @@ class AlertEngine:
             if not rules:
                 continue
             labels = metric.labels
-            key = (instance_id, (metric.name, tuple(sorted(labels.items())) if labels else ()))
+            key: tuple[str, Any] | None = None
             at = metric.timestamp if metric.timestamp is not None else now
             value = metric.value
             for rule in rules:
                 if rule.match and not rule.labels_match(labels):
                     continue
-                self.samples_evaluated += 1
-                table = self._series.get(rule.id)
-                alert = table.get(key) if table is not None else None
+                evaluated += 1
+                table = series.get(rule.id)
+                alert = None
+                if table:  # only a rule with alerts needs the series' key
+                    if key is None:
+                        key = _key(instance_id, metric)
+                    alert = table.get(key)
                 if rule.kind == "absence":
                     if alert is None:
+                        key = key or _key(instance_id, metric)
                         alert = self._new_series_alert(rule, instance_id, metric, key)
                     alert.last_seen = at
                     alert.value = value
@@ -270,6 +290,7 @@ class AlertEngine:
                     continue
                 if rule.window > 0:
                     if alert is None:
+                        key = key or _key(instance_id, metric)
                         alert = self._new_series_alert(rule, instance_id, metric, key)
                     x = _window_value(rule, alert, at, value)
                     if x is None:
@@ -277,11 +298,12 @@ class AlertEngine:
                 else:
                     x = value
                 if alert is None:
-                    assert rule.threshold is not None
-                    if not rule.compare(x, rule.threshold):
+                    if not rule.compare(x, rule.threshold):  # type: ignore[arg-type]
                         continue  # the common case: nothing to do
+                    key = key or _key(instance_id, metric)
                     alert = self._new_series_alert(rule, instance_id, metric, key)
                 self._evaluate_value(rule, alert, x, at, out)
+        self.samples_evaluated += evaluated
         return out
 
     def _new_series_alert(
@@ -365,6 +387,7 @@ class AlertEngine:
             alert.fired_at = at
             alert.resolved_at = None
             alert.resolved_notified = False
+            alert.notified_at = None  # a new firing: its message is still to be sent
         elif new == "resolved":
             alert.resolved_at = at
             # Nothing to tell about an alert whose firing was never delivered.
@@ -521,6 +544,11 @@ class AlertEngine:
                 continue  # still tracks its window or its absence
             self._forget(alert)
         return gone
+
+
+def _key(instance_id: str, metric: Metric) -> tuple[str, Any]:
+    labels = metric.labels
+    return (instance_id, (metric.name, tuple(sorted(labels.items())) if labels else ()))
 
 
 def _or(value: float | None, default: float) -> float:
