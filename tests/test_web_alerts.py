@@ -14,8 +14,10 @@ from typing import Any
 import anyio
 import attrs
 import pytest
+import sample_plugins
 from prometheus_client.parser import text_string_to_metric_families
 from quart import Quart
+from test_web_api import assert_error, bearer, eventually, json_of
 
 from homelab_core import Hub, PluginManager, Settings, hookimpl, option
 from homelab_core.config import settings_from_mapping
@@ -23,9 +25,6 @@ from homelab_core.notifier import Notification, Notifier, NotifierError
 from homelab_core.web import HomelabWeb
 from homelab_core.web.errors import register_error_handlers
 from homelab_core.web.ws_protocol import Filter, parse_message
-
-import sample_plugins
-from test_web_api import assert_error, bearer, eventually, json_of
 
 pytestmark = pytest.mark.anyio
 
@@ -302,9 +301,7 @@ async def test_writes_need_the_token_and_json(served: Served) -> None:
     client = served.client
     body = {"matchers": {"rule": "high-count"}, "duration": 60}
     await assert_error(await client.post("/api/silences", json=body), 401)
-    await assert_error(
-        await client.post("/api/silences", json=body, headers=bearer("wrong")), 403
-    )
+    await assert_error(await client.post("/api/silences", json=body, headers=bearer("wrong")), 403)
     await assert_error(await client.delete("/api/silences/abc"), 401)
     await assert_error(await client.post("/api/notifiers/rec/test"), 401)
     foreign = {"Origin": "https://evil.example", "Content-Type": "application/json"}
@@ -420,25 +417,24 @@ async def test_alert_events_reach_websocket_clients(
     )
     settings = settings_from_mapping(tomllib.loads(text))
     settings.database.url = alert_settings.database.url
-    async with serving(settings, alert_manager) as s:
-        async with s.client.websocket("/ws/metrics") as ws:
-            hello = await ws.receive_json()
-            assert hello["type"] == "hello"
-            await ws.send_json({"type": "subscribe", "types": ["alert"]})
-            snapshot = await ws.receive_json()
-            assert snapshot["type"] == "snapshot"
-            assert snapshot["plugins"]["judge"]["metrics"] == []  # metrics not subscribed
-            await s.hub.set_enabled("counter", True)
-            with anyio.fail_after(5):
-                message = await ws.receive_json()
-            # Only alert events: no metrics, status, execution or plugin event came first.
-            assert message["type"] == "alert", message
-            assert message["plugin_id"] == "counter"
-            assert message["seq"] > hello["seq"]
-            data = message["data"]
-            assert data["rule"] == "high-count"
-            assert (data["old"], data["new"]) == ("inactive", "firing")
-            assert data["severity"] == "critical"
-            assert data["summary"] == "counter counted 1"
-            assert data["labels"]["instance"] == "counter"
-            assert data["silenced"] is False
+    async with serving(settings, alert_manager) as s, s.client.websocket("/ws/metrics") as ws:
+        hello = await ws.receive_json()
+        assert hello["type"] == "hello"
+        await ws.send_json({"type": "subscribe", "types": ["alert"]})
+        snapshot = await ws.receive_json()
+        assert snapshot["type"] == "snapshot"
+        assert snapshot["plugins"]["judge"]["metrics"] == []  # metrics not subscribed
+        await s.hub.set_enabled("counter", True)
+        with anyio.fail_after(5):
+            message = await ws.receive_json()
+        # Only alert events: no metrics, status, execution or plugin event came first.
+        assert message["type"] == "alert", message
+        assert message["plugin_id"] == "counter"
+        assert message["seq"] > hello["seq"]
+        data = message["data"]
+        assert data["rule"] == "high-count"
+        assert (data["old"], data["new"]) == ("inactive", "firing")
+        assert data["severity"] == "critical"
+        assert data["summary"] == "counter counted 1"
+        assert data["labels"]["instance"] == "counter"
+        assert data["silenced"] is False

@@ -94,9 +94,12 @@ def parse_labels(text: str | None) -> dict[str, str]:
 
 
 def _moment(value: float | str | None, name: str, now: float) -> float | None:
+    """A time of a request body (None if absent): see :func:`_body_time`."""
+    return None if value is None else _body_time(value, name, now)
+
+
+def _body_time(value: float | str, name: str, now: float) -> float:
     """A time of a request body: epoch seconds, or text as :func:`parse_time` reads it."""
-    if value is None:
-        return None
     if isinstance(value, str):
         return parse_time(value, name=name, now=now)
     if not math.isfinite(value):
@@ -343,10 +346,10 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
             raise ApiError(
                 400, "invalid_request", "give either ends_at or duration (seconds), not both"
             )
-        if data.duration is not None:
-            ends_at = (now if starts_at is None else starts_at) + data.duration
+        if data.ends_at is not None:
+            ends_at = _body_time(data.ends_at, "ends_at", now)
         else:
-            ends_at = _moment(data.ends_at, "ends_at", now)
+            ends_at = (now if starts_at is None else starts_at) + (data.duration or 0.0)
         silence = await hub().add_silence(
             data.matchers,
             ends_at=ends_at,
@@ -364,7 +367,8 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
         h = hub()
         found = [x for x in h.silences(include_expired=True) if x.id == silence_id]
         await h.remove_silence(silence_id)
-        return found[0]
+        removed: Silence = found[0]
+        return removed
 
     @bp.get("/api/notifiers")
     @errors(401, 403, 503)
