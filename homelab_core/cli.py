@@ -376,6 +376,15 @@ def new_plugin_command(name: str, directory: Path | None) -> None:
     click.echo(next_steps(name, target))
 
 
+def _add_alert_commands() -> None:
+    from .cli_alerts import add_alert_commands
+
+    add_alert_commands(cli)
+
+
+_add_alert_commands()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``homelab`` console script.
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .bus import Bus
 from .codec import escaped_texts
 from .model import HealthState, InstanceInfo, Summary
 from .scheduler import Scheduler
 from .store import BatchWriter, Store, WriteQueue
+
+if TYPE_CHECKING:
+    from .alerts.service import AlertService
 
 #: Seconds that :meth:`Figures.samples_stored` may be old (counting a big table is slow).
 SAMPLE_COUNT_TTL = 30.0
@@ -20,8 +24,15 @@ class Figures:
     the bus."""
 
     def __init__(
-        self, scheduler: Scheduler, store: Store, queue: WriteQueue, bus: Bus, writer: BatchWriter
+        self,
+        scheduler: Scheduler,
+        store: Store,
+        queue: WriteQueue,
+        bus: Bus,
+        writer: BatchWriter,
+        alerts: AlertService | None = None,
     ) -> None:
+        self.alerts = alerts
         self.scheduler = scheduler
         self.store = store
         self.queue = queue
@@ -53,6 +64,7 @@ class Figures:
             "samples_refused": self.writer.refused_samples,
             "records_refused": self.writer.refused_records,
             "store_writable": 0.0 if self.writer.failing else 1.0,
+            **(self.alerts.counters() if self.alerts is not None else {}),
         }
 
     async def samples_stored(self) -> int:

@@ -114,7 +114,9 @@ class Hub:
             instances=lambda: [(i, self.scheduler.health(i).state) for i in self._instances],
             source=self.settings.source,
         )
-        self.figures = Figures(self.scheduler, self.store, self.queue, self.bus, self.writer)
+        self.figures = Figures(
+            self.scheduler, self.store, self.queue, self.bus, self.writer, self.alerts
+        )
         self.started_at: float | None = None
 
     # -- lifecycle -----------------------------------------------------------------------

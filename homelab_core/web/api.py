@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import attrs
 from quart import Blueprint, Response, request
 from quart_schema import (
     document_response,
@@ -20,6 +21,8 @@ from quart_schema import (
     validate_response,
 )
 
+from ..alerts.config import RuleSettings
+from ..alerts.silences import Silence
 from ..model import Execution, Health, InstanceInfo, Summary
 from . import schemas as s
 from .auth import check_request, needs_token
@@ -88,6 +91,25 @@ def parse_labels(text: str | None) -> dict[str, str]:
             raise ApiError(400, "invalid_request", f"labels: {part!r} is not key=value")
         labels[key.strip()] = value.strip()
     return labels
+
+
+def _moment(value: float | str | None, name: str, now: float) -> float | None:
+    """A time of a request body (None if absent): see :func:`_body_time`."""
+    return None if value is None else _body_time(value, name, now)
+
+
+def _body_time(value: float | str, name: str, now: float) -> float:
+    """A time of a request body: epoch seconds, or text as :func:`parse_time` reads it."""
+    if isinstance(value, str):
+        return parse_time(value, name=name, now=now)
+    if not math.isfinite(value):
+        raise ApiError(400, "invalid_request", f"{name}: {value!r} is not a time")
+    return _in_range(value, str(value), name)
+
+
+def rule_out(rule: RuleSettings) -> s.RuleOut:
+    """A rule's settings as the API shows them."""
+    return s.RuleOut(**{f.name: getattr(rule, f.name) for f in attrs.fields(RuleSettings)})
 
 
 def errors(*codes: int) -> Callable[[_F], _F]:
@@ -272,6 +294,99 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
         found = await hub().executions(plugin_id, status=q.status, limit=q.limit, before=q.before)
         next_before = found[-1].id if len(found) == q.limit else None
         return s.ExecutionList(plugin_id, found, next_before)
+
+    @bp.get("/api/alerts")
+    @errors(400, 401, 403, 503)
+    @validate_querystring(s.AlertsQuery)
+    @validate_response(s.AlertList)
+    async def list_alerts(query_args: s.AlertsQuery) -> s.AlertList:
+        """Current alerts (pending, firing, recently resolved), firing first; silenced ones
+        are listed with ``silenced`` true and the ids that mute them."""
+        found = hub().alerts_list(state=query_args.state, severity=query_args.severity)
+        return s.AlertList(found, len(found))
+
+    @bp.get("/api/alerts/history")
+    @errors(400, 401, 403, 503)
+    @validate_querystring(s.AlertHistoryQuery)
+    @validate_response(s.AlertHistoryOut)
+    async def alert_history(query_args: s.AlertHistoryQuery) -> s.AlertHistoryOut:
+        """Stored alert transitions, newest first; page with ``before``."""
+        q = query_args
+        found = await hub().alert_history(rule=q.rule, limit=q.limit, before=q.before)
+        next_before = found[-1].id if len(found) == q.limit else None
+        return s.AlertHistoryOut(found, next_before)
+
+    @bp.get("/api/alerts/rules")
+    @errors(401, 403, 503)
+    @validate_response(s.RuleList)
+    async def alert_rules() -> s.RuleList:
+        """The configured rules, their fields named as in ``[alerts.<id>]``."""
+        rules = [rule_out(r) for r in hub().alert_rules()]
+        return s.RuleList(rules, len(rules))
+
+    @bp.get("/api/silences")
+    @errors(400, 401, 403, 503)
+    @validate_querystring(s.SilencesQuery)
+    @validate_response(s.SilenceList)
+    async def list_silences(query_args: s.SilencesQuery) -> s.SilenceList:
+        """Silences that have not ended (with ``include_expired``, the ended ones too)."""
+        found = hub().silences(include_expired=query_args.include_expired)
+        return s.SilenceList(found, len(found))
+
+    @bp.post("/api/silences")
+    @errors(400, 401, 403, 415, 503)
+    @validate_request(s.SilenceIn)
+    @validate_response(Silence, 201)
+    async def add_silence(data: s.SilenceIn) -> tuple[Silence, int]:
+        """Make a silence: alerts whose labels match every matcher send nothing until it
+        ends (they still change state). Give ``ends_at`` or ``duration``."""
+        now = time.time()
+        starts_at = _moment(data.starts_at, "starts_at", now)
+        if (data.ends_at is None) == (data.duration is None):
+            raise ApiError(
+                400, "invalid_request", "give either ends_at or duration (seconds), not both"
+            )
+        if data.ends_at is not None:
+            ends_at = _body_time(data.ends_at, "ends_at", now)
+        else:
+            ends_at = (now if starts_at is None else starts_at) + (data.duration or 0.0)
+        silence = await hub().add_silence(
+            data.matchers,
+            ends_at=ends_at,
+            starts_at=starts_at,
+            comment=data.comment,
+            author=data.author,
+        )
+        return silence, 201
+
+    @bp.delete("/api/silences/<silence_id>")
+    @errors(404, 401, 403, 503)
+    @validate_response(Silence)
+    async def remove_silence(silence_id: str) -> Silence:
+        """Remove a silence; its alerts may notify at once. Answers the removed silence."""
+        h = hub()
+        found = [x for x in h.silences(include_expired=True) if x.id == silence_id]
+        await h.remove_silence(silence_id)
+        removed: Silence = found[0]
+        return removed
+
+    @bp.get("/api/notifiers")
+    @errors(401, 403, 503)
+    @validate_response(s.NotifierList)
+    async def list_notifiers() -> s.NotifierList:
+        """The configured notifiers, their options (secrets redacted) and counters."""
+        found = hub().notifiers()
+        return s.NotifierList(found, len(found))
+
+    @bp.post("/api/notifiers/<notifier_id>/test")
+    @errors(404, 401, 403, 415, 503)
+    @validate_response(s.NotifierTestOut)
+    async def test_notifier(notifier_id: str) -> s.NotifierTestOut:
+        """Send one test message through a notifier now (no retries); the attempt is
+        recorded. Like every change, it needs ``Content-Type: application/json`` or a
+        bearer token."""
+        error = await hub().test_notifier(notifier_id)
+        return s.NotifierTestOut(ok=error is None, error=error)
 
     @bp.get("/api/health")
     @validate_response(s.HealthCheckOut, 200)

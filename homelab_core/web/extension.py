@@ -260,7 +260,14 @@ PROMETHEUS_RESPONSES = {
 
 
 def _required_query_fields() -> dict[frozenset[str], set[str]]:
-    models = (schemas.PluginsQuery, schemas.HistoryQuery, schemas.ExecutionsQuery)
+    models = (
+        schemas.PluginsQuery,
+        schemas.HistoryQuery,
+        schemas.ExecutionsQuery,
+        schemas.AlertsQuery,
+        schemas.AlertHistoryQuery,
+        schemas.SilencesQuery,
+    )
     return {
         frozenset(f.name for f in attrs.fields(m)): {
             f.name for f in attrs.fields(m) if f.default is attrs.NOTHING
@@ -282,7 +289,7 @@ def _complete_operation(method: str, operation: dict[str, Any]) -> None:
             parameter["required"] = True
     if "requestBody" in operation:
         operation["requestBody"]["required"] = True
-    if method == "post":
+    if method in ("post", "delete"):
         operation.setdefault("security", [{"bearer": []}])
 
 

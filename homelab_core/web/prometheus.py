@@ -13,6 +13,8 @@ counters.
 - Per instance: ``homelab_instance_enabled``, ``homelab_instance_health{state}`` (1 for
   the current state, 0 for the others), ``homelab_instance_consecutive_failures`` and
   ``homelab_instance_last_success_timestamp_seconds``.
+- ``homelab_alerts{rule,state}``: how many alerts of each rule are pending, firing or
+  resolved (every configured rule and state, zeros too).
 - The framework's own figures, ``homelab_core_*`` (:data:`CORE`).
 
 A family name is never shared: the first claimant keeps it (ours, then plugin metrics in
@@ -143,7 +145,47 @@ CORE = {
         "Requests refused as from web pages of other sites: an unknown Host name (421),"
         " a foreign Origin (403), a POST that a form could send (415).",
     ),
+    "alerts_transitions": (
+        "homelab_core_alert_transitions_total",
+        "counter",
+        "Changes of state of alerts since start.",
+    ),
+    "alerts_events_missed": (
+        "homelab_core_alert_events_missed_total",
+        "counter",
+        "Bus events the alert service missed because its evaluation fell behind.",
+    ),
+    "alerts_store_errors": (
+        "homelab_core_alert_store_errors_total",
+        "counter",
+        "Failed writes of alert states, events or attempts (kept and retried).",
+    ),
+    "notifications_sent": (
+        "homelab_core_notifications_sent_total",
+        "counter",
+        "Notifications delivered, over every notifier.",
+    ),
+    "notifications_failed": (
+        "homelab_core_notifications_failed_total",
+        "counter",
+        "Notifications given up after their retries failed, over every notifier.",
+    ),
+    "notifications_dropped": (
+        "homelab_core_notifications_dropped_total",
+        "counter",
+        "Notifications dropped because a notifier's queue was full.",
+    ),
+    "notification_attempts": (
+        "homelab_core_notification_attempts_total",
+        "counter",
+        "Attempts to send a notification (first tries and retries).",
+    ),
 }
+#: (name, help) of the gauge of alerts by rule and state.
+ALERTS = (
+    "homelab_alerts",
+    "Alerts of the rule in the state (pending, firing, resolved); 0 for the others.",
+)
 
 
 #: (name, help) of the per-instance gauges.
@@ -554,12 +596,27 @@ def _skipped(exposition: _Exposition, family: str, owner: str) -> None:
     )
 
 
-def render(sources: Sequence[Source], figures: Mapping[str, float]) -> str:
-    """The exposition text of the instances' latest values and health and our figures."""
+def _alert_rows(exposition: _Exposition, counts: Mapping[tuple[str, str], int]) -> None:
+    family = exposition.claim(ALERTS[0], "gauge", None, ALERTS[1])
+    if family is None:
+        return
+    for rule, state in sorted(counts):
+        labels = f'rule="{_escape(rule)}",state="{_escape(state)}"'
+        family.add(f"{family.name}{{{labels}}}", counts[rule, state], (rule, state))
+
+
+def render(
+    sources: Sequence[Source],
+    figures: Mapping[str, float],
+    alerts: Mapping[tuple[str, str], int] | None = None,
+) -> str:
+    """The exposition text of the instances' latest values and health, the alerts by rule
+    and state, and our figures."""
     exposition = _Exposition()
     for name, kind, _ in CORE.values():
         exposition.claim(name, kind, None)
     _instance_rows(exposition, sources)
+    _alert_rows(exposition, alerts or {})
     _plugin_rows(exposition, sources)
     values = {**figures, "exposition_skipped": exposition.skipped}
     lines: list[str] = []
@@ -579,4 +636,4 @@ async def exposition(hub: Hub, extra: Mapping[str, float] | None = None) -> str:
     sources = [
         Source(info, hub.type_info(info.id), await hub.latest(info.id)) for info in hub.instances()
     ]
-    return render(sources, {**hub.counters(), **(extra or {})})
+    return render(sources, {**hub.counters(), **(extra or {})}, hub.alerts.state_counts())

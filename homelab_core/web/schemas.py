@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 import attrs
 import msgspec
 
+from ..alerts.service import AlertInfo, NotifierInfo
+from ..alerts.silences import Silence
 from ..model import (
     Execution,
     ExecutionStatus,
@@ -24,6 +26,7 @@ from ..model import (
     Summary,
     TypeInfo,
 )
+from ..store.alerts import AlertEvent
 
 #: What ``since`` and ``until`` look like: ``now``, ``-1h``-style, epoch seconds, ISO 8601.
 TIME_PATTERN = (
@@ -163,6 +166,114 @@ class HealthCheckOut:
     reason: str = ""
 
 
+AlertState = Literal["pending", "firing", "resolved"]
+AlertSeverity = Literal["critical", "warning", "info"]
+#: The longest silence the API makes (about 10 years): keeps its end within MAX_TIME.
+MAX_SILENCE = 3.2e8
+
+
+@attrs.define
+class AlertsQuery:
+    """Filters of ``GET /api/alerts``."""
+
+    state: AlertState | None = None
+    severity: AlertSeverity | None = None
+
+
+@attrs.define
+class AlertList:
+    alerts: list[AlertInfo]
+    count: int
+
+
+@attrs.define
+class AlertHistoryQuery:
+    """Parameters of ``GET /api/alerts/history``: page with ``before`` (an event id)."""
+
+    rule: str | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = 100
+    before: Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)] | None = None
+
+
+@attrs.define
+class AlertHistoryOut:
+    events: list[AlertEvent]
+    next_before: int | None
+
+
+class RuleOut(msgspec.Struct, rename={"for_": "for"}, kw_only=True):
+    """A configured rule (``[alerts.<id>]``), its fields named as in homelab.toml."""
+
+    id: str
+    kind: Literal["value", "health", "absence"]
+    severity: AlertSeverity
+    metric: str
+    match: dict[str, str]
+    instances: list[str]
+    types: list[str]
+    op: str
+    threshold: float | None
+    resolve_threshold: float | None
+    window: float
+    function: str
+    states: list[str]
+    of: str
+    for_: float
+    keep_firing_for: float
+    labels: dict[str, str]
+    summary: str
+    description: str
+    notifiers: list[str]
+
+
+@attrs.define
+class RuleList:
+    rules: list[RuleOut]
+    count: int
+
+
+@attrs.define
+class SilencesQuery:
+    """Parameters of ``GET /api/silences``."""
+
+    include_expired: bool = False
+
+
+@attrs.define
+class SilenceIn:
+    """Body of ``POST /api/silences``: ``ends_at`` or ``duration`` (seconds), not both.
+
+    Times are epoch seconds or text as ``since`` takes it (ISO 8601, ``now``).
+    """
+
+    matchers: dict[str, str]
+    ends_at: float | Annotated[str, msgspec.Meta(pattern=TIME_PATTERN)] | None = None
+    duration: Annotated[float, msgspec.Meta(gt=0, le=MAX_SILENCE)] | None = None
+    starts_at: float | Annotated[str, msgspec.Meta(pattern=TIME_PATTERN)] | None = None
+    comment: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+    author: Annotated[str, msgspec.Meta(max_length=256)] = ""
+
+
+@attrs.define
+class SilenceList:
+    silences: list[Silence]
+    count: int
+
+
+@attrs.define
+class NotifierList:
+    notifiers: list[NotifierInfo]
+    count: int
+
+
+@attrs.define
+class NotifierTestOut:
+    """The answer of ``POST /api/notifiers/{id}/test``: whether the message was delivered."""
+
+    ok: bool
+    error: str | None
+
+
 #: Every schema class, for the OpenAPI document's components.
 SCHEMA_CLASSES = (
     *(
@@ -177,4 +288,9 @@ SCHEMA_CLASSES = (
     RunStats,
     Summary,
     TypeInfo,
+    RuleOut,
+    AlertInfo,
+    AlertEvent,
+    NotifierInfo,
+    Silence,
 )

@@ -18,7 +18,14 @@ import attrs
 
 from .. import __version__
 from ..codec import JsonEncoder, to_builtins
-from ..events import Event, ExecutionFinished, HealthChanged, InstanceChanged, MetricsCollected
+from ..events import (
+    AlertChanged,
+    Event,
+    ExecutionFinished,
+    HealthChanged,
+    InstanceChanged,
+    MetricsCollected,
+)
 
 #: Largest client message accepted, in bytes of UTF-8.
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -30,6 +37,10 @@ CLOSE_FORBIDDEN = 4403
 #: Every message is text that encodes to UTF-8, as a text frame must: a lone surrogate in
 #: a label or a message is sent as a backslash escape, not an error that closes the socket.
 _encode = JsonEncoder().text
+
+
+#: The event types a client can receive (and name in ``subscribe``'s ``types``).
+EVENT_TYPES = ("metrics", "status", "execution", "plugin", "alert")
 
 
 class ProtocolError(Exception):
@@ -55,6 +66,7 @@ class Subscribe:
     metrics: tuple[str, ...] | None = None
     since: int | None = None
     stream: str | None = None
+    types: frozenset[str] | None = None
 
 
 @attrs.frozen
@@ -85,11 +97,20 @@ def _parse_subscribe(data: dict[str, Any]) -> Subscribe:
     stream = data.get("stream")
     if stream is not None and not isinstance(stream, str):
         raise ProtocolError("invalid_message", "'stream' must be a string")
+    types = _strings(data, "types")
+    unknown = sorted(set(types or ()) - set(EVENT_TYPES))
+    if unknown:
+        raise ProtocolError(
+            "invalid_message",
+            f"'types' has unknown event types {', '.join(map(repr, unknown))[:200]};"
+            f" the types are {', '.join(EVENT_TYPES)}",
+        )
     return Subscribe(
         plugins=None if plugins is None else frozenset(plugins),
         metrics=None if metrics is None else tuple(metrics),
         since=since,
         stream=stream,
+        types=None if types is None else frozenset(types),
     )
 
 
@@ -167,6 +188,18 @@ def event_data(event: Event) -> Any:
         return to_builtins(event.new)
     if type(event) is InstanceChanged:
         return {"enabled": event.enabled, "state": event.state.value}
+    if type(event) is AlertChanged:
+        return {
+            "rule": event.rule,
+            "fingerprint": event.fingerprint,
+            "old": event.old,
+            "new": event.new,
+            "severity": event.severity,
+            "labels": dict(event.labels),
+            "summary": event.summary,
+            "value": event.value,
+            "silenced": event.silenced,
+        }
     raise TypeError(f"no wire form for {type(event).__name__}")
 
 
@@ -185,13 +218,16 @@ def _metric_name(metric: Any) -> str | None:
 
 @attrs.frozen(cache_hash=True)
 class Filter:
-    """What a subscribed client receives: instance ids and metric name patterns.
+    """What a subscribed client receives: instance ids, metric name patterns, event types.
 
-    ``None`` lets everything through; an empty collection lets nothing through.
+    ``None`` lets everything through; an empty collection lets nothing through. An
+    ``alert`` event passes ``plugins`` by the instance it is about; one about no instance
+    (``plugin_id`` "") only when ``plugins`` is None.
     """
 
     plugins: frozenset[str] | None = None
     patterns: tuple[str, ...] | None = None
+    types: frozenset[str] | None = None
     _regex: re.Pattern[str] | None = attrs.field(
         init=False,
         eq=False,
@@ -209,6 +245,12 @@ class Filter:
     def wants_plugin(self, plugin_id: str) -> bool:
         return self.plugins is None or plugin_id in self.plugins
 
+    def wants(self, kind: str, plugin_id: str) -> bool:
+        """Whether events of type ``kind`` about ``plugin_id`` pass (metric names aside)."""
+        return (self.types is None or kind in self.types) and (
+            self.plugins is None or plugin_id in self.plugins
+        )
+
     def select(self, metrics: list[Any]) -> list[Any]:
         """The metrics (dicts with a ``name``) whose name matches a pattern."""
         if self._regex is None:
@@ -219,7 +261,7 @@ class Filter:
     def render_entry(self, entry: Entry) -> str | None:
         """:meth:`render` for a replay buffer entry (its data parsed only if needed)."""
         seq, kind, plugin_id, ts, text = entry
-        if not self.wants_plugin(plugin_id):
+        if not self.wants(kind, plugin_id):
             return None
         if self._regex is None or kind != "metrics":
             return text
@@ -227,7 +269,7 @@ class Filter:
 
     def render(self, frame: Frame) -> str | None:
         """The frame's text for this filter, or None if nothing of it passes."""
-        if not self.wants_plugin(frame.plugin_id):
+        if not self.wants(frame.type, frame.plugin_id):
             return None
         if self._regex is None or frame.type != "metrics":
             return frame.text

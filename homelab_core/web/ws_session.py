@@ -184,7 +184,7 @@ class Session:
                 f"no plugin instance {', '.join(map(repr, unknown))};"
                 f" known: {', '.join(sorted(known)) or 'none'}",
             )
-        wanted = p.Filter(message.plugins, message.metrics)
+        wanted = p.Filter(message.plugins, message.metrics, message.types)
         since = message.since
         resumed = since is not None and replay.resumable(since, message.stream)
         if since is not None and resumed:
@@ -217,6 +217,6 @@ class Session:
             metrics = to_builtins(await hub.latest(instance_id))
             plugins[instance_id] = {
                 "status": to_builtins(hub.health(instance_id)),
-                "metrics": wanted.select(metrics),
+                "metrics": wanted.select(metrics) if wanted.wants("metrics", instance_id) else [],
             }
         return plugins
