@@ -133,8 +133,8 @@ class Hub:
             tasks.start_soon(self.writer.run, name="homelab:writer")
             self._background = anyio.CancelScope()
             tasks.start_soon(self._run_maintenance, name="homelab:maintenance")
-            if self.alerts.enabled:  # subscribed before the first run, stopped after the last
-                await stack.enter_async_context(self.alerts)
+            # Subscribed before the first run, stopped after the last.
+            await stack.enter_async_context(self.alerts)
             await stack.enter_async_context(self.scheduler)
             stack.enter_context(tuned_gc(self.settings.scheduler.gc_threshold))
             self.started_at = time.time()
@@ -331,9 +331,20 @@ class Hub:
         """Stored alert transitions, newest first."""
         return await self.alerts.history(rule=rule, limit=limit, before=before)
 
-    def alert_rules(self) -> list[Any]:
-        """The configured rules (:class:`~homelab_core.alerts.RuleSettings`)."""
-        return list(self.settings.alerts.rules.values())
+    def alert_rules(self) -> list[tuple[Any, str]]:
+        """Every rule (:class:`~homelab_core.alerts.RuleSettings`) with its source,
+        ``file`` or ``api``."""
+        return self.alerts.rules()
+
+    async def put_alert_rule(
+        self, rule_id: str, body: Mapping[str, Any], *, create: bool = True
+    ) -> Any:
+        """Make (or replace) a rule owned by the API, with the rules of ``[alerts.<id>]``."""
+        return await self.alerts.put_rule(rule_id, body, create=create)
+
+    async def remove_alert_rule(self, rule_id: str) -> None:
+        """Delete a rule owned by the API."""
+        await self.alerts.remove_rule(rule_id)
 
     def silences(self, *, include_expired: bool = False) -> list[Any]:
         """Silences that have not ended (:class:`~homelab_core.alerts.Silence`)."""

@@ -428,3 +428,42 @@ async def test_an_alert_that_fires_again_after_resolving_is_sent_again(tmp_path:
             Knob.values["tank"] = value
             await wait_until(lambda count=count: len(Record.sent.get("pager", [])) == count)
     assert [m.status for m in Record.sent["pager"]] == ["firing", "resolved", "firing"]
+
+
+async def test_a_rule_made_through_the_api_is_stored_and_restored(tmp_path: Path) -> None:
+    Knob.values["tank"] = 95
+    async with hub_for(tmp_path, KNOB) as hub:
+        assert hub.alerts.rules() == []
+        assert hub.bus.subscriber_count == 0  # no rule: the service reads no event
+        await hub.put_alert_rule("full", {"metric": "level", "threshold": 90, "for": "0s"})
+        await wait_until(lambda: hub.bus.subscriber_count == 1)
+        await wait_until(lambda: Record.sent.get("pager"))
+    async with hub_for(tmp_path, KNOB) as hub:
+        ((rule, source),) = hub.alert_rules()
+        assert (rule.id, rule.threshold, source) == ("full", 90, "api")
+        await anyio.sleep(0.5)
+        assert {a.state for a in hub.alerts_list()} == {"firing"}
+        assert len(Record.sent["pager"]) == 1  # restored, not sent again
+        await hub.remove_alert_rule("full")
+        assert hub.alerts_list() == []
+        await wait_until(lambda: hub.bus.subscriber_count == 0)
+
+
+async def test_a_silence_made_by_another_process_applies_within_seconds(tmp_path: Path) -> None:
+    from homelab_core.alerts import Silence
+    from homelab_core.store import Store
+    from homelab_core.store.alerts import AlertStore
+
+    hub = hub_for(tmp_path, KNOB + '[alerts.full]\nmetric = "level"\nthreshold = 90\n')
+    async with hub:
+        other = Store(hub.settings.database.url)  # what `homelab silence add` does
+        await other.open()
+        try:
+            await AlertStore(other).save_silence(
+                Silence.create({"rule": "full"}, ends_at=time.time() + 3600)
+            )
+        finally:
+            await other.close()
+        Knob.values["tank"] = 95
+        await wait_until(lambda: len(hub.alerts_list()) == 2)
+        await wait_until(lambda: all(a.silenced for a in hub.alerts_list()), timeout=8)

@@ -204,6 +204,91 @@ async def test_alert_rules_are_listed_with_their_toml_names(served: Served) -> N
     assert rules["never"]["severity"] == "info"
 
 
+async def test_a_rule_made_through_the_api_is_checked_applied_and_removable(
+    served: Served,
+) -> None:
+    client, hub = served.client, served.hub
+    body = {
+        "id": "any-count",
+        "metric": "count",
+        "op": ">=",
+        "threshold": 0,
+        "for": "0s",
+        "summary": "{instance} has {value}",
+        "notifiers": ["rec"],
+    }
+    made = await json_of(await client.post("/api/alerts/rules", json=body, headers=WRITE), 201)
+    assert made["source"] == "api" and made["for"] == 0 and made["threshold"] == 0
+    await hub.run_now("counter")
+    await eventually(lambda: any(a.rule == "any-count" for a in hub.alerts_list()))
+    listed = await json_of(await client.get("/api/alerts/rules"))
+    assert {r["id"]: r["source"] for r in listed["rules"]} == {
+        "high-count": "file",
+        "never": "file",
+        "any-count": "api",
+    }
+    # Checked with the file's rules, the field named.
+    bad = await assert_error(
+        await client.post(
+            "/api/alerts/rules",
+            json={"id": "x", "summary": "{valu}", "threshold": 1},
+            headers=WRITE,
+        ),
+        400,
+    )
+    assert "[alerts.x] summary" in bad["message"]
+    bad = await assert_error(
+        await client.post(
+            "/api/alerts/rules",
+            json={"id": "y", "threshold": 1, "notifiers": ["pager"]},
+            headers=WRITE,
+        ),
+        400,
+    )
+    assert "unknown notifier 'pager'" in bad["message"]
+    await assert_error(
+        await client.post(
+            "/api/alerts/rules", json={"id": "Bad Id", "threshold": 1}, headers=WRITE
+        ),
+        400,
+    )
+    # Ids are unique across the file and the API; the file's rules are the file's.
+    await assert_error(
+        await client.post(
+            "/api/alerts/rules", json={"id": "any-count", "threshold": 1}, headers=WRITE
+        ),
+        409,
+    )
+    conflict = await assert_error(
+        await client.post("/api/alerts/rules", json={"id": "never", "threshold": 1}, headers=WRITE),
+        409,
+    )
+    assert "edit [alerts.never]" in conflict["message"]
+    await assert_error(await client.delete("/api/alerts/rules/never", headers=WRITE), 409)
+    await assert_error(
+        await client.post("/api/alerts/rules", json={"id": "z", "threshold": 1}), 401
+    )
+    # Replaced, then deleted: its alert ends with it.
+    replaced = await json_of(
+        await client.put(
+            "/api/alerts/rules/any-count",
+            json={**{k: v for k, v in body.items() if k != "id"}, "severity": "info"},
+            headers=WRITE,
+        )
+    )
+    assert replaced["severity"] == "info"
+    await assert_error(
+        await client.put("/api/alerts/rules/nope", json={"threshold": 1}, headers=WRITE), 404
+    )
+    gone = await json_of(await client.delete("/api/alerts/rules/any-count", headers=WRITE))
+    assert gone["id"] == "any-count"
+    assert not any(a.rule == "any-count" for a in hub.alerts_list())
+    await assert_error(await client.delete("/api/alerts/rules/any-count", headers=WRITE), 404)
+    paths = (await json_of(await client.get("/openapi.json")))["paths"]
+    assert {"post", "get"} <= set(paths["/api/alerts/rules"])
+    assert {"put", "delete"} <= set(paths["/api/alerts/rules/{rule_id}"])
+
+
 async def test_a_silence_made_through_the_api_mutes_the_alert_until_it_ends(
     served: Served,
 ) -> None:

@@ -266,7 +266,7 @@ SECTIONS = ("alerting", "alerts", "notifiers", "routes", "maintenance")
 
 
 def _durations(
-    body: Mapping[str, Any], keys: tuple[str, ...], where: str, table: str
+    body: Mapping[str, Any], keys: tuple[str, ...], where: str | None, table: str
 ) -> dict[str, Any]:
     result = dict(body)
     for key in keys:
@@ -293,7 +293,9 @@ def _tables(data: Mapping[str, Any], section: str, where: str) -> dict[str, Mapp
     return dict(tables)
 
 
-def parse_rule(rule_id: str, body: Mapping[str, Any], *, where: str, table: str) -> RuleSettings:
+def parse_rule(
+    rule_id: str, body: Mapping[str, Any], *, where: str | None, table: str
+) -> RuleSettings:
     """One rule from its table (the file's ``[alerts.<id>]``, or a body of the API)."""
     if "id" in body:
         raise ConfigError(
@@ -316,7 +318,9 @@ def parse_rule(rule_id: str, body: Mapping[str, Any], *, where: str, table: str)
     return rule
 
 
-def _check_rule(rule: RuleSettings, given: Mapping[str, Any], where: str, table: str) -> None:
+def _check_rule(
+    rule: RuleSettings, given: Mapping[str, Any], where: str | None, table: str
+) -> None:
     def fail(message: str, field: str) -> None:
         raise ConfigError(message, file=where, table=table, field=field)
 

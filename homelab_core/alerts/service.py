@@ -14,24 +14,32 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
 
 import anyio
+import anyio.abc
 import attrs
 
 from ..bus import Bus
-from ..errors import ConfigError, HomelabError, InvalidArgumentError, NotFoundError
+from ..errors import (
+    ConfigError,
+    ConflictError,
+    HomelabError,
+    InvalidArgumentError,
+    NotFoundError,
+)
 from ..events import AlertChanged, ExecutionFinished, HealthChanged, MetricsCollected
 from ..model import ExecutionStatus, HealthState
 from ..options import build_config, config_to_dict, secret_values
+from ..plugin import SLUG
 from ..plugins import PluginManager
 from ..redact import Redactor
 from ..store.alerts import STATE_FIELDS, AlertEvent, AlertStore, NotificationAttempt
 from ..store.store import Store
-from .config import AlertsConfig, NotifierSettings
+from .config import AlertsConfig, NotifierSettings, RuleSettings, parse_rule, unknown_notifiers
 from .dispatch import Delivery, Dispatcher, build_notification
 from .engine import Alert, AlertEngine, Transition
 from .silences import MaintenanceWindow, Silence, matches
@@ -42,6 +50,8 @@ log = logging.getLogger("homelab.alerts")
 _WANTED = frozenset({"metrics", "status", "execution"})
 #: Events buffered for the service before further ones are missed (and counted).
 BUS_BUFFER = 65_536
+#: Seconds between reads of the stored silences (those made by another process apply).
+SILENCE_REFRESH = 5.0
 
 
 class UnknownNotifierError(NotFoundError):
@@ -50,6 +60,14 @@ class UnknownNotifierError(NotFoundError):
     def __init__(self, notifier_id: str) -> None:
         self.name = notifier_id
         super().__init__(f"unknown notifier {notifier_id!r}")
+
+
+class UnknownRuleError(NotFoundError):
+    """No rule made through the API has the given id."""
+
+    def __init__(self, rule_id: str) -> None:
+        self.name = rule_id
+        super().__init__(f"unknown rule {rule_id!r}")
 
 
 class UnknownSilenceError(NotFoundError):
@@ -160,16 +178,15 @@ class AlertService:
         self._events: list[dict[str, Any]] = []
         self._attempts: list[dict[str, Any]] = []
         self._wake = anyio.Event()
+        self._rules_changed = anyio.Event()
+        self._consume_scope: anyio.CancelScope | None = None
+        #: Rules made through the API (stored; the file's are in ``config.rules``).
+        self.api_rules: dict[str, RuleSettings] = {}
         self._stack: AsyncExitStack | None = None
         self.running = False
         self.events_missed = 0
         self.transitions = 0
         self.store_errors = 0
-
-    @property
-    def enabled(self) -> bool:
-        """Whether there is anything to do (rules or notifiers)."""
-        return bool(self.config.rules or self.config.notifiers)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -200,22 +217,17 @@ class AlertService:
                 silenced=self.is_silenced,
                 clock=self.clock,
             )
-            self.dispatcher.set_rule_notifiers(
-                {r.id: r.notifiers for r in self.config.rules.values()}
-            )
             await self._restore()
             # Exited in reverse: the tasks are cancelled and awaited, then what they left is
-            # saved, then the subscription closes.
-            subscription = await stack.enter_async_context(
-                self.bus.subscribe(buffer=BUS_BUFFER, accept=lambda e: e.type in _WANTED)
-            )
-            stack.push_async_callback(self._save)
+            # saved, then the queues close.
             for delivery in self.deliveries.values():
                 stack.callback(delivery.send.close)
                 stack.callback(delivery.receive.close)
+            stack.push_async_callback(self._save)
             tasks = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tasks.cancel_scope.cancel)
-            tasks.start_soon(self._consume, subscription, name="homelab:alerts")
+            # Subscribed (when there are rules) before the hub starts its first run.
+            await tasks.start(self._consume_while_rules, name="homelab:alerts")
             tasks.start_soon(self._tick, name="homelab:alerts-tick")
             tasks.start_soon(self._persist, name="homelab:alerts-store")
             for delivery in self.deliveries.values():
@@ -243,11 +255,26 @@ class AlertService:
     async def _restore(self) -> None:
         now = self.clock()
         try:
+            bodies = await self.store.rules()
             rows = await self.store.load_states()
             silences = await self.store.silences(ended_after=now)
         except HomelabError as exc:
             log.error("alerts: cannot read the stored states: %s", exc)
-            rows, silences = [], []
+            bodies, rows, silences = {}, [], []
+        for rule_id, body in bodies.items():
+            if rule_id in self.config.rules:
+                log.warning(
+                    "alerts: rule %r made through the API is shadowed by [alerts.%s] of the"
+                    " file; the file's rule applies (delete one of them)",
+                    rule_id,
+                    rule_id,
+                )
+                continue
+            try:
+                self.api_rules[rule_id] = self._parse_api_rule(rule_id, body)
+            except InvalidArgumentError as exc:
+                log.error("alerts: stored rule %r is not valid any more, skipped: %s", rule_id, exc)
+        self._rules_changed_now()
         self.engine.restore(alert_from_row(r) for r in rows)
         known = {r["fingerprint"] for r in rows}
         self._deleted.update(known - set(self.engine.alerts))  # alerts of removed rules
@@ -257,7 +284,107 @@ class AlertService:
             self.engine.track_instance(instance_id, now, enabled=state != HealthState.DISABLED)
             self._apply(self.engine.observe_health(instance_id, state, now))
 
+    # -- rules ---------------------------------------------------------------------------
+
+    def rules(self) -> list[tuple[RuleSettings, str]]:
+        """Every rule with where it comes from: ``file`` or ``api``."""
+        return [(r, "file") for r in self.config.rules.values()] + [
+            (r, "api") for r in self.api_rules.values()
+        ]
+
+    def _parse_api_rule(self, rule_id: str, body: Mapping[str, Any]) -> RuleSettings:
+        table = f"alerts.{rule_id}"
+        if not SLUG.fullmatch(rule_id):
+            raise InvalidArgumentError(
+                f"[{table}]: a rule id must be a lowercase slug (letters, digits, '_', '-')"
+            )
+        try:
+            rule = parse_rule(rule_id, body, where=None, table=table)
+        except ConfigError as exc:
+            raise InvalidArgumentError(str(exc)) from None
+        missing = unknown_notifiers(rule.notifiers, self.config.notifiers)
+        if missing:
+            known = ", ".join(sorted(self.config.notifiers)) or "none"
+            raise InvalidArgumentError(
+                f"[{table}] notifiers: unknown notifier {missing[0]!r}; defined notifiers: {known}"
+            )
+        return rule
+
+    async def put_rule(
+        self, rule_id: str, body: Mapping[str, Any], *, create: bool
+    ) -> RuleSettings:
+        """Make (``create``) or replace a rule of the API, validated as the file's are,
+        stored, and applied at once. A rule of the file is a :class:`ConflictError`."""
+        if rule_id in self.config.rules:
+            raise ConflictError(
+                f"rule {rule_id!r} is defined in {self.source or 'the config file'};"
+                f" edit [alerts.{rule_id}] there"
+            )
+        if create and rule_id in self.api_rules:
+            raise ConflictError(f"rule {rule_id!r} exists; replace it with PUT")
+        if not create and rule_id not in self.api_rules:
+            raise UnknownRuleError(rule_id)
+        rule = self._parse_api_rule(rule_id, body)
+        await self.store.save_rule(rule_id, dict(body), self.clock())
+        self.api_rules[rule_id] = rule
+        self._rules_changed_now()
+        return rule
+
+    async def remove_rule(self, rule_id: str) -> None:
+        """Delete a rule of the API; its alerts are forgotten (their history is kept)."""
+        if rule_id in self.config.rules:
+            raise ConflictError(
+                f"rule {rule_id!r} is defined in {self.source or 'the config file'};"
+                f" remove [alerts.{rule_id}] there"
+            )
+        if rule_id not in self.api_rules:
+            raise UnknownRuleError(rule_id)
+        await self.store.delete_rule(rule_id)
+        del self.api_rules[rule_id]
+        self._rules_changed_now()
+
+    def _rules_changed_now(self) -> None:
+        every = [*self.config.rules.values(), *self.api_rules.values()]
+        for alert in self.engine.set_rules(every):
+            self._states.pop(alert.fingerprint, None)
+            self._deleted.add(alert.fingerprint)
+        if self.dispatcher is not None:
+            self.dispatcher.set_rule_notifiers({r.id: r.notifiers for r in every})
+        now = self.clock()
+        for instance_id, state in self.instances():
+            self.engine.track_instance(instance_id, now, enabled=state != HealthState.DISABLED)
+        if not every and self._consume_scope is not None:
+            self._consume_scope.cancel()  # nothing to evaluate: leave the bus
+        self._rules_changed.set()
+        self._wake.set()
+
     # -- tasks ---------------------------------------------------------------------------
+
+    async def _consume_while_rules(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Read the bus while there are rules; without any, no subscription is open, so
+        the data path builds no event for the alert service."""
+        started = False
+        while True:
+            if not self.engine.rules:
+                if not started:
+                    task_status.started()
+                    started = True
+                await self._rules_changed.wait()
+                self._rules_changed = anyio.Event()
+                continue
+            with anyio.CancelScope() as scope:
+                self._consume_scope = scope
+                async with self.bus.subscribe(
+                    buffer=BUS_BUFFER, accept=lambda e: e.type in _WANTED
+                ) as subscription:
+                    if not started:
+                        task_status.started()
+                        started = True
+                    await self._consume(subscription)
+            self._consume_scope = None
+            self._rules_changed = anyio.Event()
 
     async def _consume(self, subscription: Any) -> None:
         engine = self.engine
@@ -281,8 +408,12 @@ class AlertService:
 
     async def _tick(self) -> None:
         interval = self.config.alerting.evaluation_interval
+        refreshed = self.clock()
         while True:
             now = self.clock()
+            if now - refreshed >= SILENCE_REFRESH:
+                refreshed = now
+                await self._refresh_silences(now)
             self._apply(self.engine.tick(now))
             for alert in self.engine.evict(now, self.config.alerting.resolved_retention):
                 self._states.pop(alert.fingerprint, None)
@@ -291,6 +422,15 @@ class AlertService:
             with anyio.move_on_after(min(interval, wait) if wait is not None else interval):
                 await self._wake.wait()
             self._wake = anyio.Event()
+
+    async def _refresh_silences(self, now: float) -> None:
+        """Take the stored silences: those another process made (the CLI) apply too."""
+        try:
+            stored = await self.store.silences(ended_after=now)
+        except HomelabError as exc:
+            log.debug("alerts: cannot read the silences: %s", exc)
+            return
+        self.silences = {s["id"]: Silence(**s) for s in stored}
 
     def _flush(self, now: float) -> float | None:
         assert self.dispatcher is not None

@@ -12,7 +12,13 @@ from typing import Any
 
 import attrs
 
-from .models import AlertEventRecord, AlertStateRecord, NotificationRecord, SilenceRecord
+from .models import (
+    AlertEventRecord,
+    AlertRuleRecord,
+    AlertStateRecord,
+    NotificationRecord,
+    SilenceRecord,
+)
 from .store import Store
 
 #: Fields of an alert state row, in the order of :class:`AlertStateRecord`.
@@ -199,3 +205,24 @@ class AlertStore:
             )
             for r in rows
         ]
+
+    async def save_rule(self, rule_id: str, body: dict[str, Any], now: float) -> None:
+        """Store (or replace) a rule made through the API, as the body it was given."""
+        with self.store.using("save the alert rule"):
+            record = await AlertRuleRecord.get_or_none(id=rule_id)
+            if record is None:
+                await AlertRuleRecord.create(id=rule_id, body=body, created_at=now, updated_at=now)
+            else:
+                record.body = body
+                record.updated_at = now
+                await record.save()
+
+    async def delete_rule(self, rule_id: str) -> None:
+        with self.store.using("delete the alert rule"):
+            await AlertRuleRecord.filter(id=rule_id).delete()
+
+    async def rules(self) -> dict[str, dict[str, Any]]:
+        """The rules made through the API: id -> the body they were made with."""
+        with self.store.using("read the alert rules"):
+            rows = await AlertRuleRecord.all().order_by("created_at")
+        return {r.id: dict(r.body) for r in rows}

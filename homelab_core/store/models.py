@@ -194,3 +194,15 @@ class NotificationRecord(Model):
     class Meta:
         table = "homelab_notification"
         indexes = (Index(fields=("notifier", "ts"), name="homelab_notification_notifier_ts"),)
+
+
+class AlertRuleRecord(Model):
+    """A rule created through the API (rules of the file are not stored)."""
+
+    id = fields.CharField(max_length=64, primary_key=True)
+    body: fields.Field[dict[str, object]] = fields.JSONField(default=dict)
+    created_at = fields.FloatField()
+    updated_at = fields.FloatField()
+
+    class Meta:
+        table = "homelab_alert_rule"

@@ -107,9 +107,10 @@ def _body_time(value: float | str, name: str, now: float) -> float:
     return _in_range(value, str(value), name)
 
 
-def rule_out(rule: RuleSettings) -> s.RuleOut:
+def rule_out(rule: RuleSettings, source: str) -> s.RuleOut:
     """A rule's settings as the API shows them."""
-    return s.RuleOut(**{f.name: getattr(rule, f.name) for f in attrs.fields(RuleSettings)})
+    fields = {f.name: getattr(rule, f.name) for f in attrs.fields(RuleSettings)}
+    return s.RuleOut(**fields, source=source)  # type: ignore[arg-type]
 
 
 def errors(*codes: int) -> Callable[[_F], _F]:
@@ -321,8 +322,39 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
     @validate_response(s.RuleList)
     async def alert_rules() -> s.RuleList:
         """The configured rules, their fields named as in ``[alerts.<id>]``."""
-        rules = [rule_out(r) for r in hub().alert_rules()]
+        rules = [rule_out(r, source) for r, source in hub().alert_rules()]
         return s.RuleList(rules, len(rules))
+
+    @bp.post("/api/alerts/rules")
+    @errors(400, 401, 403, 409, 415, 503)
+    @validate_request(s.NewRuleIn)
+    @validate_response(s.RuleOut, 201)
+    async def add_alert_rule(data: s.NewRuleIn) -> tuple[s.RuleOut, int]:
+        """Make a rule, checked as ``[alerts.<id>]`` tables are, stored and applied at
+        once; ``source`` is ``api``. An id that a rule of the file or of the API has is a 409."""
+        rule = await hub().put_alert_rule(data.id, data.table(), create=True)
+        return rule_out(rule, "api"), 201
+
+    @bp.put("/api/alerts/rules/<rule_id>")
+    @errors(400, 404, 401, 403, 409, 415, 503)
+    @validate_request(s.RuleIn)
+    @validate_response(s.RuleOut)
+    async def replace_alert_rule(rule_id: str, data: s.RuleIn) -> s.RuleOut:
+        """Replace a rule made through the API (a rule of the file is a 409: edit the file).
+        Its alerts carry on when their series still match."""
+        rule = await hub().put_alert_rule(rule_id, data.table(), create=False)
+        return rule_out(rule, "api")
+
+    @bp.delete("/api/alerts/rules/<rule_id>")
+    @errors(404, 401, 403, 409, 503)
+    @validate_response(s.RuleOut)
+    async def remove_alert_rule(rule_id: str) -> s.RuleOut:
+        """Delete a rule made through the API; its alerts end (their history is kept)."""
+        h = hub()
+        found = [(r, src) for r, src in h.alert_rules() if r.id == rule_id]
+        await h.remove_alert_rule(rule_id)
+        rule, source = found[0]
+        return rule_out(rule, source)
 
     @bp.get("/api/silences")
     @errors(400, 401, 403, 503)

@@ -202,9 +202,11 @@ class AlertHistoryOut:
 
 
 class RuleOut(msgspec.Struct, rename={"for_": "for"}, kw_only=True):
-    """A configured rule (``[alerts.<id>]``), its fields named as in homelab.toml."""
+    """A rule (``[alerts.<id>]``, or made through the API), its fields named as in
+    homelab.toml; ``source`` says which (a rule of the file is changed in the file)."""
 
     id: str
+    source: Literal["file", "api"]
     kind: Literal["value", "health", "absence"]
     severity: AlertSeverity
     metric: str
@@ -224,6 +226,50 @@ class RuleOut(msgspec.Struct, rename={"for_": "for"}, kw_only=True):
     summary: str
     description: str
     notifiers: list[str]
+
+
+_Unset = msgspec.UnsetType
+_UNSET = msgspec.UNSET
+
+
+class RuleIn(msgspec.Struct, rename={"for_": "for"}, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /api/alerts/rules`` (with ``id``) and ``PUT /api/alerts/rules/{id}``:
+    the keys of an ``[alerts.<id>]`` table (docs/alerts.md), checked by the same rules.
+    Durations are seconds or text such as ``"5m"``."""
+
+    kind: Literal["value", "health", "absence"] | _Unset = _UNSET
+    metric: str | _Unset = _UNSET
+    match: dict[str, str] | _Unset = _UNSET
+    instances: list[str] | _Unset = _UNSET
+    types: list[str] | _Unset = _UNSET
+    op: Literal[">", ">=", "<", "<=", "==", "!="] | _Unset = _UNSET
+    threshold: float | _Unset = _UNSET
+    resolve_threshold: float | _Unset = _UNSET
+    window: float | str | _Unset = _UNSET
+    function: Literal["last", "avg", "min", "max", "rate"] | _Unset = _UNSET
+    states: list[Literal["failing", "degraded", "failed"]] | _Unset = _UNSET
+    of: Literal["series", "runs"] | _Unset = _UNSET
+    for_: float | str | _Unset = _UNSET
+    keep_firing_for: float | str | _Unset = _UNSET
+    severity: AlertSeverity | _Unset = _UNSET
+    labels: dict[str, str] | _Unset = _UNSET
+    summary: str | _Unset = _UNSET
+    description: str | _Unset = _UNSET
+    notifiers: list[str] | _Unset = _UNSET
+
+    def table(self) -> dict[str, Any]:
+        """The keys given, as an ``[alerts.<id>]`` table would hold them."""
+        return {
+            ("for" if name == "for_" else name): value
+            for name in self.__struct_fields__
+            if name != "id" and (value := getattr(self, name)) is not _UNSET
+        }
+
+
+class NewRuleIn(RuleIn, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /api/alerts/rules``: a rule and its id (a slug, unique)."""
+
+    id: str
 
 
 @attrs.define

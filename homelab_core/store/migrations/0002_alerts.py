@@ -1,4 +1,5 @@
-"""Alert states and events, silences and notification attempts (issue 12)."""
+"""Alert states and events, rules made through the API, silences and notification
+attempts."""
 
 import functools
 from json import dumps, loads
@@ -96,6 +97,19 @@ class Migration(migrations.Migration):
                      "indexes": [Index(fields=["notifier", "ts"],
                                        name="homelab_notification_notifier_ts")],
                      "table_description": "One attempt to send a notification."},
+            bases=["Model"],
+        ),
+        ops.CreateModel(
+            name="AlertRuleRecord",
+            fields=[
+                ("id", fields.CharField(primary_key=True, unique=True, db_index=True,
+                                        max_length=64)),
+                ("body", fields.JSONField(default=dict, **_json)),
+                ("created_at", fields.FloatField()),
+                ("updated_at", fields.FloatField()),
+            ],
+            options={"table": "homelab_alert_rule", "app": "homelab", "pk_attr": "id",
+                     "table_description": "A rule created through the API."},
             bases=["Model"],
         ),
     ]
