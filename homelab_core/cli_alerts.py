@@ -3,8 +3,8 @@
 ``alerts`` and ``silence`` read a running server's API with ``--url`` (the token from
 ``--token`` or ``$HOMELAB_API_TOKEN``), else the database of the config file. A silence
 made or removed in the database reaches a server that runs on that database within 5
-seconds (its alert service reads the stored silences that often). Everything heavy (the store, httpx, the alert service) is
-imported inside the commands.
+seconds (its alert service reads the stored silences that often). Everything heavy (the
+store, httpx, the alert service) is imported inside the commands.
 """
 
 from __future__ import annotations
