@@ -201,8 +201,7 @@ def alerts_command(
 @click.pass_context
 def notify_test_command(ctx: click.Context, notifier: str, config: str | None) -> None:
     """Send one test message through NOTIFIER (a [notifiers.<id>] table); exit 1 if it fails."""
-    from .alerts.dispatch import build_notification
-    from .alerts.engine import Alert
+    from .alerts.dispatch import test_notification
     from .alerts.service import build_notifier
 
     settings = _settings(config)
@@ -216,18 +215,11 @@ def notify_test_command(ctx: click.Context, notifier: str, config: str | None) -
         target = build_notifier(table, plugin_manager(ctx), where=settings.source)
     except ConfigError as exc:
         raise _config_failure(str(exc)) from None
-    now = time.time()
-    probe = Alert(
-        rule_id="test",
-        fingerprint="test",
-        state="firing",
-        labels={"rule": "test", "severity": "info", "instance": "homelab"},
-        summary="Test message from Homelab Core",
-        active_since=now,
-        fired_at=now,
-        description=f"Sent by 'homelab notify-test' to check that notifier {notifier!r} works.",
+    message = test_notification(
+        notifier,
+        f"Sent by 'homelab notify-test' to check that notifier {notifier!r} works.",
+        time.time(),
     )
-    message = build_notification(notifier, "test", [probe], test=True)
     timeout = table.timeout or settings.alerts.alerting.send_timeout or DEFAULT_SEND_TIMEOUT
 
     async def send() -> str | None:

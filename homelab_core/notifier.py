@@ -143,19 +143,8 @@ class Notifier(Generic[ConfigT]):
 
 def validate_notifier_type(obj: Any) -> list[str]:
     """Problems that keep ``obj`` from being a usable notifier type (empty when none)."""
-    from .plugin import SLUG
+    from .plugin import registered_class_problems
 
     if not (isinstance(obj, type) and issubclass(obj, Notifier)):
         return [f"{obj!r} is not a subclass of homelab_core.Notifier"]
-    problems = []
-    name = getattr(obj, "name", None)
-    if not isinstance(name, str) or not SLUG.fullmatch(name):
-        problems.append(
-            f"{obj.__qualname__}.name must be a lowercase slug (letters, digits, '_', '-'),"
-            f" got {name!r}"
-        )
-    if obj.send is Notifier.send:
-        problems.append(f"{obj.__qualname__} does not implement send()")
-    if not attrs.has(obj.Config):
-        problems.append(f"{obj.__qualname__}.Config must be an attrs class")
-    return problems
+    return registered_class_problems(obj, Notifier, "send")

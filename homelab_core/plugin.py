@@ -161,10 +161,9 @@ def declared_config(cls: type[Plugin]) -> type | None:
     return None
 
 
-def validate_plugin_type(obj: Any) -> list[str]:
-    """Problems that keep ``obj`` from being a usable plugin type (empty when none)."""
-    if not (isinstance(obj, type) and issubclass(obj, Plugin)):
-        return [f"{obj!r} is not a subclass of homelab_core.Plugin"]
+def registered_class_problems(obj: type, base: type, method: str) -> list[str]:
+    """What a class registered by a hook (a plugin or a notifier type) must have: a slug
+    ``name``, its own ``method``, and an attrs ``Config``."""
     problems = []
     name = getattr(obj, "name", None)
     if not isinstance(name, str) or not SLUG.fullmatch(name):
@@ -172,10 +171,19 @@ def validate_plugin_type(obj: Any) -> list[str]:
             f"{obj.__qualname__}.name must be a lowercase slug (letters, digits, '_', '-'),"
             f" got {name!r}"
         )
-    if obj.collect is Plugin.collect:
-        problems.append(f"{obj.__qualname__} does not implement collect()")
-    if not attrs.has(obj.Config):
+    if getattr(obj, method) is getattr(base, method):
+        problems.append(f"{obj.__qualname__} does not implement {method}()")
+    config = getattr(obj, "Config", None)
+    if not (isinstance(config, type) and attrs.has(config)):
         problems.append(f"{obj.__qualname__}.Config must be an attrs class")
+    return problems
+
+
+def validate_plugin_type(obj: Any) -> list[str]:
+    """Problems that keep ``obj`` from being a usable plugin type (empty when none)."""
+    if not (isinstance(obj, type) and issubclass(obj, Plugin)):
+        return [f"{obj!r} is not a subclass of homelab_core.Plugin"]
+    problems = registered_class_problems(obj, Plugin, "collect")
     declared = declared_config(obj)
     if declared is not None and not (
         isinstance(obj.Config, type) and issubclass(obj.Config, declared)

@@ -409,5 +409,20 @@ def build_notification(
     )
 
 
+def test_notification(notifier: str, description: str, now: float) -> Notification:
+    """The message of ``homelab notify-test`` and ``POST /api/notifiers/{id}/test``."""
+    probe = Alert(
+        rule_id="test",
+        fingerprint="test",
+        state="firing",
+        labels={"rule": "test", "severity": "info", "instance": "homelab"},
+        summary="Test message from Homelab Core",
+        active_since=now,
+        fired_at=now,
+        description=description,
+    )
+    return build_notification(notifier, "test", [probe], test=True)
+
+
 def _rank(severity: str) -> int:
     return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)

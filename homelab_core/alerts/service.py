@@ -40,7 +40,7 @@ from ..redact import Redactor
 from ..store.alerts import STATE_FIELDS, AlertEvent, AlertStore, NotificationAttempt
 from ..store.store import Store
 from .config import AlertsConfig, NotifierSettings, RuleSettings, parse_rule, unknown_notifiers
-from .dispatch import Delivery, Dispatcher, build_notification
+from .dispatch import Delivery, Dispatcher, test_notification
 from .engine import Alert, AlertEngine, Transition
 from .silences import MaintenanceWindow, Silence, matches
 
@@ -668,18 +668,11 @@ class AlertService:
         else the error. The attempt is recorded like any other."""
         delivery = self._delivery(notifier_id)
         assert self.dispatcher is not None
-        now = self.clock()
-        probe = Alert(
-            rule_id="test",
-            fingerprint="test",
-            state="firing",
-            labels={"rule": "test", "severity": "info", "instance": "homelab"},
-            summary="Test message from Homelab Core",
-            active_since=now,
-            fired_at=now,
-            description=f"Sent to notifier {notifier_id!r} to check that it works.",
+        notification = test_notification(
+            notifier_id,
+            f"Sent to notifier {notifier_id!r} to check that it works.",
+            self.clock(),
         )
-        notification = build_notification(notifier_id, "test", [probe], test=True)
         error = await self.dispatcher.deliver(delivery, notification, [], retries=0)
         await self._save()
         return error
