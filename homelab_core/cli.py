@@ -286,15 +286,28 @@ def run_command(
 
 
 def configuration_problems(
-    settings: Settings, types: Mapping[str, type[Plugin]], *, insecure: bool = False
+    settings: Settings,
+    types: Mapping[str, type[Plugin]],
+    *,
+    insecure: bool = False,
+    plugins: PluginManager | None = None,
 ) -> list[str]:
     """Everything ``homelab serve`` would refuse in ``settings``, one message each.
 
     Each instance whose type or options are wrong (the first problem of each), the server's
     address without a token (unless ``insecure``) or ``auth = "all"`` without one, and a
-    SQLite database whose directory does not exist. Nothing is started or created.
+    SQLite database whose directory does not exist; with ``plugins``, each notifier whose
+    type is not installed or whose options are wrong. Nothing is started or created.
     """
     problems = []
+    if plugins is not None:
+        from .alerts.service import build_notifier
+
+        for notifier in settings.alerts.notifiers.values():
+            try:
+                build_notifier(notifier, plugins, where=settings.source)
+            except HomelabError as exc:
+                problems.append(str(exc))
     for instance in settings.plugins.values():
         try:
             build_instance(
@@ -325,7 +338,7 @@ def check_configuration(ctx: click.Context, settings: Settings, *, insecure: boo
     types = manager.plugin_types()
     # A plugin that failed to load explains an "unknown plugin type" below.
     _report_load_errors(manager)
-    problems = configuration_problems(settings, types, insecure=insecure)
+    problems = configuration_problems(settings, types, insecure=insecure, plugins=manager)
     for problem in problems:
         click.echo(f"error: {problem}", err=True)
     if problems:

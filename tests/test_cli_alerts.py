@@ -211,3 +211,25 @@ async def test_alerts_and_silences_through_a_running_server(
         missing = await cli_call("silence", "remove", silence_id, "--url", url, "--token", TOKEN)
         assert missing.exit_code == 1
         assert "404" in missing.output and silence_id in missing.output
+
+
+@pytest.mark.parametrize(
+    ("table", "says"),
+    [
+        (
+            '[notifiers.pigeon]\ntype = "carrier"\n',
+            "[notifiers.pigeon] type: unknown notifier type 'carrier'",
+        ),
+        (
+            '[notifiers.rec2]\ntype = "recording"\ncolour = "red"\n',
+            "[notifiers.rec2] colour: unknown field",
+        ),
+    ],
+)
+def test_check_config_finds_a_notifier_that_cannot_be_built(
+    invoke: Invoke, config_file: Path, table: str, says: str
+) -> None:
+    config_file.write_text(config_file.read_text() + "\n" + table)
+    result = invoke("check-config", "--config", str(config_file))
+    assert result.exit_code == 2, result.output
+    assert f"error: {config_file} {says}" in result.output
