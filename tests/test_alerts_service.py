@@ -44,8 +44,11 @@ class Knob(Plugin[KnobConfig]):
     name = "knob"
     values: ClassVar[dict[str, float]] = {}
     healthy: ClassVar[dict[str, bool]] = {}
+    broken: ClassVar[set[str]] = set()
 
     async def collect(self) -> list[Metric]:
+        if self.instance_id in Knob.broken:
+            raise RuntimeError("the knob is stuck")
         value = Knob.values.get(self.instance_id, self.config.start)
         return [
             Metric("level", value, labels={"part": "a"}),
@@ -91,6 +94,7 @@ class Module:
 def clean() -> None:
     Knob.values.clear()
     Knob.healthy.clear()
+    Knob.broken.clear()
     Record.sent.clear()
     Record.arrived.clear()
 
@@ -467,3 +471,38 @@ async def test_a_silence_made_by_another_process_applies_within_seconds(tmp_path
         Knob.values["tank"] = 95
         await wait_until(lambda: len(hub.alerts_list()) == 2)
         await wait_until(lambda: all(a.silenced for a in hub.alerts_list()), timeout=8)
+
+
+async def test_an_absence_rule_fires_when_an_instance_stops_succeeding_and_resolves(
+    tmp_path: Path,
+) -> None:
+    hub = hub_for(
+        tmp_path,
+        KNOB
+        + """
+[alerts.silent]
+kind = "absence"
+of = "runs"
+for = 0.6
+summary = "{instance} has not reported"
+[alerts.series-gone]
+kind = "absence"
+metric = "level"
+match = { part = "a" }
+for = 0.6
+""",
+    )
+    async with hub:
+        await anyio.sleep(0.5)
+        assert hub.alerts_list() == []  # it reports: nothing is absent
+        Knob.broken.add("tank")  # runs fail from now on: no sample, no success
+        await wait_until(
+            lambda: {a.rule for a in hub.alerts_list(state="firing")} == {"silent", "series-gone"}
+        )
+        Knob.broken.clear()
+        await wait_until(lambda: {a.state for a in hub.alerts_list()} == {"resolved"})
+        await wait_until(lambda: [m.status for m in Record.sent["pager"]].count("resolved") == 2)
+    statuses = [m.status for m in Record.sent["pager"]]
+    assert sorted(statuses) == ["firing", "firing", "resolved", "resolved"]
+    summaries = {a.summary for m in Record.sent["pager"] for a in m.alerts}
+    assert "tank has not reported" in summaries
