@@ -44,7 +44,37 @@ async def test_open_applies_migrations_and_enables_wal(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         applied = conn.execute("SELECT app, name FROM tortoise_migrations").fetchall()
-    assert applied == [("homelab", "0001_initial")]
+    assert applied == [("homelab", "0001_initial"), ("homelab", "0002_alerts")]
+
+
+ALERT_TABLES = (
+    "homelab_alert_state",
+    "homelab_alert_event",
+    "homelab_silence",
+    "homelab_notification",
+    "homelab_alert_rule",
+)
+
+
+async def test_a_store_of_the_previous_release_gains_the_alert_tables_and_keeps_its_data(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    store = Store(f"sqlite://{path}")
+    await store.open()
+    await store.write([("a", samples(T0, 3, 10))])
+    await store.close()
+    with sqlite3.connect(path) as conn:  # what the release before the alerts left
+        for table in ALERT_TABLES:
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("DELETE FROM tortoise_migrations WHERE name = '0002_alerts'")
+    await store.open()
+    try:
+        assert len(await store.fetch("SELECT * FROM homelab_sample")) == 3
+        for table in ALERT_TABLES:
+            assert await store.fetch(f"SELECT * FROM {table}") == []
+    finally:
+        await store.close()
 
 
 async def test_unreachable_database_is_a_store_error(tmp_path: Path) -> None:
