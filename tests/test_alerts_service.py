@@ -506,3 +506,28 @@ for = 0.6
     assert sorted(statuses) == ["firing", "firing", "resolved", "resolved"]
     summaries = {a.summary for m in Record.sent["pager"] for a in m.alerts}
     assert "tank has not reported" in summaries
+
+
+async def test_an_internal_error_of_evaluation_is_counted_and_the_service_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub = hub_for(tmp_path, KNOB + '[alerts.full]\nmetric = "level"\nthreshold = 90\n')
+    async with hub:
+        engine = hub.alerts.engine
+        real = engine.observe_metrics
+        calls = 0
+
+        def buggy(*args: Any) -> Any:  # stands for a bug met by one odd event
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise ZeroDivisionError("a bug")
+            return real(*args)
+
+        engine.observe_metrics = buggy  # type: ignore[method-assign]
+        Knob.values["tank"] = 95
+        await wait_until(lambda: Record.sent.get("pager"))
+        assert hub.alerts.errors == 1 and hub.alerts.counters()["alerts_errors"] == 1
+        executions = await hub.executions("tank", limit=3)
+    assert all(e.status == "ok" for e in executions)
+    assert "internal error evaluating a metrics event of 'tank'" in caplog.text

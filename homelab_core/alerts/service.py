@@ -187,6 +187,8 @@ class AlertService:
         self.events_missed = 0
         self.transitions = 0
         self.store_errors = 0
+        #: Internal errors of evaluation (a bug), logged; the service goes on.
+        self.errors = 0
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -394,17 +396,20 @@ class AlertService:
                 self.events_missed += missed
                 log.warning("alerts: %d events missed (evaluation fell behind)", missed)
             now = self.clock()
-            if isinstance(event, MetricsCollected):
-                found = engine.observe_metrics(event.instance_id, event.metrics, now)
-            elif isinstance(event, HealthChanged):
-                found = engine.observe_health(event.instance_id, event.new.state, now)
-            elif isinstance(event, ExecutionFinished):
-                ok = event.execution.status == ExecutionStatus.OK
-                found = engine.observe_run(event.instance_id, ok, now)
-            else:
-                continue
-            if found:
-                self._apply(found)
+            try:
+                if isinstance(event, MetricsCollected):
+                    found = engine.observe_metrics(event.instance_id, event.metrics, now)
+                elif isinstance(event, HealthChanged):
+                    found = engine.observe_health(event.instance_id, event.new.state, now)
+                elif isinstance(event, ExecutionFinished):
+                    ok = event.execution.status == ExecutionStatus.OK
+                    found = engine.observe_run(event.instance_id, ok, now)
+                else:
+                    continue
+                if found:
+                    self._apply(found)
+            except Exception:  # a bug here must not stop the service (nor the hub)
+                self._failed(f"evaluating a {event.type} event of {event.instance_id!r}")
 
     async def _tick(self) -> None:
         interval = self.config.alerting.evaluation_interval
@@ -414,14 +419,23 @@ class AlertService:
             if now - refreshed >= SILENCE_REFRESH:
                 refreshed = now
                 await self._refresh_silences(now)
-            self._apply(self.engine.tick(now))
-            for alert in self.engine.evict(now, self.config.alerting.resolved_retention):
-                self._states.pop(alert.fingerprint, None)
-                self._deleted.add(alert.fingerprint)
-            wait = self._flush(now)
+            wait: float | None = None
+            try:
+                self._apply(self.engine.tick(now))
+                for alert in self.engine.evict(now, self.config.alerting.resolved_retention):
+                    self._states.pop(alert.fingerprint, None)
+                    self._deleted.add(alert.fingerprint)
+                wait = self._flush(now)
+            except Exception:  # a bug here must not stop the service (nor the hub)
+                self._failed("advancing the alerts' clock")
             with anyio.move_on_after(min(interval, wait) if wait is not None else interval):
                 await self._wake.wait()
             self._wake = anyio.Event()
+
+    def _failed(self, doing: str) -> None:
+        self.errors += 1
+        if self.errors <= 10 or self.errors % 1000 == 0:
+            log.exception("alerts: internal error %s (%d so far)", doing, self.errors)
 
     async def _refresh_silences(self, now: float) -> None:
         """Take the stored silences: those another process made (the CLI) apply too."""
@@ -684,6 +698,7 @@ class AlertService:
             "alerts_transitions": self.transitions,
             "alerts_events_missed": self.events_missed,
             "alerts_store_errors": self.store_errors,
+            "alerts_errors": self.errors,
             "notifications_sent": sum(x.sent for x in d),
             "notifications_failed": sum(x.failed for x in d),
             "notifications_dropped": sum(x.dropped for x in d),

@@ -160,6 +160,11 @@ CORE = {
         "counter",
         "Failed writes of alert states, events or attempts (kept and retried).",
     ),
+    "alerts_errors": (
+        "homelab_core_alert_errors_total",
+        "counter",
+        "Internal errors of rule evaluation (logged; the alert service goes on).",
+    ),
     "notifications_sent": (
         "homelab_core_notifications_sent_total",
         "counter",
