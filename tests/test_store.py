@@ -44,7 +44,11 @@ async def test_open_applies_migrations_and_enables_wal(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         applied = conn.execute("SELECT app, name FROM tortoise_migrations").fetchall()
-    assert applied == [("homelab", "0001_initial"), ("homelab", "0002_alerts")]
+    assert applied == [
+        ("homelab", "0001_initial"),
+        ("homelab", "0002_alerts"),
+        ("homelab", "0003_api_instances"),
+    ]
 
 
 ALERT_TABLES = (
@@ -67,11 +71,14 @@ async def test_a_store_of_the_previous_release_gains_the_alert_tables_and_keeps_
     with sqlite3.connect(path) as conn:  # what the release before the alerts left
         for table in ALERT_TABLES:
             conn.execute(f"DROP TABLE {table}")
-        conn.execute("DELETE FROM tortoise_migrations WHERE name = '0002_alerts'")
+        conn.execute("DROP TABLE homelab_api_instance")
+        conn.execute(
+            "DELETE FROM tortoise_migrations WHERE name IN ('0002_alerts', '0003_api_instances')"
+        )
     await store.open()
     try:
         assert len(await store.fetch("SELECT * FROM homelab_sample")) == 3
-        for table in ALERT_TABLES:
+        for table in (*ALERT_TABLES, "homelab_api_instance"):
             assert await store.fetch(f"SELECT * FROM {table}") == []
     finally:
         await store.close()

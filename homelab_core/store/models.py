@@ -206,3 +206,18 @@ class AlertRuleRecord(Model):
 
     class Meta:
         table = "homelab_alert_rule"
+
+
+class ApiInstanceRecord(Model):
+    """An instance created through the API: its table as given (secrets included, so that
+    it can be built again at start; the API never returns them). Instances of the file are
+    not stored here."""
+
+    id = fields.CharField(max_length=64, primary_key=True)
+    type = fields.CharField(max_length=64)
+    body: fields.Field[dict[str, object]] = fields.JSONField(default=dict)
+    created_at = fields.FloatField()
+    updated_at = fields.FloatField()
+
+    class Meta:
+        table = "homelab_api_instance"
