@@ -448,66 +448,80 @@ def _instances(
         raise ConfigError("must be a table of [plugins.<id>] tables", file=where, table="plugins")
     result: dict[str, InstanceSettings] = {}
     for instance_id, body in table.items():
-        name = f"plugins.{instance_id}"
-        if not SLUG.fullmatch(instance_id):
+        result[instance_id] = instance_settings(instance_id, body, where=where, origins=origins)
+    return result
+
+
+def instance_settings(
+    instance_id: str,
+    body: Any,
+    *,
+    where: str | None,
+    origins: Mapping[tuple[str, str], str] | None = None,
+) -> InstanceSettings:
+    """One ``[plugins.<id>]`` table checked (the file's, or a body of the API): the keys of
+    the framework here, the options later against the type (``instances.build_instance``).
+    Errors are :class:`ConfigError` naming ``where``, the table and the field."""
+    origins = origins or {}
+    name = f"plugins.{instance_id}"
+    if not SLUG.fullmatch(instance_id):
+        raise ConfigError(
+            "instance id must be a lowercase slug (letters, digits, '_', '-')",
+            file=where,
+            table=name,
+        )
+    if not isinstance(body, Mapping):
+        raise ConfigError("must be a table", file=where, table=name)
+    kind = body.get("type", instance_id)
+    if not isinstance(kind, str):
+        raise ConfigError("expected a plugin type name", file=where, table=name, field="type")
+    enabled = body.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(
+            f"expected true or false, got {enabled!r}", file=where, table=name, field="enabled"
+        )
+    durations = {}
+    for key in ("interval", "timeout"):
+        value = body.get(key)
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
             raise ConfigError(
-                "instance id must be a lowercase slug (letters, digits, '_', '-')",
+                f"expected a positive number of seconds, got {value!r}",
                 file=where,
                 table=name,
+                field=key,
             )
-        if not isinstance(body, Mapping):
-            raise ConfigError("must be a table", file=where, table=name)
-        kind = body.get("type", instance_id)
-        if not isinstance(kind, str):
-            raise ConfigError("expected a plugin type name", file=where, table=name, field="type")
-        enabled = body.get("enabled", True)
-        if not isinstance(enabled, bool):
+        durations[key] = float(value) if value is not None else None
+    limits: dict[str, int | None] = {}
+    for key in _LIMIT_KEYS:
+        value = body.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 0
+        ):
             raise ConfigError(
-                f"expected true or false, got {enabled!r}", file=where, table=name, field="enabled"
+                f"expected a whole number, 0 or more (0: no limit), got {value!r}",
+                file=where,
+                table=name,
+                field=key,
             )
-        durations = {}
-        for key in ("interval", "timeout"):
-            value = body.get(key)
-            if value is not None and (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value <= 0
-            ):
-                raise ConfigError(
-                    f"expected a positive number of seconds, got {value!r}",
-                    file=where,
-                    table=name,
-                    field=key,
-                )
-            durations[key] = float(value) if value is not None else None
-        limits: dict[str, int | None] = {}
-        for key in _LIMIT_KEYS:
-            value = body.get(key)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 0
-            ):
-                raise ConfigError(
-                    f"expected a whole number, 0 or more (0: no limit), got {value!r}",
-                    file=where,
-                    table=name,
-                    field=key,
-                )
-            limits[key] = value
-        options = {k: v for k, v in body.items() if k not in _INSTANCE_KEYS}
-        from_environment = {k: origins[(name, k)] for k in options if (name, k) in origins}
-        result[instance_id] = InstanceSettings(
-            id=instance_id,
-            type=kind,
-            enabled=enabled,
-            options=options,
-            from_environment=from_environment,
-            interval=durations["interval"],
-            timeout=durations["timeout"],
-            max_samples_per_run=limits["max_samples_per_run"],
-            max_series=limits["max_series"],
-        )
-    return result
+        limits[key] = value
+    options = {k: v for k, v in body.items() if k not in _INSTANCE_KEYS}
+    from_environment = {k: origins[(name, k)] for k in options if (name, k) in origins}
+    return InstanceSettings(
+        id=instance_id,
+        type=kind,
+        enabled=enabled,
+        options=options,
+        from_environment=from_environment,
+        interval=durations["interval"],
+        timeout=durations["timeout"],
+        max_samples_per_run=limits["max_samples_per_run"],
+        max_series=limits["max_series"],
+    )
 
 
 _PLUGIN_ENV = re.compile(r"^HOMELAB_PLUGINS__([A-Za-z0-9_-]+)__([A-Za-z0-9_]+)$")

@@ -12,16 +12,23 @@ from types import TracebackType
 from typing import Any
 
 import anyio
+import attrs
 
-from .alerts.service import AlertService
+from .alerts.service import AlertService, build_notifier
 from .bus import Bus, MemoryBus
 from .cache import AiocacheLatest, LatestCache
-from .config import Settings, load_settings
+from .config import Settings, instance_settings, load_settings
 from .datapath import DataPath
-from .errors import InvalidArgumentError, UnknownInstanceError
+from .errors import (
+    ConfigError,
+    ConflictError,
+    HomelabError,
+    InvalidArgumentError,
+    UnknownInstanceError,
+)
 from .events import InstanceChanged
 from .figures import Figures
-from .instances import Instance, build_instances
+from .instances import Instance, build_instance, build_instances, plugin_type_for
 from .lifecycle import resolve_enabled
 from .limits import Limits
 from .model import (
@@ -29,13 +36,14 @@ from .model import (
     Health,
     HistorySeries,
     InstanceInfo,
+    InstanceState,
     Metric,
     Readiness,
     RunStats,
     Summary,
     TypeInfo,
 )
-from .options import config_to_dict
+from .options import REDACTED, config_to_dict, secret_fields
 from .plugin import Plugin
 from .plugins import PluginManager
 from .scheduler import Scheduler
@@ -43,6 +51,53 @@ from .store import BatchWriter, Maintenance, Store, WriteQueue
 from .store import history as store_history
 
 log = logging.getLogger("homelab.hub")
+
+#: Sections a reload cannot apply to a running hub (it says they need a restart).
+_RESTART_SECTIONS = (
+    "server",
+    "database",
+    "cache",
+    "retention",
+    "scheduler",
+    "store",
+    "alerts",
+)
+
+
+@attrs.frozen
+class ReloadResult:
+    """What a reload changed, and what it could not."""
+
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+    #: Sections that differ from the running settings and apply only after a restart.
+    restart_needed: list[str]
+
+    def describe(self) -> str:
+        """One line for the log and the CLI."""
+        parts = [
+            f"{label} {', '.join(ids)}"
+            for label, ids in (
+                ("added", self.added),
+                ("removed", self.removed),
+                ("restarted", self.changed),
+            )
+            if ids
+        ] or ["no instance changed"]
+        if self.restart_needed:
+            parts.append(
+                f"[{'], ['.join(self.restart_needed)}] changed: they apply after a restart"
+            )
+        return "; ".join(parts)
+
+
+def _without_file(exc: ConfigError) -> str:
+    """A config error of an API body, said without the file (there is none)."""
+    where = f"[{exc.table}]" if exc.table else ""
+    if exc.field:
+        where = f"{where} {exc.field}" if where else exc.field
+    return f"{where}: {exc.reason}" if where else exc.reason
 
 
 @contextlib.contextmanager
@@ -127,6 +182,7 @@ class Hub:
         try:
             await self.store.open()
             stack.push_async_callback(self._close_resources)
+            await self._load_api_instances()
             await self._sync_instances()
             tasks = await stack.enter_async_context(anyio.create_task_group())
             stack.push_async_callback(self._drain)
@@ -179,29 +235,51 @@ class Hub:
         """Schedule every instance, enabled as :func:`resolve_enabled` decides, and save it."""
         stored = await self.store.instance_states()
         for instance_id, inst in self._instances.items():
-            wanted = inst.settings.enabled
-            known = stored.get(instance_id)
-            enabled = resolve_enabled(
-                wanted,
-                known.enabled if known else None,
-                known.config_enabled if known else None,
-            )
-            await self.store.save_instance(
-                instance_id,
-                type_name=inst.plugin_type.name,
-                enabled=enabled,
-                config_enabled=wanted,
-                config=config_to_dict(inst.plugin.config),
-                interval=inst.interval,
-            )
-            self.scheduler.add(
-                instance_id,
-                inst.plugin,
-                interval=inst.interval,
-                timeout=inst.timeout,
-                enabled=enabled,
-                limits=Limits.of(inst.settings, self.settings.scheduler),
-            )
+            await self._schedule(instance_id, inst, stored.get(instance_id))
+
+    async def _schedule(self, instance_id: str, inst: Instance, known: Any = None) -> None:
+        """Save an instance's row and add it to the scheduler (it starts when enabled)."""
+        wanted = inst.settings.enabled
+        enabled = resolve_enabled(
+            wanted,
+            known.enabled if known else None,
+            known.config_enabled if known else None,
+        )
+        await self.store.save_instance(
+            instance_id,
+            type_name=inst.plugin_type.name,
+            enabled=enabled,
+            config_enabled=wanted,
+            config=config_to_dict(inst.plugin.config),
+            interval=inst.interval,
+        )
+        self.scheduler.add(
+            instance_id,
+            inst.plugin,
+            interval=inst.interval,
+            timeout=inst.timeout,
+            enabled=enabled,
+            limits=Limits.of(inst.settings, self.settings.scheduler),
+        )
+
+    async def _load_api_instances(self) -> None:
+        """Build the instances created through the API, as stored; one that cannot be built
+        any more (its type uninstalled, its options no longer valid) is logged and left out
+        (its stored table is kept, so that it comes back once the cause is fixed)."""
+        for instance_id, body in (await self.store.api_instances()).items():
+            if instance_id in self._instances:
+                log.warning(
+                    "instance %r created through the API is shadowed by [plugins.%s] of %s;"
+                    " the file's applies (delete one of them)",
+                    instance_id,
+                    instance_id,
+                    self.settings.source or "the settings",
+                )
+                continue
+            try:
+                self._instances[instance_id] = self._build_api_instance(instance_id, body)
+            except HomelabError as exc:
+                log.error("instance %r created through the API cannot start: %s", instance_id, exc)
 
     def _type_name(self, instance_id: str) -> str | None:
         inst = self._instances.get(instance_id)
@@ -235,6 +313,7 @@ class Hub:
             timeout=inst.timeout,
             config=config_to_dict(inst.plugin.config),
             health=self.scheduler.health(instance_id),
+            source=inst.source,
         )
 
     def plugin_type(self, instance_id: str) -> type[Plugin]:
@@ -267,6 +346,152 @@ class Hub:
         state = self.scheduler.state(instance_id).state
         self.bus.publish(InstanceChanged(instance_id, enabled, state))
         return self.instance(instance_id)
+
+    # -- instances at run time -----------------------------------------------------------
+
+    def _build_api_instance(self, instance_id: str, body: Mapping[str, Any]) -> Instance:
+        """An instance from an API body (a ``[plugins.<id>]`` table), checked by exactly the
+        file's rules; :class:`InvalidArgumentError` with the file's message otherwise."""
+        try:
+            settings = instance_settings(instance_id, body, where=None)
+            plugin_type = plugin_type_for(self.plugins.plugin_types(), settings, None)
+            plugin, interval, timeout = build_instance(
+                settings, plugin_type, default_timeout=self.settings.scheduler.default_timeout
+            )
+        except ConfigError as exc:
+            raise InvalidArgumentError(_without_file(exc)) from None
+        return Instance(
+            settings, plugin_type, plugin, interval, timeout, plugin_type.describe(), "api"
+        )
+
+    def _owned_by_api(self, instance_id: str) -> Instance:
+        inst = self._get(instance_id)
+        if inst.source != "api":
+            raise ConflictError(
+                f"instance {instance_id!r} is defined in"
+                f" {self.settings.source or 'the settings'}; edit [plugins.{instance_id}] there"
+            )
+        return inst
+
+    async def create_instance(self, instance_id: str, body: Mapping[str, Any]) -> InstanceInfo:
+        """Create an instance owned by the store: ``body`` is what a ``[plugins.<id>]``
+        table holds (``type``, ``interval``, ``timeout``, ``enabled``, the options),
+        checked by the file's rules. It is stored, restored at every start, and starts at
+        once; other instances are not touched."""
+        if instance_id in self._instances:
+            source = self._instances[instance_id].source
+            raise ConflictError(
+                f"instance id {instance_id!r} is taken (by an instance of the"
+                f" {'file' if source == 'file' else 'API'})"
+            )
+        inst = self._build_api_instance(instance_id, body)
+        await self.store.save_api_instance(instance_id, inst.plugin_type.name, dict(body))
+        self._instances[instance_id] = inst
+        await self._schedule(instance_id, inst)
+        self.alerts.instance_added(instance_id, enabled=self.scheduler.is_enabled(instance_id))
+        self.bus.publish(
+            InstanceChanged(
+                instance_id, inst.settings.enabled, self.scheduler.state(instance_id).state
+            )
+        )
+        return self.instance(instance_id)
+
+    async def update_instance(self, instance_id: str, changes: Mapping[str, Any]) -> InstanceInfo:
+        """Change an instance of the API: ``changes`` holds the keys to change (a key set
+        to None goes back to its default). A secret left out, or sent back as the
+        redacted text the API shows, keeps its stored value. The instance restarts with
+        its new table; an instance of the file is a :class:`ConflictError`."""
+        inst = self._owned_by_api(instance_id)
+        stored = (await self.store.api_instances()).get(instance_id, {})
+        if "type" in changes and changes["type"] != inst.plugin_type.name:
+            raise InvalidArgumentError(
+                f"[plugins.{instance_id}] type: the type of an instance cannot change"
+                f" (it is {inst.plugin_type.name!r}); delete it and create another"
+            )
+        secrets = secret_fields(inst.plugin_type.Config)
+        body = dict(stored)
+        for key, value in changes.items():
+            if value is None:
+                body.pop(key, None)
+            elif key in secrets and value == REDACTED:
+                continue  # sent back as shown: unchanged
+            else:
+                body[key] = value
+        new = self._build_api_instance(instance_id, body)
+        enabled = self.scheduler.is_enabled(instance_id)
+        await self.store.save_api_instance(instance_id, new.plugin_type.name, body)
+        await self.scheduler.remove(instance_id)
+        self._instances[instance_id] = new
+        known = attrs.evolve(
+            (await self.store.instance_states())[instance_id],
+            enabled=new.settings.enabled if "enabled" in changes else enabled,
+            config_enabled=new.settings.enabled,
+        )
+        await self._schedule(instance_id, new, known)
+        return self.instance(instance_id)
+
+    async def delete_instance(self, instance_id: str, *, purge: bool = False) -> None:
+        """Stop and delete an instance of the API; its history stays unless ``purge``."""
+        self._owned_by_api(instance_id)
+        await self.scheduler.remove(instance_id)
+        del self._instances[instance_id]
+        await self.cache.forget(instance_id)
+        self.alerts.instance_removed(instance_id)
+        await self.store.delete_instance(instance_id, purge=purge)
+        self.bus.publish(InstanceChanged(instance_id, False, InstanceState.STOPPED))
+
+    async def reload(self, settings: Settings | None = None) -> ReloadResult:
+        """Read the config file again (or take ``settings``) and apply the difference to the
+        instances of the file: new ones start, removed ones stop, changed ones restart, and
+        the others run on untouched. A file with any error is a :class:`ConfigError` and
+        nothing changes. Sections that cannot change while running are named in the result.
+        """
+        if settings is None:
+            if self.settings.source is None:
+                raise ConflictError("these settings were not read from a file: nothing to reload")
+            settings = load_settings(self.settings.source)
+        types = self.plugins.plugin_types()
+        built = build_instances(settings, types)  # the first bad table raises: nothing changes
+        for notifier in settings.alerts.notifiers.values():
+            build_notifier(notifier, self.plugins, where=settings.source)
+        for instance_id in built:
+            inst = self._instances.get(instance_id)
+            if inst is not None and inst.source == "api":
+                raise ConfigError(
+                    "this id is taken by an instance created through the API; rename the"
+                    " table, or delete that instance first",
+                    file=settings.source,
+                    table=f"plugins.{instance_id}",
+                )
+        current = {i: x for i, x in self._instances.items() if x.source == "file"}
+        removed = [i for i in current if i not in built]
+        added = [i for i in built if i not in current]
+        changed = [i for i in built if i in current and built[i].settings != current[i].settings]
+        for instance_id in removed + changed:
+            await self.scheduler.remove(instance_id)
+            del self._instances[instance_id]
+        for instance_id in removed:
+            await self.cache.forget(instance_id)
+            self.alerts.instance_removed(instance_id)
+        stored = await self.store.instance_states()
+        for instance_id in added + changed:
+            self._instances[instance_id] = built[instance_id]
+            await self._schedule(instance_id, built[instance_id], stored.get(instance_id))
+            self.alerts.instance_added(instance_id, enabled=self.scheduler.is_enabled(instance_id))
+        # Keep the order of the file, then the instances of the API.
+        self._instances = {
+            **{i: self._instances[i] for i in built},
+            **{i: x for i, x in self._instances.items() if x.source == "api"},
+        }
+        restart = [
+            name
+            for name in _RESTART_SECTIONS
+            if getattr(settings, name) != getattr(self.settings, name)
+        ]
+        self.settings.plugins = settings.plugins
+        result = ReloadResult(added, removed, changed, restart)
+        log.info("reloaded %s: %s", settings.source, result.describe())
+        return result
 
     async def run_now(self, instance_id: str) -> Execution:
         """Run an instance immediately and return the execution record."""

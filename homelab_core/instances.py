@@ -80,6 +80,9 @@ class Instance:
     timeout: float
     #: The type's metadata, described once (every listing of instances shows it).
     type_info: TypeInfo
+    #: ``file`` (owned by homelab.toml) or ``api`` (created through the API, owned by the
+    #: store).
+    source: str = "file"
 
 
 def build_instances(settings: Settings, types: Mapping[str, type[Plugin]]) -> dict[str, Instance]:

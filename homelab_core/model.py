@@ -389,6 +389,8 @@ class InstanceInfo:
     timeout: float
     config: dict[str, Any]
     health: Health
+    #: Who owns the instance: ``file`` (homelab.toml) or ``api`` (created through the API).
+    source: str = "file"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping of the instance."""

@@ -416,6 +416,15 @@ class Scheduler:
             unit.first_setup = anyio.Event()
             self._tg.start_soon(self._instance_task, unit, name=f"homelab:{instance_id}")
 
+    async def remove(self, instance_id: str) -> None:
+        """Stop an instance (its runs are cancelled and it is torn down) and forget it.
+
+        Other instances are not touched: their schedules go on without a gap.
+        """
+        unit = self._unit(instance_id)
+        await self._stop(unit)
+        self._units.pop(instance_id, None)
+
     def ids(self) -> list[str]:
         """The ids of every scheduled instance, in the order they were added."""
         return list(self._units)

@@ -496,6 +496,14 @@ class AlertEngine:
             self.alerts[fp] = alert
         return alert
 
+    def forget_instance(self, instance_id: str) -> list[Alert]:
+        """Drop the alerts of an instance that no longer exists; returns them."""
+        gone = [a for a in self.alerts.values() if a.instance_id == instance_id]
+        for alert in gone:
+            self._forget(alert)
+        self._candidates = {k: v for k, v in self._candidates.items() if k[0] != instance_id}
+        return gone
+
     # -- time ----------------------------------------------------------------------------
 
     def tick(self, now: float) -> list[Transition]:

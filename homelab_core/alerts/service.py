@@ -360,6 +360,16 @@ class AlertService:
         self._rules_changed.set()
         self._wake.set()
 
+    def instance_removed(self, instance_id: str) -> None:
+        """An instance was deleted (or left the file): its alerts end without a message."""
+        for alert in self.engine.forget_instance(instance_id):
+            self._states.pop(alert.fingerprint, None)
+            self._deleted.add(alert.fingerprint)
+
+    def instance_added(self, instance_id: str, *, enabled: bool) -> None:
+        """An instance was created (or came with a reload): absence rules watch it now."""
+        self.engine.track_instance(instance_id, self.clock(), enabled=enabled)
+
     # -- tasks ---------------------------------------------------------------------------
 
     async def _consume_while_rules(

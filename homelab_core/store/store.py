@@ -108,6 +108,21 @@ class StoredInstance:
     config_enabled: bool
 
 
+_DELETE_INSTANCE = (
+    "DELETE FROM homelab_api_instance WHERE id = ?",
+    "DELETE FROM homelab_instance WHERE id = ?",
+)
+_PURGE_INSTANCE = (
+    "DELETE FROM homelab_sample WHERE series_id IN"
+    " (SELECT id FROM homelab_series WHERE instance_id = ?)",
+    "DELETE FROM homelab_rollup WHERE series_id IN"
+    " (SELECT id FROM homelab_series WHERE instance_id = ?)",
+    "DELETE FROM homelab_series WHERE instance_id = ?",
+    "DELETE FROM homelab_execution WHERE instance_id = ?",
+    "DELETE FROM homelab_health_transition WHERE instance_id = ?",
+)
+
+
 class Store:
     """All database work of a hub, in a Tortoise context of its own.
 
@@ -239,6 +254,37 @@ class Store:
                     "updated_at": time.time(),
                 },
             )
+
+    async def api_instances(self) -> dict[str, dict[str, Any]]:
+        """Instances created through the API: id -> the table they were made with."""
+        with self.using("read the instances made through the API"):
+            rows = await models.ApiInstanceRecord.all().order_by("created_at", "id")
+        return {r.id: dict(r.body) for r in rows}
+
+    async def save_api_instance(
+        self, instance_id: str, type_name: str, body: Mapping[str, Any]
+    ) -> None:
+        """Store (or replace) the table of an instance created through the API."""
+        now = time.time()
+        with self.using(f"save instance {instance_id!r}"):
+            record = await models.ApiInstanceRecord.get_or_none(id=instance_id)
+            if record is None:
+                await models.ApiInstanceRecord.create(
+                    id=instance_id, type=type_name, body=dict(body), created_at=now, updated_at=now
+                )
+            else:
+                record.type = type_name
+                record.body = dict(body)
+                record.updated_at = now
+                await record.save()
+
+    async def delete_instance(self, instance_id: str, *, purge: bool = False) -> None:
+        """Forget an instance: its row (and its API table); with ``purge``, its history too
+        (series, samples, rollups, executions, health transitions)."""
+        with self.using(f"delete instance {instance_id!r}"):
+            async with compat.tortoise_transaction(self.connection_name) as conn:
+                for query in _DELETE_INSTANCE + (_PURGE_INSTANCE if purge else ()):
+                    await conn.execute_query(self.dialect.q(query), [instance_id])
 
     async def set_enabled(self, instance_id: str, enabled: bool) -> None:
         """Persist an instance's enabled state."""
