@@ -320,6 +320,17 @@ class Hub:
         """The plugin type of an instance."""
         return self._get(instance_id).plugin_type
 
+    def plugin_types(self) -> list[tuple[TypeInfo, str, dict[str, Any]]]:
+        """Every installed plugin type: its metadata, the plugin that registered it, and
+        the JSON Schema of its options; by name."""
+        types = self.plugins.plugin_types()
+        return [self.plugin_type_details(name) for name in sorted(types)]
+
+    def plugin_type_details(self, type_name: str) -> tuple[TypeInfo, str, dict[str, Any]]:
+        """One installed type (:class:`UnknownPluginTypeError` if there is none)."""
+        kind = self.plugins.get_type(type_name)
+        return kind.describe(), self.plugins.source_of(type_name), kind.config_schema()
+
     def type_info(self, instance_id: str) -> TypeInfo:
         """The metadata of an instance's plugin type."""
         return self._get(instance_id).type_info

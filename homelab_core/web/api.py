@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
+import msgspec
 from quart import Blueprint, Response, request
 from quart_schema import (
     document_response,
@@ -23,6 +24,7 @@ from quart_schema import (
 
 from ..alerts.config import RuleSettings
 from ..alerts.silences import Silence
+from ..errors import ConfigError
 from ..model import Execution, Health, InstanceInfo, Summary
 from . import schemas as s
 from .auth import check_request, needs_token
@@ -111,6 +113,19 @@ def rule_out(rule: RuleSettings, source: str) -> s.RuleOut:
     """A rule's settings as the API shows them."""
     fields = {f.name: getattr(rule, f.name) for f in attrs.fields(RuleSettings)}
     return s.RuleOut(**fields, source=source)  # type: ignore[arg-type]
+
+
+_S = TypeVar("_S")
+
+
+async def strict_body(kind: type[_S]) -> _S:
+    """The request's JSON body as ``kind``, strictly: quart-schema converts leniently
+    (``0`` for false, ``"30"`` for 30), and a change of config must get what it says."""
+    raw = await request.get_json(silent=True)
+    try:
+        return msgspec.convert(raw, kind, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, "invalid_request", str(exc)) from None
 
 
 def errors(*codes: int) -> Callable[[_F], _F]:
@@ -202,6 +217,77 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
             config_schema=h.config_schema(plugin_id),
             stats=h.stats(plugin_id),
         )
+
+    @bp.post("/api/plugins")
+    @errors(400, 401, 403, 409, 415, 503)
+    @validate_request(s.InstanceIn)
+    @validate_response(InstanceInfo, 201)
+    async def create_plugin(data: s.InstanceIn) -> tuple[InstanceInfo, int]:
+        """Create an instance owned by the store (``source`` ``api``): checked by the rules
+        of a ``[plugins.<id>]`` table, with the same messages (a 400 names the field and
+        the accepted values), stored, restored at every start, and started at once.
+        Secrets are accepted and stored; no answer returns them. An id that an instance of
+        the file or of the API has is a 409."""
+        data = await strict_body(s.InstanceIn)
+        return await hub().create_instance(data.id, data.table()), 201
+
+    @bp.patch("/api/plugins/<plugin_id>")
+    @errors(400, 404, 401, 403, 409, 415, 503)
+    @validate_request(s.InstanceChangeIn)
+    @validate_response(InstanceInfo)
+    async def change_plugin(plugin_id: str, data: s.InstanceChangeIn) -> InstanceInfo:
+        """Change an instance of the API (only what the body names); it restarts with its
+        new options, other instances are not touched. An instance of the file is a 409:
+        edit the file (and reload)."""
+        data = await strict_body(s.InstanceChangeIn)
+        return await hub().update_instance(plugin_id, data.changes())
+
+    @bp.delete("/api/plugins/<plugin_id>")
+    @errors(400, 404, 401, 403, 409, 503)
+    @validate_querystring(s.DeleteQuery)
+    @validate_response(InstanceInfo)
+    async def delete_plugin(plugin_id: str, query_args: s.DeleteQuery) -> InstanceInfo:
+        """Stop and delete an instance of the API; its history stays unless
+        ``purge=true``. Answers the instance as it was."""
+        h = hub()
+        info = h.instance(plugin_id)
+        await h.delete_instance(plugin_id, purge=query_args.purge)
+        return info
+
+    @bp.post("/api/reload")
+    @errors(400, 401, 403, 409, 415, 503)
+    @validate_response(s.ReloadOut)
+    async def reload() -> s.ReloadOut:
+        """Read homelab.toml again and apply the difference to its instances: new ones
+        start, removed ones stop, changed ones restart, the others run on. A file with any
+        error is a 400 with ``homelab check-config``'s message, and nothing changes;
+        sections that cannot change while running are listed in ``restart_needed``."""
+        try:
+            done = await hub().reload()
+        except ConfigError as exc:
+            raise ApiError(400, "invalid_config", str(exc)) from None
+        return s.ReloadOut(
+            done.added, done.removed, done.changed, done.restart_needed, done.describe()
+        )
+
+    @bp.get("/api/types")
+    @errors(401, 403, 503)
+    @validate_response(s.TypeList)
+    async def list_types() -> s.TypeList:
+        """Every installed plugin type with the JSON Schema of its options (types,
+        defaults, ranges, enums, descriptions; secrets are ``writeOnly``)."""
+        found = [
+            s.TypeDetails(info, source, schema) for info, source, schema in hub().plugin_types()
+        ]
+        return s.TypeList(found, len(found))
+
+    @bp.get("/api/types/<type_name>")
+    @errors(404, 401, 403, 503)
+    @validate_response(s.TypeDetails)
+    async def type_details(type_name: str) -> s.TypeDetails:
+        """One installed plugin type and the JSON Schema of its options."""
+        info, source, schema = hub().plugin_type_details(type_name)
+        return s.TypeDetails(info, source, schema)
 
     @bp.post("/api/plugins/<plugin_id>/enable")
     @errors(400, 404, 401, 403, 415, 503)
@@ -332,6 +418,7 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
     async def add_alert_rule(data: s.NewRuleIn) -> tuple[s.RuleOut, int]:
         """Make a rule, checked as ``[alerts.<id>]`` tables are, stored and applied at
         once; ``source`` is ``api``. An id that a rule of the file or of the API has is a 409."""
+        data = await strict_body(s.NewRuleIn)
         rule = await hub().put_alert_rule(data.id, data.table(), create=True)
         return rule_out(rule, "api"), 201
 
@@ -342,6 +429,7 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
     async def replace_alert_rule(rule_id: str, data: s.RuleIn) -> s.RuleOut:
         """Replace a rule made through the API (a rule of the file is a 409: edit the file).
         Its alerts carry on when their series still match."""
+        data = await strict_body(s.RuleIn)
         rule = await hub().put_alert_rule(rule_id, data.table(), create=False)
         return rule_out(rule, "api")
 

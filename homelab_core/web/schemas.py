@@ -77,6 +77,115 @@ class PluginDetails:
     stats: RunStats
 
 
+class InstanceIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /api/plugins``: a new instance, owned by the store. Checked by the
+    rules of a ``[plugins.<id>]`` table (docs/configuration.md), with the same messages."""
+
+    id: Annotated[
+        str,
+        msgspec.Meta(
+            description="A lowercase slug, unique among the instances of the file and the API.",
+            examples=["nas-web"],
+        ),
+    ]
+    type: Annotated[
+        str,
+        msgspec.Meta(description="An installed plugin type (GET /api/types).", examples=["http"]),
+    ]
+    interval: Annotated[
+        float | None,
+        msgspec.Meta(description="Seconds between runs; null: the type's default.", examples=[60]),
+    ] = None
+    timeout: Annotated[
+        float | None,
+        msgspec.Meta(description="Seconds one run may take; null: the default.", examples=[10]),
+    ] = None
+    enabled: Annotated[bool, msgspec.Meta(description="Whether it runs.", examples=[True])] = True
+    options: Annotated[
+        dict[str, Any],
+        msgspec.Meta(
+            description="The type's options (its config_schema). Secrets are accepted and"
+            " stored, never returned.",
+            examples=[{"url": "https://nas.lan/"}],
+        ),
+    ] = {}
+
+    def table(self) -> dict[str, Any]:
+        """The ``[plugins.<id>]`` table this body stands for."""
+        table: dict[str, Any] = {"type": self.type, "enabled": self.enabled, **self.options}
+        for key in ("interval", "timeout"):
+            if getattr(self, key) is not None:
+                table[key] = getattr(self, key)
+        return table
+
+
+class InstanceChangeIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``PATCH /api/plugins/{id}``: only what changes. An option set to null goes
+    back to its default; a secret left out (or sent back as ``**********``) is kept."""
+
+    interval: Annotated[
+        float | msgspec.UnsetType | None,
+        msgspec.Meta(description="Seconds between runs; null: the type's default.", examples=[30]),
+    ] = msgspec.UNSET
+    timeout: Annotated[
+        float | msgspec.UnsetType | None,
+        msgspec.Meta(description="Seconds one run may take; null: the default.", examples=[5]),
+    ] = msgspec.UNSET
+    enabled: Annotated[
+        bool | msgspec.UnsetType, msgspec.Meta(description="Whether it runs.", examples=[False])
+    ] = msgspec.UNSET
+    options: Annotated[
+        dict[str, Any],
+        msgspec.Meta(
+            description="Options to change (the others keep their values).",
+            examples=[{"url": "https://nas.lan/health"}],
+        ),
+    ] = {}
+
+    def changes(self) -> dict[str, Any]:
+        """The keys of the ``[plugins.<id>]`` table to change (None: back to the default)."""
+        found: dict[str, Any] = dict(self.options)
+        for key in ("interval", "timeout", "enabled"):
+            value = getattr(self, key)
+            if value is not msgspec.UNSET:
+                found[key] = value
+        return found
+
+
+@attrs.define
+class DeleteQuery:
+    """Parameters of ``DELETE /api/plugins/{id}``."""
+
+    #: Also delete the instance's history (series, samples, executions, health changes).
+    purge: bool = False
+
+
+@attrs.define
+class ReloadOut:
+    """What ``POST /api/reload`` changed."""
+
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+    restart_needed: list[str]
+    message: str
+
+
+@attrs.define
+class TypeDetails:
+    """An installed plugin type: its metadata and the JSON Schema of its options."""
+
+    type: TypeInfo
+    source: str
+    config_schema: dict[str, Any]
+
+
+@attrs.define
+class TypeList:
+    types: list[TypeDetails]
+    count: int
+
+
 @attrs.define
 class EnableIn:
     """Body of ``POST /api/plugins/{id}/enable``."""
