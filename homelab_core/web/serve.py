@@ -151,6 +151,8 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+log = logging.getLogger("homelab.serve")
+
 @attrs.define
 class _Run:
     """One run of ``homelab serve``: the hub, then the app and its server, until a signal."""
@@ -165,6 +167,8 @@ class _Run:
     starting: anyio.CancelScope = attrs.field(init=False)
     #: Whether the hub has started (a signal then stops the server, and the hub drains).
     started: bool = attrs.field(init=False, default=False)
+    #: The running hub (SIGHUP reloads its config file).
+    hub: Any = attrs.field(init=False, default=None)
 
     async def serve(
         self, sock: socket.socket, server_name: str, websocket_compression: bool
@@ -187,19 +191,32 @@ class _Run:
         yield
 
     async def _watch_signals(self, *, task_status: TaskStatus[None]) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             task_status.started()
-            async for _ in signals:
+            async for received in signals:
+                if received == signal.SIGHUP:
+                    await self._reload()
+                    continue
                 self.stop.set()
                 if not self.started:
                     self.starting.cancel()  # a start still under way (a database that hangs)
+
+    async def _reload(self) -> None:
+        """SIGHUP: read the config file again and apply it (as ``POST /api/reload``)."""
+        if self.hub is None or not self.started:
+            log.warning("SIGHUP: the server is still starting; nothing reloaded")
+            return
+        try:
+            await self.hub.reload()  # it logs what it changed
+        except HomelabError as exc:
+            log.error("SIGHUP: the config file was not reloaded, nothing changed: %s", exc)
 
     async def _serve(
         self, sock: socket.socket, server_name: str, websocket_compression: bool
     ) -> HomelabError | None:
         from ..hub import Hub  # at run time only: the hub imports the store (Tortoise)
 
-        hub = Hub(self.settings, plugin_manager=self.manager)
+        hub = self.hub = Hub(self.settings, plugin_manager=self.manager)
         # The scope encloses the hub's whole life (its task group must nest in it), but a
         # signal cancels it only while the hub starts: never during the drain.
         with self.starting:
