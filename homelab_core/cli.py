@@ -425,6 +425,15 @@ def _add_alert_commands() -> None:
 _add_alert_commands()
 
 
+def _add_status_command() -> None:
+    from .cli_status import status_command
+
+    cli.add_command(status_command)
+
+
+_add_status_command()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``homelab`` console script.
 
