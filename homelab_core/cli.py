@@ -369,6 +369,33 @@ def check_config_command(ctx: click.Context, config: str | None, insecure: bool)
     click.echo(f"ok: {where}: {len(settings.plugins)} plugin instance(s) valid")
 
 
+@cli.command("schema")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write the schema to this file instead of printing it.",
+)
+@click.pass_context
+def schema_command(ctx: click.Context, output: str | None) -> None:
+    """Print a JSON Schema of homelab.toml for the installed plugin and notifier types."""
+    from .toml_schema import manager_schema
+
+    manager = _manager(ctx)
+    schema = manager_schema(manager)
+    _report_load_errors(manager)
+    text = json.dumps(schema, indent=2) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        Path(output).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc}") from None
+    click.echo(f"wrote {output}", err=True)
+
+
 @cli.command("new-plugin")
 @click.argument("name")
 @click.option(
@@ -396,6 +423,15 @@ def _add_alert_commands() -> None:
 
 
 _add_alert_commands()
+
+
+def _add_status_command() -> None:
+    from .cli_status import status_command
+
+    cli.add_command(status_command)
+
+
+_add_status_command()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -99,14 +99,21 @@ def _api(method: str, url: str, path: str, token: str | None, body: Any = None) 
 
 def _with_store(settings: Settings, work: Callable[[Any], Awaitable[_T]]) -> _T:
     """Run ``work(alert_store)`` on the settings' database; errors become ClickExceptions."""
-    from .store import Store
     from .store.alerts import AlertStore
+
+    return with_database(settings, lambda store: work(AlertStore(store)))
+
+
+def with_database(settings: Settings, work: Callable[[Any], Awaitable[_T]]) -> _T:
+    """Run ``work(store)`` on the settings' database (a :class:`~homelab_core.store.Store`,
+    opened and closed around it); errors become ClickExceptions."""
+    from .store import Store
 
     async def run() -> _T:
         store = Store(settings.database.url)
         await store.open()
         try:
-            return await work(AlertStore(store))
+            return await work(store)
         finally:
             await store.close()
 

@@ -51,7 +51,6 @@ DEFAULT_MAX_SAMPLES_PER_RUN = 20_000
 DEFAULT_MAX_SERIES = 50_000
 
 _positive = attrs.validators.gt(0)
-_at_least_one = attrs.validators.ge(1)
 
 
 def _database_url(_: Any, __: attrs.Attribute[str], value: str) -> None:
@@ -113,7 +112,8 @@ class ServerSettings:
     port: int = option(
         8765,
         description="Port to bind.",
-        validator=[attrs.validators.ge(1), attrs.validators.le(65535)],
+        minimum=1,
+        maximum=65535,
     )
     api_token: str = option("", description="Bearer token for the API.", secret=True)
     auth: Literal["writes", "all"] = option(
@@ -125,26 +125,26 @@ class ServerSettings:
     websocket_queue_size: int = option(
         1024,
         description="Messages a WebSocket client may have waiting before events are dropped.",
-        validator=attrs.validators.ge(2),
+        minimum=2,
     )
     websocket_queue_bytes: int = option(
         WEBSOCKET_QUEUE_BYTES,
         description="Bytes of messages a WebSocket client may have waiting before events are"
         " dropped.",
-        validator=_at_least_one,
+        minimum=1,
     )
     websocket_replay_size: int = option(
         10_000,
         description="Events kept for WebSocket clients that resume.",
-        validator=_at_least_one,
+        minimum=1,
     )
     websocket_replay_bytes: int = option(
         WEBSOCKET_REPLAY_BYTES,
         description="Bytes of encoded events kept for WebSocket clients that resume.",
-        validator=_at_least_one,
+        minimum=1,
     )
     websocket_heartbeat: float = option(
-        20.0, description="Idle seconds before a WebSocket heartbeat.", validator=_positive
+        20.0, description="Idle seconds before a WebSocket heartbeat.", exclusive_minimum=0
     )
     allowed_hosts: list[str] = option(
         factory=list,
@@ -223,14 +223,14 @@ class CacheSettings:
 class RetentionSettings:
     """``[retention]``: how long each tier of history is kept, in days."""
 
-    raw_days: float = option(7.0, description="Days of raw samples.", validator=_positive)
-    minute_days: float = option(90.0, description="Days of 1-minute rollups.", validator=_positive)
-    hour_days: float = option(730.0, description="Days of 1-hour rollups.", validator=_positive)
+    raw_days: float = option(7.0, description="Days of raw samples.", exclusive_minimum=0)
+    minute_days: float = option(90.0, description="Days of 1-minute rollups.", exclusive_minimum=0)
+    hour_days: float = option(730.0, description="Days of 1-hour rollups.", exclusive_minimum=0)
     executions_days: float = option(
-        14.0, description="Days of execution records.", validator=_positive
+        14.0, description="Days of execution records.", exclusive_minimum=0
     )
     maintenance_interval: float = option(
-        60.0, description="Seconds between rollup passes.", validator=_positive
+        60.0, description="Seconds between rollup passes.", exclusive_minimum=0
     )
 
 
@@ -238,22 +238,20 @@ class RetentionSettings:
 class SchedulerSettings:
     """``[scheduler]``: limits shared by every instance."""
 
-    concurrency: int = option(
-        64, description="Runs allowed at the same time.", validator=_at_least_one
-    )
+    concurrency: int = option(64, description="Runs allowed at the same time.", minimum=1)
     default_timeout: float = option(
-        30.0, description="Seconds a run may take by default.", validator=_positive
+        30.0, description="Seconds a run may take by default.", exclusive_minimum=0
     )
     failure_threshold: int = option(
-        3, description="Consecutive failures before 'failing'.", validator=_at_least_one
+        3, description="Consecutive failures before 'failing'.", minimum=1
     )
     max_backoff: float = option(
-        300.0, description="Longest wait, in seconds, after failures.", validator=_positive
+        300.0, description="Longest wait, in seconds, after failures.", exclusive_minimum=0
     )
     jitter: float = option(
         1.0,
         description="Largest random start delay, in seconds.",
-        validator=attrs.validators.ge(0),
+        minimum=0,
     )
     setup_retry: list[float] = option(
         factory=lambda: [5.0, 10.0, 20.0, 40.0, 80.0],
@@ -266,7 +264,7 @@ class SchedulerSettings:
             "Seconds an instance's teardown() may take when it stops, counting the wait for"
             " a run still blocked in its worker thread."
         ),
-        validator=_positive,
+        exclusive_minimum=0,
     )
     loop_stall_threshold: float = option(
         0.5,
@@ -274,23 +272,23 @@ class SchedulerSettings:
             "Seconds the event loop may go without turning before the watchdog names the"
             " instance whose async code blocked it; 0 turns the watchdog off."
         ),
-        validator=attrs.validators.ge(0),
+        minimum=0,
     )
     gc_threshold: int = option(
         50_000,
         description="Allocations between young garbage collections while a hub runs; 0 = Python's.",
-        validator=attrs.validators.ge(0),
+        minimum=0,
     )
     max_samples_per_run: int = option(
         DEFAULT_MAX_SAMPLES_PER_RUN,
         description="Samples a run may return; a run with more is refused. 0 = no limit.",
-        validator=attrs.validators.ge(0),
+        minimum=0,
     )
     max_series: int = option(
         DEFAULT_MAX_SERIES,
         description="Series an instance may have; samples of further new ones are dropped."
         " 0 = no limit.",
-        validator=attrs.validators.ge(0),
+        minimum=0,
     )
 
 
@@ -299,13 +297,13 @@ class StoreSettings:
     """``[store]``: the write queue between collection and the database."""
 
     queue_size: int = option(
-        500_000, description="Samples held before new ones are dropped.", validator=_at_least_one
+        500_000, description="Samples held before new ones are dropped.", minimum=1
     )
     batch_size: int = option(
-        20_000, description="Most samples written in one transaction.", validator=_at_least_one
+        20_000, description="Most samples written in one transaction.", minimum=1
     )
     flush_interval: float = option(
-        1.0, description="Longest wait, in seconds, before a write.", validator=_positive
+        1.0, description="Longest wait, in seconds, before a write.", exclusive_minimum=0
     )
 
 

@@ -33,6 +33,12 @@ def option(
     secret: bool = False,
     factory: Any = None,
     validator: Any = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: float | None = None,
+    exclusive_maximum: float | None = None,
+    min_length: int | None = None,
+    max_length: int | None = None,
 ) -> Any:
     """Declare a config field with a description; ``secret=True`` redacts it in every output,
     the config's ``repr()`` and ``str()`` included (which also hide URL passwords).
@@ -40,14 +46,102 @@ def option(
     A secret option is masked as a whole: a text, a number, every item of a list and every
     value of a mapping (a header map keeps its names and hides its values). Its values are
     also removed from the instance's error texts, health messages and log lines.
+
+    ``minimum``/``maximum`` (inclusive) and ``exclusive_minimum``/``exclusive_maximum``
+    bound a number; ``min_length``/``max_length`` bound the length of a text (or of a
+    list). They are checked before ``validator`` (a value of None is not checked), with a
+    message that names the field and the accepted range, and they appear in
+    :func:`config_schema` as ``minimum``, ``maximum``, ``exclusiveMinimum``,
+    ``exclusiveMaximum``, ``minLength``/``maxLength`` (``minItems``/``maxItems`` for a list).
     """
-    metadata = {"description": description, "secret": secret}
+    bounds = {
+        key: value
+        for key, value in (
+            ("minimum", minimum),
+            ("maximum", maximum),
+            ("exclusiveMinimum", exclusive_minimum),
+            ("exclusiveMaximum", exclusive_maximum),
+            ("minLength", min_length),
+            ("maxLength", max_length),
+        )
+        if value is not None
+    }
+    metadata: dict[str, Any] = {"description": description, "secret": secret}
+    if bounds:
+        metadata["bounds"] = bounds
+        checks = [_Bounds(bounds)]
+        if isinstance(validator, list | tuple):
+            checks += validator
+        elif validator is not None:
+            checks.append(validator)
+        validator = checks
     # repr() and str() of a config never show a secret, nor a URL's password: a plugin that
     # logs its config leaks nothing.
     shown = _secret_repr if secret else _plain_repr
     if factory is not None:
         return attrs.field(factory=factory, metadata=metadata, validator=validator, repr=shown)
     return attrs.field(default=default, metadata=metadata, validator=validator, repr=shown)
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def describe_range(bounds: Mapping[str, float]) -> str:
+    """The accepted range in words: ``between 1 and 65535``, ``more than 0``, ``0 or more``."""
+    low, high = bounds.get("minimum"), bounds.get("maximum")
+    if low is not None and high is not None:
+        return f"between {_number(low)} and {_number(high)}"
+    parts = []
+    if low is not None:
+        parts.append(f"{_number(low)} or more")
+    if "exclusiveMinimum" in bounds:
+        parts.append(f"more than {_number(bounds['exclusiveMinimum'])}")
+    if high is not None:
+        parts.append(f"at most {_number(high)}")
+    if "exclusiveMaximum" in bounds:
+        parts.append(f"less than {_number(bounds['exclusiveMaximum'])}")
+    return " and ".join(parts)
+
+
+@attrs.frozen
+class _Bounds:
+    """The validator of an option's range and length bounds (see :func:`option`)."""
+
+    bounds: Mapping[str, float]
+
+    def __call__(self, _: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is None:
+            return
+        name = attribute.name
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            numeric = {k: v for k, v in self.bounds.items() if "Length" not in k}
+            low, high = numeric.get("minimum"), numeric.get("maximum")
+            above, below = numeric.get("exclusiveMinimum"), numeric.get("exclusiveMaximum")
+            if (
+                (low is not None and value < low)
+                or (high is not None and value > high)
+                or (above is not None and value <= above)
+                or (below is not None and value >= below)
+            ):
+                raise ValueError(
+                    f"'{name}' must be {describe_range(numeric)}, got {_number(value)}", attribute
+                )
+        elif isinstance(value, str | list | tuple):
+            unit = "character" if isinstance(value, str) else "item"
+            shortest, longest = self.bounds.get("minLength"), self.bounds.get("maxLength")
+            if shortest is not None and len(value) < shortest:
+                raise ValueError(
+                    f"'{name}' must have at least {shortest} {unit}{'s' * (shortest != 1)},"
+                    f" got {len(value)}",
+                    attribute,
+                )
+            if longest is not None and len(value) > longest:
+                raise ValueError(
+                    f"'{name}' must have at most {longest} {unit}{'s' * (longest != 1)},"
+                    f" got {len(value)}",
+                    attribute,
+                )
 
 
 def _secret_repr(value: Any) -> str:
@@ -377,6 +471,13 @@ def _mark_password(schema: dict[str, Any]) -> None:
         _mark_password(inner)
 
 
+def _is_list(tp: Any) -> bool:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return any(_is_list(a) for a in get_args(tp))
+    return origin in (list, tuple, collections.abc.Sequence) or tp in (list, tuple)
+
+
 def config_schema(cls: type) -> dict[str, Any]:
     """A JSON Schema of the config class, with descriptions, defaults and secret flags."""
     properties: dict[str, Any] = {}
@@ -385,6 +486,10 @@ def config_schema(cls: type) -> dict[str, Any]:
         prop = _schema_of(field.type)
         if field.metadata.get("description"):
             prop["description"] = field.metadata["description"]
+        for key, bound in field.metadata.get("bounds", {}).items():
+            if "Length" in key and _is_list(field.type):
+                key = key.replace("Length", "Items")
+            prop[key] = bound
         if field.metadata.get("secret"):
             prop["writeOnly"] = True
             prop["x-secret"] = True

@@ -215,9 +215,7 @@ class ${cls}Config:
     api_token: str = option(
         "", description="Token for the target; redacted in every output.", secret=True
     )
-    items: int = option(
-        3, description="How many items to report.", validator=attrs.validators.ge(0)
-    )
+    items: int = option(3, description="How many items to report.", minimum=0)
 
 
 class $cls(Plugin[${cls}Config]):

@@ -68,7 +68,7 @@ class CommandConfig:
     command_timeout: float = option(
         10.0,
         description="Seconds the command may run; then its whole process group is killed.",
-        validator=attrs.validators.gt(0),
+        exclusive_minimum=0,
     )
     format: Literal["auto", "json", "influx"] = option(
         "auto",

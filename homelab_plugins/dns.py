@@ -57,16 +57,6 @@ def _resolver(_: Any, __: attrs.Attribute[str | None], value: str | None) -> Non
         raise ValueError(f"'resolver' must be an IPv4 or IPv6 address, got {value!r}") from None
 
 
-def _port(_: Any, __: attrs.Attribute[int], value: int) -> None:
-    if not 1 <= value <= 65535:
-        raise ValueError(f"'port' must be between 1 and 65535, got {value}")
-
-
-def _positive(_: Any, __: attrs.Attribute[float], value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"'query_timeout' must be a positive number of seconds, got {value:g}")
-
-
 def _expected(_: Any, __: attrs.Attribute[list[str] | None], value: list[str] | None) -> None:
     if value is None:
         return
@@ -90,12 +80,14 @@ class DnsConfig:
         " from /etc/resolv.conf.",
         validator=_resolver,
     )
-    port: int = option(53, description="Port of the DNS server, 1 to 65535.", validator=_port)
+    port: int = option(
+        53, description="Port of the DNS server, 1 to 65535.", minimum=1, maximum=65535
+    )
     query_timeout: float = option(
         5.0,
         description="Seconds to wait for an answer before reporting the name down."
         " Keep it below the instance's run 'timeout'.",
-        validator=_positive,
+        exclusive_minimum=0,
     )
     expected: list[str] | None = option(
         None,

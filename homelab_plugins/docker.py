@@ -74,7 +74,7 @@ class DockerConfig:
         10.0,
         description="Seconds each Engine API request may take (a stats reading takes about"
         " 1 s); keep it below the instance's timeout.",
-        validator=attrs.validators.gt(0),
+        exclusive_minimum=0,
     )
     all: bool = option(True, description="Also report stopped containers.")
     include: list[str] = option(

@@ -72,11 +72,6 @@ def _statuses(_: Any, __: attrs.Attribute[list[int] | None], value: list[int] | 
         raise ValueError(f"'expected_status' must hold HTTP status codes (100-599), got {bad}")
 
 
-def _not_negative(_: Any, attribute: attrs.Attribute[int], value: int) -> None:
-    if value < 0:
-        raise ValueError(f"'{attribute.name}' must be 0 or more, got {value}")
-
-
 @attrs.define
 class HttpConfig:
     """Options of an ``http`` instance."""
@@ -101,7 +96,7 @@ class HttpConfig:
     )
     follow_redirects: bool = option(True, description="Follow redirects to the final answer.")
     max_redirects: int = option(
-        10, description="Most redirects to follow before reporting down.", validator=_not_negative
+        10, description="Most redirects to follow before reporting down.", minimum=0
     )
     verify_tls: bool = option(
         True, description="Check the server certificate (chain, host name, expiry)."
@@ -113,7 +108,7 @@ class HttpConfig:
         10.0,
         description="Seconds the whole request (with redirects and body) may take before the"
         " target counts as down. Keep it below the instance's run 'timeout'.",
-        validator=attrs.validators.gt(0),
+        exclusive_minimum=0,
     )
     username: str | None = option(None, description="User name for HTTP basic authentication.")
     password: str | None = option(
@@ -125,7 +120,7 @@ class HttpConfig:
     tls_warn_days: float = option(
         14.0,
         description="Health is 'degraded' when the certificate expires in fewer days than this.",
-        validator=attrs.validators.ge(0),
+        minimum=0,
     )
 
     def __attrs_post_init__(self) -> None:

@@ -289,11 +289,6 @@ def _topic(_: Any, __: Any, value: str) -> None:
         raise ValueError(f"'topic' must be a topic name without '/' or spaces, got {value!r}")
 
 
-def _priority(_: Any, __: Any, value: int | None) -> None:
-    if value is not None and not 1 <= value <= 5:
-        raise ValueError(f"'priority' must be 1 (min) to 5 (max), got {value}")
-
-
 @attrs.define
 class NtfyConfig:
     """Options of an ``ntfy`` notifier."""
@@ -319,7 +314,8 @@ class NtfyConfig:
         None,
         description="Message priority 1-5 for every message; unset: from the severity"
         " (critical 5, warning 4, info 3; resolved messages at most 3).",
-        validator=_priority,
+        minimum=1,
+        maximum=5,
     )
     tags: list[str] = option(
         factory=list,
@@ -422,11 +418,6 @@ Security = Literal["starttls", "tls", "none"]
 SMTP_PORTS: dict[str, int] = {"starttls": 587, "tls": 465, "none": 25}
 
 
-def _port(_: Any, __: Any, value: int | None) -> None:
-    if value is not None and not 1 <= value <= 65535:
-        raise ValueError(f"'port' must be 1-65535, got {value}")
-
-
 def _address(_: Any, attribute: attrs.Attribute[Any], value: str | list[str]) -> None:
     from email.utils import parseaddr
 
@@ -452,7 +443,8 @@ class EmailConfig:
     port: int | None = option(
         None,
         description="The SMTP port; unset: 587 for starttls, 465 for tls, 25 for none.",
-        validator=_port,
+        minimum=1,
+        maximum=65535,
     )
     security: Security = option(
         "starttls",

@@ -44,48 +44,28 @@ def _host(_: Any, __: attrs.Attribute[str], value: str) -> None:
         raise ValueError(f"'host' must be a host name or an IP address, got {value!r}")
 
 
-def _count(_: Any, __: attrs.Attribute[int], value: int) -> None:
-    if not 1 <= value <= 100:
-        raise ValueError(f"'count' must be between 1 and 100, got {value}")
-
-
-def _payload_size(_: Any, __: attrs.Attribute[int], value: int) -> None:
-    if not _STAMP.size <= value <= MAX_PAYLOAD:
-        raise ValueError(
-            f"'payload_size' must be between {_STAMP.size} and {MAX_PAYLOAD}, got {value}"
-        )
-
-
-def _seconds(name: str, *, zero: bool = False) -> Callable[[Any, Any, float], None]:
-    def check(_: Any, __: Any, value: float) -> None:
-        if value < 0 or (value == 0 and not zero):
-            kind = "a non-negative" if zero else "a positive"
-            raise ValueError(f"'{name}' must be {kind} number of seconds, got {value:g}")
-
-    return check
-
-
 @attrs.define
 class PingConfig:
     """Options of a ``ping`` instance."""
 
     host: str = option(description="Host name or IP address to ping.", validator=_host)
-    count: int = option(3, description="Echo requests per run, 1 to 100.", validator=_count)
+    count: int = option(3, description="Echo requests per run, 1 to 100.", minimum=1, maximum=100)
     probe_interval: float = option(
         0.2,
         description="Seconds between the starts of two echo requests of one run.",
-        validator=_seconds("probe_interval", zero=True),
+        minimum=0,
     )
     probe_timeout: float = option(
         1.0,
         description="Seconds to wait for the reply to each echo request. A run takes up to"
         " count * max(probe_interval, probe_timeout): keep that below the run 'timeout'.",
-        validator=_seconds("probe_timeout"),
+        exclusive_minimum=0,
     )
     payload_size: int = option(
         56,
         description=f"Bytes of payload per echo request, {_STAMP.size} to {MAX_PAYLOAD}.",
-        validator=_payload_size,
+        minimum=_STAMP.size,
+        maximum=MAX_PAYLOAD,
     )
 
 

@@ -101,7 +101,7 @@ class PrometheusConfig:
     request_timeout: float = option(
         10.0,
         description="Seconds the scrape request may take; keep it below the instance's timeout.",
-        validator=attrs.validators.gt(0),
+        exclusive_minimum=0,
     )
     headers: dict[str, str] = option(
         factory=dict,
@@ -130,7 +130,7 @@ class PrometheusConfig:
         10_000,
         description="Report at most this many samples per scrape; the excess is counted and"
         " makes the health degraded.",
-        validator=attrs.validators.gt(0),
+        exclusive_minimum=0,
     )
     prefix: str = option(
         "",

@@ -26,22 +26,17 @@ def _host(_: Any, __: attrs.Attribute[str], value: str) -> None:
         raise ValueError(f"'host' must be a host name or an IP address, got {value!r}")
 
 
-def _port(_: Any, __: attrs.Attribute[int], value: int) -> None:
-    if not 1 <= value <= 65535:
-        raise ValueError(f"'port' must be between 1 and 65535, got {value}")
-
-
 @attrs.define
 class TcpConfig:
     """Options of a ``tcp`` instance."""
 
     host: str = option(description="Host name or IP address to connect to.", validator=_host)
-    port: int = option(description="TCP port, 1 to 65535.", validator=_port)
+    port: int = option(description="TCP port, 1 to 65535.", minimum=1, maximum=65535)
     connect_timeout: float = option(
         5.0,
         description="Seconds to wait for the connection before reporting the port down."
         " Keep it below the instance's run 'timeout'.",
-        validator=attrs.validators.gt(0),
+        exclusive_minimum=0,
     )
 
 

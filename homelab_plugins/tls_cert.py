@@ -43,17 +43,12 @@ _UTC_TIME, _GENERALIZED_TIME, _OID, _SEQUENCE, _SET = 0x17, 0x18, 0x06, 0x30, 0x
 _BMP_STRING, _UNIVERSAL_STRING = 0x1E, 0x1C
 
 
-def _port(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not 1 <= value <= 65535:
-        raise ValueError(f"'{attribute.name}' must be between 1 and 65535, got {value}")
-
-
 @attrs.define
 class TlsCertConfig:
     """Options of a ``tls_cert`` instance."""
 
     host: str = option(description="Host name or address of the server.")
-    port: int = option(443, description="TCP port of the TLS service.", validator=_port)
+    port: int = option(443, description="TCP port of the TLS service.", minimum=1, maximum=65535)
     server_name: str | None = option(
         None,
         description="Name sent as SNI and checked against the certificate; unset: 'host'.",
@@ -71,7 +66,7 @@ class TlsCertConfig:
     connect_timeout: float = option(
         10.0,
         description="Seconds for connecting and for the TLS handshake (each connection).",
-        validator=attrs.validators.gt(0),
+        exclusive_minimum=0,
     )
     warn_days: float = option(
         14.0, description="Health is degraded when the certificate expires within this many days."

@@ -482,7 +482,7 @@ def test_settings_are_range_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(path, environ={})
     assert (info.value.table, info.value.field) == ("store", "queue_size")
-    assert "'queue_size' must be >= 1: 0" in str(info.value)
+    assert "'queue_size' must be 1 or more, got 0" in str(info.value)
 
 
 def test_an_unsupported_database_url_is_refused(tmp_path: Path) -> None:

@@ -177,7 +177,12 @@ def toml_examples() -> list[tuple[str, int, str]]:
     examples = []
     for name in ("configuration.md", "writing-plugins.md"):
         for index, block in enumerate(code_blocks(read(name), "toml")):
-            if "[project]" not in block and "[build-system]" not in block:
+            # Not settings files: a pyproject.toml excerpt, a .taplo.toml.
+            if (
+                "[project]" not in block
+                and "[build-system]" not in block
+                and "[[rule]]" not in block
+            ):
                 examples.append((name, index, block))
     return examples
 

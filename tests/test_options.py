@@ -493,3 +493,104 @@ def test_option_with_factory_gives_each_instance_its_own_value() -> None:
 
 def test_option_with_factory_is_not_required() -> None:
     assert build_config(TupleConfig, {}).hosts == ()
+
+
+# -- ranges and lengths declared on option() ----------------------------------------------
+
+
+@attrs.define
+class _Bounded:
+    port: int = option(8080, description="A port.", minimum=1, maximum=65535)
+    timeout: float = option(5.0, exclusive_minimum=0)
+    ratio: float = option(0.5, minimum=0, exclusive_maximum=1)
+    retries: int | None = option(None, minimum=0)
+    name: str = option("x", min_length=1, max_length=8)
+    hosts: list[str] = option(factory=lambda: ["a"], min_length=1)
+    token: str = option("secret-token", secret=True, min_length=4, max_length=20)
+
+
+def test_ranges_reach_the_schema() -> None:
+    props = config_schema(_Bounded)["properties"]
+    assert props["port"] == {
+        "type": "integer",
+        "description": "A port.",
+        "minimum": 1,
+        "maximum": 65535,
+        "default": 8080,
+    }
+    assert props["timeout"]["exclusiveMinimum"] == 0
+    assert (props["ratio"]["minimum"], props["ratio"]["exclusiveMaximum"]) == (0, 1)
+    assert props["retries"]["minimum"] == 0
+    assert (props["name"]["minLength"], props["name"]["maxLength"]) == (1, 8)
+    assert props["hosts"]["minItems"] == 1 and "minLength" not in props["hosts"]
+    assert props["token"]["writeOnly"] is True
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "message"),
+    [
+        ({"port": 0}, "port", "'port' must be between 1 and 65535, got 0"),
+        ({"port": 70000}, "port", "'port' must be between 1 and 65535, got 70000"),
+        ({"timeout": 0}, "timeout", "'timeout' must be more than 0, got 0"),
+        ({"ratio": 1}, "ratio", "'ratio' must be 0 or more and less than 1, got 1"),
+        ({"retries": -1}, "retries", "'retries' must be 0 or more, got -1"),
+        ({"name": ""}, "name", "'name' must have at least 1 character, got 0"),
+        ({"name": "x" * 9}, "name", "'name' must have at most 8 characters, got 9"),
+        ({"hosts": []}, "hosts", "'hosts' must have at least 1 item, got 0"),
+    ],
+)
+def test_a_value_out_of_range_names_the_field_and_the_range(
+    data: dict[str, Any], field: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_config(_Bounded, data, file="homelab.toml", table="plugins.x")
+    assert (caught.value.table, caught.value.field, caught.value.reason) == (
+        "plugins.x",
+        field,
+        message,
+    )
+
+
+def test_values_in_range_and_unset_optionals_are_accepted() -> None:
+    config = build_config(_Bounded, {"port": 65535, "ratio": 0, "retries": None})
+    assert (config.port, config.ratio, config.retries) == (65535, 0, None)
+
+
+def test_a_range_runs_before_the_fields_own_validator() -> None:
+    seen: list[int] = []
+
+    @attrs.define
+    class Both:
+        n: int = option(1, minimum=1, validator=lambda _, __, v: seen.append(v))
+
+    with pytest.raises(ConfigError, match="'n' must be 1 or more, got 0"):
+        build_config(Both, {"n": 0})
+    assert seen == []
+    build_config(Both, {"n": 3})
+    assert seen == [3]
+
+
+def test_a_secret_out_of_range_is_not_shown() -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_config(_Bounded, {"token": "abc"})
+    assert "abc" not in str(caught.value)
+    assert caught.value.reason == "'token' must have at least 4 characters, got 3"
+
+
+def test_bundled_plugins_declare_their_ranges_in_the_schema() -> None:
+    from homelab_plugins.ping import PingConfig
+    from homelab_plugins.tcp import TcpConfig
+
+    tcp = config_schema(TcpConfig)["properties"]
+    assert (tcp["port"]["minimum"], tcp["port"]["maximum"]) == (1, 65535)
+    assert tcp["connect_timeout"]["exclusiveMinimum"] == 0
+    ping = config_schema(PingConfig)["properties"]
+    assert (ping["count"]["minimum"], ping["count"]["maximum"]) == (1, 100)
+
+
+def test_settings_sections_declare_their_ranges_in_the_schema() -> None:
+    from homelab_core.config import SchedulerSettings, ServerSettings
+
+    server = config_schema(ServerSettings)["properties"]
+    assert (server["port"]["minimum"], server["port"]["maximum"]) == (1, 65535)
+    assert config_schema(SchedulerSettings)["properties"]["concurrency"]["minimum"] == 1

@@ -302,7 +302,7 @@ def test_a_name_with_spaces_is_refused() -> None:
 
 
 def test_a_query_timeout_of_zero_is_refused() -> None:
-    with pytest.raises(ConfigError, match="'query_timeout' must be a positive"):
+    with pytest.raises(ConfigError, match="'query_timeout' must be more than 0"):
         run_plugin(Dns, name="nas.test", query_timeout=0)
 
 

@@ -235,8 +235,8 @@ def test_the_checksum_is_the_internet_checksum() -> None:
     [
         ("count", 0, "'count' must be between 1 and 100"),
         ("count", 101, "'count' must be between 1 and 100"),
-        ("probe_timeout", 0, "'probe_timeout' must be a positive"),
-        ("probe_interval", -1, "'probe_interval' must be a non-negative"),
+        ("probe_timeout", 0, "'probe_timeout' must be more than 0, got 0"),
+        ("probe_interval", -1, "'probe_interval' must be 0 or more, got -1"),
         ("payload_size", 4, "'payload_size' must be between 16 and 65507"),
         ("host", "a b", "'host' must be a host name or an IP address"),
     ],

@@ -108,7 +108,7 @@ def test_options_given_as_text_are_parsed(
 
 
 def test_a_connect_timeout_of_zero_is_refused() -> None:
-    with pytest.raises(ConfigError, match="'connect_timeout' must be > 0"):
+    with pytest.raises(ConfigError, match="'connect_timeout' must be more than 0"):
         run_plugin(Tcp, host="nas", port=22, connect_timeout=0)
 
 

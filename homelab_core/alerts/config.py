@@ -83,7 +83,7 @@ class AlertingSettings:
     evaluation_interval: float = option(
         1.0,
         description="Seconds between checks of time-based conditions (`for`, absence).",
-        validator=attrs.validators.gt(0),
+        exclusive_minimum=0,
     )
     group_wait: float = option(
         10.0, description="Seconds a new group waits for more alerts before its first message."
@@ -97,12 +97,12 @@ class AlertingSettings:
     send_timeout: float = option(
         10.0,
         description="Seconds one send may take (a notifier's `timeout` overrides it).",
-        validator=attrs.validators.gt(0),
+        exclusive_minimum=0,
     )
     retries: int = option(
         5,
         description="Attempts after a failed send before it is given up.",
-        validator=attrs.validators.ge(0),
+        minimum=0,
     )
     retry_delay: float = option(
         1.0, description="Seconds before the first retry; doubled for each next one."
@@ -113,7 +113,7 @@ class AlertingSettings:
     queue_size: int = option(
         1000,
         description="Messages waiting per notifier; further ones are dropped and counted.",
-        validator=attrs.validators.ge(1),
+        minimum=1,
     )
     resolved_retention: float = option(
         900.0, description="Seconds a resolved alert stays listed after it resolved."

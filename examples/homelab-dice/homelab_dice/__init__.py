@@ -14,8 +14,8 @@ from homelab_core import Metric, Plugin, hookimpl, option
 class DiceConfig:
     """Options of a ``dice`` instance (``[plugins.<id>]`` in homelab.toml)."""
 
-    sides: int = option(6, description="Faces on each die.", validator=attrs.validators.ge(2))
-    count: int = option(1, description="How many dice to roll.", validator=attrs.validators.ge(1))
+    sides: int = option(6, description="Faces on each die.", minimum=2)
+    count: int = option(1, description="How many dice to roll.", minimum=1)
 
 
 class DiceRoll(Plugin[DiceConfig]):
