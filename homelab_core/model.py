@@ -333,7 +333,7 @@ class Execution:
     id: Annotated[
         int | None,
         about(
-            "The stored record's id (null before it is stored); the before cursor of the executions list.",
+            "The stored record's id (null before it is stored); the executions' before cursor.",
             1024,
         ),
     ] = None

@@ -41,7 +41,7 @@ class Silence:
     matchers: Annotated[
         dict[str, str],
         about(
-            "Label name to value or shell-style pattern; an alert is muted when every matcher matches.",
+            "Label name to value or shell-style pattern; muted: alerts that match them all.",
             {"rule": "disk-full", "instance": "nas*"},
         ),
     ]

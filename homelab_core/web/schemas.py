@@ -14,8 +14,8 @@ import attrs
 import msgspec
 
 from ..alerts.service import AlertInfo, NotifierInfo
-from ..fielddoc import about
 from ..alerts.silences import Silence
+from ..fielddoc import about
 from ..model import (
     Execution,
     ExecutionStatus,
@@ -410,7 +410,7 @@ class RuleOut(msgspec.Struct, rename={"for_": "for"}, kw_only=True):
     kind: Annotated[
         Literal["value", "health", "absence"],
         about(
-            "value (a metric against a threshold), health (an instance's state) or absence (a series stops).",
+            "value (a metric against a threshold), health (of an instance) or absence (of series).",
             "value",
         ),
     ]
@@ -461,7 +461,7 @@ class RuleIn(msgspec.Struct, rename={"for_": "for"}, kw_only=True, forbid_unknow
     kind: Annotated[
         Literal["value", "health", "absence"] | _Unset,
         about(
-            "value (a metric against a threshold), health (an instance's state) or absence (a series stops).",
+            "value (a metric against a threshold), health (of an instance) or absence (of series).",
             "value",
         ),
     ] = _UNSET
