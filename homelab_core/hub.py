@@ -517,7 +517,7 @@ class Hub:
     async def history(
         self,
         instance_id: str,
-        metric: str,
+        metric: str | None,
         *,
         since: float,
         until: float | None = None,
@@ -526,7 +526,8 @@ class Hub:
         labels: Mapping[str, str] | None = None,
         max_points: int = 500,
     ) -> list[HistorySeries]:
-        """Bucketed history of one metric of an instance (see :mod:`homelab_core.store`)."""
+        """Bucketed history of one metric of an instance (None: of every metric; see
+        :mod:`homelab_core.store`)."""
         self._get(instance_id)
         return await store_history(
             self.store,

@@ -13,11 +13,12 @@ import math
 import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import attrs
 
 from .codec import labels_json, storable_text, to_builtins
+from .fielddoc import about
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]*")
 
@@ -165,13 +166,32 @@ class Metric:
     metric, which makes the run an error of its own instance.
     """
 
-    name: str = attrs.field(validator=_check_name)
-    value: float = attrs.field(converter=_value)
-    unit: str = ""
-    labels: dict[str, str] = attrs.field(factory=dict, converter=_labels, hash=False)
-    timestamp: float | None = None
-    kind: MetricKind = attrs.field(default=MetricKind.GAUGE, converter=_kind)
-    device_class: str | None = None
+    name: Annotated[
+        str,
+        about(
+            "The metric's name; with the labels, it names a series of the instance.", "cpu.percent"
+        ),
+    ] = attrs.field(validator=_check_name)
+    value: Annotated[float, about("The measured value (finite).", 12.5)] = attrs.field(
+        converter=_value
+    )
+    unit: Annotated[str, about('The unit of the value ("" if none).', "%")] = ""
+    labels: Annotated[
+        dict[str, str], about("The labels of the series (name to value).", {"core": "0"})
+    ] = attrs.field(factory=dict, converter=_labels, hash=False)
+    timestamp: Annotated[
+        float | None, about("When it was measured, in seconds since the epoch.", 1795970969.15)
+    ] = None
+    kind: Annotated[
+        MetricKind, about("gauge (a level) or counter (an ever-growing total).", "gauge")
+    ] = attrs.field(default=MetricKind.GAUGE, converter=_kind)
+    device_class: Annotated[
+        str | None,
+        about(
+            "What the value measures, as Home Assistant's device classes say, if known.",
+            "temperature",
+        ),
+    ] = None
 
     def __attrs_post_init__(self) -> None:
         # The common case costs a few comparisons: known units, ASCII labels, no time.
@@ -259,13 +279,23 @@ class HealthReport:
 class Health:
     """Health of one instance as the framework tracks it."""
 
-    state: HealthState = HealthState.UNKNOWN
-    message: str = ""
-    since: float = attrs.field(factory=time.time)
-    last_success: float | None = None
-    last_error: str | None = None
-    last_error_at: float | None = None
-    consecutive_failures: int = 0
+    state: Annotated[HealthState, about("The instance's health.", "ok")] = HealthState.UNKNOWN
+    message: Annotated[
+        str, about("A sentence about the state, for a person.", "200 OK in 41 ms")
+    ] = ""
+    since: Annotated[
+        float, about("When the state began, in seconds since the epoch.", 1795970969.15)
+    ] = attrs.field(factory=time.time)
+    last_success: Annotated[
+        float | None, about("When the last run succeeded (null before the first).", 1795970970.15)
+    ] = None
+    last_error: Annotated[
+        str | None, about("The error of the last failed run (null if none).", "connection refused")
+    ] = None
+    last_error_at: Annotated[
+        float | None, about("When the last run failed (null if none has).", 1795970900.0)
+    ] = None
+    consecutive_failures: Annotated[int, about("Failed runs since the last success.", 0)] = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping of this health."""
@@ -285,16 +315,28 @@ class ExecutionStatus(enum.StrEnum):
 class Execution:
     """The record of one run of a plugin instance (or of a run that was skipped)."""
 
-    instance_id: str
-    started_at: float
-    duration: float
-    status: ExecutionStatus = attrs.field(converter=ExecutionStatus)
-    error: str | None = None
-    metric_count: int = 0
-    trigger: str = "schedule"
-    lag: float = 0.0
+    instance_id: Annotated[str, about("The instance that ran.", "system")]
+    started_at: Annotated[
+        float, about("When the run started, in seconds since the epoch.", 1795970969.15)
+    ]
+    duration: Annotated[float, about("Seconds the run took.", 0.042)]
+    status: Annotated[ExecutionStatus, about("How the run ended.", "ok")] = attrs.field(
+        converter=ExecutionStatus
+    )
+    error: Annotated[str | None, about("Why the run failed (null if it did not).", None)] = None
+    metric_count: Annotated[int, about("Metrics the run returned.", 12)] = 0
+    trigger: Annotated[str, about("What started the run: schedule or manual.", "schedule")] = (
+        "schedule"
+    )
+    lag: Annotated[float, about("Seconds the run started after its scheduled time.", 0.003)] = 0.0
     #: Row id once stored; used as the ``before`` cursor when paging.
-    id: int | None = None
+    id: Annotated[
+        int | None,
+        about(
+            "The stored record's id (null before it is stored); the executions' before cursor.",
+            1024,
+        ),
+    ] = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping of this execution."""
@@ -309,18 +351,31 @@ EXECUTION_COLUMNS = tuple(f.name for f in attrs.fields(Execution) if f.name != "
 class RunStats:
     """Counters of one instance since the scheduler started."""
 
-    runs: int = 0
-    ok: int = 0
-    errors: int = 0
-    timeouts: int = 0
-    skipped: int = 0
-    last_execution: Execution | None = None
+    runs: Annotated[
+        int, about("Runs since the scheduler started (skipped ones not counted).", 120)
+    ] = 0
+    ok: Annotated[int, about("Runs that succeeded.", 118)] = 0
+    errors: Annotated[int, about("Runs that raised an error.", 1)] = 0
+    timeouts: Annotated[int, about("Runs that took longer than the timeout.", 1)] = 0
+    skipped: Annotated[
+        int, about("Runs skipped as late or as the previous one was still running.", 0)
+    ] = 0
+    last_execution: Annotated[
+        Execution | None, about("The last execution (null before the first).")
+    ] = None
     #: Distinct series the instance has brought (counted while its ``max_series`` is on).
-    series: int = 0
+    series: Annotated[
+        int,
+        about("Distinct series the instance has brought (counted while its max_series is on).", 14),
+    ] = 0
     #: Samples of runs refused for returning more than ``max_samples_per_run``.
-    samples_over_run_limit: int = 0
+    samples_over_run_limit: Annotated[
+        int, about("Samples of runs refused for returning more than max_samples_per_run.", 0)
+    ] = 0
     #: Samples of new series dropped because the instance had ``max_series`` already.
-    samples_over_series_limit: int = 0
+    samples_over_series_limit: Annotated[
+        int, about("Samples of new series dropped because the instance had max_series series.", 0)
+    ] = 0
 
     def count(self, execution: Execution) -> None:
         """Count one execution."""
@@ -367,30 +422,47 @@ class InstanceState(enum.StrEnum):
 class TypeInfo:
     """An installed plugin type's metadata."""
 
-    name: str
-    title: str
-    category: str
-    description: str
-    version: str
-    default_interval: float
+    name: Annotated[str, about("The type's name, the type of an instance table.", "http")]
+    title: Annotated[str, about("A short name for people.", "HTTP check")]
+    category: Annotated[
+        str, about("The category the type's instances are listed under.", "network")
+    ]
+    description: Annotated[str, about("What the type measures.", "Checks that a URL answers.")]
+    version: Annotated[str, about("The version of the plugin.", "1.0.0")]
+    default_interval: Annotated[
+        float, about("Seconds between runs when an instance does not say.", 60.0)
+    ]
 
 
 @attrs.frozen
 class InstanceInfo:
     """A configured plugin instance as the hub sees it (config with secrets redacted)."""
 
-    id: str
-    type: str
-    title: str
-    category: str
-    enabled: bool
-    state: InstanceState
-    interval: float
-    timeout: float
-    config: dict[str, Any]
-    health: Health
+    id: Annotated[str, about("The instance's id (a slug).", "nas-web")]
+    type: Annotated[str, about("The plugin type (GET /api/types).", "http")]
+    title: Annotated[str, about("The type's title.", "HTTP check")]
+    category: Annotated[str, about("The type's category.", "network")]
+    enabled: Annotated[
+        bool, about("Whether the instance runs (stored; kept across restarts).", True)
+    ]
+    state: Annotated[InstanceState, about("Where the instance is in its life cycle.", "ready")]
+    interval: Annotated[float, about("Seconds between runs.", 60.0)]
+    timeout: Annotated[float, about("Seconds one run may take.", 10.0)]
+    config: Annotated[
+        dict[str, Any],
+        about(
+            "The instance's options, secrets shown as **********.",
+            {"url": "https://nas.lan/", "token": "**********"},
+        ),
+    ]
+    health: Annotated[Health, about("The instance's health.")]
     #: Who owns the instance: ``file`` (homelab.toml) or ``api`` (created through the API).
-    source: str = "file"
+    source: Annotated[
+        str,
+        about(
+            "Who owns the instance: file (homelab.toml) or api (created through the API).", "file"
+        ),
+    ] = "file"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping of the instance."""
@@ -430,14 +502,19 @@ class HistorySeries:
 class Summary:
     """The figures a dashboard header shows, as :meth:`Hub.summary` computes them."""
 
-    instances: int
-    enabled: int
-    by_status: dict[str, int]
-    runs_last_hour: int
-    failures_last_hour: int
-    samples_stored: int
-    samples_dropped: int
-    uptime: float
+    instances: Annotated[int, about("Configured instances.", 12)]
+    enabled: Annotated[int, about("Enabled instances.", 11)]
+    by_status: Annotated[
+        dict[str, int],
+        about("Instances per health state.", {"ok": 10, "failing": 1, "disabled": 1}),
+    ]
+    runs_last_hour: Annotated[int, about("Runs in the last hour.", 720)]
+    failures_last_hour: Annotated[int, about("Runs that failed or timed out in the last hour.", 3)]
+    samples_stored: Annotated[int, about("Samples written to the store since start.", 86400)]
+    samples_dropped: Annotated[
+        int, about("Samples dropped since start because the write queue was full.", 0)
+    ]
+    uptime: Annotated[float, about("Seconds since the hub started.", 3600.5)]
 
 
 @attrs.frozen

@@ -566,9 +566,48 @@ async def test_history_rejects_bad_parameters(api: Served, params: dict[str, str
     await assert_error(await api.client.get(history_url(**params)), 400, "invalid_request")
 
 
-async def test_history_requires_a_metric(api: Served) -> None:
-    response = await api.client.get("/api/plugins/off/metrics/history")
-    await assert_error(response, 400, "invalid_request")
+async def test_history_without_parameters_has_every_series_of_the_last_hour(api: Served) -> None:
+    """As the seed's clients call it: no metric, no times; every metric, the last hour."""
+    now = time.time()
+    metrics = [
+        Metric("temp", 20.0, labels={"disk": "a"}, timestamp=now - 600),
+        Metric("hum", 40.0, timestamp=now - 300),
+        Metric("old", 1.0, timestamp=now - 7200),
+    ]
+    await api.hub.store.write([("off", metrics)])
+    body = await json_of(await api.client.get("/api/plugins/off/metrics/history"))
+    assert body["metric"] is None
+    assert body["until"] - body["since"] == pytest.approx(3600)
+    assert [(s["name"], s["labels"]) for s in body["series"] if s["points"]] == [
+        ("hum", {}),
+        ("temp", {"disk": "a"}),
+    ]
+
+
+@pytest.mark.parametrize(("step", "width"), [("300", 300), ("5m", 300), ("600s", 600)])
+async def test_history_step_accepts_durations(api: Served, step: str, width: float) -> None:
+    base = await seed_history(api.hub)
+    url = history_url(since=base, until=base + 600, step=step, labels="disk=a")
+    series = (await json_of(await api.client.get(url)))["series"][0]
+    assert series["resolution"] == width
+
+
+@pytest.mark.parametrize(
+    ("params", "words"),
+    [
+        ({"since": "yesterday"}, "ISO 8601"),
+        ({"until": "soon"}, "epoch seconds"),
+        ({"since": "1 hour ago"}, "-30m"),
+        ({"step": "5 minutes"}, "10s, 5m, 1h"),
+        ({"step": "-5m"}, "10s, 5m, 1h"),
+    ],
+)
+async def test_history_says_in_words_which_forms_it_accepts(
+    api: Served, params: dict[str, str], words: str
+) -> None:
+    error = await assert_error(await api.client.get(history_url(**params)), 400, "invalid_request")
+    assert words in error["message"]
+    assert "^(" not in error["message"] and "pattern" not in error["message"]
 
 
 @pytest.mark.parametrize(
@@ -957,7 +996,7 @@ async def test_openapi_documents_error_responses(
     responses = openapi["paths"][path][method]["responses"]
     for code in codes:
         schema = responses[code]["content"]["application/json"]["schema"]
-        assert schema["properties"]["error"] == {"$ref": "#/components/schemas/Error"}, code
+        assert schema["properties"]["error"]["$ref"] == "#/components/schemas/Error", code
     error = openapi["components"]["schemas"]["Error"]
     assert set(error["required"]) == {"code", "message"}
 
@@ -1014,10 +1053,10 @@ async def test_unknown_path_is_a_json_404(api: Served, path: str) -> None:
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("DELETE", "/api/plugins/counter"),
+        ("PUT", "/api/plugins/counter"),
         ("GET", "/api/plugins/counter/enable"),
         ("GET", "/api/plugins/counter/run"),
-        ("POST", "/api/plugins"),
+        ("DELETE", "/api/plugins"),
         ("PUT", "/api/health"),
     ],
 )
@@ -1027,9 +1066,9 @@ async def test_wrong_method_is_a_json_405(api: Served, method: str, path: str) -
 
 async def test_405_names_the_allowed_methods(api: Served) -> None:
     """RFC 9110: a 405 response must carry an Allow header."""
-    response = await api.client.delete("/api/plugins/counter")
+    response = await api.client.put("/api/plugins/counter")
     assert response.status_code == 405
-    assert "GET" in response.headers.get("Allow", "")
+    assert {"GET", "PATCH", "DELETE"} <= set(response.headers.get("Allow", "").split(", "))
 
 
 # -- auth ---------------------------------------------------------------------------------------
@@ -1271,3 +1310,67 @@ async def test_history_time_ranges_never_produce_a_500(
     response = await seeded.client.get(url)
     assert response.status_code < 500, await response.get_data(as_text=True)
     assert response.mimetype == "application/json"
+
+
+def _refers(schema: Any) -> bool:
+    """Whether ``schema`` is made of components (a ``$ref``, or a list, map or union of
+    them): its example is theirs, built from the examples of their fields."""
+    if not isinstance(schema, dict):
+        return False
+    if "$ref" in schema:
+        return True
+    parts = [*schema.get("anyOf", []), *schema.get("oneOf", []), *schema.get("allOf", [])]
+    parts += [schema.get("items"), schema.get("additionalProperties")]
+    return any(_refers(part) for part in parts)
+
+
+def _has_example(node: dict[str, Any]) -> bool:
+    return "example" in node or bool(node.get("examples"))
+
+
+def undocumented(document: dict[str, Any]) -> list[str]:
+    """Every parameter and schema property of ``document`` (operations and components)
+    without a description or an example, named by where it is."""
+    found: list[str] = []
+
+    def properties(where: str, schema: Any) -> None:
+        if not isinstance(schema, dict):
+            return
+        for name, prop in schema.get("properties", {}).items():
+            lacks = [] if prop.get("description") else ["description"]
+            if not _has_example(prop) and not _refers(prop):
+                lacks.append("example")
+            if lacks:
+                found.append(f"{where} property {name}: no {' and no '.join(lacks)}")
+        for part in (*schema.get("anyOf", []), *schema.get("oneOf", []), schema.get("items")):
+            properties(where, part)
+
+    for name, schema in document["components"]["schemas"].items():
+        properties(f"component {name}", schema)
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            where = f"{method.upper()} {path}"
+            for param in operation.get("parameters", []):
+                lacks = [] if param.get("description") else ["description"]
+                if not _has_example(param) and not _has_example(param.get("schema", {})):
+                    lacks.append("example")
+                if lacks:
+                    found.append(
+                        f"{where} {param['in']} parameter {param['name']}:"
+                        f" no {' and no '.join(lacks)}"
+                    )
+            for content in operation.get("requestBody", {}).get("content", {}).values():
+                properties(f"{where} body", content.get("schema"))
+            for code, response in operation.get("responses", {}).items():
+                for content in response.get("content", {}).values():
+                    properties(f"{where} {code}", content.get("schema"))
+    return found
+
+
+async def test_openapi_describes_every_parameter_and_field(openapi: dict[str, Any]) -> None:
+    """Every parameter and every property (of bodies, responses and components) has a
+    description and an example (a property made of components has theirs)."""
+    missing = undocumented(openapi)
+    assert not missing, f"{len(missing)} without a description or an example:\n" + "\n".join(
+        missing
+    )

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import anyio.abc
@@ -32,6 +32,7 @@ from ..errors import (
     NotFoundError,
 )
 from ..events import AlertChanged, ExecutionFinished, HealthChanged, MetricsCollected
+from ..fielddoc import about
 from ..model import ExecutionStatus, HealthState
 from ..options import build_config, config_to_dict, secret_values
 from ..plugin import SLUG
@@ -82,40 +83,81 @@ class UnknownSilenceError(NotFoundError):
 class AlertInfo:
     """An alert as the API lists it."""
 
-    fingerprint: str
-    rule: str
-    state: str
-    severity: str
-    labels: dict[str, str]
-    summary: str
-    description: str
-    value: float | None
-    instance_id: str | None
-    metric: str | None
-    active_since: float | None
-    fired_at: float | None
-    resolved_at: float | None
-    notified_at: float | None
-    silenced: bool
+    fingerprint: Annotated[
+        str,
+        about(
+            "The alert's key: its rule and the labels of its series, hashed.", "3f2a9c1d0b7e4a55"
+        ),
+    ]
+    rule: Annotated[str, about("The rule that raised it.", "disk-full")]
+    state: Annotated[str, about("pending, firing or resolved.", "firing")]
+    severity: Annotated[str, about("critical, warning or info (the rule's).", "critical")]
+    labels: Annotated[
+        dict[str, str],
+        about(
+            "The rule's labels, the series' and rule, severity, instance, type and metric.",
+            {"rule": "disk-full", "instance": "nas", "mount": "/"},
+        ),
+    ]
+    summary: Annotated[str, about("The rule's summary, filled in.", "nas: / is 95% full")]
+    description: Annotated[str, about("The rule's description, filled in.", "Free some space.")]
+    value: Annotated[
+        float | None,
+        about("The value that was last evaluated (null for a health or absence rule).", 95.2),
+    ]
+    instance_id: Annotated[str | None, about("The instance of the series (null if none).", "nas")]
+    metric: Annotated[
+        str | None, about("The metric of the series (null for a health rule).", "disk.percent")
+    ]
+    active_since: Annotated[
+        float | None,
+        about("When the condition became true, in seconds since the epoch.", 1795970000.0),
+    ]
+    fired_at: Annotated[
+        float | None, about("When it started firing (null while pending).", 1795970600.0)
+    ]
+    resolved_at: Annotated[float | None, about("When it resolved (null while not).", None)]
+    notified_at: Annotated[
+        float | None, about("When its last notification was sent (null if none).", 1795970601.2)
+    ]
+    silenced: Annotated[bool, about("Whether a silence or maintenance window mutes it now.", False)]
     #: Ids of the silences and maintenance windows that mute it.
-    silenced_by: list[str]
+    silenced_by: Annotated[
+        list[str],
+        about(
+            "Ids of the silences, and maintenance:<id> of the windows, that mute it.",
+            ["0b8e5c2a", "maintenance:backup"],
+        ),
+    ]
 
 
 @attrs.frozen
 class NotifierInfo:
     """A configured notifier, its options (secrets redacted) and its counters."""
 
-    id: str
-    type: str
-    send_resolved: bool
-    timeout: float
-    config: dict[str, Any]
-    queued: int
-    sent: int
-    failed: int
-    dropped: int
-    last_error: str | None
-    last_sent_at: float | None
+    id: Annotated[str, about("The notifier's id, of its [notifiers.<id>] table.", "phone")]
+    type: Annotated[str, about("The notifier type.", "ntfy")]
+    send_resolved: Annotated[bool, about("Whether it is also told when an alert resolves.", True)]
+    timeout: Annotated[float, about("Seconds one attempt may take.", 10.0)]
+    config: Annotated[
+        dict[str, Any],
+        about(
+            "Its options, secrets shown as **********.", {"topic": "homelab", "token": "**********"}
+        ),
+    ]
+    queued: Annotated[int, about("Notifications waiting to be sent.", 0)]
+    sent: Annotated[int, about("Notifications delivered since start.", 4)]
+    failed: Annotated[int, about("Notifications given up after their retries since start.", 0)]
+    dropped: Annotated[
+        int, about("Notifications dropped since start because its queue was full.", 0)
+    ]
+    last_error: Annotated[
+        str | None, about("The error of the last failed attempt (null if none).", None)
+    ]
+    last_sent_at: Annotated[
+        float | None,
+        about("When it last delivered, in seconds since the epoch (null if never).", 1795970601.2),
+    ]
 
 
 def build_notifier(

@@ -15,11 +15,13 @@ import time
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
 from ..errors import InvalidArgumentError
+from ..fielddoc import about
 from .config import MaintenanceSettings
 
 
@@ -35,13 +37,23 @@ def matches(matchers: Mapping[str, str], labels: Mapping[str, str]) -> bool:
 class Silence:
     """A silence: alerts matching ``matchers`` send nothing from ``starts_at`` to ``ends_at``."""
 
-    id: str
-    matchers: dict[str, str]
-    starts_at: float
-    ends_at: float
-    comment: str = ""
-    author: str = ""
-    created_at: float = attrs.field(factory=time.time)
+    id: Annotated[str, about("The silence's id.", "0b8e5c2a9f1d4c3b")]
+    matchers: Annotated[
+        dict[str, str],
+        about(
+            "Label name to value or shell-style pattern; muted: alerts that match them all.",
+            {"rule": "disk-full", "instance": "nas*"},
+        ),
+    ]
+    starts_at: Annotated[
+        float, about("When it starts muting, in seconds since the epoch.", 1795970000.0)
+    ]
+    ends_at: Annotated[float, about("When it ends, in seconds since the epoch.", 1795977200.0)]
+    comment: Annotated[str, about("Why it was made.", "disk swap")] = ""
+    author: Annotated[str, about("Who made it.", "ana")] = ""
+    created_at: Annotated[
+        float, about("When it was made, in seconds since the epoch.", 1795970000.0)
+    ] = attrs.field(factory=time.time)
 
     def active(self, now: float) -> bool:
         """Whether the silence mutes alerts at ``now``."""

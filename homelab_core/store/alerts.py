@@ -8,10 +8,11 @@ evaluation never waits on the database.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import attrs
 
+from ..fielddoc import about
 from .models import (
     AlertEventRecord,
     AlertRuleRecord,
@@ -46,15 +47,23 @@ STATE_FIELDS = (
 class AlertEvent:
     """A stored change of an alert's state."""
 
-    id: int
-    ts: float
-    fingerprint: str
-    rule_id: str
-    old_state: str
-    new_state: str
-    value: float | None
-    labels: dict[str, str]
-    summary: str
+    id: Annotated[int, about("The event's id; the before cursor of the alert history.", 311)]
+    ts: Annotated[
+        float, about("When the alert changed state, in seconds since the epoch.", 1795970600.0)
+    ]
+    fingerprint: Annotated[str, about("The alert's key (see AlertInfo).", "3f2a9c1d0b7e4a55")]
+    rule_id: Annotated[str, about("The rule of the alert.", "disk-full")]
+    old_state: Annotated[
+        str, about("The state before: inactive, pending, firing or resolved.", "pending")
+    ]
+    new_state: Annotated[str, about("The state after.", "firing")]
+    value: Annotated[
+        float | None, about("The value evaluated then (null for a health or absence rule).", 95.2)
+    ]
+    labels: Annotated[
+        dict[str, str], about("The alert's labels.", {"rule": "disk-full", "instance": "nas"})
+    ]
+    summary: Annotated[str, about("The alert's summary then.", "nas: / is 95% full")]
 
 
 @attrs.frozen

@@ -39,7 +39,7 @@ async def history(
     store: Store,
     maintenance: Maintenance,
     instance_id: str,
-    metric: str,
+    metric: str | None,
     *,
     since: float,
     until: float,
@@ -49,7 +49,7 @@ async def history(
     max_points: int = MAX_POINTS,
     now: float | None = None,
 ) -> list[HistorySeries]:
-    """Points of every series of ``metric`` whose labels include ``labels``.
+    """Points of every series of ``metric`` (None: of any) whose labels include ``labels``.
 
     Buckets older than a tier's watermark come from that tier; newer ones from the tier
     below, so the latest minutes are never missing while rollups catch up.

@@ -42,6 +42,7 @@ MAX_TIME = 1e11
 #: Endpoints that never need the token.
 PUBLIC_ENDPOINTS = frozenset({"homelab.docs", "homelab.docs_static"})
 _RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)([smhdw])$")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -64,14 +65,38 @@ def parse_time(text: str, *, name: str, now: float) -> float:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise ApiError(
-            400,
-            "invalid_request",
-            f"{name}: {text!r} is not a time; use ISO 8601, epoch seconds, 'now' or a"
-            " relative time such as -1h, -30m, -7d",
+            400, "invalid_request", f"{name}: {text!r} is not a time; use {s.TIME_FORMS}"
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return _in_range(moment.timestamp(), text, name)
+
+
+def parse_step(text: str | None, *, name: str = "step") -> float | None:
+    """Seconds from ``300`` or ``10s``/``5m``/``1h``/``1d``/``1w`` text (None if absent)."""
+    if text is None:
+        return None
+    value = text.strip()
+    duration = _DURATION.match(value)
+    seconds: float | None = None
+    if duration:
+        seconds = float(duration.group(1)) * _UNITS[duration.group(2)]
+    else:
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = None
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"{name}: {text!r} is not a positive duration; use {s.STEP_FORMS}",
+        )
+    if seconds > s.MAX_STEP:
+        raise ApiError(
+            400, "invalid_request", f"{name}: {text!r} is longer than {s.MAX_STEP:.0f} seconds"
+        )
+    return seconds
 
 
 def _in_range(value: float, text: str, name: str) -> float:
@@ -334,13 +359,16 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
     @validate_querystring(s.HistoryQuery)
     @validate_response(s.HistoryOut)
     async def history(plugin_id: str, query_args: s.HistoryQuery) -> s.HistoryOut:
-        """Bucketed history of one metric of an instance."""
+        """Bucketed history of one metric of an instance, or of all of its metrics.
+
+        With no parameter at all, every series of the instance over the last hour."""
         q = query_args
         h = hub()
         h.instance(plugin_id)
         now = time.time()
         since = parse_time(q.since, name="since", now=now)
-        until = parse_time(q.until, name="until", now=now) if q.until else now
+        until = parse_time(q.until, name="until", now=now) if q.until is not None else now
+        step = parse_step(q.step)
         if until <= since:
             raise ApiError(400, "invalid_request", "until must be later than since")
         series = await h.history(
@@ -348,7 +376,7 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
             q.metric,
             since=since,
             until=until,
-            step=q.step,
+            step=step,
             agg=q.agg,
             labels=parse_labels(q.labels),
             max_points=q.points,

@@ -287,10 +287,41 @@ def _complete_operation(method: str, operation: dict[str, Any]) -> None:
     for parameter in query:
         if parameter["name"] in required:
             parameter["required"] = True
+    for parameter in operation.get("parameters", []):
+        about = schemas.PATH_PARAMETERS.get(parameter["name"])
+        if parameter.get("in") == "path" and about is not None:
+            parameter.setdefault("description", about[0])
+            parameter.setdefault("example", about[1])
     if "requestBody" in operation:
         operation["requestBody"]["required"] = True
     if method in ("post", "delete"):
         operation.setdefault("security", [{"bearer": []}])
+
+
+def add_links(document: dict[str, Any]) -> None:
+    """OpenAPI links (:data:`~homelab_core.web.schemas.LINKS`): from what a POST made to
+    the operations on it, by ``operationId``, so that a client (and schemathesis's
+    stateful phase) can follow them: create an instance, read, change and delete it."""
+    operations = {
+        operation.get("operationId"): operation
+        for path_item in document.get("paths", {}).values()
+        for operation in path_item.values()
+        if isinstance(operation, dict)
+    }
+    for (source, status), (parameter, targets) in schemas.LINKS.items():
+        responses = operations.get(source, {}).get("responses", {})
+        # quart-schema keys responses by number; the JSON document, by text.
+        response = responses.get(status, responses.get(int(status)))
+        if response is None:
+            continue
+        links = response.setdefault("links", {})
+        for name, target in targets.items():
+            if target in operations:
+                links[name] = {
+                    "operationId": target,
+                    "parameters": {parameter: "$response.body#/id"},
+                    "description": f"The {parameter} of what the answer made.",
+                }
 
 
 def complete_components(schema_extension: QuartSchema, *, metrics_path: str) -> None:
@@ -312,6 +343,7 @@ def complete_components(schema_extension: QuartSchema, *, metrics_path: str) -> 
         for operations in document.get("paths", {}).values():
             for method, operation in operations.items():
                 _complete_operation(method, operation)
+        add_links(document)
         prometheus = document.get("paths", {}).get(metrics_path, {}).get("get")
         if prometheus is not None:
             prometheus["responses"] = PROMETHEUS_RESPONSES

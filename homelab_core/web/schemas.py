@@ -15,6 +15,7 @@ import msgspec
 
 from ..alerts.service import AlertInfo, NotifierInfo
 from ..alerts.silences import Silence
+from ..fielddoc import about
 from ..model import (
     Execution,
     ExecutionStatus,
@@ -39,42 +40,61 @@ MAX_STEP = 1e9  # seconds, about 30 years
 MAX_POINTS = 2000  # per series in one history answer
 MAX_LIMIT = 1000  # executions in one page
 MAX_ID = 2**63 - 1  # the largest execution id
+#: The forms ``since`` and ``until`` take, in words (the 400 of another form says them).
+TIME_FORMS = (
+    "ISO 8601 (2026-12-01T20:00:00Z; no zone: UTC), epoch seconds (1795970969),"
+    " now, or a time relative to now such as -1h, -30m, -7d (units s, m, h, d, w)"
+)
+#: The forms ``step`` takes, in words.
+STEP_FORMS = "seconds (300) or a duration such as 10s, 5m, 1h, 1d (units s, m, h, d, w)"
+#: The start of a history range when the request gives none.
+DEFAULT_SINCE = "-1h"
 
 
 @attrs.define
 class Error:
     """The body of every error response: ``{"error": {"code": ..., "message": ...}}``."""
 
-    code: str
-    message: str
+    code: Annotated[str, about("A word for the kind of error (see docs/api.md).", "not_found")]
+    message: Annotated[str, about("What was wrong, for a person.", "unknown instance 'nas'")]
 
 
 @attrs.define
 class ErrorBody:
-    error: Error
+    error: Annotated[Error, about("The error.")]
 
 
 @attrs.define
 class PluginsQuery:
     """Filters of ``GET /api/plugins``."""
 
-    category: str | None = None
-    enabled: bool | None = None
-    status: HealthState | None = None
+    category: Annotated[str | None, about("Only instances of this category.", "network")] = None
+    enabled: Annotated[
+        bool | None, about("Only enabled (true) or disabled (false) instances.", True)
+    ] = None
+    status: Annotated[
+        HealthState | None, about("Only instances in this health state.", "failing")
+    ] = None
 
 
 @attrs.define
 class PluginList:
-    plugins: list[InstanceInfo]
-    count: int
+    plugins: Annotated[list[InstanceInfo], about("The instances.")]
+    count: Annotated[int, about("How many.", 3)]
 
 
 @attrs.define
 class PluginDetails:
-    plugin: InstanceInfo
-    type: TypeInfo
-    config_schema: dict[str, Any]
-    stats: RunStats
+    plugin: Annotated[InstanceInfo, about("The instance.")]
+    type: Annotated[TypeInfo, about("Its plugin type.")]
+    config_schema: Annotated[
+        dict[str, Any],
+        about(
+            "The JSON Schema of the type's options.",
+            {"type": "object", "properties": {"url": {"type": "string"}}},
+        ),
+    ]
+    stats: Annotated[RunStats, about("Its run counters since start.")]
 
 
 class InstanceIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -157,122 +177,181 @@ class DeleteQuery:
     """Parameters of ``DELETE /api/plugins/{id}``."""
 
     #: Also delete the instance's history (series, samples, executions, health changes).
-    purge: bool = False
+    purge: Annotated[
+        bool,
+        about(
+            "Also delete the instance's history (series, samples, executions, health changes).",
+            False,
+        ),
+    ] = False
 
 
 @attrs.define
 class ReloadOut:
     """What ``POST /api/reload`` changed."""
 
-    added: list[str]
-    removed: list[str]
-    changed: list[str]
-    restart_needed: list[str]
-    message: str
+    added: Annotated[list[str], about("Instances the file added, now started.", ["nas-web"])]
+    removed: Annotated[
+        list[str], about("Instances the file no longer has, now stopped.", ["old-ping"])
+    ]
+    changed: Annotated[
+        list[str], about("Instances whose table changed, now restarted.", ["router"])
+    ]
+    restart_needed: Annotated[
+        list[str], about("Sections that changed but apply only at the next start.", ["server"])
+    ]
+    message: Annotated[
+        str,
+        about(
+            "What changed, in words.", "1 added, 1 removed, 1 changed; restart to apply [server]"
+        ),
+    ]
 
 
 @attrs.define
 class TypeDetails:
     """An installed plugin type: its metadata and the JSON Schema of its options."""
 
-    type: TypeInfo
-    source: str
-    config_schema: dict[str, Any]
+    type: Annotated[TypeInfo, about("The type's metadata.")]
+    source: Annotated[str, about("The distribution that provides it.", "homelab-core")]
+    config_schema: Annotated[
+        dict[str, Any],
+        about(
+            "The JSON Schema of its options (secrets writeOnly).",
+            {"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]},
+        ),
+    ]
 
 
 @attrs.define
 class TypeList:
-    types: list[TypeDetails]
-    count: int
+    types: Annotated[list[TypeDetails], about("The installed types.")]
+    count: Annotated[int, about("How many.", 7)]
 
 
 @attrs.define
 class EnableIn:
     """Body of ``POST /api/plugins/{id}/enable``."""
 
-    enabled: bool
+    enabled: Annotated[bool, about("true to enable the instance, false to disable it.", False)]
 
 
 @attrs.define
 class MetricList:
-    plugin_id: str
-    metrics: list[Metric]
+    plugin_id: Annotated[str, about("The instance.", "system")]
+    metrics: Annotated[list[Metric], about("The latest value of each of its series.")]
 
 
 @attrs.define
 class HistoryQuery:
     """Parameters of ``GET /api/plugins/{id}/metrics/history``.
 
-    ``since`` and ``until`` take ISO 8601 times, seconds since the epoch, or times
-    relative to now such as ``-1h``, ``-30m``, ``-7d``; ``labels`` is ``k=v,k2=v2``.
+    ``since`` and ``until`` take the forms of :data:`TIME_FORMS`, ``step`` those of
+    :data:`STEP_FORMS`; ``labels`` is ``k=v,k2=v2``. Without ``metric``, every series of
+    the instance; without any parameter, every series over the last hour.
     """
 
-    metric: Annotated[str, msgspec.Meta(min_length=1)]
-    since: Annotated[str, msgspec.Meta(pattern=TIME_PATTERN)] = "-1h"
-    until: Annotated[str, msgspec.Meta(pattern=TIME_PATTERN)] | None = None
-    step: Annotated[float, msgspec.Meta(gt=0, le=MAX_STEP)] | None = None
-    agg: Literal["avg", "min", "max"] = "avg"
-    labels: str | None = None
-    points: Annotated[int, msgspec.Meta(ge=1, le=MAX_POINTS)] = 500
+    metric: Annotated[
+        Annotated[str, msgspec.Meta(min_length=1)] | None,
+        about("The metric (left out: every metric of the instance).", "cpu.percent"),
+    ] = None
+    since: Annotated[str, about(f"Start of the range: {TIME_FORMS}.", "-1h")] = DEFAULT_SINCE
+    until: Annotated[str | None, about(f"End of the range (default now): {TIME_FORMS}.", "now")] = (
+        None
+    )
+    step: Annotated[
+        str | None,
+        about(f"Seconds per bucket: {STEP_FORMS}; left out, the range over points buckets.", "5m"),
+    ] = None
+    agg: Annotated[
+        Literal["avg", "min", "max"], about("How a bucket's samples are combined.", "max")
+    ] = "avg"
+    labels: Annotated[
+        str | None, about("Only series with these labels: k=v,k2=v2.", "disk=sda")
+    ] = None
+    points: Annotated[
+        int,
+        msgspec.Meta(ge=1, le=MAX_POINTS),
+        about("At most this many buckets per series (1 to 2000).", 120),
+    ] = 500
 
 
 @attrs.define
 class HistorySeriesOut:
-    name: str
-    labels: dict[str, str]
-    unit: str
-    resolution: float
-    points: list[tuple[float, float]]
+    name: Annotated[str, about("The metric.", "cpu.percent")]
+    labels: Annotated[dict[str, str], about("The series' labels.", {"core": "0"})]
+    unit: Annotated[str, about("The unit of the values.", "%")]
+    resolution: Annotated[float, about("Seconds per bucket.", 60.0)]
+    points: Annotated[
+        list[tuple[float, float]],
+        about(
+            "[bucket start, aggregate] pairs, oldest first.",
+            [[1795970940.0, 12.5], [1795971000.0, 13.0]],
+        ),
+    ]
 
 
 @attrs.define
 class HistoryOut:
-    plugin_id: str
-    metric: str
-    since: float
-    until: float
-    agg: str
-    series: list[HistorySeriesOut]
+    plugin_id: Annotated[str, about("The instance.", "system")]
+    metric: Annotated[
+        str | None,
+        about("The metric asked for (null: every metric of the instance).", "cpu.percent"),
+    ]
+    since: Annotated[float, about("Start of the range, in seconds since the epoch.", 1795967369.15)]
+    until: Annotated[float, about("End of the range, in seconds since the epoch.", 1795970969.15)]
+    agg: Annotated[str, about("How each bucket's samples were combined.", "avg")]
+    series: Annotated[list[HistorySeriesOut], about("Every series that matched.")]
 
 
 @attrs.define
 class ExecutionsQuery:
     """Parameters of ``GET /api/plugins/{id}/executions``."""
 
-    status: ExecutionStatus | None = None
-    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = 50
-    before: Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)] | None = None
+    status: Annotated[ExecutionStatus | None, about("Only executions that ended so.", "error")] = (
+        None
+    )
+    limit: Annotated[
+        Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)],
+        about("At most this many (1 to 1000).", 50),
+    ] = 50
+    before: Annotated[
+        Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)] | None,
+        about("Only executions older than this id: the next_before of the previous page.", 1024),
+    ] = None
 
 
 @attrs.define
 class ExecutionList:
-    plugin_id: str
-    executions: list[Execution]
-    next_before: int | None
+    plugin_id: Annotated[str, about("The instance.", "system")]
+    executions: Annotated[list[Execution], about("Its executions, newest first.")]
+    next_before: Annotated[
+        int | None, about("The before of the next page (null on the last page).", 974)
+    ]
 
 
 @attrs.define
 class CategoryOut:
-    name: str
-    count: int
+    name: Annotated[str, about("The category.", "network")]
+    count: Annotated[int, about("Its instances.", 4)]
 
 
 @attrs.define
 class CategoryList:
-    categories: list[CategoryOut]
+    categories: Annotated[list[CategoryOut], about("Every category, by name.")]
 
 
 @attrs.define
 class HealthCheckOut:
-    status: Literal["ok", "unavailable"]
-    live: bool
-    ready: bool
-    store: bool
-    scheduler: bool
-    writer: bool
+    status: Annotated[Literal["ok", "unavailable"], about("ok when ready, else unavailable.", "ok")]
+    live: Annotated[bool, about("The server answers (always true).", True)]
+    ready: Annotated[bool, about("The hub can do its work: store, writes and scheduler.", True)]
+    store: Annotated[bool, about("The database answers.", True)]
+    scheduler: Annotated[bool, about("The scheduler runs.", True)]
+    writer: Annotated[bool, about("The store's writes succeed.", True)]
     #: Why the hub is not ready ("" when it is): the failing write, or why the scheduler
     #: stopped.
-    reason: str = ""
+    reason: Annotated[str, about('Why the hub is not ready ("" when it is).', "")] = ""
 
 
 AlertState = Literal["pending", "firing", "resolved"]
@@ -285,56 +364,89 @@ MAX_SILENCE = 3.2e8
 class AlertsQuery:
     """Filters of ``GET /api/alerts``."""
 
-    state: AlertState | None = None
-    severity: AlertSeverity | None = None
+    state: Annotated[AlertState | None, about("Only alerts in this state.", "firing")] = None
+    severity: Annotated[
+        AlertSeverity | None, about("Only alerts of this severity.", "critical")
+    ] = None
 
 
 @attrs.define
 class AlertList:
-    alerts: list[AlertInfo]
-    count: int
+    alerts: Annotated[list[AlertInfo], about("The alerts, firing first.")]
+    count: Annotated[int, about("How many.", 2)]
 
 
 @attrs.define
 class AlertHistoryQuery:
     """Parameters of ``GET /api/alerts/history``: page with ``before`` (an event id)."""
 
-    rule: str | None = None
-    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = 100
-    before: Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)] | None = None
+    rule: Annotated[str | None, about("Only transitions of this rule.", "disk-full")] = None
+    limit: Annotated[
+        Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)],
+        about("At most this many (1 to 1000).", 100),
+    ] = 100
+    before: Annotated[
+        Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)] | None,
+        about("Only events older than this id: the next_before of the previous page.", 311),
+    ] = None
 
 
 @attrs.define
 class AlertHistoryOut:
-    events: list[AlertEvent]
-    next_before: int | None
+    events: Annotated[list[AlertEvent], about("The transitions, newest first.")]
+    next_before: Annotated[
+        int | None, about("The before of the next page (null on the last page).", 211)
+    ]
 
 
 class RuleOut(msgspec.Struct, rename={"for_": "for"}, kw_only=True):
     """A rule (``[alerts.<id>]``, or made through the API), its fields named as in
     homelab.toml; ``source`` says which (a rule of the file is changed in the file)."""
 
-    id: str
-    source: Literal["file", "api"]
-    kind: Literal["value", "health", "absence"]
-    severity: AlertSeverity
-    metric: str
-    match: dict[str, str]
-    instances: list[str]
-    types: list[str]
-    op: str
-    threshold: float | None
-    resolve_threshold: float | None
-    window: float
-    function: str
-    states: list[str]
-    of: str
-    for_: float
-    keep_firing_for: float
-    labels: dict[str, str]
-    summary: str
-    description: str
-    notifiers: list[str]
+    id: Annotated[str, about("The rule's id.", "disk-full")]
+    source: Annotated[
+        Literal["file", "api"], about("file (homelab.toml) or api (made through the API).", "api")
+    ]
+    kind: Annotated[
+        Literal["value", "health", "absence"],
+        about(
+            "value (a metric against a threshold), health (of an instance) or absence (of series).",
+            "value",
+        ),
+    ]
+    severity: Annotated[AlertSeverity, about("critical, warning or info.", "critical")]
+    metric: Annotated[str, about("The metric the rule watches (a pattern).", "disk.percent")]
+    match: Annotated[
+        dict[str, str],
+        about("Labels a series must have (value or shell-style pattern).", {"mount": "/"}),
+    ]
+    instances: Annotated[list[str], about("Instances it watches (patterns; empty: all).", ["nas*"])]
+    types: Annotated[list[str], about("Plugin types it watches (empty: all).", ["system"])]
+    op: Annotated[str, about("How the value is compared with threshold.", ">")]
+    threshold: Annotated[float | None, about("The value that makes the condition true.", 90)]
+    resolve_threshold: Annotated[
+        float | None, about("The value that resolves it (default: threshold).", 85)
+    ]
+    window: Annotated[float, about("Seconds of samples function reads.", 300)]
+    function: Annotated[
+        str, about("What is compared: last, avg, min, max or rate over window.", "avg")
+    ]
+    states: Annotated[
+        list[str], about("Health states that make a health rule true.", ["failing", "failed"])
+    ]
+    of: Annotated[str, about("An absence rule watches series or runs.", "series")]
+    for_: Annotated[float, about("Seconds the condition must hold before it fires.", 600)]
+    keep_firing_for: Annotated[float, about("Seconds it keeps firing after the condition ends.", 0)]
+    labels: Annotated[dict[str, str], about("Labels added to its alerts.", {"team": "home"})]
+    summary: Annotated[
+        str,
+        about(
+            "One line about an alert (a template).",
+            "{{ instance }}: {{ labels.mount }} is {{ value }}% full",
+        ),
+    ]
+    description: Annotated[str, about("More about an alert (a template).", "Free some space.")]
+    notifiers: Annotated[list[str], about("Notifiers its alerts go to (empty: all).", ["phone"])]
 
 
 _Unset = msgspec.UnsetType
@@ -346,25 +458,79 @@ class RuleIn(msgspec.Struct, rename={"for_": "for"}, kw_only=True, forbid_unknow
     the keys of an ``[alerts.<id>]`` table (docs/alerts.md), checked by the same rules.
     Durations are seconds or text such as ``"5m"``."""
 
-    kind: Literal["value", "health", "absence"] | _Unset = _UNSET
-    metric: str | _Unset = _UNSET
-    match: dict[str, str] | _Unset = _UNSET
-    instances: list[str] | _Unset = _UNSET
-    types: list[str] | _Unset = _UNSET
-    op: Literal[">", ">=", "<", "<=", "==", "!="] | _Unset = _UNSET
-    threshold: float | _Unset = _UNSET
-    resolve_threshold: float | _Unset = _UNSET
-    window: float | str | _Unset = _UNSET
-    function: Literal["last", "avg", "min", "max", "rate"] | _Unset = _UNSET
-    states: list[Literal["failing", "degraded", "failed"]] | _Unset = _UNSET
-    of: Literal["series", "runs"] | _Unset = _UNSET
-    for_: float | str | _Unset = _UNSET
-    keep_firing_for: float | str | _Unset = _UNSET
-    severity: AlertSeverity | _Unset = _UNSET
-    labels: dict[str, str] | _Unset = _UNSET
-    summary: str | _Unset = _UNSET
-    description: str | _Unset = _UNSET
-    notifiers: list[str] | _Unset = _UNSET
+    kind: Annotated[
+        Literal["value", "health", "absence"] | _Unset,
+        about(
+            "value (a metric against a threshold), health (of an instance) or absence (of series).",
+            "value",
+        ),
+    ] = _UNSET
+    metric: Annotated[
+        str | _Unset, about("The metric the rule watches (a pattern).", "disk.percent")
+    ] = _UNSET
+    match: Annotated[
+        dict[str, str] | _Unset,
+        about("Labels a series must have (value or shell-style pattern).", {"mount": "/"}),
+    ] = _UNSET
+    instances: Annotated[
+        list[str] | _Unset, about("Instances it watches (patterns; empty: all).", ["nas*"])
+    ] = _UNSET
+    types: Annotated[
+        list[str] | _Unset, about("Plugin types it watches (empty: all).", ["system"])
+    ] = _UNSET
+    op: Annotated[
+        Literal[">", ">=", "<", "<=", "==", "!="] | _Unset,
+        about("How the value is compared with threshold.", ">"),
+    ] = _UNSET
+    threshold: Annotated[float | _Unset, about("The value that makes the condition true.", 90)] = (
+        _UNSET
+    )
+    resolve_threshold: Annotated[
+        float | _Unset, about("The value that resolves it (default: threshold).", 85)
+    ] = _UNSET
+    window: Annotated[
+        float | str | _Unset,
+        about('Seconds (or text such as "5m") of samples function reads.', "5m"),
+    ] = _UNSET
+    function: Annotated[
+        Literal["last", "avg", "min", "max", "rate"] | _Unset,
+        about("What is compared: last, avg, min, max or rate over window.", "avg"),
+    ] = _UNSET
+    states: Annotated[
+        list[Literal["failing", "degraded", "failed"]] | _Unset,
+        about("Health states that make a health rule true.", ["failing", "failed"]),
+    ] = _UNSET
+    of: Annotated[
+        Literal["series", "runs"] | _Unset,
+        about("An absence rule watches series or runs.", "series"),
+    ] = _UNSET
+    for_: Annotated[
+        float | str | _Unset,
+        about('Seconds (or text such as "5m") the condition must hold before it fires.', "5m"),
+    ] = _UNSET
+    keep_firing_for: Annotated[
+        float | str | _Unset,
+        about('Seconds (or text such as "5m") it keeps firing after the condition ends.', 0),
+    ] = _UNSET
+    severity: Annotated[AlertSeverity | _Unset, about("critical, warning or info.", "critical")] = (
+        _UNSET
+    )
+    labels: Annotated[
+        dict[str, str] | _Unset, about("Labels added to its alerts.", {"team": "home"})
+    ] = _UNSET
+    summary: Annotated[
+        str | _Unset,
+        about(
+            "One line about an alert (a template).",
+            "{{ instance }}: {{ labels.mount }} is {{ value }}% full",
+        ),
+    ] = _UNSET
+    description: Annotated[
+        str | _Unset, about("More about an alert (a template).", "Free some space.")
+    ] = _UNSET
+    notifiers: Annotated[
+        list[str] | _Unset, about("Notifiers its alerts go to (empty: all).", ["phone"])
+    ] = _UNSET
 
     def table(self) -> dict[str, Any]:
         """The keys given, as an ``[alerts.<id>]`` table would hold them."""
@@ -378,20 +544,22 @@ class RuleIn(msgspec.Struct, rename={"for_": "for"}, kw_only=True, forbid_unknow
 class NewRuleIn(RuleIn, kw_only=True, forbid_unknown_fields=True):
     """Body of ``POST /api/alerts/rules``: a rule and its id (a slug, unique)."""
 
-    id: str
+    id: Annotated[str, about("The new rule's id: a slug, unique among the rules.", "disk-full")]
 
 
 @attrs.define
 class RuleList:
-    rules: list[RuleOut]
-    count: int
+    rules: Annotated[list[RuleOut], about("The rules.")]
+    count: Annotated[int, about("How many.", 3)]
 
 
 @attrs.define
 class SilencesQuery:
     """Parameters of ``GET /api/silences``."""
 
-    include_expired: bool = False
+    include_expired: Annotated[
+        bool, about("Also the silences that have ended since the start.", False)
+    ] = False
 
 
 @attrs.define
@@ -401,33 +569,83 @@ class SilenceIn:
     Times are epoch seconds or text as ``since`` takes it (ISO 8601, ``now``).
     """
 
-    matchers: dict[str, str]
-    ends_at: float | Annotated[str, msgspec.Meta(pattern=TIME_PATTERN)] | None = None
-    duration: Annotated[float, msgspec.Meta(gt=0, le=MAX_SILENCE)] | None = None
-    starts_at: float | Annotated[str, msgspec.Meta(pattern=TIME_PATTERN)] | None = None
-    comment: Annotated[str, msgspec.Meta(max_length=4096)] = ""
-    author: Annotated[str, msgspec.Meta(max_length=256)] = ""
+    matchers: Annotated[
+        dict[str, str],
+        about(
+            "Label name to value or shell-style pattern (at least one).",
+            {"rule": "disk-full", "instance": "nas*"},
+        ),
+    ]
+    ends_at: Annotated[
+        float | Annotated[str, msgspec.Meta(pattern=TIME_PATTERN)] | None,
+        about(
+            "When it ends: epoch seconds or ISO 8601 text (give this or duration).",
+            "2026-12-01T20:00:00Z",
+        ),
+    ] = None
+    duration: Annotated[
+        Annotated[float, msgspec.Meta(gt=0, le=MAX_SILENCE)] | None,
+        about("Seconds it lasts from starts_at (give this or ends_at).", 7200),
+    ] = None
+    starts_at: Annotated[
+        float | Annotated[str, msgspec.Meta(pattern=TIME_PATTERN)] | None,
+        about("When it starts: epoch seconds or ISO 8601 text (default now).", None),
+    ] = None
+    comment: Annotated[
+        Annotated[str, msgspec.Meta(max_length=4096)], about("Why it is made.", "disk swap")
+    ] = ""
+    author: Annotated[
+        Annotated[str, msgspec.Meta(max_length=256)], about("Who makes it.", "ana")
+    ] = ""
 
 
 @attrs.define
 class SilenceList:
-    silences: list[Silence]
-    count: int
+    silences: Annotated[list[Silence], about("The silences.")]
+    count: Annotated[int, about("How many.", 1)]
 
 
 @attrs.define
 class NotifierList:
-    notifiers: list[NotifierInfo]
-    count: int
+    notifiers: Annotated[list[NotifierInfo], about("The notifiers.")]
+    count: Annotated[int, about("How many.", 1)]
 
 
 @attrs.define
 class NotifierTestOut:
     """The answer of ``POST /api/notifiers/{id}/test``: whether the message was delivered."""
 
-    ok: bool
-    error: str | None
+    ok: Annotated[bool, about("Whether the message was delivered.", True)]
+    error: Annotated[str | None, about("Why not (null if it was).", None)]
 
+
+#: The description and an example of each path parameter, for the OpenAPI document.
+PATH_PARAMETERS: dict[str, tuple[str, str]] = {
+    "plugin_id": ("The id of an instance (of the file or of the API).", "system"),
+    "type_name": ("The name of an installed plugin type.", "system"),
+    "rule_id": ("The id of an alert rule.", "disk-full"),
+    "silence_id": ("The id of a silence.", "0b8e5c2a9f1d4c3b"),
+    "notifier_id": ("The id of a notifier.", "phone"),
+}
+
+#: OpenAPI links: from the answer of an operation that makes something (its id, status)
+#: to the operations on what it made, and the parameter the made thing's id fills.
+LINKS: dict[tuple[str, str], tuple[str, dict[str, str]]] = {
+    ("post_create_plugin", "201"): (
+        "plugin_id",
+        {
+            "GetPlugin": "get_plugin_details",
+            "GetPluginStatus": "get_status",
+            "ChangePlugin": "patch_change_plugin",
+            "DeletePlugin": "delete_delete_plugin",
+        },
+    ),
+    ("post_add_silence", "201"): ("silence_id", {"DeleteSilence": "delete_remove_silence"}),
+    ("post_add_alert_rule", "201"): (
+        "rule_id",
+        {"ReplaceRule": "put_replace_alert_rule", "DeleteRule": "delete_remove_alert_rule"},
+    ),
+}
 
 #: Every schema class, for the OpenAPI document's components.
 SCHEMA_CLASSES = (

@@ -153,6 +153,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 log = logging.getLogger("homelab.serve")
 
+
 @attrs.define
 class _Run:
     """One run of ``homelab serve``: the hub, then the app and its server, until a signal."""
