@@ -284,7 +284,7 @@ async def test_unknown_paths_under_the_prefix_are_json_404s(mounted: Client, pat
 
 
 async def test_a_wrong_method_under_the_prefix_is_a_json_405(mounted: Client) -> None:
-    response = await mounted.delete(f"{PREFIX}/api/plugins/counter")
+    response = await mounted.put(f"{PREFIX}/api/plugins/counter")
     assert response.status_code == 405
     assert response.mimetype == "application/json"
     assert (await response.get_json())["error"]["code"] == "method_not_allowed"
