@@ -324,7 +324,7 @@ def test_run_once_rejects_invalid_option_naming_the_field(dice_site: Path, tmp_p
 
     assert result.returncode == EXIT_CONFIG
     assert "sides" in result.stderr
-    assert ">= 2" in result.stderr
+    assert "must be 2 or more, got 1" in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
 

@@ -9,6 +9,9 @@ bounded time.
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -35,6 +38,37 @@ SCHEMATHESIS_CONFIG = """\
 [warnings]
 # A reference that does not resolve means part of a response schema goes unchecked.
 fail-on = ["unresolvable_reference"]
+"""
+
+#: Hooks that make the bodies of ``POST /api/plugins`` real instances (random ``type``
+#: names and options are, rightly, nearly always refused), so that the stateful phase
+#: follows the document's links: create, read, change, delete.
+SCHEMATHESIS_HOOKS = """\
+import re
+
+import schemathesis
+
+_made = 0
+
+
+@schemathesis.hook
+def map_body(ctx, body):
+    global _made
+    operation = ctx.operation
+    if operation is None or (operation.method.upper(), operation.path) != (
+        "POST", "/api/plugins"
+    ) or not isinstance(body, dict):
+        return body
+    _made += 1
+    slug = re.sub(r"[^a-z0-9_-]", "", str(body.get("id", "")).lower())[:40]
+    if not slug or not slug[0].isalpha():
+        slug = f"made-{_made}"
+    return {
+        "id": slug,
+        "type": "tcp",
+        "interval": 3600,
+        "options": {"host": "127.0.0.1", "port": 9},
+    }
 """
 
 
@@ -94,6 +128,8 @@ def test_schemathesis_finds_no_failures(server: LiveServer, tmp_path: Path) -> N
         unavailable("schemathesis is not installed (pip install 'homelab-core[dev]')")
     config = tmp_path / "schemathesis.toml"
     config.write_text(SCHEMATHESIS_CONFIG, encoding="utf-8")
+    (tmp_path / "homelab_hooks.py").write_text(SCHEMATHESIS_HOOKS, encoding="utf-8")
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "homelab_hooks", "PYTHONPATH": str(tmp_path)}
     command = [
         sys.executable,
         "-m",
@@ -127,6 +163,7 @@ def test_schemathesis_finds_no_failures(server: LiveServer, tmp_path: Path) -> N
         result = subprocess.run(
             command,
             cwd=tmp_path,
+            env=env,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -138,6 +175,15 @@ def test_schemathesis_finds_no_failures(server: LiveServer, tmp_path: Path) -> N
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"schemathesis failed:\n{output[-30000:]}"
     assert "Operations:" in output
+    # The stateful phase followed links from created instances (and others) onwards.
+    links = re.search(r"API Links:\s*(\d+) covered", output)
+    assert links is not None and int(links.group(1)) > 0, output[-5000:]
+    with sqlite3.connect(server.database) as conn:
+        made = conn.execute(
+            "SELECT COUNT(*) FROM homelab_execution WHERE instance_id LIKE '%' AND instance_id"
+            " != 'system'"
+        ).fetchone()[0]
+    assert made > 0, "no instance made through the API ever ran"
     # Still alive: no request brought the server down.
     assert server.process.poll() is None, server.stderr()
     assert "Traceback" not in server.stderr(), server.stderr()
