@@ -325,7 +325,8 @@ class InstanceSettings:
     from_environment: dict[str, str] = attrs.field(factory=dict)
 
 
-_SECTIONS: dict[str, type] = {
+#: The fixed sections of ``homelab.toml`` and the class of each.
+SECTIONS: dict[str, type] = {
     "server": ServerSettings,
     "database": DatabaseSettings,
     "cache": CacheSettings,
@@ -418,16 +419,16 @@ def settings_from_mapping(
 def _settings(
     data: Mapping[str, Any], where: str, origins: Mapping[tuple[str, str], str]
 ) -> Settings:
-    unknown = sorted(set(data) - set(_SECTIONS) - {"plugins", *ALERT_SECTIONS})
+    unknown = sorted(set(data) - set(SECTIONS) - {"plugins", *ALERT_SECTIONS})
     if unknown:
         raise ConfigError(
             "unknown section; expected one of"
-            f" {', '.join([*_SECTIONS, 'plugins', *ALERT_SECTIONS])}",
+            f" {', '.join([*SECTIONS, 'plugins', *ALERT_SECTIONS])}",
             file=where,
             table=unknown[0],
         )
     sections: dict[str, Any] = {}
-    for name, cls in _SECTIONS.items():
+    for name, cls in SECTIONS.items():
         table = data.get(name, {})
         if not isinstance(table, Mapping):
             raise ConfigError("must be a table", file=where, table=name)
@@ -548,8 +549,8 @@ def _apply_environment(data: dict[str, Any], env: Mapping[str, str]) -> dict[tup
             continue
         rest = key[len("HOMELAB_") :].lower()
         section, _, field = rest.partition("_")
-        if section in _SECTIONS and field:
-            types = attrs.resolve_types(_SECTIONS[section])
+        if section in SECTIONS and field:
+            types = attrs.resolve_types(SECTIONS[section])
             known = attrs.fields_dict(types).get(field)
             text = known is not None and known.type is str
             _table(data, section, key)[field] = raw if text else _env_value(raw)

@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .alerts.config import (
-    _DURATION,
-    _DURATIONS,
+    DURATION_KEYS,
+    DURATION_TEXT,
     AlertingSettings,
     MaintenanceSettings,
     RouteSettings,
     RuleSettings,
 )
-from .config import _SECTIONS
+from .config import SECTIONS
 from .options import config_schema
 from .plugin import SLUG
 
@@ -43,7 +43,7 @@ _ID_NAMES = {"type": "string", "pattern": f"^{SLUG.pattern}$"}
 #: A duration of the alerting tables: seconds, or text with a unit ("90s", "5m", "2h").
 _DURATION_TEXT = {
     "type": "string",
-    "pattern": _DURATION.pattern,
+    "pattern": DURATION_TEXT.pattern,
     "description": "A duration: seconds, or a number with a unit s, m, h, d or w ('5m').",
 }
 
@@ -230,7 +230,7 @@ def _notifier(types: Mapping[str, type[Notifier]]) -> tuple[dict[str, Any], dict
 
 
 def _rule() -> dict[str, Any]:
-    rule = _table(RuleSettings, _DURATIONS["alerts"], {"for_": "for"})
+    rule = _table(RuleSettings, DURATION_KEYS["alerts"], {"for_": "for"})
     # What parse_rule checks across fields, as far as a schema can say it.
     value_rule = {
         "anyOf": [{"not": {"required": ["kind"]}}, {"properties": {"kind": {"const": "value"}}}]
@@ -252,9 +252,9 @@ def toml_schema(
     """The JSON Schema of a ``homelab.toml`` for these installed plugin and notifier types."""
     instance, plugin_defs = _plugin_instance(plugin_types)
     notifier, notifier_defs = _notifier(notifier_types)
-    properties: dict[str, Any] = {name: _section(cls) for name, cls in _SECTIONS.items()}
+    properties: dict[str, Any] = {name: _section(cls) for name, cls in SECTIONS.items()}
     properties["plugins"] = _plugins(plugin_types)
-    properties["alerting"] = _table(AlertingSettings, _DURATIONS["alerting"])
+    properties["alerting"] = _table(AlertingSettings, DURATION_KEYS["alerting"])
     properties["alerts"] = _keyed("#/$defs/rule", "One [alerts.<id>] table per alert rule.")
     properties["notifiers"] = _keyed("#/$defs/notifier", "One [notifiers.<id>] table per notifier.")
     properties["routes"] = _keyed("#/$defs/route", "One [routes.<id>] table per route.")
@@ -274,8 +274,8 @@ def toml_schema(
             "rule": _rule(),
             "notifier": notifier,
             **notifier_defs,
-            "route": _table(RouteSettings, _DURATIONS["routes"]),
-            "maintenance": _table(MaintenanceSettings, _DURATIONS["maintenance"]),
+            "route": _table(RouteSettings, DURATION_KEYS["routes"]),
+            "maintenance": _table(MaintenanceSettings, DURATION_KEYS["maintenance"]),
         },
     }
 

@@ -32,7 +32,8 @@ Severity = Literal["critical", "warning", "info"]
 SEVERITIES: tuple[str, ...] = ("critical", "warning", "info")
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+#: A duration as text: a number and an optional unit (s, m, h, d, w).
+DURATION_TEXT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 
 
 def parse_duration(value: Any) -> float:
@@ -41,7 +42,7 @@ def parse_duration(value: Any) -> float:
         raise ValueError(f"expected a duration (seconds, or text like '5m'), got {value!r}")
     if isinstance(value, int | float):
         seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.match(value)):
+    elif isinstance(value, str) and (match := DURATION_TEXT.match(value)):
         seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
     else:
         raise ValueError(f"expected a duration (seconds, or text like '5m'), got {value!r}")
@@ -245,7 +246,8 @@ class AlertsConfig:
     maintenance: dict[str, MaintenanceSettings] = attrs.field(factory=dict)
 
 
-_DURATIONS = {
+#: The keys of each alerting table that are durations (seconds, or text with a unit).
+DURATION_KEYS = {
     "alerting": (
         "evaluation_interval",
         "group_wait",
@@ -301,7 +303,7 @@ def parse_rule(
         raise ConfigError(
             "unknown field; the id is the table's name", file=where, table=table, field="id"
         )
-    values = _durations(body, _DURATIONS["alerts"], where, table)
+    values = _durations(body, DURATION_KEYS["alerts"], where, table)
     if "for_" in values:
         raise ConfigError("unknown field; write 'for'", file=where, table=table, field="for_")
     if "for" in values:
@@ -354,7 +356,7 @@ def _check_rule(
 
 def _notifier(notifier_id: str, body: Mapping[str, Any], where: str) -> NotifierSettings:
     table = f"notifiers.{notifier_id}"
-    values = _durations(body, _DURATIONS["notifiers"], where, table)
+    values = _durations(body, DURATION_KEYS["notifiers"], where, table)
     kind = values.pop("type", None)
     if not isinstance(kind, str) or not kind:
         raise ConfigError(
@@ -383,7 +385,7 @@ def _maintenance(window_id: str, body: Mapping[str, Any], where: str) -> Mainten
     from .silences import MaintenanceWindow
 
     table = f"maintenance.{window_id}"
-    values = _durations(body, _DURATIONS["maintenance"], where, table)
+    values = _durations(body, DURATION_KEYS["maintenance"], where, table)
     settings = build_config(
         MaintenanceSettings, {"id": window_id, **values}, file=where, table=table
     )
@@ -404,7 +406,7 @@ def parse_alerts_config(data: Mapping[str, Any], where: str) -> AlertsConfig:
     alerting = data.get("alerting", {})
     if not isinstance(alerting, Mapping):
         raise ConfigError("must be a table", file=where, table="alerting")
-    alerting = _durations(alerting, _DURATIONS["alerting"], where, "alerting")
+    alerting = _durations(alerting, DURATION_KEYS["alerting"], where, "alerting")
     config = AlertsConfig(
         alerting=build_config(AlertingSettings, alerting, file=where, table="alerting"),
         rules={
@@ -420,7 +422,7 @@ def parse_alerts_config(data: Mapping[str, Any], where: str) -> AlertsConfig:
                 RouteSettings,
                 {
                     "id": route_id,
-                    **_durations(body, _DURATIONS["routes"], where, f"routes.{route_id}"),
+                    **_durations(body, DURATION_KEYS["routes"], where, f"routes.{route_id}"),
                 },
                 file=where,
                 table=f"routes.{route_id}",

@@ -22,7 +22,7 @@ from quart_schema import (
     validate_response,
 )
 
-from ..alerts.config import RuleSettings
+from ..alerts.config import RuleSettings, parse_duration
 from ..alerts.silences import Silence
 from ..errors import ConfigError
 from ..model import Execution, Health, InstanceInfo, Summary
@@ -42,7 +42,6 @@ MAX_TIME = 1e11
 #: Endpoints that never need the token.
 PUBLIC_ENDPOINTS = frozenset({"homelab.docs", "homelab.docs_static"})
 _RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)([smhdw])$")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -72,21 +71,23 @@ def parse_time(text: str, *, name: str, now: float) -> float:
     return _in_range(moment.timestamp(), text, name)
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_step(text: str | None, *, name: str = "step") -> float | None:
     """Seconds from ``300`` or ``10s``/``5m``/``1h``/``1d``/``1w`` text (None if absent)."""
     if text is None:
         return None
-    value = text.strip()
-    duration = _DURATION.match(value)
-    seconds: float | None = None
-    if duration:
-        seconds = float(duration.group(1)) * _UNITS[duration.group(2)]
-    else:
-        try:
-            seconds = float(value)
-        except ValueError:
-            seconds = None
-    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+    try:
+        seconds: float | None = parse_duration(float(text) if _is_number(text) else text)
+    except ValueError:
+        seconds = None
+    if seconds is None or seconds <= 0:
         raise ApiError(
             400,
             "invalid_request",
