@@ -19,6 +19,7 @@ import anyio
 import click
 
 from . import __version__
+from .cli_options import config_option
 from .config import InstanceSettings, Settings, bind_problem, database_problem, load_settings
 from .errors import ConfigError, HomelabError, StoreError
 from .instances import build_instance, plugin_type_for
@@ -95,15 +96,6 @@ def _settings(config: str | None) -> Settings:
 def _report_load_errors(manager: PluginManager) -> None:
     for error in manager.load_errors:
         click.echo(f"error: {error}", err=True)
-
-
-config_option = click.option(
-    "--config",
-    "-c",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Path of homelab.toml (default: $HOMELAB_CONFIG or ./homelab.toml).",
-)
 
 
 @click.group(cls=_Group)

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import anyio
 import click
 
+from .cli_options import config_option
 from .config import Settings
 from .errors import ConfigError, HomelabError
 
@@ -25,16 +26,6 @@ _T = TypeVar("_T")
 
 #: Seconds a ``homelab notify-test`` send may take unless the notifier sets ``timeout``.
 DEFAULT_SEND_TIMEOUT = 10.0
-
-#: As ``homelab_core.cli``'s (this module must not import it at import time: it adds
-#: these commands to the group when it is imported).
-config_option = click.option(
-    "--config",
-    "-c",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Path of homelab.toml (default: $HOMELAB_CONFIG or ./homelab.toml).",
-)
 
 
 def _settings(config: str | None) -> Settings:

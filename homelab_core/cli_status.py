@@ -19,11 +19,11 @@ from .cli_alerts import (
     _settings,
     _table,
     _when,
-    config_option,
     token_option,
     url_option,
     with_database,
 )
+from .cli_options import config_option
 from .config import Settings
 from .lifecycle import resolve_enabled
 

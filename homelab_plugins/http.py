@@ -37,14 +37,25 @@ DEFAULT_STATUS = range(200, 400)
 Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-def _url(_: Any, __: attrs.Attribute[str], value: str) -> None:
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"'url' must be an http:// or https:// URL with a host, got {value!r}")
+def http_url(name: str) -> Callable[[Any, Any, str], None]:
+    """A validator: option ``name`` must be an http:// or https:// URL with a host (the
+    notifiers use it too)."""
+
+    def check(_: Any, __: Any, value: str) -> None:
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"'{name}' must be an http:// or https:// URL with a host, got {value!r}"
+            )
+
+    return check
+
+
+_url = http_url("url")
 
 
 def url_credentials(url: str) -> tuple[str, tuple[str, str] | None]:

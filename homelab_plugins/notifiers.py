@@ -29,7 +29,7 @@ from homelab_core import AlertNotice, Notification, Notifier, NotifierError, hoo
 from homelab_core.options import secret_values
 from homelab_core.redact import Redactor
 
-from .http import url_credentials
+from .http import http_url, url_credentials
 
 if TYPE_CHECKING:
     import email.message
@@ -54,21 +54,6 @@ LOG_LEVEL = {"critical": logging.CRITICAL, "warning": logging.WARNING, "info": l
 
 
 # -- shared pieces -------------------------------------------------------------------------
-
-
-def _http_url(name: str) -> Callable[[Any, Any, str], None]:
-    def check(_: Any, __: Any, value: str) -> None:
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises ValueError for a bad port
-        except ValueError:
-            parts = None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"'{name}' must be an http:// or https:// URL with a host, got {value!r}"
-            )
-
-    return check
 
 
 def _not_empty(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -220,7 +205,7 @@ class WebhookConfig:
         description="The http:// or https:// URL to POST the JSON body to. User information"
         " in it (https://user:password@host/...) is sent as basic authentication. Errors name"
         " only its scheme, host and port.",
-        validator=_http_url("url"),
+        validator=http_url("url"),
     )
     headers: dict[str, str] = option(
         factory=dict,
@@ -301,7 +286,7 @@ class NtfyConfig:
     server: str = option(
         "https://ntfy.sh",
         description="The ntfy server's base URL (a path is kept: https://host/ntfy).",
-        validator=_http_url("server"),
+        validator=http_url("server"),
     )
     token: str | None = option(
         None, description="Access token, sent as 'Authorization: Bearer <token>'.", secret=True

@@ -25,11 +25,11 @@ from ..cli import (
     EXIT_CONFIG,
     ConfigFailure,
     check_configuration,
-    config_option,
     insecure_option,
     load_configuration,
     plugin_manager,
 )
+from ..cli_options import config_option
 from ..config import Settings
 from ..errors import ConfigError, HomelabError
 from ..hookspecs import hookimpl
