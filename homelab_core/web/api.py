@@ -40,7 +40,9 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 #: Latest time the API accepts (year 5138): keeps bucket arithmetic within 64 bits.
 MAX_TIME = 1e11
 #: Endpoints that never need the token.
-PUBLIC_ENDPOINTS = frozenset({"homelab.docs", "homelab.docs_static"})
+PUBLIC_ENDPOINTS = frozenset(
+    {"homelab.docs", "homelab.docs_static", "homelab.dashboard", "homelab.dashboard_asset"}
+)
 _RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 

@@ -21,6 +21,7 @@ from ..hub import Hub
 from ..plugins import PluginManager
 from . import schemas
 from .api import create_blueprint
+from .dashboard import add_dashboard
 from .errors import ApiError, error_response, http_error_response, register_error_handlers
 from .latest import LatestBodies
 from .origins import HostCheck, Refusals, check_origin, configured_origins
@@ -96,6 +97,7 @@ class HomelabWeb:
         stream_options: Mapping[str, Any] | None = None,
         allowed_hosts: Sequence[str] | None = None,
         document_host_routes: bool = False,
+        dashboard: bool = True,
     ) -> None:
         self.settings = (
             settings
@@ -120,6 +122,9 @@ class HomelabWeb:
         #: The requests refused as coming from pages of other sites, counted and logged.
         self.refusals = Refusals()
         self.document_host_routes = document_host_routes
+        #: Whether ``<prefix>/`` serves the dashboard (``dashboard=False`` leaves the
+        #: root to the application).
+        self.dashboard = dashboard
         #: The WebSocket broadcaster while serving.
         self.stream: MetricStream | None = None
         #: The encoded latest-metrics bodies while serving.
@@ -150,6 +155,8 @@ class HomelabWeb:
                 provider.document_host_routes = self.document_host_routes
         complete_components(app.extensions["QUART_SCHEMA"], metrics_path=f"{prefix}/metrics")
         add_extras(blueprint, self)
+        if self.dashboard:
+            add_dashboard(blueprint, prefix)
         add_websocket(blueprint, self)
         app.register_blueprint(blueprint, url_prefix=prefix or None)
         # A path that matches no route has no blueprint, so the blueprint's JSON error

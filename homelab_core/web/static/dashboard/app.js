@@ -1,0 +1,2 @@
+// The dashboard (see docs/dashboard.md).
+document.getElementById("app").textContent = "Homelab";
