@@ -53,6 +53,8 @@ _made = 0
 
 @schemathesis.hook
 def map_body(ctx, body):
+    # Only values the schema allows are replaced, by others it allows: a body generated to
+    # break the schema still breaks it (and must still be refused).
     global _made
     operation = ctx.operation
     if operation is None or (operation.method.upper(), operation.path) != (
@@ -60,15 +62,19 @@ def map_body(ctx, body):
     ) or not isinstance(body, dict):
         return body
     _made += 1
-    slug = re.sub(r"[^a-z0-9_-]", "", str(body.get("id", "")).lower())[:40]
-    if not slug or not slug[0].isalpha():
-        slug = f"made-{_made}"
-    return {
-        "id": slug,
-        "type": "tcp",
-        "interval": 3600,
-        "options": {"host": "127.0.0.1", "port": 9},
-    }
+    body = dict(body)
+    if isinstance(body.get("id"), str):
+        slug = re.sub(r"[^a-z0-9_-]", "", body["id"].lower())[:40]
+        body["id"] = slug if slug[:1].isalpha() else f"made-{_made}"
+    if isinstance(body.get("type"), str):
+        body["type"] = "tcp"
+    if isinstance(body.get("options"), dict):
+        body["options"] = {"host": "127.0.0.1", "port": 9}
+    for key, seconds in (("interval", 3600), ("timeout", 5)):
+        value = body.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            body[key] = seconds  # not an instance that runs a thousand times a second
+    return body
 """
 
 
