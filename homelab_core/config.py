@@ -1,9 +1,9 @@
 """Settings: ``homelab.toml`` plus ``HOMELAB_*`` environment overrides.
 
 Sections: ``[server]``, ``[database]``, ``[cache]``, ``[retention]``, ``[scheduler]``,
-``[store]``, one ``[plugins.<instance_id>]`` table per plugin instance, and the alerting
-tables ``[alerting]``, ``[alerts.<id>]``, ``[notifiers.<id>]``, ``[routes.<id>]`` and
-``[maintenance.<id>]`` (:mod:`homelab_core.alerts.config`). Every key of the
+``[store]``, ``[status_page]``, one ``[plugins.<instance_id>]`` table per plugin
+instance, and the alerting tables ``[alerting]``, ``[alerts.<id>]``, ``[notifiers.<id>]``,
+``[routes.<id>]`` and ``[maintenance.<id>]`` (:mod:`homelab_core.alerts.config`). Every key of the
 fixed sections can be set from the environment as ``HOMELAB_<SECTION>_<KEY>`` (for example
 ``HOMELAB_DATABASE_URL``); instance keys as ``HOMELAB_PLUGINS__<ID>__<KEY>``.
 ``HOMELAB_API_TOKEN`` is a short form of ``HOMELAB_SERVER_API_TOKEN``.
@@ -325,6 +325,31 @@ class InstanceSettings:
     from_environment: dict[str, str] = attrs.field(factory=dict)
 
 
+def _status_patterns(_: Any, attribute: attrs.Attribute[list[str]], value: list[str]) -> None:
+    for entry in value:
+        if not entry.strip():
+            raise ValueError("an entry is empty; write an instance id or a pattern such as 'web-*'")
+
+
+@attrs.define
+class StatusPageSettings:
+    """``[status_page]``: the public status page (``/status``) and ``GET /api/status``."""
+
+    enabled: bool = option(
+        False,
+        description="Serve /status and /api/status, readable without a token even with"
+        " auth = 'all'.",
+    )
+    title: str = option("Status", description="The page's heading.")
+    description: str = option("", description="A sentence under the heading; '' for none.")
+    instances: list[str] = option(
+        factory=lambda: ["*"],
+        description="Instance ids or shell patterns ('web-*') of the instances shown, in the"
+        " configuration's order.",
+        validator=[_text_list, _status_patterns],
+    )
+
+
 #: The fixed sections of ``homelab.toml`` and the class of each.
 SECTIONS: dict[str, type] = {
     "server": ServerSettings,
@@ -333,6 +358,7 @@ SECTIONS: dict[str, type] = {
     "retention": RetentionSettings,
     "scheduler": SchedulerSettings,
     "store": StoreSettings,
+    "status_page": StatusPageSettings,
 }
 _LIMIT_KEYS = ("max_samples_per_run", "max_series")
 _INSTANCE_KEYS = {"type", "enabled", "interval", "timeout", *_LIMIT_KEYS}
@@ -348,6 +374,7 @@ class Settings:
     retention: RetentionSettings = attrs.field(factory=RetentionSettings)
     scheduler: SchedulerSettings = attrs.field(factory=SchedulerSettings)
     store: StoreSettings = attrs.field(factory=StoreSettings)
+    status_page: StatusPageSettings = attrs.field(factory=StatusPageSettings)
     plugins: dict[str, InstanceSettings] = attrs.field(factory=dict)
     #: ``[alerting]``, ``[alerts.<id>]``, ``[notifiers.<id>]``, ``[routes.<id>]`` and
     #: ``[maintenance.<id>]`` (docs/alerts.md).
@@ -548,8 +575,10 @@ def _apply_environment(data: dict[str, Any], env: Mapping[str, str]) -> dict[tup
             origins[(f"plugins.{instance_id}", field)] = key
             continue
         rest = key[len("HOMELAB_") :].lower()
-        section, _, field = rest.partition("_")
-        if section in SECTIONS and field:
+        # The longest section name first: ``status_page_enabled`` is [status_page] enabled.
+        section = max((n for n in SECTIONS if rest.startswith(f"{n}_")), key=len, default="")
+        field = rest[len(section) + 1 :]
+        if section and field:
             types = attrs.resolve_types(SECTIONS[section])
             known = attrs.fields_dict(types).get(field)
             text = known is not None and known.type is str

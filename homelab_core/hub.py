@@ -17,7 +17,7 @@ import attrs
 from .alerts.service import AlertService, build_notifier
 from .bus import Bus, MemoryBus
 from .cache import AiocacheLatest, LatestCache
-from .config import Settings, instance_settings, load_settings
+from .config import Settings, StatusPageSettings, instance_settings, load_settings
 from .datapath import DataPath
 from .errors import (
     ConfigError,
@@ -47,6 +47,7 @@ from .options import REDACTED, config_to_dict, secret_fields
 from .plugin import Plugin
 from .plugins import PluginManager
 from .scheduler import Scheduler
+from .status import StatusPage, status_figures
 from .store import BatchWriter, Maintenance, Store, WriteQueue
 from .store import history as store_history
 
@@ -60,6 +61,7 @@ _RESTART_SECTIONS = (
     "retention",
     "scheduler",
     "store",
+    "status_page",
     "alerts",
 )
 
@@ -555,6 +557,14 @@ class Hub:
         if limit < 1:
             raise InvalidArgumentError("limit must be at least 1")
         return await self.store.executions(instance_id, status=status, limit=limit, before=before)
+
+    async def status_page(
+        self, settings: StatusPageSettings | None = None, *, now: float | None = None
+    ) -> StatusPage:
+        """The public status page's figures for the instances ``settings`` (by default
+        ``[status_page]``) chooses: up or down now, uptime over 24 h, 7 d and 30 d from the
+        stored health transitions (one query for all), and their firing alerts."""
+        return await status_figures(self, settings or self.settings.status_page, now)
 
     # -- alerts ------------------------------------------------------------------------------
 

@@ -70,6 +70,8 @@ class LiveServer:
     directory: Path
     stdout_path: Path
     stderr_path: Path
+    #: The API token the server was given as ``HOMELAB_API_TOKEN``, if any.
+    token: str | None = None
 
     @property
     def database(self) -> Path:
@@ -104,7 +106,9 @@ def wait_ready(server: LiveServer, timeout: float = READY_TIMEOUT) -> None:
     """Wait until ``GET /api/health`` answers 200; fail with the server's stderr if not."""
     deadline = time.monotonic() + timeout
     last = "no answer yet"
-    with httpx.Client(timeout=2.0) as client:
+    # With auth = "all" the health check needs the token too.
+    headers = {"Authorization": f"Bearer {server.token}"} if server.token else {}
+    with httpx.Client(timeout=2.0, headers=headers) as client:
         while True:
             code = server.process.poll()
             if code is not None:
@@ -194,6 +198,7 @@ def live_server(
         directory=directory,
         stdout_path=stdout_path,
         stderr_path=stderr_path,
+        token=(env or {}).get("HOMELAB_API_TOKEN"),
     )
     try:
         wait_ready(server, ready_timeout)

@@ -95,6 +95,7 @@ def test_the_schema_is_draft_2020_12_and_names_every_section(manager: PluginMana
         "retention",
         "scheduler",
         "store",
+        "status_page",
         "plugins",
         "alerting",
         "alerts",

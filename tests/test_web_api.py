@@ -907,6 +907,7 @@ REST_ROUTES = {
     "/api/plugins/stats/summary": {"get"},
     "/api/plugins/{plugin_id}/run": {"post"},
     "/api/health": {"get"},
+    "/api/status": {"get"},
     "/metrics": {"get"},
 }
 JSON_ROUTES = {path: methods for path, methods in REST_ROUTES.items() if path != "/metrics"}

@@ -108,6 +108,9 @@ class StoredInstance:
     config_enabled: bool
 
 
+#: Instances whose transitions :meth:`Store.health_spans` reads in one query.
+_SPAN_CHUNK = 1000
+
 _DELETE_INSTANCE = (
     "DELETE FROM homelab_api_instance WHERE id = ?",
     "DELETE FROM homelab_instance WHERE id = ?",
@@ -395,6 +398,32 @@ class Store:
                 "id"
             )
         return [(r.ts, r.old_state, r.new_state, r.message) for r in rows]
+
+    async def health_spans(
+        self, instance_ids: Sequence[str], *, since: float
+    ) -> dict[str, list[tuple[float, str]]]:
+        """(time, new state) of each instance's transitions from ``since`` on, led by its
+        last transition before ``since`` (the state the period starts in), oldest first;
+        one query per thousand instances, and no older transition is read."""
+        found: dict[str, list[tuple[float, str]]] = {i: [] for i in instance_ids}
+        ids = list(found)
+        for start in range(0, len(ids), _SPAN_CHUNK):
+            chunk = ids[start : start + _SPAN_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            rows = await self.fetch(
+                "SELECT t.id, t.instance_id, t.ts, t.new_state FROM homelab_health_transition t"
+                f" WHERE t.instance_id IN ({marks}) AND t.ts >= ?"
+                " UNION ALL"
+                " SELECT t.id, t.instance_id, t.ts, t.new_state FROM homelab_health_transition t"
+                " JOIN (SELECT MAX(id) AS id FROM homelab_health_transition"
+                f" WHERE instance_id IN ({marks}) AND ts < ? GROUP BY instance_id) last"
+                " ON t.id = last.id"
+                " ORDER BY 2, 3, 1",
+                [*chunk, since, *chunk, since],
+            )
+            for row in rows:
+                found[row["instance_id"]].append((float(row["ts"]), row["new_state"]))
+        return found
 
     async def execution_counts(self, *, since: float) -> dict[str, int]:
         """How many executions of each status started at or after ``since``."""

@@ -26,6 +26,7 @@ from ..alerts.config import RuleSettings, parse_duration
 from ..alerts.silences import Silence
 from ..errors import ConfigError
 from ..model import Execution, Health, InstanceInfo, Summary
+from ..status import StatusPage
 from . import schemas as s
 from .auth import check_request, needs_token
 from .errors import ApiError, register_error_handlers
@@ -41,7 +42,15 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 MAX_TIME = 1e11
 #: Endpoints that never need the token.
 PUBLIC_ENDPOINTS = frozenset(
-    {"homelab.docs", "homelab.docs_static", "homelab.dashboard", "homelab.dashboard_asset"}
+    {
+        "homelab.docs",
+        "homelab.docs_static",
+        "homelab.dashboard",
+        "homelab.dashboard_asset",
+        # The public status page and its figures: a 404 unless [status_page] enabled.
+        "homelab.status_page",
+        "homelab.status_figures",
+    }
 )
 _RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -538,6 +547,20 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
         bearer token."""
         error = await hub().test_notifier(notifier_id)
         return s.NotifierTestOut(ok=error is None, error=error)
+
+    @bp.get("/api/status")
+    @errors(404, 503)
+    @validate_response(StatusPage)
+    async def status_figures() -> StatusPage:
+        """The public status page's figures: the instances ``[status_page] instances``
+        chooses, up or down now, their uptime over 24 h, 7 d and 30 d from the stored
+        health transitions (unknown and disabled time left out), and their firing alerts.
+        Readable without a token, even with ``auth = "all"``, when ``[status_page]
+        enabled``; a 404 otherwise."""
+        settings = web.settings.status_page
+        if not settings.enabled:
+            raise ApiError(404, "not_found", "the status page is off ([status_page] enabled)")
+        return await hub().status_page(settings)
 
     @bp.get("/api/health")
     @validate_response(s.HealthCheckOut, 200)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import mimetypes
+from collections.abc import Callable
 from functools import cache
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -22,7 +23,9 @@ from .. import __version__
 from .errors import ApiError
 
 #: Endpoints of this module that never need the token (see ``api.PUBLIC_ENDPOINTS``).
-ENDPOINTS = ("homelab.dashboard", "homelab.dashboard_asset")
+ENDPOINTS = ("homelab.dashboard", "homelab.dashboard_asset", "homelab.status_page")
+#: The pages (templates with ``{{PREFIX}}`` and ``{{ASSETS}}``), not served as assets.
+PAGES = ("index.html", "status.html")
 #: How long a browser may keep an asset (their URL changes when they do).
 ASSET_MAX_AGE = 365 * 24 * 3600
 
@@ -37,7 +40,7 @@ def assets() -> dict[str, bytes]:
     return {
         entry.name: entry.read_bytes()
         for entry in _directory().iterdir()
-        if entry.is_file() and entry.name != "index.html" and not entry.name.startswith(".")
+        if entry.is_file() and entry.name not in PAGES and not entry.name.startswith(".")
     }
 
 
@@ -50,8 +53,21 @@ def assets_version() -> str:
     return digest.hexdigest()[:12]
 
 
-def add_dashboard(blueprint: Blueprint, url_prefix: str) -> None:
-    """Serve the dashboard from ``blueprint`` (mounted at ``url_prefix``)."""
+def _page(name: str, url_prefix: str) -> Response:
+    """A page of the package with its placeholders filled in, revalidated at every load."""
+    page = (_directory() / name).read_text(encoding="utf-8")
+    page = page.replace("{{PREFIX}}", url_prefix)
+    page = page.replace("{{ASSETS}}", f"{url_prefix}/ui/{assets_version()}")
+    response = Response(page, content_type="text/html; charset=utf-8")
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+def add_dashboard(
+    blueprint: Blueprint, url_prefix: str, status_on: Callable[[], bool] = lambda: False
+) -> None:
+    """Serve the dashboard from ``blueprint`` (mounted at ``url_prefix``), and the public
+    status page at ``<prefix>/status`` while ``status_on()`` says it is on."""
 
     @blueprint.get("/")
     @hide
@@ -63,6 +79,14 @@ def add_dashboard(blueprint: Blueprint, url_prefix: str) -> None:
         response = Response(page, content_type="text/html; charset=utf-8")
         response.headers["Cache-Control"] = "no-cache"
         return response
+
+    @blueprint.get("/status")
+    @hide
+    async def status_page() -> Response:
+        """The public status page ([status_page] enabled), a 404 otherwise."""
+        if not status_on():
+            raise ApiError(404, "not_found", "the status page is off ([status_page] enabled)")
+        return _page("status.html", url_prefix)
 
     @blueprint.get("/ui/<version>/<name>")
     @hide

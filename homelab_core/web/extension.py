@@ -156,7 +156,7 @@ class HomelabWeb:
         complete_components(app.extensions["QUART_SCHEMA"], metrics_path=f"{prefix}/metrics")
         add_extras(blueprint, self)
         if self.dashboard:
-            add_dashboard(blueprint, prefix)
+            add_dashboard(blueprint, prefix, lambda: self.settings.status_page.enabled)
         add_websocket(blueprint, self)
         app.register_blueprint(blueprint, url_prefix=prefix or None)
         # A path that matches no route has no blueprint, so the blueprint's JSON error

@@ -27,6 +27,7 @@ from ..model import (
     Summary,
     TypeInfo,
 )
+from ..status import StatusPage
 from ..store.alerts import AlertEvent
 
 #: What ``since`` and ``until`` look like: ``now``, ``-1h``-style, epoch seconds, ISO 8601.
@@ -666,4 +667,5 @@ SCHEMA_CLASSES = (
     AlertEvent,
     NotifierInfo,
     Silence,
+    StatusPage,
 )
