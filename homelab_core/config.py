@@ -229,6 +229,12 @@ class RetentionSettings:
     executions_days: float = option(
         14.0, description="Days of execution records.", exclusive_minimum=0
     )
+    health_days: float = option(
+        90.0,
+        description="Days of health changes (the newest before that is always kept):"
+        " the status page's uptime reads them.",
+        exclusive_minimum=0,
+    )
     maintenance_interval: float = option(
         60.0, description="Seconds between rollup passes.", exclusive_minimum=0
     )

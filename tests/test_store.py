@@ -324,6 +324,36 @@ async def test_retention_prunes_each_tier(store: Store) -> None:
     assert len(await store.executions("a")) == 1
 
 
+async def test_health_changes_are_kept_for_the_status_page_and_the_last_one_always(
+    store: Store,
+) -> None:
+    day = 86400.0
+    now = T0 + 200 * day
+    rows = [
+        ("a", now - 100 * day, "ok"),
+        ("a", now - 95 * day, "failing"),
+        ("a", now - 20 * day, "ok"),
+        ("b", now - 120 * day, "ok"),
+    ]
+    for instance_id, ts, state in rows:
+        await store.execute(
+            "INSERT INTO homelab_health_transition (instance_id, ts, old_state, new_state,"
+            " message) VALUES (?, ?, 'unknown', ?, '')",
+            [instance_id, ts, state],
+        )
+    await Maintenance(store, RetentionSettings()).prune(now)  # 90 days by default
+    kept = await store.fetch(
+        "SELECT instance_id, new_state FROM homelab_health_transition ORDER BY instance_id, ts"
+    )
+    # a's change of 20 days ago is within 90 days; of the older ones only the newest stays
+    # (the state a 30-day window starts in); b's only change stays too.
+    assert [(r["instance_id"], r["new_state"]) for r in kept] == [
+        ("a", "failing"),
+        ("a", "ok"),
+        ("b", "ok"),
+    ]
+
+
 class FlakyStore:
     """Wraps a store; its first ``failures`` writes raise."""
 

@@ -121,7 +121,7 @@ class Maintenance:
         )
 
     async def prune(self, now: float) -> None:
-        """Delete raw samples, rollups, executions and transitions past their retention."""
+        """Delete raw samples, rollups, executions and health changes past their retention."""
         s = self.settings
         await self.store.execute(
             "DELETE FROM homelab_sample WHERE ts < ?", [now - s.raw_days * DAY]
@@ -134,6 +134,11 @@ class Maintenance:
         await self.store.execute(
             "DELETE FROM homelab_execution WHERE started_at < ?", [now - s.executions_days * DAY]
         )
+        # Health changes are few; the newest one of each instance before the cutoff stays,
+        # so that the state at the start of a window (the status page's uptime) is known.
+        cutoff = now - s.health_days * DAY
         await self.store.execute(
-            "DELETE FROM homelab_health_transition WHERE ts < ?", [now - s.executions_days * DAY]
+            "DELETE FROM homelab_health_transition WHERE ts < ? AND id NOT IN"
+            " (SELECT MAX(id) FROM homelab_health_transition WHERE ts < ? GROUP BY instance_id)",
+            [cutoff, cutoff],
         )
