@@ -25,7 +25,7 @@ export function alertsPage(root) {
     const comment = el("input", { id: `${id}-comment`, type: "text", placeholder: "why" });
     const matchers = { rule: a.rule };
     if (a.labels?.instance) matchers.instance = a.labels.instance;
-    return el("form", { class: "silence-form", "aria-label": `Silence ${a.rule}`, onsubmit: async (e) => {
+    return el("form", { class: "silence-form", "aria-label": `Silence ${a.rule}${matchers.instance ? ` on ${matchers.instance}` : ""}`, onsubmit: async (e) => {
       e.preventDefault();
       try {
         await api("/api/silences", { method: "POST", body: { matchers, duration: Number(duration.value), comment: comment.value, author: "dashboard" } });

@@ -72,9 +72,13 @@ export function drawChart(canvas, series, options = {}) {
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
   ctx.clearRect(0, 0, width, height);
   const c = colors(canvas);
-  const left = 64, right = 8, top = 8, bottom = 22;
-  const w = Math.max(10, width - left - right), h = Math.max(10, height - top - bottom);
   const { t0, t1, v0, v1 } = extent(series, options);
+  ctx.font = "11px system-ui, sans-serif";
+  const right = 8, top = 8, bottom = 22;
+  const h = Math.max(10, height - top - bottom);
+  const yTicks = niceTicks(v0, v1, Math.max(2, Math.floor(h / 40)));
+  const left = 8 + Math.max(30, ...yTicks.map((v) => ctx.measureText(formatValue(v, options.unit)).width));
+  const w = Math.max(10, width - left - right);
   const x = (t) => left + ((t - t0) / (t1 - t0)) * w;
   const y = (v) => top + h - ((v - v0) / (v1 - v0)) * h;
 
@@ -85,7 +89,7 @@ export function drawChart(canvas, series, options = {}) {
   ctx.textAlign = "right";
   ctx.textBaseline = "middle";
   ctx.beginPath();
-  for (const v of niceTicks(v0, v1, Math.max(2, Math.floor(h / 40)))) {
+  for (const v of yTicks) {
     const yy = Math.round(y(v)) + 0.5;
     ctx.moveTo(left, yy);
     ctx.lineTo(left + w, yy);

@@ -4,7 +4,8 @@ const BYTES = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
 
 function trim(n) {
   const a = Math.abs(n);
-  if (a !== 0 && (a < 0.01 || a >= 1e9)) return n.toExponential(2);
+  if (a !== 0 && (a < 0.01 || a >= 1e15)) return n.toExponential(2);
+  if (a >= 1e4) return String(Math.round(n));
   return n.toFixed(a >= 100 ? 0 : a >= 10 ? 1 : 2).replace(/\.?0+$/, "") || "0";
 }
 

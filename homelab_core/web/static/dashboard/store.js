@@ -61,7 +61,7 @@ export function stateOf(p) {
 
 async function loadInstance(id) {
   try {
-    const info = await api(`/api/plugins/${encodeURIComponent(id)}`);
+    const info = (await api(`/api/plugins/${encodeURIComponent(id)}`)).plugin;
     const p = entry(id);
     p.info = info;
     p.health = info.health;
