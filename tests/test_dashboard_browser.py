@@ -119,7 +119,9 @@ def tile_state(page: Any, instance: str) -> str | None:
     return value
 
 
-def test_the_overview_shows_every_instance_live(browser: Any, server: LiveServer, tmp_path: Path) -> None:
+def test_the_overview_shows_every_instance_live(
+    browser: Any, server: LiveServer, tmp_path: Path
+) -> None:
     view = Page(browser, f"{server.url}/")
     page = view.page
     page.wait_for_selector('li.tile[data-id="closed"][data-state="failing"]')
@@ -152,7 +154,9 @@ def test_the_overview_shows_every_instance_live(browser: Any, server: LiveServer
         assert page.locator("li.tile:visible").count() == 1
         page.select_option("#filter-state", "")
         page.fill("#filter-search", "tick")
-        assert [t.get_attribute("data-id") for t in page.locator("li.tile:visible").all()] == ["ticker"]
+        assert [t.get_attribute("data-id") for t in page.locator("li.tile:visible").all()] == [
+            "ticker"
+        ]
         page.fill("#filter-search", "")
         view.shots(artifacts(tmp_path), "overview")
     finally:
@@ -179,7 +183,7 @@ def test_the_instance_page_charts_history_and_asks_a_step_per_range(
     assert stored and all(isinstance(p[1], int | float) for p in data["series"][0]["points"])
     assert page.evaluate("() => window.homelabCharts.used.unit") == ""
     page.click('button[data-range="6h"]')
-    page.wait_for_function("() => document.querySelector('button[data-range=\"6h\"]').getAttribute('aria-pressed') === 'true'")
+    page.wait_for_selector('button[data-range="6h"][aria-pressed="true"]')
     page.wait_for_timeout(500)
     asked = [u for u in requests if "/metrics/history" in u]
     assert any("since=-6h" in u and "step=1m" in u for u in asked), asked
@@ -221,7 +225,9 @@ def test_the_add_form_creates_an_instance_and_shows_the_servers_message(
     view.close()
 
 
-def test_silencing_an_alert_from_the_alerts_page(browser: Any, server: LiveServer, tmp_path: Path) -> None:
+def test_silencing_an_alert_from_the_alerts_page(
+    browser: Any, server: LiveServer, tmp_path: Path
+) -> None:
     view = Page(browser, f"{server.url}/#/alerts")
     page = view.page
     form = page.locator("form.silence-form[aria-label='Silence closed-down on closed']")
@@ -243,9 +249,7 @@ def test_silencing_an_alert_from_the_alerts_page(browser: Any, server: LiveServe
     view.close()
 
 
-def test_with_a_token_the_page_asks_once_then_works(
-    browser: Any, tmp_path: Path
-) -> None:
+def test_with_a_token_the_page_asks_once_then_works(browser: Any, tmp_path: Path) -> None:
     config = f'[server]\napi_token = "{TOKEN}"\nauth = "all"\n' + CONFIG
     with live_server(tmp_path / "auth", config=config, token=TOKEN) as server:
         view = Page(browser, f"{server.url}/", expected=EXPECTED)
