@@ -40,7 +40,7 @@ metric = "tcp.up"
 op = "<"
 threshold = 1
 severity = "critical"
-summary = "{{instance}} is down"
+summary = "{instance} is down"
 
 [notifiers.log]
 type = "log"
@@ -103,6 +103,7 @@ class Page:
     def shots(self, directory: Path, name: str) -> None:
         for width in (1280, 390):
             self.page.set_viewport_size({"width": width, "height": 900})
+            self.page.evaluate("window.scrollTo(0, 0)")
             self.page.wait_for_timeout(300)
             path = directory / f"{name}-{width}.png"
             self.page.screenshot(path=str(path), full_page=True)
@@ -222,6 +223,11 @@ def test_the_add_form_creates_an_instance_and_shows_the_servers_message(
     plugin = made.json()["plugin"]
     assert plugin["source"] == "api" and plugin["config"]["port"] == 9 and plugin["interval"] == 5
     page.wait_for_selector("#delete-instance")  # an API instance can be deleted here
+    # The overview has it at once; deleted through the API, its tile goes away live.
+    page.goto(f"{server.url}/#/")
+    page.wait_for_selector('li.tile[data-id="made-here"]')
+    httpx.delete(f"{server.url}/api/plugins/made-here", timeout=5).raise_for_status()
+    page.wait_for_selector('li.tile[data-id="made-here"]', state="detached", timeout=3000)
     view.close()
 
 

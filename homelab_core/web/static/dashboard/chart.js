@@ -201,7 +201,9 @@ export function drawSparkline(canvas, points, color) {
   let v0 = Infinity, v1 = -Infinity;
   for (const [, v] of points) { if (v < v0) v0 = v; if (v > v1) v1 = v; }
   if (v1 === v0) { v1 += 1; v0 -= 1; }
-  const t1 = Date.now() / 1000, t0 = t1 - 3600;
+  // The last hour, or less when the data is younger (a line across the tile either way).
+  const t1 = Math.max(Date.now() / 1000, points.at(-1)[0]);
+  const t0 = Math.min(t1 - 60, Math.max(t1 - 3600, points[0][0]));
   ctx.strokeStyle = color;
   ctx.lineWidth = 1.5;
   ctx.beginPath();

@@ -102,6 +102,7 @@ export function overview(root) {
       t.node.classList.add(`state-${state}`);
       t.node.dataset.state = state;
       t.state = state;
+      t.color = "";
       setText(t.word, state);
     }
     setText(t.sub, `${p.info.title || p.info.type} · ${p.health?.message || p.info.state || ""}`);
@@ -133,7 +134,9 @@ export function overview(root) {
   function drawSpark(id) {
     const t = tiles.get(id);
     const spark = sparks.get(id);
-    if (t && spark && visible.has(id)) drawSparkline(t.canvas, spark.points, getComputedStyle(t.node).getPropertyValue("--state").trim() || "#3b82f6");
+    if (!t || !spark || !visible.has(id)) return;
+    if (!t.color) t.color = getComputedStyle(t.node).getPropertyValue("--state").trim() || "#3b82f6";
+    drawSparkline(t.canvas, spark.points, t.color);
   }
 
   function applyFilters() {

@@ -71,6 +71,21 @@ async function loadInstance(id) {
   markDirty(id);
 }
 
+/** Read the list of instances again: new ones are added, deleted ones removed. */
+async function syncList() {
+  try {
+    const list = await api("/api/plugins");
+    const ids = new Set(list.plugins.map((x) => x.id));
+    for (const id of store.plugins.keys()) if (!ids.has(id)) { store.plugins.delete(id); markDirty(id); }
+    for (const info of list.plugins) {
+      const p = entry(info.id);
+      p.info = info;
+      p.health = info.health;
+      markDirty(info.id);
+    }
+  } catch { /* the next event tries again */ }
+}
+
 let alertTimer = null;
 export function refreshAlerts() {
   clearTimeout(alertTimer);
@@ -98,7 +113,9 @@ function apply(message) {
   } else if (message.type === "status") entry(id).health = message.data;
   else if (message.type === "plugin") {
     const p = entry(id);
-    if (!p.info || message.data.state === "removed") loadInstance(id);
+    // A new instance, or maybe a deleted one ("stopped": the list says whether it is gone).
+    if (message.data.state === "stopped") syncList();
+    else if (!p.info) loadInstance(id);
     else { p.info.enabled = message.data.enabled; p.info.state = message.data.state; }
   } else if (message.type === "alert") refreshAlerts();
   if (id) markDirty(id);
