@@ -48,6 +48,8 @@ type = "log"
 TOKEN = "dash-token-123"
 #: Browser messages that are expected where a test provokes them (a 400 or a 401 answer).
 EXPECTED = re.compile(r"Failed to load resource: the server responded with a status of (400|401)")
+#: What a browser logs while the server is down (the page retries).
+DOWN = re.compile(r"WebSocket connection to|net::ERR_CONNECTION_REFUSED")
 TIMEOUT_MS = 10_000
 
 
@@ -109,6 +111,12 @@ class Page:
             self.page.screenshot(path=str(path), full_page=True)
             print(f"screenshot: {path}")
         self.page.set_viewport_size({"width": 1280, "height": 900})
+        self.page.emulate_media(color_scheme="dark")  # and the dark theme
+        self.page.wait_for_timeout(200)
+        path = directory / f"{name}-1280-dark.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        print(f"screenshot: {path}")
+        self.page.emulate_media(color_scheme="light")
 
     def close(self) -> None:
         self.context.close()
@@ -270,4 +278,25 @@ def test_with_a_token_the_page_asks_once_then_works(browser: Any, tmp_path: Path
         page.wait_for_selector('li.tile[data-id="ticker"]')
         page.wait_for_selector("#connection.conn-live")
         assert page.locator("dialog.token-dialog").count() == 0  # kept in localStorage
+        view.close()
+
+
+def test_a_dropped_stream_shows_reconnecting_and_comes_back(browser: Any, tmp_path: Path) -> None:
+    directory = tmp_path / "restart"
+    with live_server(directory, config=CONFIG) as server:
+        port = server.port
+        view = Page(browser, f"{server.url}/", expected=DOWN)
+        page = view.page
+        page.wait_for_selector("#connection.conn-live")
+        server.stop()
+        page.wait_for_selector("#connection.conn-reconnecting")
+        assert page.text_content("#connection") == "reconnecting"
+    with live_server(directory, port=port):
+        page.wait_for_selector("#connection.conn-live", timeout=15_000)
+        tick = page.locator('li.tile[data-id="ticker"] dd').first.text_content()
+        page.wait_for_function(
+            "(v) => document.querySelector('li.tile[data-id=\"ticker\"] dd').textContent !== v",
+            arg=tick,
+            timeout=5000,
+        )
         view.close()
