@@ -191,6 +191,12 @@ def test_the_instance_page_charts_history_and_asks_a_step_per_range(
     ).json()["series"][0]["points"]
     assert stored and all(isinstance(p[1], int | float) for p in data["series"][0]["points"])
     assert page.evaluate("() => window.homelabCharts.used.unit") == ""
+    # Extended live from the stream.
+    page.wait_for_function(
+        "(n) => window.homelabCharts.tick.series[0].points.length > n",
+        arg=len(data["series"][0]["points"]),
+        timeout=5000,
+    )
     page.click('button[data-range="6h"]')
     page.wait_for_selector('button[data-range="6h"][aria-pressed="true"]')
     page.wait_for_timeout(500)
@@ -202,6 +208,8 @@ def test_the_instance_page_charts_history_and_asks_a_step_per_range(
     # Executions are listed, with the config.
     page.wait_for_selector("table.executions tbody tr.exec-ok")
     page.wait_for_selector("dl.config >> text=command")
+    page.click('button[data-range="1h"]')
+    page.wait_for_timeout(500)
     view.shots(artifacts(tmp_path), "instance")
     view.close()
 

@@ -70,7 +70,8 @@ export function instancePage(root, id) {
     const state = stateOf(cur);
     stateWord.textContent = state;
     stateWord.className = `state-word badge state-${state}`;
-    message.textContent = `${cur.info.title} (${cur.info.type}, ${cur.info.category}) · every ${cur.info.interval} s · ${cur.health?.message || ""} · last success ${ago(cur.health?.last_success)}`;
+    message.textContent = [`${cur.info.title} (${cur.info.type}, ${cur.info.category})`, `every ${cur.info.interval} s`,
+      cur.health?.message, `last success ${ago(cur.health?.last_success)}`].filter(Boolean).join(" · ");
     toggle.textContent = cur.info.enabled ? "Disable" : "Enable";
     runNow.disabled = !cur.info.enabled;
   }
@@ -101,6 +102,11 @@ export function instancePage(root, id) {
       window.homelabCharts[name] = c.canvas.chartData;
     }
   }
+  // Redrawn when a chart changes size or the theme changes (their pixels depend on both).
+  const schedule = () => { if (!drawPending) { drawPending = true; requestAnimationFrame(redraw); } };
+  const resized = new ResizeObserver(schedule);
+  const scheme = window.matchMedia("(prefers-color-scheme: dark)");
+  scheme.addEventListener("change", schedule);
   function chartOptions(c) {
     const now = Date.now() / 1000;
     const range = RANGES.find((r) => r.id === rangeState.id);
@@ -120,6 +126,7 @@ export function instancePage(root, id) {
     rangeState.from = answer.since;
     rangeState.to = answer.until;
     chartsByName.clear();
+    resized.disconnect();
     window.homelabCharts = {};
     for (const s of answer.series) {
       let c = chartsByName.get(s.name);
@@ -134,6 +141,7 @@ export function instancePage(root, id) {
       const legend = el("ul", { class: "legend" }, ...c.series.map((s, i) => el("li", {}, el("span", { class: "swatch", style: `background:${PALETTE[i % PALETTE.length]}` }), s.label)));
       figures.push(el("figure", { class: "chart-box" }, el("figcaption", {}, el("strong", { text: name }), c.unit ? ` (${c.unit})` : ""), c.canvas, readout, c.series.length > 1 ? legend : null));
       attachHover(c.canvas, readout, () => chartOptions(c));
+      resized.observe(c.canvas);
     }
     charts.replaceChildren(...(figures.length ? figures : [notice("No data in this range.")]));
     redraw();
@@ -149,7 +157,7 @@ export function instancePage(root, id) {
         if (!s) { s = { label: labelText(metric.labels) || metric.name, key, points: [] }; c.series.push(s); }
         s.points.push([metric.timestamp, metric.value]);
       }
-      if (!drawPending) { drawPending = true; requestAnimationFrame(redraw); }
+      schedule();
     } else if (m.type === "execution") loadExecutions();
   });
 
@@ -235,5 +243,5 @@ export function instancePage(root, id) {
   loadCharts();
   loadExecutions();
   const stop = onChange((ids) => { if (ids.has(id)) renderHead(); });
-  return () => { stop(); stopEvents(); clearTimeout(execTimer); };
+  return () => { stop(); stopEvents(); clearTimeout(execTimer); resized.disconnect(); scheme.removeEventListener("change", schedule); };
 }

@@ -194,5 +194,22 @@ export function overview(root) {
   });
   render(new Set(store.plugins.keys()), true);
   const stop = onChange(render);
-  return () => { stop(); stopEvents(); observer.disconnect(); };
+  // Sparklines are redrawn when the tiles change width or the theme changes.
+  let resizePending = false;
+  const redrawVisible = () => {
+    if (resizePending) return;
+    resizePending = true;
+    requestAnimationFrame(() => {
+      resizePending = false;
+      for (const id of visible) { const t = tiles.get(id); if (t) t.color = ""; drawSpark(id); }
+    });
+  };
+  const scheme = window.matchMedia("(prefers-color-scheme: dark)");
+  scheme.addEventListener("change", redrawVisible);
+  window.addEventListener("resize", redrawVisible);
+  return () => {
+    stop(); stopEvents(); observer.disconnect();
+    scheme.removeEventListener("change", redrawVisible);
+    window.removeEventListener("resize", redrawVisible);
+  };
 }
