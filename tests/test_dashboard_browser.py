@@ -140,6 +140,11 @@ def test_the_overview_shows_every_instance_live(
     assert page.locator('li.tile[data-id="closed"] .state-word').text_content() == "failing"
     page.wait_for_selector("#connection.conn-live")
     page.wait_for_selector(".firing >> text=closed-down")
+    # Sparklines from history (then the stream).
+    page.wait_for_function(
+        "() => document.querySelector('li.tile[data-id=\"ticker\"] canvas.spark').chartData"
+        "?.series[0].points.length > 0"
+    )
     # A value arrives live: the tick shown changes without a reload.
     tick = page.locator('li.tile[data-id="ticker"] dd').first
     page.wait_for_function("() => document.querySelector('li.tile[data-id=\"ticker\"] dd')")

@@ -193,6 +193,7 @@ export function attachHover(canvas, readout, getOptions) {
 
 /** A small line without axes. */
 export function drawSparkline(canvas, points, color) {
+  canvas.chartData = { series: [{ label: "", points }], unit: "" };
   const { width, height, ratio } = size(canvas);
   const ctx = canvas.getContext("2d");
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);

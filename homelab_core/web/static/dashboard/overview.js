@@ -139,16 +139,24 @@ export function overview(root) {
     drawSparkline(t.canvas, spark.points, t.color);
   }
 
-  function applyFilters() {
-    let shown = 0;
-    for (const t of tiles.values()) {
-      const hide = (filters.state && t.state !== filters.state)
+  /** Show or hide the tiles of `ids` (all of them when left out) by the filters. */
+  function applyFilters(ids) {
+    let flipped = false;
+    for (const id of ids || tiles.keys()) {
+      const t = tiles.get(id);
+      if (!t) continue;
+      const hide = Boolean((filters.state && t.state !== filters.state)
         || (filters.category && t.category !== filters.category)
-        || (filters.q && !t.search.includes(filters.q));
-      t.node.hidden = Boolean(hide);
-      if (!hide) shown += 1;
+        || (filters.q && !t.search.includes(filters.q)));
+      if (t.node.hidden !== hide) { t.node.hidden = hide; flipped = true; }
     }
-    for (const s of sections.values()) s.section.hidden = ![...s.list.children].some((c) => !c.hidden);
+    if (!flipped && ids) return;
+    let shown = 0;
+    for (const sec of sections.values()) {
+      const n = [...sec.list.children].filter((c) => !c.hidden).length;
+      sec.section.hidden = n === 0;
+      shown += n;
+    }
     empty.hidden = shown > 0;
   }
 
@@ -171,13 +179,14 @@ export function overview(root) {
 
   function render(ids, alerts) {
     let changed = false;
+    let removed = false;
     for (const id of ids) {
       if (!id) continue;
-      if (!store.plugins.has(id) && tiles.has(id)) { tiles.get(id).node.remove(); tiles.delete(id); changed = true; continue; }
+      if (!store.plugins.has(id) && tiles.has(id)) { tiles.get(id).node.remove(); tiles.delete(id); removed = true; continue; }
       const t = tile(id);
-      if (t) { changed = true; drawSpark(id); }
+      if (t) { changed = true; if (visible.has(id)) loadSpark(id); drawSpark(id); }
     }
-    if (changed) { renderCounts(); applyFilters(); }
+    if (changed || removed) { renderCounts(); applyFilters(removed ? undefined : ids); }
     if (alerts) renderAlerts();
   }
 
