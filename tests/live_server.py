@@ -102,12 +102,18 @@ class LiveServer:
         return self.process.returncode
 
 
-def wait_ready(server: LiveServer, timeout: float = READY_TIMEOUT) -> None:
-    """Wait until ``GET /api/health`` answers 200; fail with the server's stderr if not."""
+def wait_ready(
+    server: LiveServer, timeout: float = READY_TIMEOUT, token: str | None = None
+) -> None:
+    """Wait until ``GET /api/health`` answers 200; fail with the server's stderr if not.
+
+    ``token``: the bearer token to send (a server with ``auth = "all"`` needs it).
+    """
     deadline = time.monotonic() + timeout
     last = "no answer yet"
     # With auth = "all" the health check needs the token too.
-    headers = {"Authorization": f"Bearer {server.token}"} if server.token else {}
+    token = token or server.token
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     with httpx.Client(timeout=2.0, headers=headers) as client:
         while True:
             code = server.process.poll()
@@ -162,11 +168,13 @@ def live_server(
     env: Mapping[str, str] | None = None,
     port: int | None = None,
     ready_timeout: float = READY_TIMEOUT,
+    token: str | None = None,
 ) -> Iterator[LiveServer]:
     """Run ``homelab serve --port PORT *args`` in ``directory`` until the block ends.
 
     ``config`` is written to ``directory/homelab.toml`` (found there as the working
-    directory's file). The server is reached on 127.0.0.1 whatever it binds. With
+    directory's file). The server is reached on 127.0.0.1 whatever it binds; ``token`` is
+    sent when waiting for it to be ready (for a config with ``auth = "all"``). With
     ``port=0`` the server chooses a free port, read from the address it announces.
     """
     directory.mkdir(parents=True, exist_ok=True)
@@ -198,10 +206,10 @@ def live_server(
         directory=directory,
         stdout_path=stdout_path,
         stderr_path=stderr_path,
-        token=(env or {}).get("HOMELAB_API_TOKEN"),
+        token=token or (env or {}).get("HOMELAB_API_TOKEN"),
     )
     try:
-        wait_ready(server, ready_timeout)
+        wait_ready(server, ready_timeout, token)
         yield server
     finally:
         if process.poll() is None:

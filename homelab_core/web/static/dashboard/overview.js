@@ -1,0 +1,224 @@
+// The overview (#/): a tile per instance, grouped by category, live.
+
+import { api, limiter } from "./api.js";
+import { drawSparkline } from "./chart.js";
+import { el, setText } from "./dom.js";
+import { formatValue } from "./format.js";
+import { onChange, onEvent, seriesKey, stateOf, store } from "./store.js";
+
+const STATES = ["ok", "degraded", "failing", "disabled", "unknown"];
+const HOUR = 3600;
+const queue = limiter(4);
+const sparks = new Map(); // id -> {key, points} (kept across visits of the page)
+
+/** The metrics a tile shows: the instance's own ones first (not `<type>.`), by name. */
+function headline(p) {
+  const type = p.info?.type || "";
+  const seen = new Set();
+  const list = [];
+  for (const m of p.metrics.values()) {
+    if (seen.has(m.name)) continue;
+    seen.add(m.name);
+    list.push(m);
+  }
+  list.sort((a, b) => {
+    const ao = a.name.startsWith(`${type}.`), bo = b.name.startsWith(`${type}.`);
+    return ao === bo ? a.name.localeCompare(b.name) : ao ? 1 : -1;
+  });
+  return list.slice(0, 3);
+}
+
+export function overview(root) {
+  const filters = { state: "", category: "", q: "" };
+  const counts = {};
+  const countBar = el("ul", { class: "counts", "aria-label": "Instances by state" });
+  for (const s of STATES.slice(0, 4)) {
+    counts[s] = el("span", { class: "count-n", text: "0" });
+    countBar.append(el("li", { class: `count state-${s}` }, counts[s], ` ${s}`));
+  }
+  const stateSelect = el("select", { id: "filter-state", onchange: (e) => { filters.state = e.target.value; applyFilters(); } },
+    el("option", { value: "", text: "every state" }), ...STATES.map((s) => el("option", { value: s, text: s })));
+  const categorySelect = el("select", { id: "filter-category", onchange: (e) => { filters.category = e.target.value; applyFilters(); } },
+    el("option", { value: "", text: "every category" }));
+  const search = el("input", { id: "filter-search", type: "search", placeholder: "id, type, title", oninput: (e) => { filters.q = e.target.value.trim().toLowerCase(); applyFilters(); } });
+  const toolbar = el("div", { class: "toolbar", role: "search" },
+    el("label", { for: "filter-state", text: "State" }), stateSelect,
+    el("label", { for: "filter-category", text: "Category" }), categorySelect,
+    el("label", { for: "filter-search", text: "Search" }), search);
+  const alertBox = el("section", { class: "firing", "aria-label": "Firing alerts", hidden: true });
+  const groups = el("div", { class: "groups" });
+  const empty = el("p", { class: "notice", text: "No instance matches.", hidden: true });
+  root.append(el("h1", { class: "visually-hidden", text: "Overview" }), alertBox, countBar, toolbar, groups, empty);
+
+  const tiles = new Map(); // id -> {node, parts}
+  const sections = new Map(); // category -> {section, list}
+
+  const visible = new Set();
+  const observer = new IntersectionObserver((entries) => {
+    for (const e of entries) {
+      const id = e.target.dataset.id;
+      if (e.isIntersecting) { visible.add(id); loadSpark(id); drawSpark(id); } else visible.delete(id);
+    }
+  }, { rootMargin: "200px" });
+
+  function section(category) {
+    let s = sections.get(category);
+    if (!s) {
+      const list = el("ul", { class: "tiles" });
+      const heading = el("h2", { text: category });
+      s = { section: el("section", { class: "group", "aria-label": category }, heading, list), list };
+      sections.set(category, s);
+      const names = [...sections.keys()].sort();
+      const after = names[names.indexOf(category) + 1];
+      groups.insertBefore(s.section, after ? sections.get(after).section : null);
+      categorySelect.append(el("option", { value: category, text: category }));
+    }
+    return s;
+  }
+
+  function tile(id) {
+    let t = tiles.get(id);
+    const p = store.plugins.get(id);
+    if (!p?.info) return null;
+    if (!t) {
+      const word = el("span", { class: "state-word" });
+      const title = el("a", { href: `#/instance/${encodeURIComponent(id)}`, class: "tile-title", text: id });
+      const sub = el("span", { class: "tile-sub" });
+      const values = el("dl", { class: "values" });
+      const canvas = el("canvas", { class: "spark", width: 160, height: 32, "aria-hidden": "true" });
+      const node = el("li", { class: "tile", "data-id": id }, el("div", { class: "tile-head" }, title, word), sub, values, canvas);
+      t = { node, word, sub, values, canvas, state: "", category: "", valuesText: "" };
+      tiles.set(id, t);
+      observer.observe(node);
+    }
+    const category = p.info.category || "other";
+    if (t.category !== category) {
+      t.category = category;
+      section(category).list.append(t.node);
+    }
+    const state = stateOf(p);
+    if (t.state !== state) {
+      t.node.classList.remove(`state-${t.state}`);
+      t.node.classList.add(`state-${state}`);
+      t.node.dataset.state = state;
+      t.state = state;
+      t.color = "";
+      setText(t.word, state);
+    }
+    setText(t.sub, `${p.info.title || p.info.type} · ${p.health?.message || p.info.state || ""}`);
+    const shown = headline(p);
+    const text = shown.map((m) => `${m.name}=${m.value}`).join("|");
+    if (text !== t.valuesText) {
+      t.valuesText = text;
+      t.values.replaceChildren(...shown.flatMap((m) => [el("dt", { text: m.name }), el("dd", { text: formatValue(m.value, m.unit) })]));
+    }
+    t.search = `${id} ${p.info.type} ${p.info.title} ${category}`.toLowerCase();
+    return t;
+  }
+
+  function loadSpark(id) {
+    if (sparks.has(id)) return;
+    const p = store.plugins.get(id);
+    const first = p && headline(p)[0];
+    if (!first) return;
+    const spark = { key: seriesKey(first), name: first.name, points: [] };
+    sparks.set(id, spark);
+    queue(() => api(`/api/plugins/${encodeURIComponent(id)}/metrics/history?metric=${encodeURIComponent(first.name)}&points=60`))
+      .then((answer) => {
+        const s = answer.series.find((x) => seriesKey(x) === spark.key) || answer.series[0];
+        if (s) spark.points = s.points.concat(spark.points.filter(([t]) => t > (s.points.at(-1)?.[0] ?? 0)));
+        drawSpark(id);
+      }).catch(() => { sparks.delete(id); });
+  }
+
+  function drawSpark(id) {
+    const t = tiles.get(id);
+    const spark = sparks.get(id);
+    if (!t || !spark || !visible.has(id)) return;
+    if (!t.color) t.color = getComputedStyle(t.node).getPropertyValue("--state").trim() || "#3b82f6";
+    drawSparkline(t.canvas, spark.points, t.color);
+  }
+
+  /** Show or hide the tiles of `ids` (all of them when left out) by the filters. */
+  function applyFilters(ids) {
+    let flipped = false;
+    for (const id of ids || tiles.keys()) {
+      const t = tiles.get(id);
+      if (!t) continue;
+      const hide = Boolean((filters.state && t.state !== filters.state)
+        || (filters.category && t.category !== filters.category)
+        || (filters.q && !t.search.includes(filters.q)));
+      if (t.node.hidden !== hide) { t.node.hidden = hide; flipped = true; }
+    }
+    if (!flipped && ids) return;
+    let shown = 0;
+    for (const sec of sections.values()) {
+      const n = [...sec.list.children].filter((c) => !c.hidden).length;
+      sec.section.hidden = n === 0;
+      shown += n;
+    }
+    empty.hidden = shown > 0;
+  }
+
+  function renderCounts() {
+    const n = { ok: 0, degraded: 0, failing: 0, disabled: 0, unknown: 0 };
+    for (const p of store.plugins.values()) if (p.info) n[stateOf(p)] = (n[stateOf(p)] || 0) + 1;
+    for (const s of Object.keys(counts)) setText(counts[s], String(n[s]));
+  }
+
+  function renderAlerts() {
+    const firing = store.alerts.filter((a) => a.state === "firing");
+    alertBox.hidden = firing.length === 0;
+    alertBox.replaceChildren(el("h2", { text: `Firing alerts (${firing.length})` }),
+      el("ul", {}, ...firing.map((a) => el("li", { class: `alert sev-${a.severity}` },
+        el("strong", { text: a.severity }), " ",
+        a.instance_id ? el("a", { href: `#/instance/${encodeURIComponent(a.instance_id)}`, text: a.instance_id }) : "",
+        ` ${a.rule}: ${a.summary || ""}`, a.silenced ? " (silenced)" : ""))),
+      el("a", { href: "#/alerts", text: "All alerts" }));
+  }
+
+  function render(ids, alerts) {
+    let changed = false;
+    let removed = false;
+    for (const id of ids) {
+      if (!id) continue;
+      if (!store.plugins.has(id) && tiles.has(id)) { tiles.get(id).node.remove(); tiles.delete(id); removed = true; continue; }
+      const t = tile(id);
+      if (t) { changed = true; if (visible.has(id)) loadSpark(id); drawSpark(id); }
+    }
+    if (changed || removed) { renderCounts(); applyFilters(removed ? undefined : ids); }
+    if (alerts) renderAlerts();
+  }
+
+  const stopEvents = onEvent((message) => {
+    if (message.type !== "metrics") return;
+    const spark = sparks.get(message.plugin_id);
+    if (!spark) return;
+    for (const m of message.data) {
+      if (seriesKey(m) !== spark.key) continue;
+      spark.points.push([m.timestamp, m.value]);
+      const cut = Date.now() / 1000 - HOUR;
+      while (spark.points.length && (spark.points[0][0] < cut || spark.points.length > 600)) spark.points.shift();
+    }
+  });
+  render(new Set(store.plugins.keys()), true);
+  const stop = onChange(render);
+  // Sparklines are redrawn when the tiles change width or the theme changes.
+  let resizePending = false;
+  const redrawVisible = () => {
+    if (resizePending) return;
+    resizePending = true;
+    requestAnimationFrame(() => {
+      resizePending = false;
+      for (const id of visible) { const t = tiles.get(id); if (t) t.color = ""; drawSpark(id); }
+    });
+  };
+  const scheme = window.matchMedia("(prefers-color-scheme: dark)");
+  scheme.addEventListener("change", redrawVisible);
+  window.addEventListener("resize", redrawVisible);
+  return () => {
+    stop(); stopEvents(); observer.disconnect();
+    scheme.removeEventListener("change", redrawVisible);
+    window.removeEventListener("resize", redrawVisible);
+  };
+}
