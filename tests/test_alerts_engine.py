@@ -322,3 +322,14 @@ def test_bad_alert_config_is_an_error_naming_file_table_and_field(
     assert (error.file, error.table, error.field) == (str(path), table, field), str(error)
     assert says in str(error)
     assert str(path) in str(error)
+
+
+def test_a_window_is_active_to_its_last_second_even_next_to_the_next_start() -> None:
+    from datetime import datetime
+
+    window = MaintenanceWindow("m", "* * * * *", 60, {}, "UTC")
+    start = datetime(2026, 5, 4, 3, 30, tzinfo=UTC).timestamp()
+    for offset in (0.0, 0.5, 30.0, 59.0, 59.5, 59.999):
+        assert window.current(start + offset) == (start, start + 60), offset
+    hourly = MaintenanceWindow("h", "0 * * * *", 60, {}, "UTC")
+    assert hourly.current(start + 1800 - 0.5) is None  # 03:59:59.5: the 04:00 one is not yet

@@ -143,8 +143,11 @@ class MaintenanceWindow:
 
         zone = ZoneInfo(self.timezone)
         moment = datetime.fromtimestamp(now, zone)
-        # The latest start at or before now (croniter's get_prev excludes now itself).
-        start = croniter(self.cron, moment + timedelta(seconds=1)).get_prev(datetime)
+        # The latest start at or before now. croniter's get_prev gives the start before the
+        # time it is given, and cron starts fall on whole minutes: ask from just after the
+        # second now falls in (a second later would cross into the next minute at :59).
+        after = moment.replace(microsecond=0) + timedelta(microseconds=1)
+        start = croniter(self.cron, after).get_prev(datetime)
         began = start.timestamp()
         if began <= now < began + self.duration:
             return began, began + self.duration

@@ -137,6 +137,8 @@ export function overview(root) {
     if (!t || !spark || !visible.has(id)) return;
     if (!t.color) t.color = getComputedStyle(t.node).getPropertyValue("--state").trim() || "#3b82f6";
     drawSparkline(t.canvas, spark.points, t.color);
+    // How many points the sparkline shows (tests and the benchmark read it).
+    t.canvas.dataset.points = String(spark.points.length);
   }
 
   /** Show or hide the tiles of `ids` (all of them when left out) by the filters. */
