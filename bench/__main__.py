@@ -26,6 +26,7 @@ BENCHMARKS = (
     "history",
     "pipeline",
     "alerts",
+    "dashboard",
     "scheduler_scale",
     "rest_latest",
     "websocket_fanout",

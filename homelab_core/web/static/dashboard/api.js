@@ -123,7 +123,9 @@ export class LiveStream {
     let hello = null;
     let synced = false;
     const subscribe = () => {
-      const request = { type: "subscribe" };
+      // Every event but executions: with hundreds of instances they are half the
+      // stream, and the pages read executions from the API when a run reports.
+      const request = { type: "subscribe", types: ["metrics", "status", "plugin", "alert"] };
       if (this.lastSeq !== null && this.stream === hello.stream) {
         request.since = this.lastSeq;
         request.stream = this.stream;

@@ -50,10 +50,27 @@ function niceTicks(lo, hi, count) {
   return ticks;
 }
 
-function size(canvas) {
+// Reading a canvas's CSS size forces the browser to lay the page out; with hundreds of
+// sparklines redrawn per frame between DOM updates, that layout ran for every one of them
+// (most of the main thread's time in the benchmark). A sparkline's size (fixed by the
+// stylesheet) is measured once, and again only after the window was resized; a chart's
+// (a few per page, resized by their own observer) at every draw.
+let layoutGeneration = 0;
+window.addEventListener("resize", () => { layoutGeneration += 1; });
+const measured = new WeakMap();
+
+function size(canvas, cached = false) {
   const ratio = window.devicePixelRatio || 1;
-  const width = canvas.clientWidth || canvas.width;
-  const height = canvas.clientHeight || canvas.height;
+  let known = cached ? measured.get(canvas) : undefined;
+  if (!known || known.generation !== layoutGeneration || !known.width) {
+    known = {
+      generation: layoutGeneration,
+      width: canvas.clientWidth || canvas.width,
+      height: canvas.clientHeight || canvas.height,
+    };
+    measured.set(canvas, known);
+  }
+  const { width, height } = known;
   if (canvas.width !== Math.round(width * ratio) || canvas.height !== Math.round(height * ratio)) {
     canvas.width = Math.round(width * ratio);
     canvas.height = Math.round(height * ratio);
@@ -194,7 +211,7 @@ export function attachHover(canvas, readout, getOptions) {
 /** A small line without axes. */
 export function drawSparkline(canvas, points, color) {
   canvas.chartData = { series: [{ label: "", points }], unit: "" };
-  const { width, height, ratio } = size(canvas);
+  const { width, height, ratio } = size(canvas, true);
   const ctx = canvas.getContext("2d");
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
   ctx.clearRect(0, 0, width, height);

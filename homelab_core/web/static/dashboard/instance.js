@@ -158,7 +158,8 @@ export function instancePage(root, id) {
         s.points.push([metric.timestamp, metric.value]);
       }
       schedule();
-    } else if (m.type === "execution") loadExecutions();
+    }
+    if (m.type === "metrics" || m.type === "status") loadExecutions();  // a run ended
   });
 
   // Executions and health history.

@@ -8,7 +8,9 @@ import { onChange, onEvent, seriesKey, stateOf, store } from "./store.js";
 
 const STATES = ["ok", "degraded", "failing", "disabled", "unknown"];
 const HOUR = 3600;
-const queue = limiter(4);
+// Sparkline histories in flight at once: the first screen's (some 20) in two or three
+// rounds, without flooding the server.
+const queue = limiter(8);
 const sparks = new Map(); // id -> {key, points} (kept across visits of the page)
 
 /** The metrics a tile shows: the instance's own ones first (not `<type>.`), by name. */
@@ -54,10 +56,16 @@ export function overview(root) {
   const sections = new Map(); // category -> {section, list}
 
   const visible = new Set();
+  const stale = new Set(); // tiles off the screen whose text is behind
   const observer = new IntersectionObserver((entries) => {
     for (const e of entries) {
       const id = e.target.dataset.id;
-      if (e.isIntersecting) { visible.add(id); loadSpark(id); drawSpark(id); } else visible.delete(id);
+      if (e.isIntersecting) {
+        visible.add(id);
+        if (stale.has(id)) tile(id);
+        loadSpark(id);
+        drawSpark(id);
+      } else visible.delete(id);
     }
   }, { rootMargin: "200px" });
 
@@ -105,14 +113,25 @@ export function overview(root) {
       t.color = "";
       setText(t.word, state);
     }
+    t.search = `${id} ${p.info.type} ${p.info.title} ${category}`.toLowerCase();
+    // A tile off the screen keeps its state (filters and counts read it); its text is
+    // brought up to date when it comes into view: 500 tiles change every second.
+    if (!visible.has(id) && t.valuesText) { stale.add(id); return t; }
+    stale.delete(id);
     setText(t.sub, `${p.info.title || p.info.type} · ${p.health?.message || p.info.state || ""}`);
     const shown = headline(p);
     const text = shown.map((m) => `${m.name}=${m.value}`).join("|");
     if (text !== t.valuesText) {
       t.valuesText = text;
-      t.values.replaceChildren(...shown.flatMap((m) => [el("dt", { text: m.name }), el("dd", { text: formatValue(m.value, m.unit) })]));
+      const names = shown.map((m) => m.name).join("|");
+      if (names === t.valueNames) {
+        // The same series: change only the numbers (no new elements, less layout).
+        shown.forEach((m, i) => setText(t.values.children[2 * i + 1], formatValue(m.value, m.unit)));
+      } else {
+        t.valueNames = names;
+        t.values.replaceChildren(...shown.flatMap((m) => [el("dt", { text: m.name }), el("dd", { text: formatValue(m.value, m.unit) })]));
+      }
     }
-    t.search = `${id} ${p.info.type} ${p.info.title} ${category}`.toLowerCase();
     return t;
   }
 
