@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import services
 from live_server import LiveServer, live_server
-from test_web_docs_ui import CHROMIUM, chromium_flags
+from test_web_docs_ui import chromium, chromium_flags
+
+__all__ = ["chromium"]  # a fixture of test_web_docs_ui, used by name here
 
 CONFIG = """
 [plugins.closed]
@@ -57,15 +57,6 @@ def artifacts(tmp_path: Path) -> Path:
     directory = Path(os.environ.get("HOMELAB_ARTIFACTS") or tmp_path) / "dashboard"
     directory.mkdir(parents=True, exist_ok=True)
     return directory
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    found = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
-    if not found:
-        services.unavailable("Chromium is not installed (apt-get install chromium)")
-    assert found is not None
-    return found
 
 
 @pytest.fixture(scope="module")
