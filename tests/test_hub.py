@@ -6,6 +6,7 @@ import gc
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ Build = Callable[..., Any]
 
 def db_rows(settings: Any, query: str) -> list[tuple[Any, ...]]:
     path = settings.database.url.removeprefix("sqlite://")
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn:
         return conn.execute(query).fetchall()
 
 

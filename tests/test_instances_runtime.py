@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ async def runs_of(hub: Hub, instance_id: str, at_least: int) -> None:
 
 def rows(path: Path, query: str) -> list[tuple[Any, ...]]:
     db = path.parent / "homelab.db"
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         return conn.execute(query).fetchall()
 
 

@@ -10,7 +10,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -120,11 +120,8 @@ def test_an_http_instance_lives_through_the_api_of_a_real_server(tmp_path: Path)
             seen.append(made.text + changed.text)
         assert all(SECRET not in text for text in seen)
         assert SECRET not in server.stderr() + server.stdout()
-        db_rows = (
-            sqlite3.connect(server.database)
-            .execute("SELECT config FROM homelab_instance")
-            .fetchall()
-        )
+        with closing(sqlite3.connect(server.database)) as conn:
+            db_rows = conn.execute("SELECT config FROM homelab_instance").fetchall()
         assert SECRET not in str(db_rows)  # only the API's own table keeps it, to restart
         with (
             live_server(tmp_path, config=config(1)) as server,
@@ -141,7 +138,7 @@ def test_an_http_instance_lives_through_the_api_of_a_real_server(tmp_path: Path)
 
 
 def executions(server: LiveServer, instance_id: str) -> list[float]:
-    with sqlite3.connect(server.database) as conn:
+    with closing(sqlite3.connect(server.database)) as conn:
         return [
             r[0]
             for r in conn.execute(
