@@ -379,7 +379,7 @@ def test_plugins_warns_once_if_the_store_cannot_be_opened(run, tmp_path: Path) -
     db = tmp_path / "homelab.db"
     # An SQLite file with a table of the store's name that the store did not make: the
     # store's migration cannot create its own.
-    with closing(sqlite3.connect(db)) as conn:
+    with closing(sqlite3.connect(db)) as conn, conn:
         conn.execute("CREATE TABLE homelab_instance (x INTEGER)")
     conn.close()
     result = run("plugins", "-c", config_with_store(tmp_path, enabled=True, db=db))

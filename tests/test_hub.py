@@ -43,7 +43,7 @@ Build = Callable[..., Any]
 
 def db_rows(settings: Any, query: str) -> list[tuple[Any, ...]]:
     path = settings.database.url.removeprefix("sqlite://")
-    with closing(sqlite3.connect(path)) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         return conn.execute(query).fetchall()
 
 

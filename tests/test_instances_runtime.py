@@ -49,7 +49,7 @@ async def runs_of(hub: Hub, instance_id: str, at_least: int) -> None:
 
 def rows(path: Path, query: str) -> list[tuple[Any, ...]]:
     db = path.parent / "homelab.db"
-    with closing(sqlite3.connect(db)) as conn:
+    with closing(sqlite3.connect(db)) as conn, conn:
         return conn.execute(query).fetchall()
 
 

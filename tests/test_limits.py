@@ -193,7 +193,7 @@ class LimitPlugins:
 
 def series_counts(settings: Any) -> dict[str, int]:
     path = settings.database.url.removeprefix("sqlite://")
-    with closing(sqlite3.connect(path)) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         query = "SELECT instance_id, COUNT(*) FROM homelab_series GROUP BY instance_id"
         return dict(conn.execute(query).fetchall())
 
@@ -201,7 +201,7 @@ def series_counts(settings: Any) -> dict[str, int]:
 def stored(settings: Any, instance_id: str, name: str) -> int:
     """The samples stored of the instance's series of that name."""
     path = settings.database.url.removeprefix("sqlite://")
-    with closing(sqlite3.connect(path)) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         query = (
             "SELECT COUNT(*) FROM homelab_sample JOIN homelab_series"
             " ON homelab_sample.series_id = homelab_series.id"

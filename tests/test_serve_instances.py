@@ -120,7 +120,7 @@ def test_an_http_instance_lives_through_the_api_of_a_real_server(tmp_path: Path)
             seen.append(made.text + changed.text)
         assert all(SECRET not in text for text in seen)
         assert SECRET not in server.stderr() + server.stdout()
-        with closing(sqlite3.connect(server.database)) as conn:
+        with closing(sqlite3.connect(server.database)) as conn, conn:
             db_rows = conn.execute("SELECT config FROM homelab_instance").fetchall()
         assert SECRET not in str(db_rows)  # only the API's own table keeps it, to restart
         with (
@@ -138,7 +138,7 @@ def test_an_http_instance_lives_through_the_api_of_a_real_server(tmp_path: Path)
 
 
 def executions(server: LiveServer, instance_id: str) -> list[float]:
-    with closing(sqlite3.connect(server.database)) as conn:
+    with closing(sqlite3.connect(server.database)) as conn, conn:
         return [
             r[0]
             for r in conn.execute(

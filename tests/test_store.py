@@ -42,7 +42,7 @@ async def test_open_applies_migrations_and_enables_wal(tmp_path: Path) -> None:
     # Opening again finds the migration applied and does nothing.
     await store.open()
     await store.close()
-    with closing(sqlite3.connect(path)) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         applied = conn.execute("SELECT app, name FROM tortoise_migrations").fetchall()
     assert applied == [
@@ -69,7 +69,7 @@ async def test_a_store_of_the_previous_release_gains_the_alert_tables_and_keeps_
     await store.open()
     await store.write([("a", samples(T0, 3, 10))])
     await store.close()
-    with closing(sqlite3.connect(path)) as conn:  # what the release before the alerts left
+    with closing(sqlite3.connect(path)) as conn, conn:  # what the release before the alerts left
         for table in ALERT_TABLES:
             conn.execute(f"DROP TABLE {table}")
         conn.execute("DROP TABLE homelab_api_instance")

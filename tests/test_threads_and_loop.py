@@ -399,7 +399,7 @@ def test_sigterm_exits_in_bounded_time_naming_the_abandoned_threads(tmp_path: Pa
     assert took < 20, f"took {took:.1f} s to exit"
     assert "abandoned" in stderr and "stuck" in stderr, stderr
     assert "stuck_teardown" in stderr, stderr  # its teardown timed out and was left
-    with closing(sqlite3.connect(server.database)) as db:
+    with closing(sqlite3.connect(server.database)) as db, db:
         (fine,) = db.execute("SELECT COUNT(*) FROM homelab_sample").fetchone()
     db.close()
     assert fine >= 1, "the queued samples were not written before exit"

@@ -185,7 +185,7 @@ def test_schemathesis_finds_no_failures(server: LiveServer, tmp_path: Path) -> N
     # The stateful phase followed links from created instances (and others) onwards.
     links = re.search(r"API Links:\s*(\d+) covered", output)
     assert links is not None and int(links.group(1)) > 0, output[-5000:]
-    with closing(sqlite3.connect(server.database)) as conn:
+    with closing(sqlite3.connect(server.database)) as conn, conn:
         made = conn.execute(
             "SELECT COUNT(*) FROM homelab_execution WHERE instance_id LIKE '%' AND instance_id"
             " != 'system'"
