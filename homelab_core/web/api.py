@@ -29,6 +29,7 @@ from ..model import Execution, Health, InstanceInfo, Summary
 from ..status import StatusPage
 from . import schemas as s
 from .auth import check_request, needs_token
+from .dashboard import ENDPOINTS as DASHBOARD_ENDPOINTS
 from .errors import ApiError, register_error_handlers
 from .origins import check_not_form
 
@@ -45,10 +46,9 @@ PUBLIC_ENDPOINTS = frozenset(
     {
         "homelab.docs",
         "homelab.docs_static",
-        "homelab.dashboard",
-        "homelab.dashboard_asset",
-        # The public status page and its figures: a 404 unless [status_page] enabled.
-        "homelab.status_page",
+        # The dashboard's pages and assets (the status page: a 404 unless enabled).
+        *DASHBOARD_ENDPOINTS,
+        # The status page's figures: a 404 unless [status_page] enabled.
         "homelab.status_figures",
     }
 )
