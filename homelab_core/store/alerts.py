@@ -20,7 +20,7 @@ from .models import (
     NotificationRecord,
     SilenceRecord,
 )
-from .store import Store
+from .store import Store, save_dated
 
 #: Fields of an alert state row, in the order of :class:`AlertStateRecord`.
 STATE_FIELDS = (
@@ -218,13 +218,7 @@ class AlertStore:
     async def save_rule(self, rule_id: str, body: dict[str, Any], now: float) -> None:
         """Store (or replace) a rule made through the API, as the body it was given."""
         with self.store.using("save the alert rule"):
-            record = await AlertRuleRecord.get_or_none(id=rule_id)
-            if record is None:
-                await AlertRuleRecord.create(id=rule_id, body=body, created_at=now, updated_at=now)
-            else:
-                record.body = body
-                record.updated_at = now
-                await record.save()
+            await save_dated(AlertRuleRecord, rule_id, {"body": body}, now)
 
     async def delete_rule(self, rule_id: str) -> None:
         with self.store.using("delete the alert rule"):

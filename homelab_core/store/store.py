@@ -111,6 +111,18 @@ class StoredInstance:
 #: Instances whose transitions :meth:`Store.health_spans` reads in one query.
 _SPAN_CHUNK = 1000
 
+
+async def save_dated(model: type[Any], key: str, values: Mapping[str, Any], now: float) -> None:
+    """Insert the row ``key`` of ``model`` with ``values`` (``created_at`` and ``updated_at``
+    now), or update its ``values`` and ``updated_at`` (keeping ``created_at``)."""
+    record = await model.get_or_none(id=key)
+    if record is None:
+        await model.create(id=key, **values, created_at=now, updated_at=now)
+    else:
+        record.update_from_dict({**values, "updated_at": now})
+        await record.save()
+
+
 _DELETE_INSTANCE = (
     "DELETE FROM homelab_api_instance WHERE id = ?",
     "DELETE FROM homelab_instance WHERE id = ?",
@@ -268,18 +280,9 @@ class Store:
         self, instance_id: str, type_name: str, body: Mapping[str, Any]
     ) -> None:
         """Store (or replace) the table of an instance created through the API."""
-        now = time.time()
         with self.using(f"save instance {instance_id!r}"):
-            record = await models.ApiInstanceRecord.get_or_none(id=instance_id)
-            if record is None:
-                await models.ApiInstanceRecord.create(
-                    id=instance_id, type=type_name, body=dict(body), created_at=now, updated_at=now
-                )
-            else:
-                record.type = type_name
-                record.body = dict(body)
-                record.updated_at = now
-                await record.save()
+            values = {"type": type_name, "body": dict(body)}
+            await save_dated(models.ApiInstanceRecord, instance_id, values, time.time())
 
     async def delete_instance(self, instance_id: str, *, purge: bool = False) -> None:
         """Forget an instance: its row (and its API table); with ``purge``, its history too
