@@ -46,6 +46,9 @@ FLAGS = [
     "--disable-dev-shm-usage",
     "--no-proxy-server",
     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    # Headless Chromium 156 keeps a renderer for the (never shown) omnibox popups busy
+    # at half a core or more for as long as it runs: on two cores, that is the page's.
+    "--disable-features=WebUIOmniboxPopup,WebUIOmniboxAimPopup",
 ]
 #: JavaScript: true once the overview shows every tile, and every tile on the screen has
 #: its sparkline drawn (tiles below the fold load theirs when scrolled to).

@@ -630,6 +630,53 @@ async def test_history_extreme_times_are_not_a_server_error(
         await assert_error(response, 400)
 
 
+# -- GET /api/history ---------------------------------------------------------------------------
+
+
+async def test_many_histories_answer_each_pair_as_the_single_history_would(api: Served) -> None:
+    base = await seed_history(api.hub)
+    await api.hub.store.write([("raises", [Metric("fan", 7.0, timestamp=base + 30)])])
+    window = {"since": base, "until": base + 600, "step": 600}
+    query = urlencode({"series": "off:temp,raises:fan,off:nothing", **window})
+    body = await json_of(await api.client.get(f"/api/history?{query}"))
+    single = await json_of(await api.client.get(history_url(**window)))
+    assert (body["since"], body["until"], body["agg"]) == (base, base + 600, "avg")
+    assert [(r["plugin_id"], r["metric"]) for r in body["results"]] == [
+        ("off", "temp"),
+        ("raises", "fan"),
+        ("off", "nothing"),
+    ]
+    assert body["results"][0] == single
+    assert [s["points"] for s in body["results"][1]["series"]] == [[[base, 7.0]]]
+    assert body["results"][2]["series"] == []
+
+
+@pytest.mark.parametrize(
+    ("series", "words"),
+    [
+        pytest.param("off", "'off' is not instance:metric", id="no-colon"),
+        pytest.param("off:temp,:temp", "':temp' is not instance:metric", id="no-instance"),
+        pytest.param("off:", "'off:' is not instance:metric", id="no-metric"),
+        pytest.param(",".join(["off:temp"] * 101), "at most 100", id="too-many"),
+    ],
+)
+async def test_many_histories_name_a_bad_pair(api: Served, series: str, words: str) -> None:
+    response = await api.client.get(f"/api/history?{urlencode({'series': series})}")
+    error = await assert_error(response, 400, "invalid_request")
+    assert words in error["message"]
+
+
+async def test_many_histories_name_an_unknown_instance(api: Served) -> None:
+    response = await api.client.get("/api/history?series=off:temp,ghost:temp")
+    error = await assert_error(response, 404)
+    assert "ghost" in error["message"]
+
+
+async def test_many_histories_check_the_range(api: Served) -> None:
+    response = await api.client.get("/api/history?series=off:temp&since=2000&until=1000")
+    await assert_error(response, 400, "invalid_request")
+
+
 # -- GET /api/plugins/{id}/executions -----------------------------------------------------------
 
 

@@ -472,6 +472,108 @@ async def test_subscribing_again_replaces_the_filter(build: Build) -> None:
     assert event["plugin_id"] == "two"
 
 
+# -- batching ------------------------------------------------------------------------------
+
+
+def unbatched(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages, those inside ``batch`` messages in their place."""
+    return [m for message in messages for m in message.get("messages", [message])]
+
+
+async def test_a_batching_client_gets_what_arrived_together_in_one_message(build: Build) -> None:
+    app = build(idle("one"))
+    with anyio.fail_after(10):
+        async with app.test_app(), connected(app) as ws:
+            await send(ws, type="subscribe", batch=0.3)
+            snap = await receive_type(ws, "snapshot")
+            for n in range(40):
+                publish(app, "status", "one", {"consecutive_failures": n})
+            batch = await receive(ws)
+            await send(ws, type="ping")
+            pong = await receive(ws)
+    assert batch["type"] == "batch"
+    events = batch["messages"]
+    # Everything published within the 0.3 s arrives in this one message, numbered in order.
+    assert [e["seq"] for e in events] == list(range(snap["seq"] + 1, snap["seq"] + 41))
+    assert [e["data"]["consecutive_failures"] for e in events] == list(range(40))
+    assert pong == {"type": "pong"}  # a lone message is sent as itself
+
+
+async def test_the_first_message_after_a_quiet_spell_is_not_held_back(build: Build) -> None:
+    app = build(idle("one"))
+    with anyio.fail_after(10):
+        async with app.test_app(), connected(app) as ws:
+            await send(ws, type="subscribe", batch=1.0)
+            with anyio.fail_after(0.5):  # a batch held back would take 1 s
+                await receive_type(ws, "snapshot")
+
+
+async def test_a_batch_is_split_at_its_message_limit_and_nothing_is_lost(
+    build: Build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from homelab_core.web import ws_protocol
+
+    monkeypatch.setattr(ws_protocol, "BATCH_MESSAGES", 7)
+    app = build(idle("one"))
+    with anyio.fail_after(10):
+        async with app.test_app(), connected(app) as ws:
+            await send(ws, type="subscribe", batch=0.2)
+            snap = await receive_type(ws, "snapshot")
+            for n in range(30):
+                publish(app, "status", "one", {"consecutive_failures": n})
+            messages = [await receive(ws) for _ in range(5)]
+    assert [len(m["messages"]) for m in messages[:4]] == [7, 7, 7, 7]
+    assert [e["seq"] for e in unbatched(messages)] == list(range(snap["seq"] + 1, snap["seq"] + 31))
+
+
+async def test_a_resume_is_replayed_in_batches_in_order(build: Build) -> None:
+    app = build(idle("one"))
+    with anyio.fail_after(10):
+        async with app.test_app():
+            since = stream(app).seq
+            for n in range(25):
+                publish(app, "status", "one", {"consecutive_failures": n})
+            await until(lambda: stream(app).seq == since + 25)
+            async with connected(app) as ws:
+                await send(ws, type="subscribe", since=since, batch=0.05)
+                first = await receive(ws)
+    assert first["type"] == "batch"
+    snap, *events = first["messages"]
+    assert (snap["type"], snap["resumed"]) == ("snapshot", True)
+    assert [e["seq"] for e in events] == list(range(since + 1, since + 26))
+
+
+async def test_a_batching_client_is_closed_promptly_when_the_server_stops(build: Build) -> None:
+    app = build(idle("one"))
+    test_app = app.test_app()
+    with anyio.fail_after(10):
+        await test_app.startup()
+        async with AsgiWebsocket.connect(app) as ws:
+            assert (await receive(ws))["type"] == "hello"
+            await ws.send(json.dumps({"type": "subscribe", "batch": 1.0}))
+            assert (await receive(ws))["type"] == "snapshot"
+            publish(app, "status", "one", {})  # the sender now gathers for 1 s
+            await anyio.sleep(0.05)
+            with anyio.fail_after(1.9):  # within the close timeout (2 s)
+                await test_app.shutdown()
+                code = await close_code(ws)
+    assert code == 1001
+
+
+async def test_subscribing_without_batch_stops_batching(build: Build) -> None:
+    app = build(idle("one"))
+    with anyio.fail_after(10):
+        async with app.test_app(), connected(app) as ws:
+            await send(ws, type="subscribe", batch=0.2)
+            await receive_type(ws, "snapshot")
+            await send(ws, type="subscribe")
+            await receive_type(ws, "snapshot")
+            publish(app, "status", "one", {"consecutive_failures": 1})
+            publish(app, "status", "one", {"consecutive_failures": 2})
+            events = [await receive(ws) for _ in range(2)]
+    assert [e["type"] for e in events] == ["status", "status"]
+
+
 # -- resuming ------------------------------------------------------------------------------
 
 
@@ -827,6 +929,10 @@ MALFORMED = [
     pytest.param('{"type": "subscribe", "since": true}', "invalid_message", id="since-bool"),
     pytest.param('{"type": "subscribe", "since": 1.5}', "invalid_message", id="since-float"),
     pytest.param('{"type": "subscribe", "stream": 5}', "invalid_message", id="stream-int"),
+    pytest.param('{"type": "subscribe", "batch": 2}', "invalid_message", id="batch-too-long"),
+    pytest.param('{"type": "subscribe", "batch": -0.1}', "invalid_message", id="batch-negative"),
+    pytest.param('{"type": "subscribe", "batch": "1"}', "invalid_message", id="batch-str"),
+    pytest.param('{"type": "subscribe", "batch": true}', "invalid_message", id="batch-bool"),
     pytest.param('{"type": "subscribe", "plugins": ["nope"]}', "unknown_plugin", id="unknown-id"),
     pytest.param('{"type": "auth"}', "invalid_message", id="auth-without-token"),
     pytest.param(

@@ -25,7 +25,7 @@ from quart_schema import (
 from ..alerts.config import RuleSettings, parse_duration
 from ..alerts.silences import Silence
 from ..errors import ConfigError
-from ..model import Execution, Health, InstanceInfo, Summary
+from ..model import Execution, Health, HistorySeries, InstanceInfo, Summary
 from ..status import StatusPage
 from . import schemas as s
 from .auth import check_request, needs_token
@@ -88,6 +88,55 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def parse_series(text: str) -> list[tuple[str, str]]:
+    """The (instance, metric) pairs of ``GET /api/history``'s ``series``."""
+    pairs = []
+    for item in text.split(","):
+        plugin_id, sep, metric = item.strip().partition(":")
+        if not sep or not plugin_id or not metric:
+            raise ApiError(
+                400,
+                "invalid_request",
+                f"series: {item.strip()[:100]!r} is not instance:metric (such as nas:cpu.percent)",
+            )
+        pairs.append((plugin_id, metric))
+    if len(pairs) > s.MAX_SERIES:
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"series: {len(pairs)} pairs; one request may ask for at most {s.MAX_SERIES}",
+        )
+    return pairs
+
+
+def history_out(
+    plugin_id: str,
+    metric: str | None,
+    since: float,
+    until: float,
+    agg: str,
+    series: list[HistorySeries],
+) -> s.HistoryOut:
+    """The API's form of the store's answer to a history query."""
+    return s.HistoryOut(
+        plugin_id=plugin_id,
+        metric=metric,
+        since=since,
+        until=until,
+        agg=agg,
+        series=[
+            s.HistorySeriesOut(
+                name=x.name,
+                labels=x.labels,
+                unit=x.unit,
+                resolution=x.resolution,
+                points=[(p.timestamp, p.value) for p in x.points],
+            )
+            for x in series
+        ],
+    )
 
 
 def parse_step(text: str | None, *, name: str = "step") -> float | None:
@@ -393,23 +442,43 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
             labels=parse_labels(q.labels),
             max_points=q.points,
         )
-        return s.HistoryOut(
-            plugin_id=plugin_id,
-            metric=q.metric,
-            since=since,
-            until=until,
-            agg=q.agg,
-            series=[
-                s.HistorySeriesOut(
-                    name=x.name,
-                    labels=x.labels,
-                    unit=x.unit,
-                    resolution=x.resolution,
-                    points=[(p.timestamp, p.value) for p in x.points],
-                )
-                for x in series
-            ],
-        )
+        return history_out(plugin_id, q.metric, since, until, q.agg, series)
+
+    @bp.get("/api/history")
+    @errors(400, 404, 401, 403, 503)
+    @validate_querystring(s.ManyHistoryQuery)
+    @validate_response(s.ManyHistoryOut)
+    async def many_histories(query_args: s.ManyHistoryQuery) -> s.ManyHistoryOut:
+        """Bucketed history of several instances' metrics in one request.
+
+        ``series`` names instance:metric pairs (``nas:cpu.percent,router:load.1m``); each
+        gets the answer ``GET /api/plugins/{id}/metrics/history`` would give for that
+        metric and these parameters. A page that draws many small charts (the
+        dashboard's sparklines) asks once instead of once per chart."""
+        q = query_args
+        h = hub()
+        pairs = parse_series(q.series)
+        for plugin_id, _ in pairs:
+            h.instance(plugin_id)
+        now = time.time()
+        since = parse_time(q.since, name="since", now=now)
+        until = parse_time(q.until, name="until", now=now) if q.until is not None else now
+        step = parse_step(q.step)
+        if until <= since:
+            raise ApiError(400, "invalid_request", "until must be later than since")
+        results = []
+        for plugin_id, metric in pairs:
+            found = await h.history(
+                plugin_id,
+                metric,
+                since=since,
+                until=until,
+                step=step,
+                agg=q.agg,
+                max_points=q.points,
+            )
+            results.append(history_out(plugin_id, metric, since, until, q.agg, found))
+        return s.ManyHistoryOut(since=since, until=until, agg=q.agg, results=results)
 
     @bp.get("/api/plugins/<plugin_id>/executions")
     @errors(400, 404, 401, 403, 503)

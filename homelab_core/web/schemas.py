@@ -305,6 +305,49 @@ class HistoryOut:
     series: Annotated[list[HistorySeriesOut], about("Every series that matched.")]
 
 
+#: Most series one ``GET /api/history`` asks for.
+MAX_SERIES = 100
+
+
+@attrs.define
+class ManyHistoryQuery:
+    """Parameters of ``GET /api/history``: :class:`HistoryQuery`'s, for several instances."""
+
+    series: Annotated[
+        Annotated[str, msgspec.Meta(min_length=3)],
+        about(
+            f"Comma-separated instance:metric pairs, at most {MAX_SERIES}.",
+            "nas:cpu.percent,router:net.rx_bytes",
+        ),
+    ]
+    since: Annotated[str, about(f"Start of the range: {TIME_FORMS}.", "-1h")] = DEFAULT_SINCE
+    until: Annotated[str | None, about(f"End of the range (default now): {TIME_FORMS}.", "now")] = (
+        None
+    )
+    step: Annotated[
+        str | None,
+        about(f"Seconds per bucket: {STEP_FORMS}; left out, the range over points buckets.", "5m"),
+    ] = None
+    agg: Annotated[
+        Literal["avg", "min", "max"], about("How a bucket's samples are combined.", "max")
+    ] = "avg"
+    points: Annotated[
+        int,
+        msgspec.Meta(ge=1, le=MAX_POINTS),
+        about("At most this many buckets per series (1 to 2000).", 60),
+    ] = 500
+
+
+@attrs.define
+class ManyHistoryOut:
+    since: Annotated[float, about("Start of the range, in seconds since the epoch.", 1795967369.15)]
+    until: Annotated[float, about("End of the range, in seconds since the epoch.", 1795970969.15)]
+    agg: Annotated[str, about("How each bucket's samples were combined.", "avg")]
+    results: Annotated[
+        list[HistoryOut], about("One answer per instance:metric pair, in the order asked.")
+    ]
+
+
 @attrs.define
 class ExecutionsQuery:
     """Parameters of ``GET /api/plugins/{id}/executions``."""

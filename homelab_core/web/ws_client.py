@@ -136,6 +136,7 @@ class Client:
 
     __slots__ = (
         "authorized",
+        "batch",
         "closing",
         "filter",
         "last_missed",
@@ -158,6 +159,8 @@ class Client:
         self.outbox = Outbox(queue_size, queue_bytes)
         self.authorized = authorized
         self.filter: p.Filter = p.EVERYTHING
+        #: Seconds the sender gathers messages into one ``batch`` message (0: none).
+        self.batch = 0.0
         #: Set while a subscription's snapshot is read; the replay buffer covers the gap.
         self.paused = False
         self.closing = False

@@ -29,6 +29,13 @@ from ..events import (
 
 #: Largest client message accepted, in bytes of UTF-8.
 MAX_MESSAGE_BYTES = 64 * 1024
+#: Longest ``batch`` a client may ask for, in seconds: below the close timeout, so that a
+#: batching sender still delivers the close frame of a server that stops.
+MAX_BATCH = 1.0
+#: Most messages, and bytes of their texts, in one ``batch`` message (a replay or a
+#: snapshot may need several).
+BATCH_MESSAGES = 1024
+BATCH_BYTES = 1 << 20
 #: Close codes: the server stops, no auth message in time, wrong token.
 CLOSE_GOING_AWAY = 1001
 CLOSE_UNAUTHORIZED = 4401
@@ -67,6 +74,7 @@ class Subscribe:
     since: int | None = None
     stream: str | None = None
     types: frozenset[str] | None = None
+    batch: float = 0.0
 
 
 @attrs.frozen
@@ -105,12 +113,19 @@ def _parse_subscribe(data: dict[str, Any]) -> Subscribe:
             f"'types' has unknown event types {', '.join(map(repr, unknown))[:200]};"
             f" the types are {', '.join(EVENT_TYPES)}",
         )
+    batch = data.get("batch", 0)
+    if isinstance(batch, bool) or not isinstance(batch, int | float) or not 0 <= batch <= MAX_BATCH:
+        raise ProtocolError(
+            "invalid_message",
+            f"'batch' must be a number of seconds from 0 to {MAX_BATCH:g} (0: no batching)",
+        )
     return Subscribe(
         plugins=None if plugins is None else frozenset(plugins),
         metrics=None if metrics is None else tuple(metrics),
         since=since,
         stream=stream,
         types=None if types is None else frozenset(types),
+        batch=float(batch),
     )
 
 
@@ -319,6 +334,11 @@ def authenticated(*, seq: int) -> str:
 
 def error(code: str, message: str) -> str:
     return _encode({"type": "error", "code": code, "message": message})
+
+
+def batch(texts: list[str]) -> str:
+    """One ``batch`` message carrying ``texts``, messages already encoded, in order."""
+    return '{"type":"batch","messages":[' + ",".join(texts) + "]}"
 
 
 PONG = _encode({"type": "pong"})

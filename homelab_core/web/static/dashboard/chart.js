@@ -59,8 +59,7 @@ let layoutGeneration = 0;
 window.addEventListener("resize", () => { layoutGeneration += 1; });
 const measured = new WeakMap();
 
-function size(canvas, cached = false) {
-  const ratio = window.devicePixelRatio || 1;
+function measure(canvas, cached) {
   let known = cached ? measured.get(canvas) : undefined;
   if (!known || known.generation !== layoutGeneration || !known.width) {
     known = {
@@ -70,7 +69,20 @@ function size(canvas, cached = false) {
     };
     measured.set(canvas, known);
   }
-  const { width, height } = known;
+  return known;
+}
+
+/**
+ * Measure the sparklines about to be drawn, all before any is drawn: a draw resizes its
+ * canvas, and a measure after that would lay the page out again, once per sparkline.
+ */
+export function measureSparklines(canvases) {
+  for (const canvas of canvases) measure(canvas, true);
+}
+
+function size(canvas, cached = false) {
+  const ratio = window.devicePixelRatio || 1;
+  const { width, height } = measure(canvas, cached);
   if (canvas.width !== Math.round(width * ratio) || canvas.height !== Math.round(height * ratio)) {
     canvas.width = Math.round(width * ratio);
     canvas.height = Math.round(height * ratio);

@@ -1,16 +1,17 @@
 // The overview (#/): a tile per instance, grouped by category, live.
 
 import { api, limiter } from "./api.js";
-import { drawSparkline } from "./chart.js";
+import { drawSparkline, measureSparklines } from "./chart.js";
 import { el, setText } from "./dom.js";
 import { formatValue } from "./format.js";
 import { onChange, onEvent, seriesKey, stateOf, store } from "./store.js";
 
 const STATES = ["ok", "degraded", "failing", "disabled", "unknown"];
 const HOUR = 3600;
-// Sparkline histories in flight at once: the first screen's (some 20) in two or three
-// rounds, without flooding the server.
-const queue = limiter(8);
+// Sparkline requests in flight at once, and instances per request (the first screen's
+// some 30 tiles in one).
+const queue = limiter(4);
+const SPARKS_PER_REQUEST = 50;
 const sparks = new Map(); // id -> {key, points} (kept across visits of the page)
 
 /** The metrics a tile shows: the instance's own ones first (not `<type>.`), by name. */
@@ -58,15 +59,16 @@ export function overview(root) {
   const visible = new Set();
   const stale = new Set(); // tiles off the screen whose text is behind
   const observer = new IntersectionObserver((entries) => {
+    const shown = [];
     for (const e of entries) {
       const id = e.target.dataset.id;
       if (e.isIntersecting) {
         visible.add(id);
         if (stale.has(id)) tile(id);
-        loadSpark(id);
-        drawSpark(id);
+        shown.push(id);
       } else visible.delete(id);
     }
+    drawSparks(shown);
   }, { rootMargin: "200px" });
 
   function section(category) {
@@ -95,7 +97,7 @@ export function overview(root) {
       const values = el("dl", { class: "values" });
       const canvas = el("canvas", { class: "spark", width: 160, height: 32, "aria-hidden": "true" });
       const node = el("li", { class: "tile", "data-id": id }, el("div", { class: "tile-head" }, title, word), sub, values, canvas);
-      t = { node, word, sub, values, canvas, state: "", category: "", valuesText: "" };
+      t = { node, word, sub, values, canvas, state: "", category: "", valuesText: "", filled: false };
       tiles.set(id, t);
       observer.observe(node);
     }
@@ -110,14 +112,19 @@ export function overview(root) {
       t.node.classList.add(`state-${state}`);
       t.node.dataset.state = state;
       t.state = state;
-      t.color = "";
       setText(t.word, state);
     }
     t.search = `${id} ${p.info.type} ${p.info.title} ${category}`.toLowerCase();
     // A tile off the screen keeps its state (filters and counts read it); its text is
     // brought up to date when it comes into view: 500 tiles change every second.
-    if (!visible.has(id) && t.valuesText) { stale.add(id); return t; }
+    if (!visible.has(id) && t.filled) { stale.add(id); return t; }
+    writeText(id, t, p);
+    return t;
+  }
+
+  function writeText(id, t, p) {
     stale.delete(id);
+    t.filled = true;
     setText(t.sub, `${p.info.title || p.info.type} · ${p.health?.message || p.info.state || ""}`);
     const shown = headline(p);
     const text = shown.map((m) => `${m.name}=${m.value}`).join("|");
@@ -132,9 +139,11 @@ export function overview(root) {
         t.values.replaceChildren(...shown.flatMap((m) => [el("dt", { text: m.name }), el("dd", { text: formatValue(m.value, m.unit) })]));
       }
     }
-    return t;
   }
 
+  // Sparklines wanted in one pass of the page are asked for together (GET /api/history,
+  // up to SPARKS_PER_REQUEST each): one request for the first screen instead of one per tile.
+  const wanted = new Map(); // id -> spark
   function loadSpark(id) {
     if (sparks.has(id)) return;
     const p = store.plugins.get(id);
@@ -142,22 +151,53 @@ export function overview(root) {
     if (!first) return;
     const spark = { key: seriesKey(first), name: first.name, points: [] };
     sparks.set(id, spark);
-    queue(() => api(`/api/plugins/${encodeURIComponent(id)}/metrics/history?metric=${encodeURIComponent(first.name)}&points=60`))
+    wanted.set(id, spark);
+    if (wanted.size === 1) queueMicrotask(requestSparks);
+  }
+
+  function requestSparks() {
+    const batch = [...wanted].slice(0, SPARKS_PER_REQUEST);
+    for (const [id] of batch) wanted.delete(id);
+    if (wanted.size) queueMicrotask(requestSparks);
+    const series = batch.map(([id, spark]) => `${id}:${spark.name}`).join(",");
+    queue(() => api(`/api/history?series=${encodeURIComponent(series)}&points=60`))
       .then((answer) => {
-        const s = answer.series.find((x) => seriesKey(x) === spark.key) || answer.series[0];
-        if (s) spark.points = s.points.concat(spark.points.filter(([t]) => t > (s.points.at(-1)?.[0] ?? 0)));
-        drawSpark(id);
-      }).catch(() => { sparks.delete(id); });
+        answer.results.forEach((result, i) => {
+          const [id, spark] = batch[i];
+          const s = result.series.find((x) => seriesKey(x) === spark.key) || result.series[0];
+          if (s) spark.points = s.points.concat(spark.points.filter(([t]) => t > (s.points.at(-1)?.[0] ?? 0)));
+        });
+        measureSparklines(batch.map(([id]) => tiles.get(id)?.canvas).filter(Boolean));
+        for (const [id] of batch) drawSpark(id);
+      }).catch(() => { for (const [id] of batch) sparks.delete(id); });
+  }
+
+  // The line colour of each state, read from the style sheet once (again when the theme
+  // changes): a style read per tile would lay the page out again for every tile.
+  const colors = new Map();
+  function colorOf(t) {
+    let color = colors.get(t.state);
+    if (!color) {
+      color = getComputedStyle(t.node).getPropertyValue("--state").trim() || "#3b82f6";
+      colors.set(t.state, color);
+    }
+    return color;
   }
 
   function drawSpark(id) {
     const t = tiles.get(id);
     const spark = sparks.get(id);
     if (!t || !spark || !visible.has(id)) return;
-    if (!t.color) t.color = getComputedStyle(t.node).getPropertyValue("--state").trim() || "#3b82f6";
-    drawSparkline(t.canvas, spark.points, t.color);
+    drawSparkline(t.canvas, spark.points, colorOf(t));
     // How many points the sparkline shows (tests and the benchmark read it).
     t.canvas.dataset.points = String(spark.points.length);
+  }
+
+  /** Load and draw the sparklines of `ids`, after every change to the page's text: a
+   * canvas's first draw reads its size, which lays the page out if anything changed. */
+  function drawSparks(ids) {
+    measureSparklines(ids.map((id) => tiles.get(id)?.canvas).filter(Boolean));
+    for (const id of ids) { loadSpark(id); drawSpark(id); }
   }
 
   /** Show or hide the tiles of `ids` (all of them when left out) by the filters. */
@@ -201,14 +241,16 @@ export function overview(root) {
   function render(ids, alerts) {
     let changed = false;
     let removed = false;
+    const shown = [];
     for (const id of ids) {
       if (!id) continue;
       if (!store.plugins.has(id) && tiles.has(id)) { tiles.get(id).node.remove(); tiles.delete(id); removed = true; continue; }
       const t = tile(id);
-      if (t) { changed = true; if (visible.has(id)) loadSpark(id); drawSpark(id); }
+      if (t) { changed = true; if (visible.has(id)) shown.push(id); }
     }
     if (changed || removed) { renderCounts(); applyFilters(removed ? undefined : ids); }
     if (alerts) renderAlerts();
+    drawSparks(shown);
   }
 
   const stopEvents = onEvent((message) => {
@@ -231,7 +273,8 @@ export function overview(root) {
     resizePending = true;
     requestAnimationFrame(() => {
       resizePending = false;
-      for (const id of visible) { const t = tiles.get(id); if (t) t.color = ""; drawSpark(id); }
+      colors.clear();
+      for (const id of visible) drawSpark(id);
     });
   };
   const scheme = window.matchMedia("(prefers-color-scheme: dark)");
