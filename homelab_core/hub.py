@@ -34,6 +34,7 @@ from .limits import Limits
 from .model import (
     Execution,
     Health,
+    HealthTransition,
     HistorySeries,
     InstanceInfo,
     InstanceState,
@@ -557,6 +558,16 @@ class Hub:
         if limit < 1:
             raise InvalidArgumentError("limit must be at least 1")
         return await self.store.executions(instance_id, status=status, limit=limit, before=before)
+
+    async def health_history(
+        self, instance_id: str, *, limit: int = 100, before: int | None = None
+    ) -> list[HealthTransition]:
+        """Stored health transitions of an instance, newest first (kept for
+        ``[retention] health_days``)."""
+        self._get(instance_id)
+        if limit < 1:
+            raise InvalidArgumentError("limit must be at least 1")
+        return await self.store.health_history(instance_id, limit=limit, before=before)
 
     async def status_page(
         self, settings: StatusPageSettings | None = None, *, now: float | None = None

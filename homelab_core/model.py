@@ -312,6 +312,19 @@ class ExecutionStatus(enum.StrEnum):
 
 
 @attrs.frozen
+class HealthTransition:
+    """A stored change of an instance's health state."""
+
+    id: Annotated[int, about("The stored record's id; the health history's before cursor.", 88)]
+    ts: Annotated[
+        float, about("When the state changed, in seconds since the epoch.", 1795970969.15)
+    ]
+    old_state: Annotated[str, about("The state before.", "ok")]
+    new_state: Annotated[str, about("The state after.", "failing")]
+    message: Annotated[str, about("The health message that came with it.", "connection refused")]
+
+
+@attrs.frozen
 class Execution:
     """The record of one run of a plugin instance (or of a run that was skipped)."""
 

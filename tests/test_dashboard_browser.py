@@ -210,6 +210,21 @@ def test_the_instance_page_charts_history_and_asks_a_step_per_range(
     view.close()
 
 
+def test_the_instance_page_lists_the_stored_health_transitions(
+    browser: Any, server: LiveServer
+) -> None:
+    view = Page(browser, f"{server.url}/#/instance/closed")
+    page = view.page
+    page.wait_for_selector("ol.health-history li .badge.state-failing")
+    stored = httpx.get(f"{server.url}/api/plugins/closed/health/history", timeout=5).json()
+    shown = page.eval_on_selector_all(
+        "ol.health-history li .badge", "(badges) => badges.map((b) => b.textContent)"
+    )
+    assert shown == [t["new_state"] for t in stored["transitions"]][: len(shown)]
+    assert "failing" in shown
+    view.close()
+
+
 def test_the_add_form_creates_an_instance_and_shows_the_servers_message(
     browser: Any, server: LiveServer, tmp_path: Path
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -187,6 +188,23 @@ async def test_write_records_executions_and_health_transitions(store: Store) -> 
     assert (stored.status, stored.error, stored.duration) == ("error", "boom", 0.5)
     assert stored.id is not None
     assert await store.health_transitions("a") == [(T0, "ok", "failing", "boom")]
+
+
+async def test_health_history_pages_newest_first_per_instance(store: Store) -> None:
+    states = [HealthState.OK, HealthState.FAILING, HealthState.DEGRADED, HealthState.OK]
+    changes = [
+        ("a", Health(old), Health(new, message=f"change {i}", since=T0 + i))
+        for i, (old, new) in enumerate(itertools.pairwise(states))
+    ]
+    await store.write([], [], [*changes, ("b", Health(), Health(HealthState.FAILING))])
+    first = await store.health_history("a", limit=2)
+    assert [(t.ts, t.old_state, t.new_state, t.message) for t in first] == [
+        (T0 + 2, "degraded", "ok", "change 2"),
+        (T0 + 1, "failing", "degraded", "change 1"),
+    ]
+    rest = await store.health_history("a", limit=2, before=first[-1].id)
+    assert [(t.ts, t.new_state) for t in rest] == [(T0, "failing")]
+    assert [t.new_state for t in await store.health_history("b")] == ["failing"]
 
 
 async def test_executions_page_newest_first_and_filter_by_status(store: Store) -> None:

@@ -25,6 +25,8 @@ from quart.typing import TestClientProtocol as Client
 from homelab_core import (
     Execution,
     ExecutionStatus,
+    Health,
+    HealthState,
     Hub,
     InstanceSettings,
     Metric,
@@ -697,6 +699,28 @@ async def seed_executions(hub: Hub, count: int = 7) -> list[int]:
         ],
     )
     return [e.id for e in await hub.store.executions("off", limit=1000)]  # type: ignore[misc]
+
+
+async def test_health_history_answers_the_stored_transitions_newest_first(api: Served) -> None:
+    changes = [
+        ("off", Health(HealthState.OK), Health(HealthState.FAILING, message="down", since=10.0)),
+        ("off", Health(HealthState.FAILING), Health(HealthState.OK, since=20.0)),
+    ]
+    await api.hub.store.write([], [], changes)
+    body = await json_of(await api.client.get("/api/plugins/off/health/history?limit=1"))
+    assert body["plugin_id"] == "off"
+    [latest] = body["transitions"]
+    assert (latest["ts"], latest["old_state"], latest["new_state"]) == (20.0, "failing", "ok")
+    assert body["next_before"] == latest["id"]
+    url = f"/api/plugins/off/health/history?limit=1&before={body['next_before']}"
+    older = await json_of(await api.client.get(url))
+    assert [(t["new_state"], t["message"]) for t in older["transitions"]] == [("failing", "down")]
+    last = await json_of(await api.client.get(url.replace("limit=1", "limit=5")))
+    assert last["next_before"] is None
+
+
+async def test_health_history_of_an_unknown_instance_is_a_404(api: Served) -> None:
+    await assert_error(await api.client.get("/api/plugins/ghost/health/history"), 404)
 
 
 async def test_executions_are_newest_first(api: Served) -> None:

@@ -20,7 +20,7 @@ from tortoise.migrations.executor import MigrationExecutor
 from .. import compat
 from ..config import database_problem
 from ..errors import StoreError
-from ..model import EXECUTION_COLUMNS, Execution, Health, Metric
+from ..model import EXECUTION_COLUMNS, Execution, Health, HealthTransition, Metric
 from ..redact import Redactor, url_secrets
 from . import faults, models
 from .series import SeriesIds, SeriesKey
@@ -401,6 +401,22 @@ class Store:
                 "id"
             )
         return [(r.ts, r.old_state, r.new_state, r.message) for r in rows]
+
+    async def health_history(
+        self, instance_id: str, *, limit: int = 100, before: int | None = None
+    ) -> list[HealthTransition]:
+        """An instance's health transitions, newest first; ``before`` is an id to page from."""
+        filters: dict[str, Any] = {"instance_id": instance_id}
+        if before is not None:
+            filters["id__lt"] = before
+        with self.using("read the health history"):
+            rows = await (
+                models.HealthTransitionRecord.filter(**filters)
+                .order_by("-id")
+                .limit(limit)
+                .values("id", "ts", "old_state", "new_state", "message")
+            )
+        return [HealthTransition(**row) for row in rows]
 
     async def health_spans(
         self, instance_ids: Sequence[str], *, since: float

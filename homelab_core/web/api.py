@@ -491,6 +491,19 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
         next_before = found[-1].id if len(found) == q.limit else None
         return s.ExecutionList(plugin_id, found, next_before)
 
+    @bp.get("/api/plugins/<plugin_id>/health/history")
+    @errors(400, 404, 401, 403, 503)
+    @validate_querystring(s.HealthHistoryQuery)
+    @validate_response(s.HealthHistoryOut)
+    async def health_history(
+        plugin_id: str, query_args: s.HealthHistoryQuery
+    ) -> s.HealthHistoryOut:
+        """An instance's stored health transitions, newest first; page with ``before``."""
+        q = query_args
+        found = await hub().health_history(plugin_id, limit=q.limit, before=q.before)
+        next_before = found[-1].id if len(found) == q.limit else None
+        return s.HealthHistoryOut(plugin_id, found, next_before)
+
     @bp.get("/api/alerts")
     @errors(400, 401, 403, 503)
     @validate_querystring(s.AlertsQuery)

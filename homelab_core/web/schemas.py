@@ -21,6 +21,7 @@ from ..model import (
     ExecutionStatus,
     Health,
     HealthState,
+    HealthTransition,
     InstanceInfo,
     Metric,
     RunStats,
@@ -371,6 +372,29 @@ class ExecutionList:
     executions: Annotated[list[Execution], about("Its executions, newest first.")]
     next_before: Annotated[
         int | None, about("The before of the next page (null on the last page).", 974)
+    ]
+
+
+@attrs.define
+class HealthHistoryQuery:
+    """Parameters of ``GET /api/plugins/{id}/health/history``."""
+
+    limit: Annotated[
+        Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)],
+        about("At most this many (1 to 1000).", 100),
+    ] = 100
+    before: Annotated[
+        Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)] | None,
+        about("Only transitions older than this id: the next_before of the previous page.", 88),
+    ] = None
+
+
+@attrs.define
+class HealthHistoryOut:
+    plugin_id: Annotated[str, about("The instance.", "system")]
+    transitions: Annotated[list[HealthTransition], about("Its health changes, newest first.")]
+    next_before: Annotated[
+        int | None, about("The before of the next page (null on the last page).", 61)
     ]
 
 

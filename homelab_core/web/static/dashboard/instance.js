@@ -171,7 +171,7 @@ export function instancePage(root, id) {
       el("thead", {}, el("tr", {}, ...["Started", "Trigger", "Status", "Duration", "Error"].map((h) => el("th", { scope: "col", text: h })))), execTable)));
   const healthList = el("ol", { class: "health-history" });
   healthBox.append(el("h2", { id: "healthh-h", text: "Health history" }),
-    el("p", { class: "muted", text: "Derived from the last 200 executions (the API has no endpoint for health transitions): each line is a run whose outcome differs from the one before." }), healthList);
+    el("p", { class: "muted", text: "The last 50 changes of the instance's health, newest first." }), healthList);
   let execTimer = null;
   function loadExecutions() {
     clearTimeout(execTimer);
@@ -179,22 +179,18 @@ export function instancePage(root, id) {
       const q = new URLSearchParams({ limit: "50" });
       if (statusFilter.value) q.set("status", statusFilter.value);
       try {
-        const [filtered, all] = await Promise.all([
+        const [filtered, health] = await Promise.all([
           api(`/api/plugins/${encodeURIComponent(id)}/executions?${q}`),
-          api(`/api/plugins/${encodeURIComponent(id)}/executions?limit=200`),
+          api(`/api/plugins/${encodeURIComponent(id)}/health/history?limit=50`),
         ]);
         execTable.replaceChildren(...filtered.executions.map((x) => el("tr", { class: `exec-${x.status}` },
           el("td", { text: formatTime(x.started_at, true) }), el("td", { text: x.trigger }), el("td", {}, el("span", { class: `badge exec-${x.status}`, text: x.status })),
           el("td", { text: formatValue(x.duration, "s") }), el("td", { class: "error-text", text: x.error || "" }))));
         if (!filtered.executions.length) execTable.append(el("tr", {}, el("td", { colspan: "5", text: "No execution." })));
-        const changes = [];
-        let previous = null;
-        for (const x of [...all.executions].reverse()) {
-          const outcome = x.status === "ok" ? "ok" : x.status === "skipped" ? null : "failing";
-          if (outcome && outcome !== previous) { changes.push([x, outcome]); previous = outcome; }
-        }
-        healthList.replaceChildren(...changes.reverse().map(([x, outcome]) => el("li", {},
-          el("span", { class: `badge state-${outcome}`, text: outcome }), ` since ${formatTime(x.started_at, true)}`, x.error ? ` — ${x.error}` : "")));
+        healthList.replaceChildren(...health.transitions.map((x) => el("li", {},
+          el("span", { class: `badge state-${x.new_state}`, text: x.new_state }),
+          ` since ${formatTime(x.ts, true)} (was ${x.old_state})`, x.message ? ` — ${x.message}` : "")));
+        if (!health.transitions.length) healthList.append(el("li", { class: "muted", text: "No change stored yet." }));
       } catch (error) {
         execTable.replaceChildren(el("tr", {}, el("td", { colspan: "5", text: error.message })));
       }
