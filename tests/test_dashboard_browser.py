@@ -258,6 +258,44 @@ def test_the_add_form_creates_an_instance_and_shows_the_servers_message(
     view.close()
 
 
+def test_the_edit_form_is_made_from_the_schema_and_patches_the_instance(
+    browser: Any, server: LiveServer, tmp_path: Path
+) -> None:
+    body = {
+        "id": "edited",
+        "type": "tcp",
+        "interval": 30,
+        "options": {"host": "127.0.0.1", "port": 7},
+    }
+    httpx.post(f"{server.url}/api/plugins", json=body, timeout=5).raise_for_status()
+    try:
+        view = Page(browser, f"{server.url}/#/instance/edited", expected=EXPECTED)
+        page = view.page
+        page.wait_for_selector("#edit-port")
+        # Filled in with the instance's values, one input per option of the schema.
+        assert page.input_value("#edit-port") == "7"
+        assert page.input_value("#edit-host") == "127.0.0.1"
+        assert page.input_value("#edit-interval") == "30"
+        assert page.get_attribute("#edit-port", "type") == "number"
+        page.fill("#edit-port", "70000")
+        page.click("form.edit button[type=submit]")
+        page.wait_for_selector("#edit-port-error:has-text('between 1 and 65535')")
+        page.fill("#edit-port", "8")
+        page.fill("#edit-interval", "45")
+        page.click("form.edit button[type=submit]")
+        page.wait_for_selector("p.feedback:has-text('Saved')")
+        view.shots(artifacts(tmp_path), "edit")
+        plugin = httpx.get(f"{server.url}/api/plugins/edited", timeout=5).json()["plugin"]
+        assert (plugin["config"]["port"], plugin["config"]["host"], plugin["interval"]) == (
+            8,
+            "127.0.0.1",
+            45,
+        )
+        view.close()
+    finally:
+        httpx.delete(f"{server.url}/api/plugins/edited", timeout=5)
+
+
 def test_silencing_an_alert_from_the_alerts_page(
     browser: Any, server: LiveServer, tmp_path: Path
 ) -> None:

@@ -4,6 +4,7 @@ import { api } from "./api.js";
 import { attachHover, drawChart, PALETTE } from "./chart.js";
 import { el, notice } from "./dom.js";
 import { ago, formatTime, formatValue, labelText } from "./format.js";
+import { clearErrors, field, showError, showServerError, valueOf } from "./form.js";
 import { onChange, onEvent, reloadInstance, seriesKey, stateOf, store } from "./store.js";
 
 /** Ranges and the step each asks for (about 360 buckets). */
@@ -207,34 +208,62 @@ export function instancePage(root, id) {
       el("p", { class: "muted", text: `Source: ${info.source === "api" ? "the API (editable here)" : "homelab.toml (edit the file)"}; interval ${info.interval} s, timeout ${info.timeout} s.` }),
       el("dl", { class: "config" }, ...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })])));
     if (info.source !== "api") return;
-    const options = el("textarea", { id: "edit-options", rows: "6", text: JSON.stringify(info.config, null, 2) });
-    const interval = el("input", { id: "edit-interval", type: "number", min: "0", step: "any", value: String(info.interval) });
-    const timeout = el("input", { id: "edit-timeout", type: "number", min: "0", step: "any", value: String(info.timeout) });
-    const error = el("p", { class: "field-error", role: "alert" });
-    const form = el("form", { class: "edit", onsubmit: async (e) => {
-      e.preventDefault();
-      error.textContent = "";
-      let parsed;
-      try { parsed = JSON.parse(options.value); } catch (x) { error.textContent = `Options are not JSON: ${x.message}`; return; }
-      try {
-        await api(`/api/plugins/${encodeURIComponent(id)}`, { method: "PATCH", body: { options: parsed, interval: Number(interval.value), timeout: Number(timeout.value) } });
-        await reloadInstance(id);
-        renderConfig();
-        feedback.textContent = "Saved; the instance restarted with the change.";
-      } catch (x) { error.textContent = x.message; }
-    } },
-    el("h3", { text: "Edit" }),
-    el("label", { for: "edit-interval", text: "Interval (s)" }), interval,
-    el("label", { for: "edit-timeout", text: "Timeout (s)" }), timeout,
-    el("label", { for: "edit-options", text: "Options (JSON; secrets shown as ********** keep their value)" }), options, error,
-    el("button", { type: "submit", text: "Save" }));
+    const edit = el("form", { class: "edit", novalidate: true }, el("h3", { text: "Edit" }), el("p", { class: "muted", text: "Loading the type's options..." }));
+    configBox.append(edit);
+    api(`/api/types/${encodeURIComponent(info.type)}`).then((t) => editForm(edit, info, t),
+      (x) => edit.replaceChildren(el("h3", { text: "Edit" }), notice(`Could not load the type: ${x.message}`, "error")));
     const del = el("button", { type: "button", class: "danger", id: "delete-instance", text: "Delete this instance", onclick: () => act("Delete", async () => {
       if (!window.confirm(`Delete ${id}? Its history stays.`)) return;
       await api(`/api/plugins/${encodeURIComponent(id)}`, { method: "DELETE" });
       store.plugins.delete(id);
       location.hash = "#/";
     }) });
-    configBox.append(form, del);
+    configBox.append(del);
+  }
+
+  /** The edit form: interval, timeout and every option of the type's JSON Schema, filled
+   * in with the instance's values; a PATCH sends them, an emptied option goes back to its
+   * default and an empty secret keeps its value. */
+  function editForm(form, info, t) {
+    const schema = t.config_schema || { properties: {} };
+    const config = info.config || {};
+    const common = [
+      field("interval", { type: "number", exclusiveMinimum: 0, description: "Seconds between runs." }, { value: info.interval, prefix: "edit" }),
+      field("timeout", { type: "number", exclusiveMinimum: 0, description: "Seconds a run may take." }, { value: info.timeout, prefix: "edit" }),
+    ];
+    const options = Object.entries(schema.properties || {}).map(([name, prop]) =>
+      field(name, prop, { value: config[name], secretSet: config[name] === SECRET, prefix: "edit" }));
+    const all = [...common, ...options];
+    const general = el("p", { class: "field-error", role: "alert" });
+    const save = el("button", { type: "submit", text: "Save" });
+    form.replaceChildren(el("h3", { text: "Edit" }),
+      el("fieldset", {}, el("legend", { text: "Instance" }), ...common.map((f) => f.wrap)),
+      el("fieldset", {}, el("legend", { text: `Options of ${t.type.title || t.type.name}` }),
+        ...(options.length ? options.map((f) => f.wrap) : [el("p", { text: "This type has no options." })])),
+      general, save);
+    form.onsubmit = async (e) => {
+      e.preventDefault();
+      clearErrors(all, general);
+      const body = { options: {} };
+      for (const f of all) {
+        let v;
+        try { v = valueOf(f); } catch (x) { showError(f, `not JSON: ${x.message}`); return; }
+        if (common.includes(f)) { if (v !== undefined) body[f.name] = v; continue; }
+        if (v !== undefined) body.options[f.name] = v;
+        else if (!f.secret && f.initial !== "") body.options[f.name] = null; // emptied: the default
+      }
+      save.disabled = true;
+      try {
+        await api(`/api/plugins/${encodeURIComponent(id)}`, { method: "PATCH", body });
+        await reloadInstance(id);
+        renderConfig();
+        feedback.textContent = "Saved; the instance restarted with the change.";
+      } catch (x) {
+        showServerError(all, general, x.message);
+      } finally {
+        save.disabled = false;
+      }
+    };
   }
   renderConfig();
   loadCharts();
