@@ -668,6 +668,11 @@ async def test_many_histories_name_a_bad_pair(api: Served, series: str, words: s
     assert words in error["message"]
 
 
+async def test_many_histories_need_series(api: Served) -> None:
+    error = await assert_error(await api.client.get("/api/history"), 400)
+    assert "series" in error["message"]
+
+
 async def test_many_histories_name_an_unknown_instance(api: Served) -> None:
     response = await api.client.get("/api/history?series=off:temp,ghost:temp")
     error = await assert_error(response, 404)

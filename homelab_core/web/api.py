@@ -90,6 +90,17 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def parse_range(query: s.RangeQuery) -> tuple[float, float, float | None]:
+    """``since``, ``until`` (now if left out) and ``step`` of a history query, checked."""
+    now = time.time()
+    since = parse_time(query.since, name="since", now=now)
+    until = parse_time(query.until, name="until", now=now) if query.until is not None else now
+    step = parse_step(query.step)
+    if until <= since:
+        raise ApiError(400, "invalid_request", "until must be later than since")
+    return since, until, step
+
+
 def parse_series(text: str) -> list[tuple[str, str]]:
     """The (instance, metric) pairs of ``GET /api/history``'s ``series``."""
     pairs = []
@@ -426,12 +437,7 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
         q = query_args
         h = hub()
         h.instance(plugin_id)
-        now = time.time()
-        since = parse_time(q.since, name="since", now=now)
-        until = parse_time(q.until, name="until", now=now) if q.until is not None else now
-        step = parse_step(q.step)
-        if until <= since:
-            raise ApiError(400, "invalid_request", "until must be later than since")
+        since, until, step = parse_range(q)
         series = await h.history(
             plugin_id,
             q.metric,
@@ -460,12 +466,7 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
         pairs = parse_series(q.series)
         for plugin_id, _ in pairs:
             h.instance(plugin_id)
-        now = time.time()
-        since = parse_time(q.since, name="since", now=now)
-        until = parse_time(q.until, name="until", now=now) if q.until is not None else now
-        step = parse_step(q.step)
-        if until <= since:
-            raise ApiError(400, "invalid_request", "until must be later than since")
+        since, until, step = parse_range(q)
         results = []
         for plugin_id, metric in pairs:
             found = await h.history(

@@ -245,18 +245,10 @@ class MetricList:
 
 
 @attrs.define
-class HistoryQuery:
-    """Parameters of ``GET /api/plugins/{id}/metrics/history``.
+class RangeQuery:
+    """The range and buckets of a history query: ``since`` and ``until`` take the forms of
+    :data:`TIME_FORMS`, ``step`` those of :data:`STEP_FORMS`."""
 
-    ``since`` and ``until`` take the forms of :data:`TIME_FORMS`, ``step`` those of
-    :data:`STEP_FORMS`; ``labels`` is ``k=v,k2=v2``. Without ``metric``, every series of
-    the instance; without any parameter, every series over the last hour.
-    """
-
-    metric: Annotated[
-        Annotated[str, msgspec.Meta(min_length=1)] | None,
-        about("The metric (left out: every metric of the instance).", "cpu.percent"),
-    ] = None
     since: Annotated[str, about(f"Start of the range: {TIME_FORMS}.", "-1h")] = DEFAULT_SINCE
     until: Annotated[str | None, about(f"End of the range (default now): {TIME_FORMS}.", "now")] = (
         None
@@ -268,14 +260,28 @@ class HistoryQuery:
     agg: Annotated[
         Literal["avg", "min", "max"], about("How a bucket's samples are combined.", "max")
     ] = "avg"
-    labels: Annotated[
-        str | None, about("Only series with these labels: k=v,k2=v2.", "disk=sda")
-    ] = None
     points: Annotated[
         int,
         msgspec.Meta(ge=1, le=MAX_POINTS),
         about("At most this many buckets per series (1 to 2000).", 120),
     ] = 500
+
+
+@attrs.define
+class HistoryQuery(RangeQuery):
+    """Parameters of ``GET /api/plugins/{id}/metrics/history``.
+
+    ``labels`` is ``k=v,k2=v2``. Without ``metric``, every series of the instance; without
+    any parameter, every series over the last hour.
+    """
+
+    metric: Annotated[
+        Annotated[str, msgspec.Meta(min_length=1)] | None,
+        about("The metric (left out: every metric of the instance).", "cpu.percent"),
+    ] = None
+    labels: Annotated[
+        str | None, about("Only series with these labels: k=v,k2=v2.", "disk=sda")
+    ] = None
 
 
 @attrs.define
@@ -311,7 +317,7 @@ MAX_SERIES = 100
 
 
 @attrs.define
-class ManyHistoryQuery:
+class ManyHistoryQuery(RangeQuery):
     """Parameters of ``GET /api/history``: :class:`HistoryQuery`'s, for several instances."""
 
     series: Annotated[
@@ -320,23 +326,7 @@ class ManyHistoryQuery:
             f"Comma-separated instance:metric pairs, at most {MAX_SERIES}.",
             "nas:cpu.percent,router:net.rx_bytes",
         ),
-    ]
-    since: Annotated[str, about(f"Start of the range: {TIME_FORMS}.", "-1h")] = DEFAULT_SINCE
-    until: Annotated[str | None, about(f"End of the range (default now): {TIME_FORMS}.", "now")] = (
-        None
-    )
-    step: Annotated[
-        str | None,
-        about(f"Seconds per bucket: {STEP_FORMS}; left out, the range over points buckets.", "5m"),
-    ] = None
-    agg: Annotated[
-        Literal["avg", "min", "max"], about("How a bucket's samples are combined.", "max")
-    ] = "avg"
-    points: Annotated[
-        int,
-        msgspec.Meta(ge=1, le=MAX_POINTS),
-        about("At most this many buckets per series (1 to 2000).", 60),
-    ] = 500
+    ] = attrs.field(kw_only=True)
 
 
 @attrs.define
