@@ -15,6 +15,7 @@ import ipaddress
 import math
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -212,11 +213,89 @@ def database_problem(url: str) -> str | None:
     return None
 
 
+def _redis_url(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(
+            f"'{attribute.name}' must be a Redis URL: redis://host:port/db, rediss://... (TLS)"
+            f" or unix:///path/to/redis.sock; got {value!r}"
+        )
+
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
 @attrs.define
 class CacheSettings:
-    """``[cache]``: where latest values and health live."""
+    """``[cache]``: where the latest values and the health of every instance live."""
 
-    backend: Literal["memory"] = option("memory", description="Cache backend.")
+    backend: Literal["memory", "redis"] = option(
+        "memory",
+        description="'memory': in this process; 'redis': in Redis, shared by every node.",
+    )
+    url: str = option(
+        DEFAULT_REDIS_URL, description="The Redis server of backend 'redis'.", validator=_redis_url
+    )
+
+
+@attrs.define
+class BusSettings:
+    """``[bus]``: how events reach their subscribers."""
+
+    backend: Literal["memory", "redis"] = option(
+        "memory",
+        description="'memory': within this process; 'redis': every node's events reach every"
+        " node (a Redis stream).",
+    )
+    url: str = option(
+        DEFAULT_REDIS_URL, description="The Redis server of backend 'redis'.", validator=_redis_url
+    )
+    stream_length: int = option(
+        100_000,
+        description="Events the Redis stream keeps (about), for nodes that fall behind.",
+        minimum=1000,
+    )
+
+
+def _node_name(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    if value and not SLUG.fullmatch(value):
+        raise ValueError(
+            f"'{attribute.name}' must be a lowercase slug (letters, digits, '_', '-'),"
+            f" starting with a letter; got {value!r}"
+        )
+
+
+def default_node_name() -> str:
+    """This host's name as a node name: lowercased, other characters as '-'."""
+    name = re.sub(r"[^a-z0-9_-]+", "-", socket.gethostname().split(".")[0].lower()).strip("-")
+    if not name or not name[0].isalpha():
+        name = f"node-{name}".rstrip("-")
+    return name[:63]
+
+
+@attrs.define
+class NodeSettings:
+    """``[node]``: this process as a node of a cluster (docs/scale-out.md)."""
+
+    name: str = option(
+        "",
+        description="This node's name ('': the host name, as default_node_name() makes it);"
+        " instances with node = this name run only here.",
+        validator=_node_name,
+    )
+    heartbeat: float = option(
+        2.0, description="Seconds between two heartbeats in Redis.", exclusive_minimum=0
+    )
+    lease_ttl: float = option(
+        10.0,
+        description="Seconds a lease on an instance lasts unless renewed; a dead node's"
+        " instances move after at most about twice this.",
+        exclusive_minimum=0,
+    )
+
+    @property
+    def node_name(self) -> str:
+        """``name``, or the host's name when it is left empty."""
+        return self.name or default_node_name()
 
 
 @attrs.define
@@ -322,6 +401,8 @@ class InstanceSettings:
     enabled: bool = True
     interval: float | None = None
     timeout: float | None = None
+    #: The node it is pinned to (it runs only there); None: any node, under a lease.
+    node: str | None = None
     #: Limits of this instance; None takes the ``[scheduler]`` value (see ``limits.py``).
     max_samples_per_run: int | None = None
     max_series: int | None = None
@@ -361,13 +442,15 @@ SECTIONS: dict[str, type] = {
     "server": ServerSettings,
     "database": DatabaseSettings,
     "cache": CacheSettings,
+    "bus": BusSettings,
+    "node": NodeSettings,
     "retention": RetentionSettings,
     "scheduler": SchedulerSettings,
     "store": StoreSettings,
     "status_page": StatusPageSettings,
 }
 _LIMIT_KEYS = ("max_samples_per_run", "max_series")
-_INSTANCE_KEYS = {"type", "enabled", "interval", "timeout", *_LIMIT_KEYS}
+_INSTANCE_KEYS = {"type", "enabled", "interval", "timeout", "node", *_LIMIT_KEYS}
 
 
 @attrs.define
@@ -377,6 +460,8 @@ class Settings:
     server: ServerSettings = attrs.field(factory=ServerSettings)
     database: DatabaseSettings = attrs.field(factory=DatabaseSettings)
     cache: CacheSettings = attrs.field(factory=CacheSettings)
+    bus: BusSettings = attrs.field(factory=BusSettings)
+    node: NodeSettings = attrs.field(factory=NodeSettings)
     retention: RetentionSettings = attrs.field(factory=RetentionSettings)
     scheduler: SchedulerSettings = attrs.field(factory=SchedulerSettings)
     store: StoreSettings = attrs.field(factory=StoreSettings)
@@ -541,6 +626,14 @@ def instance_settings(
                 field=key,
             )
         limits[key] = value
+    node = body.get("node")
+    if node is not None and (not isinstance(node, str) or not SLUG.fullmatch(node)):
+        raise ConfigError(
+            f"expected a node name (a lowercase slug, as [node] name), got {node!r}",
+            file=where,
+            table=name,
+            field="node",
+        )
     options = {k: v for k, v in body.items() if k not in _INSTANCE_KEYS}
     from_environment = {k: origins[(name, k)] for k in options if (name, k) in origins}
     return InstanceSettings(
@@ -551,6 +644,7 @@ def instance_settings(
         from_environment=from_environment,
         interval=durations["interval"],
         timeout=durations["timeout"],
+        node=node,
         max_samples_per_run=limits["max_samples_per_run"],
         max_series=limits["max_series"],
     )

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import sample_plugins
-from services import create_database, postgres_server
+from services import RedisServer, create_database, postgres_server, redis_server
 
 from homelab_core import InstanceSettings, PluginManager, Settings
 from homelab_core.config import SchedulerSettings, StoreSettings
@@ -59,6 +59,27 @@ def postgres_server_url() -> Iterator[str]:
 def postgres_url(postgres_server_url: str) -> str:
     """A fresh, empty database on the session's PostgreSQL server."""
     return create_database(postgres_server_url, f"t{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="session")
+def redis_session() -> Iterator[RedisServer]:
+    """One Redis server for the whole session (started only if a test asks for it)."""
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_session: RedisServer) -> Iterator[str]:
+    """The URL of an empty Redis database (``FLUSHALL`` before each test that asks)."""
+    assert redis_session.command("FLUSHALL") == b"+OK"
+    yield redis_session.url
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis server of this test's own, which it may stop, start again or pause."""
+    with redis_server() as server:
+        yield server
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

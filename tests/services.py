@@ -212,3 +212,84 @@ def create_database(server_url: str, name: str) -> str:
         timeout=60,
     )
     return server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+class RedisServer:
+    """A throw-away ``redis-server`` on 127.0.0.1 (no persistence) that a test may stop,
+    start again on the same port, or freeze (``CLIENT PAUSE``)."""
+
+    def __init__(self, binary: str, root: Path, port: int) -> None:
+        self.binary = binary
+        self.root = root
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.log = root / "redis.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the server and wait until it answers."""
+        self._proc = subprocess.Popen(
+            [
+                self.binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.root),
+                "--logfile",
+                str(self.log),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                log = self.log.read_text(errors="replace") if self.log.exists() else ""
+                raise RuntimeError(f"redis-server did not start: {log}")
+            time.sleep(0.05)
+
+    def command(self, *args: str) -> bytes:
+        """Send one command (inline form) and return the first line of the answer."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as conn:
+            conn.sendall((" ".join(args) + "\r\n").encode())
+            return conn.recv(4096).split(b"\r\n", 1)[0]
+
+    def stop(self) -> None:
+        """Stop the server at once (SIGKILL: as if its host died)."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@contextmanager
+def redis_server() -> Iterator[RedisServer]:
+    """A throw-away ``redis-server``, started; stopped and its directory deleted afterwards."""
+    binary = shutil.which("redis-server")
+    if not binary:
+        unavailable("Redis is not installed (apt-get install redis-server)")
+        raise AssertionError  # unreachable: unavailable() raises
+    root = Path(tempfile.mkdtemp(prefix="homelab-redis-"))
+    server = RedisServer(binary, root, free_port())
+    try:
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

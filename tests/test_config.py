@@ -498,3 +498,40 @@ def test_psycopg_urls_are_refused_since_the_store_speaks_asyncpg(tmp_path: Path)
     path = write(tmp_path, '[database]\nurl = "psycopg://u@h/db"\n')
     with pytest.raises(ConfigError, match="got 'psycopg'"):
         load_settings(path, environ={})
+
+
+# -- nodes ----------------------------------------------------------------------------------
+
+
+def test_an_instance_may_be_pinned_to_a_node(tmp_path: Path) -> None:
+    path = write(tmp_path, '[plugins.nas]\ntype = "system"\nnode = "nas-box"\n')
+
+    instance = load_settings(path, environ={}).plugins["nas"]
+
+    assert instance.node == "nas-box"
+    assert "node" not in instance.options
+
+
+@pytest.mark.parametrize("node", ['"NAS"', "3", '""', '"a b"'])
+def test_a_pin_that_is_not_a_node_name_names_the_field(tmp_path: Path, node: str) -> None:
+    error = config_error(tmp_path / "homelab.toml", f"[plugins.nas]\nnode = {node}\n")
+
+    assert (error.table, error.field) == ("plugins.nas", "node")
+    assert "node name" in error.reason
+
+
+def test_the_node_name_defaults_to_the_host_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from homelab_core.config import NodeSettings
+
+    monkeypatch.setattr("socket.gethostname", lambda: "Pi4.lan")
+    assert NodeSettings().node_name == "pi4"
+    monkeypatch.setattr("socket.gethostname", lambda: "42_Box")
+    assert NodeSettings().node_name == "node-42_box"
+    assert NodeSettings(name="nas").node_name == "nas"
+
+
+def test_redis_urls_are_checked(tmp_path: Path) -> None:
+    error = config_error(tmp_path / "homelab.toml", '[bus]\nbackend = "redis"\nurl = "http://x"\n')
+
+    assert (error.table, error.field) == ("bus", "url")
+    assert "redis://host:port/db" in error.reason
