@@ -14,9 +14,11 @@ from typing import Any
 import anyio
 import attrs
 
+from . import __version__
 from .alerts.service import AlertService, build_notifier
 from .bus import Bus, MemoryBus
 from .cache import AiocacheLatest, LatestCache
+from .cluster import Cluster, NodeInfo, make_cluster
 from .config import Settings, StatusPageSettings, instance_settings, load_settings
 from .datapath import DataPath
 from .errors import (
@@ -158,7 +160,22 @@ class Hub:
         self.writer = BatchWriter(self.store, self.queue, self.settings.store)
         self.maintenance = Maintenance(self.store, self.settings.retention)
         sink = DataPath(self.cache, self.bus, self.queue, self.plugins)
-        self.scheduler = Scheduler(self.settings.scheduler, sink=sink)
+        #: This node's name (``[node] name``, or the host's), recorded with each execution.
+        self.node_name = self.settings.node.node_name
+        #: This node's part in a cluster (``[bus] backend = "redis"``), else None.
+        self.cluster: Cluster | None = (
+            make_cluster(self.settings, self._placement, self._hold)
+            if self.settings.bus.backend == "redis"
+            else None
+        )
+        cluster = self.cluster
+        self.scheduler = Scheduler(
+            self.settings.scheduler,
+            sink=sink,
+            node=self.node_name,
+            may_run=cluster.may_run if cluster is not None else None,
+            fence=cluster.fence if cluster is not None else None,
+        )
         self._instances: dict[str, Instance] = {}
         self._stack: AsyncExitStack | None = None
         self._background: anyio.CancelScope | None = None
@@ -195,6 +212,12 @@ class Hub:
             # Subscribed before the first run, stopped after the last.
             await stack.enter_async_context(self.alerts)
             await stack.enter_async_context(self.scheduler)
+            if self.cluster is not None:
+                # Stopped before the scheduler: it stops its instances and gives their
+                # leases back while the scheduler still runs.
+                placing = anyio.CancelScope()
+                stack.callback(placing.cancel)
+                tasks.start_soon(self._run_cluster, placing, name="homelab:cluster")
             stack.enter_context(tuned_gc(self.settings.scheduler.gc_threshold))
             self.started_at = time.time()
             await self.plugins.notify("hub_startup", hub=self)
@@ -217,6 +240,26 @@ class Hub:
         finally:
             stack, self._stack = self._stack, None
             await stack.__aexit__(exc_type, exc, tb)
+
+    async def _run_cluster(self, scope: anyio.CancelScope) -> None:
+        assert self.cluster is not None
+        with scope:
+            await self.cluster.run()
+
+    def _placement(self) -> dict[str, str | None]:
+        """Every instance and the node it is pinned to (None: any), for the cluster."""
+        return {i: inst.settings.node for i, inst in self._instances.items()}
+
+    async def _hold(self, instance_id: str, held: bool) -> None:
+        if instance_id in self._instances:
+            await self.scheduler.set_held(instance_id, held)
+
+    def _held_here(self, inst: Instance) -> bool:
+        """Whether this node starts the instance now: in a cluster, the cluster decides
+        (nothing runs before it has a lease); alone, unless pinned to another node."""
+        if self.cluster is not None:
+            return False
+        return inst.settings.node in (None, self.node_name)
 
     async def _run_maintenance(self) -> None:
         assert self._background is not None
@@ -256,6 +299,15 @@ class Hub:
             config=config_to_dict(inst.plugin.config),
             interval=inst.interval,
         )
+        held = self._held_here(inst)
+        if not held and self.cluster is None:
+            log.warning(
+                "instance %r is pinned to node %r; this is node %r, not in a cluster"
+                ' ([bus] backend = "redis"): it does not run here',
+                instance_id,
+                inst.settings.node,
+                self.node_name,
+            )
         self.scheduler.add(
             instance_id,
             inst.plugin,
@@ -263,6 +315,7 @@ class Hub:
             timeout=inst.timeout,
             enabled=enabled,
             limits=Limits.of(inst.settings, self.settings.scheduler),
+            held=held,
         )
 
     async def _load_api_instances(self) -> None:
@@ -317,7 +370,26 @@ class Hub:
             config=config_to_dict(inst.plugin.config),
             health=self.scheduler.health(instance_id),
             source=inst.source,
+            node=inst.settings.node,
+            running_on=self._running_on(instance_id),
         )
+
+    def _running_on(self, instance_id: str) -> str | None:
+        if self.scheduler.is_held(instance_id):
+            return self.node_name
+        if self.cluster is not None:
+            return self.cluster.holders.get(instance_id)
+        return None
+
+    async def nodes(self) -> list[NodeInfo]:
+        """The nodes of the cluster (their last heartbeat, version and instances), or this
+        node alone when it is not in one."""
+        if self.cluster is not None:
+            return await self.cluster.nodes()
+        now = time.time()
+        held = [i for i in self._instances if self.scheduler.is_held(i)]
+        started = self.started_at if self.started_at is not None else now
+        return [NodeInfo(self.node_name, __version__, started, now, True, held)]
 
     def plugin_type(self, instance_id: str) -> type[Plugin]:
         """The plugin type of an instance."""

@@ -342,6 +342,11 @@ class Execution:
         "schedule"
     )
     lag: Annotated[float, about("Seconds the run started after its scheduled time.", 0.003)] = 0.0
+    node: Annotated[str | None, about("The node that ran it (null: not recorded).", "nas")] = None
+    fence: Annotated[
+        int | None,
+        about("The fencing token of the node's lease on the instance (null: not leased).", 17),
+    ] = None
     #: Row id once stored; used as the ``before`` cursor when paging.
     id: Annotated[
         int | None,
@@ -476,6 +481,14 @@ class InstanceInfo:
             "Who owns the instance: file (homelab.toml) or api (created through the API).", "file"
         ),
     ] = "file"
+    node: Annotated[
+        str | None,
+        about("The node it is pinned to (null: any node of the cluster, under a lease).", None),
+    ] = None
+    running_on: Annotated[
+        str | None,
+        about("The node that runs it now, as far as this node knows (null: none).", "nas"),
+    ] = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping of the instance."""

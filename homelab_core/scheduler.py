@@ -99,6 +99,13 @@ class _Unit:
     stopped: anyio.Event | None = None
     first_setup: anyio.Event | None = None
     run_done: anyio.Event | None = None
+    #: Whether this node runs it (a node of a cluster runs only the instances it holds).
+    held: bool = True
+
+    @property
+    def active(self) -> bool:
+        """Whether its task should run: enabled, and held by this node."""
+        return self.lifecycle.enabled and self.held
 
     @property
     def busy(self) -> bool:
@@ -113,6 +120,8 @@ class _Unit:
         timeout, lifecycle = self.runner.timeout, self.lifecycle
         if not lifecycle.enabled:
             raise ConflictError(f"plugin instance {self.id!r} is disabled; enable it first")
+        if not self.held:
+            raise ConflictError(f"plugin instance {self.id!r} runs on another node")
         if lifecycle.state is not S.READY and self.first_setup is not None:
             with anyio.move_on_after(timeout):
                 await self.first_setup.wait()
@@ -297,10 +306,22 @@ class Scheduler:
     """Schedules plugin instances; use as ``async with Scheduler(...) as scheduler``."""
 
     def __init__(
-        self, settings: SchedulerSettings | None = None, *, sink: Sink | None = None
+        self,
+        settings: SchedulerSettings | None = None,
+        *,
+        sink: Sink | None = None,
+        may_run: Callable[[str], bool] | None = None,
+        node: str | None = None,
+        fence: Callable[[str], int | None] | None = None,
     ) -> None:
+        """``may_run``, if given, is asked before every run of an instance (a node of a
+        cluster checks that its lease still holds); a run it refuses is skipped. Every
+        execution records ``node`` and the instance's ``fence`` (its lease's token)."""
         self.settings = settings or SchedulerSettings()
         self._sink = sink
+        self._may_run = may_run
+        self.node = node
+        self._fence = fence
         self._units: dict[str, _Unit] = {}
         # fast_acquire: taking a free slot costs no trip through the event loop (a run
         # awaits its plugin right after anyway); measured in bench/pipeline.py.
@@ -326,7 +347,7 @@ class Scheduler:
         if self.watchdog is not None:
             self._tg.start_soon(self._watch, self.watchdog, name="homelab:loop-watchdog")
         for unit in self._units.values():
-            if unit.lifecycle.enabled:
+            if unit.active:
                 await self._start(unit)
         return self
 
@@ -380,8 +401,10 @@ class Scheduler:
         timeout: float | None = None,
         enabled: bool = True,
         limits: Limits | None = None,
+        held: bool = True,
     ) -> None:
-        """Add an instance; it starts at once if the scheduler runs and it is enabled.
+        """Add an instance; it starts at once if the scheduler runs and it is enabled
+        (and ``held``: see :meth:`set_held`).
 
         ``limits`` bound its samples per run and its series (:mod:`homelab_core.limits`);
         by default, the ``[scheduler]`` settings' ``max_samples_per_run`` and ``max_series``.
@@ -408,11 +431,12 @@ class Scheduler:
             lifecycle=Lifecycle.initial(enabled),
             limiter=Limiter(instance_id, limits, stats),
             stats=stats,
+            held=held,
         )
         if not enabled:
             unit.health = policy.disabled_health()
         self._units[instance_id] = unit
-        if enabled and self._tg is not None:
+        if unit.active and self._tg is not None:
             unit.first_setup = anyio.Event()
             self._tg.start_soon(self._instance_task, unit, name=f"homelab:{instance_id}")
 
@@ -424,6 +448,23 @@ class Scheduler:
         unit = self._unit(instance_id)
         await self._stop(unit)
         self._units.pop(instance_id, None)
+
+    async def set_held(self, instance_id: str, held: bool) -> None:
+        """Start running an instance on this node, or stop it (torn down, its run
+        cancelled), without enabling or disabling it: a node of a cluster runs only the
+        instances it holds. Returns once it is started or stopped."""
+        unit = self._unit(instance_id)
+        if unit.held == held:
+            return
+        unit.held = held
+        if not held:
+            await self._stop(unit)
+        elif unit.lifecycle.enabled and self._tg is not None:
+            await self._start(unit)
+
+    def is_held(self, instance_id: str) -> bool:
+        """Whether this node runs the instance (see :meth:`set_held`)."""
+        return self._unit(instance_id).held
 
     def ids(self) -> list[str]:
         """The ids of every scheduled instance, in the order they were added."""
@@ -487,7 +528,7 @@ class Scheduler:
         else:
             unit.lifecycle.to(S.STOPPED)
             await self._set_health(unit, policy.enabled_health())
-            if self._tg is not None:
+            if self._tg is not None and unit.held:
                 await self._start(unit)
         return unit.health
 
@@ -569,7 +610,7 @@ class Scheduler:
                 if attempt:
                     log.info("plugin instance %r set up after %d failed attempts", unit.id, attempt)
                 return True
-            execution = outcome.execution
+            execution = self._stamp(unit.id, outcome.execution)
             previous = unit.health
             wait = unit.setup_failed(result, outcome, attempt, self.settings.setup_retry)
             await self._emit(RunResult(unit.id, execution, [], unit.health, previous))
@@ -580,8 +621,16 @@ class Scheduler:
 
     # -- one run -----------------------------------------------------------------------------
 
+    def _stamp(self, instance_id: str, execution: Execution) -> Execution:
+        """The execution with the node that ran it and its lease's fencing token."""
+        if self.node is None:
+            return execution
+        fence = self._fence(instance_id) if self._fence is not None else None
+        return attrs.evolve(execution, node=self.node, fence=fence)
+
     async def _skip(self, unit: _Unit, scheduled: float, reason: str) -> None:
-        execution = unit.skipped(scheduled, reason)
+        execution = self._stamp(unit.id, unit.skipped(scheduled, reason))
+        unit.stats.last_execution = execution
         await self._emit(RunResult(unit.id, execution, [], unit.health, unit.health))
 
     async def _run(
@@ -591,10 +640,15 @@ class Scheduler:
             await self._skip(unit, scheduled, "previous run still in progress")
             assert unit.stats.last_execution is not None
             return unit.stats.last_execution
+        if self._may_run is not None and not self._may_run(unit.id):
+            await self._skip(unit, scheduled, "this node does not hold the instance's lease")
+            assert unit.stats.last_execution is not None
+            return unit.stats.last_execution
         unit.running = True
         try:
             async with self._limiter:
                 execution, metrics, report = await unit.runner.collect(trigger, scheduled)
+                execution = self._stamp(unit.id, execution)
         finally:
             unit.running = False
             if unit.run_done is not None:

@@ -451,3 +451,43 @@ async def test_stopping_before_a_worker_thread_starts_leaves_the_instance_idle(
                 scheduler.add("j", make(Judges), interval=1)
                 await anyio.lowlevel.checkpoint()
         assert not scheduler.busy("j")
+
+
+# -- held by this node (a cluster) ------------------------------------------------------------
+
+
+async def test_an_instance_not_held_does_not_run_until_it_is(recorder: Recorder) -> None:
+    plugin = make(Counter)
+    async with Scheduler(settings(), sink=recorder) as scheduler:
+        scheduler.add("c", plugin, interval=0.05, held=False)
+        await anyio.sleep(0.2)
+        assert plugin.runs == 0
+        with pytest.raises(HomelabError, match="runs on another node"):
+            await scheduler.run_now("c")
+        await scheduler.set_held("c", True)
+        await until(lambda: plugin.runs >= 2)
+        await scheduler.set_held("c", False)
+        assert plugin.torn_down
+        runs = plugin.runs
+        await anyio.sleep(0.2)
+        assert plugin.runs == runs
+        assert scheduler.is_enabled("c"), "not holding it is not disabling it"
+        # Enabled or disabled while not held, it still does not run here.
+        await scheduler.set_enabled("c", False)
+        await scheduler.set_enabled("c", True)
+        await anyio.sleep(0.2)
+        assert plugin.runs == runs
+
+
+async def test_a_run_the_gate_refuses_is_skipped(recorder: Recorder) -> None:
+    plugin = make(Counter)
+    allowed = {"c": True}
+    async with Scheduler(settings(), sink=recorder, may_run=lambda i: allowed[i]) as scheduler:
+        scheduler.add("c", plugin, interval=0.05)
+        await until(lambda: plugin.runs >= 1)
+        allowed["c"] = False
+        runs = plugin.runs
+        await until(lambda: recorder.executions("c", ExecutionStatus.SKIPPED))
+        assert plugin.runs <= runs + 1  # at most the run already under way
+        skipped = recorder.executions("c", ExecutionStatus.SKIPPED)[0]
+        assert "does not hold" in (skipped.error or "")

@@ -50,6 +50,7 @@ async def test_open_applies_migrations_and_enables_wal(tmp_path: Path) -> None:
         ("homelab", "0001_initial"),
         ("homelab", "0002_alerts"),
         ("homelab", "0003_api_instances"),
+        ("homelab", "0004_execution_node"),
     ]
 
 
@@ -74,14 +75,39 @@ async def test_a_store_of_the_previous_release_gains_the_alert_tables_and_keeps_
         for table in ALERT_TABLES:
             conn.execute(f"DROP TABLE {table}")
         conn.execute("DROP TABLE homelab_api_instance")
+        conn.execute("ALTER TABLE homelab_execution DROP COLUMN node")
+        conn.execute("ALTER TABLE homelab_execution DROP COLUMN fence")
         conn.execute(
-            "DELETE FROM tortoise_migrations WHERE name IN ('0002_alerts', '0003_api_instances')"
+            "DELETE FROM tortoise_migrations WHERE name IN"
+            " ('0002_alerts', '0003_api_instances', '0004_execution_node')"
         )
     await store.open()
     try:
         assert len(await store.fetch("SELECT * FROM homelab_sample")) == 3
         for table in (*ALERT_TABLES, "homelab_api_instance"):
             assert await store.fetch(f"SELECT * FROM {table}") == []
+    finally:
+        await store.close()
+
+
+async def test_executions_of_a_store_of_the_previous_release_gain_node_and_fence(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    store = Store(f"sqlite://{path}")
+    await store.open()
+    await store.write([], [Execution("a", T0, 0.5, "ok")])
+    await store.close()
+    with closing(sqlite3.connect(path)) as conn, conn:  # what the release before nodes left
+        conn.execute("ALTER TABLE homelab_execution DROP COLUMN node")
+        conn.execute("ALTER TABLE homelab_execution DROP COLUMN fence")
+        conn.execute("DELETE FROM tortoise_migrations WHERE name = '0004_execution_node'")
+    await store.open()
+    try:
+        await store.write([], [Execution("a", T0 + 1, 0.5, "ok", node="nas", fence=3)])
+        newest, oldest = await store.executions("a")
+        assert (newest.node, newest.fence) == ("nas", 3)
+        assert (oldest.started_at, oldest.node, oldest.fence) == (T0, None, None)
     finally:
         await store.close()
 

@@ -87,6 +87,8 @@ class ExecutionRecord(Model):
     metric_count = fields.IntField(default=0)
     trigger = fields.CharField(max_length=16, default="schedule")
     lag = fields.FloatField(default=0.0)
+    node = fields.CharField(max_length=64, null=True)
+    fence = fields.BigIntField(null=True)
 
     class Meta:
         table = "homelab_execution"

@@ -1,0 +1,426 @@
+"""Several nodes on one Redis: heartbeats, the live nodes, and the leases of instances.
+
+Every node of a cluster loads the same instances (the same ``homelab.toml``, and the
+instances of the API from the shared PostgreSQL). An instance pinned to a node
+(``node = "nas"``) runs only there. Every other instance is *leased*: :class:`Cluster`
+decides, on every node alike, which live node should run it (rendezvous hashing over the
+live nodes: each instance goes to the node with the highest ``hash(node, instance)``, so
+that a node joining or leaving moves only the instances it gains or loses), and that node
+takes the instance's lease in Redis before it runs it.
+
+Keys (all under ``homelab:``)::
+
+    nodes              sorted set: node name -> its last heartbeat (Redis time, ms)
+    node:<name>        hash: version, started_at, instances (JSON list) of the node
+    lease:<instance>   "<node>:<fence>", with a TTL of ``[node] lease_ttl``
+    fence:<instance>   counter: the fencing token of each new lease of the instance
+
+A lease is taken with ``SET NX`` and renewed by its holder only (a script compares the
+value); every new lease gets a new fencing token, recorded with each execution of the
+instance together with the node's name. A node renews its leases every heartbeat and
+stops an instance once its lease may have run out: the deadline it keeps is counted from
+*before* the renewal was sent, and the instance is stopped a safety margin ahead of it,
+so it stops before Redis lets another node take the lease, even when this node cannot
+reach Redis at all. Before each run the scheduler asks :meth:`Cluster.may_run`, which
+checks that deadline (no round trip). Time in Redis (``TIME``) orders heartbeats, so the
+hosts' clocks need not agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import attrs
+
+from .config import NodeSettings, Settings
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+log = logging.getLogger("homelab.cluster")
+
+PREFIX = "homelab:"
+NODES = PREFIX + "nodes"
+#: Heartbeats missed before a node counts as gone.
+MISSED_HEARTBEATS = 3
+#: Share of the lease TTL by which an instance is stopped before its lease may run out.
+SAFETY = 0.25
+#: A node gone this long (seconds) is dropped from the list of nodes.
+FORGET_AFTER = 24 * 3600
+
+# KEYS[1] lease, KEYS[2] fence counter; ARGV[1] node, ARGV[2] ttl ms.
+# Returns the fence of the lease this node holds (new or renewed), or 0.
+_ACQUIRE = """
+local held = redis.call('GET', KEYS[1])
+if held then
+  local node, fence = string.match(held, '^(.*):(%d+)$')
+  if node == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return tonumber(fence)
+  end
+  return 0
+end
+local fence = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. fence, 'PX', ARGV[2])
+return fence
+"""
+
+# KEYS[1] lease; ARGV[1] the value this node set. Deletes the lease if it is still that one.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# KEYS[1] nodes, KEYS[2] node:<name>; ARGV[1] name, ARGV[2] ttl ms of the hash,
+# ARGV[3..] field/value pairs. Records the heartbeat at Redis' own time; returns that time.
+_HEARTBEAT = """
+local now = redis.call('TIME')
+local ms = now[1] * 1000 + math.floor(now[2] / 1000)
+redis.call('ZADD', KEYS[1], ms, ARGV[1])
+for i = 3, #ARGV, 2 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+redis.call('HSET', KEYS[2], 'heartbeat_ms', ms)
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return ms
+"""
+
+
+def owner(instance_id: str, nodes: Iterable[str]) -> str | None:
+    """The node that should run ``instance_id`` among ``nodes`` (rendezvous hashing)."""
+    best: tuple[bytes, str] | None = None
+    for node in nodes:
+        score = hashlib.blake2b(f"{node}\0{instance_id}".encode(), digest_size=8).digest()
+        if best is None or (score, node) > best:
+            best = (score, node)
+    return best[1] if best is not None else None
+
+
+@attrs.frozen
+class NodeInfo:
+    """A node of the cluster as its heartbeats describe it."""
+
+    name: str
+    version: str
+    started_at: float
+    heartbeat_at: float
+    alive: bool
+    instances: list[str]
+
+
+@attrs.define
+class _Lease:
+    fence: int
+    #: ``time.monotonic()`` after which the lease may have run out in Redis.
+    deadline: float
+
+
+class Cluster:
+    """This node's membership of a cluster, and the leases of the instances it runs.
+
+    :param redis: a ``redis.asyncio.Redis`` client of the cluster's Redis.
+    :param settings: ``[node]``.
+    :param instances: the ids of every instance and the node each is pinned to (None: any),
+        read again at every heartbeat (instances come and go at run time).
+    :param hold: called with an instance id and True when this node should start running
+        it, False when it must stop; returns once the instance is started or stopped.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        settings: NodeSettings,
+        *,
+        version: str,
+        instances: Callable[[], dict[str, str | None]],
+        hold: Callable[[str, bool], Awaitable[None]],
+    ) -> None:
+        if settings.lease_ttl < MISSED_HEARTBEATS * settings.heartbeat:
+            raise ValueError(
+                f"[node] lease_ttl ({settings.lease_ttl:g} s) must be at least"
+                f" {MISSED_HEARTBEATS} heartbeats ({MISSED_HEARTBEATS * settings.heartbeat:g} s)"
+            )
+        self.redis = redis
+        self.settings = settings
+        self.name = settings.node_name
+        self.version = version
+        self._instances = instances
+        self._hold = hold
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._release = redis.register_script(_RELEASE)
+        self._heartbeat = redis.register_script(_HEARTBEAT)
+        self._leases: dict[str, _Lease] = {}
+        #: The instances this node runs now (pinned here, or leased).
+        self.held: set[str] = set()
+        #: The live nodes at the last heartbeat, this one included once Redis answered.
+        self.live: list[str] = []
+        #: The node that ran each instance at the last heartbeat (instances nobody ran
+        #: are left out).
+        self.holders: dict[str, str | None] = {}
+        self.started_at = time.time()
+        #: Whether the last heartbeat reached Redis.
+        self.connected = False
+        self.heartbeats_failed = 0
+        self.leases_lost = 0
+
+    # -- what the scheduler and the hub ask -------------------------------------------------
+
+    def may_run(self, instance_id: str) -> bool:
+        """Whether this node may start a run of the instance now (checked before each run)."""
+        lease = self._leases.get(instance_id)
+        if lease is None:
+            return instance_id in self.held  # pinned here
+        return time.monotonic() < lease.deadline - SAFETY * self.settings.lease_ttl
+
+    def fence(self, instance_id: str) -> int | None:
+        """The fencing token of this node's lease on the instance (None: not leased)."""
+        lease = self._leases.get(instance_id)
+        return lease.fence if lease is not None else None
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Heartbeat, place and renew every ``[node] heartbeat`` seconds until cancelled;
+        on the way out, stop what this node holds and give its leases back.
+
+        A watchdog of its own stops the instances whose lease may run out, so that a
+        round stuck on a Redis that does not answer cannot keep them running.
+        """
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_leases, name="homelab:lease-watchdog")
+                while True:
+                    with anyio.move_on_after(self.settings.lease_ttl * SAFETY):
+                        await self.tick()
+                    await anyio.sleep(self.settings.heartbeat)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._leave()
+
+    async def _watch_leases(self) -> None:
+        while True:
+            await anyio.sleep(min(self.settings.heartbeat, self.settings.lease_ttl * SAFETY) / 4)
+            await self._expire()
+
+    async def tick(self) -> None:
+        """One round: heartbeat, the live nodes, then take, renew or give back leases."""
+        instances = self._instances()
+        started = time.monotonic()
+        try:
+            live = await self._beat(instances)
+        except Exception as exc:
+            self.heartbeats_failed += 1
+            if self.connected:
+                log.warning("node %r cannot reach Redis: %s", self.name, exc)
+            self.connected = False
+            await self._expire()
+            await self._pin(instances)
+            return
+        if not self.connected:
+            log.info("node %r reached Redis; live nodes: %s", self.name, ", ".join(live))
+        self.connected = True
+        self.live = live
+        await self._pin(instances)
+        for instance_id, pinned in instances.items():
+            if pinned is not None:
+                continue
+            mine = owner(instance_id, live) == self.name
+            try:
+                if mine:
+                    await self._take(instance_id, started)
+                elif instance_id in self._leases:
+                    await self._give_back(instance_id)
+            except Exception as exc:
+                log.warning("lease of %r: %s", instance_id, exc)
+        for instance_id in [i for i in self._leases if i not in instances]:
+            await self._give_back(instance_id)  # the instance is gone
+        await self._expire()
+        await self._read_holders(instances, live)
+
+    async def _read_holders(self, instances: dict[str, str | None], live: list[str]) -> None:
+        """Who runs each instance now: the holder of its lease, or its node if pinned."""
+        leased = [i for i, pinned in instances.items() if pinned is None]
+        holders: dict[str, str | None] = {
+            i: pinned for i, pinned in instances.items() if pinned in live
+        }
+        if leased:
+            values = await self.redis.mget([PREFIX + f"lease:{i}" for i in leased])
+            for instance_id, value in zip(leased, values, strict=True):
+                if value is not None:
+                    holders[instance_id] = _text(value).rsplit(":", 1)[0]
+        self.holders = holders
+
+    async def _beat(self, instances: dict[str, str | None]) -> list[str]:
+        ttl_ms = int(self.settings.lease_ttl * 1000)
+        fields = {
+            "version": self.version,
+            "started_at": repr(self.started_at),
+            "instances": json.dumps(sorted(self.held)),
+        }
+        args: list[Any] = [self.name, max(ttl_ms, FORGET_AFTER * 1000)]
+        for key, value in fields.items():
+            args += [key, value]
+        now_ms = int(await self._heartbeat(keys=[NODES, PREFIX + f"node:{self.name}"], args=args))
+        window = int(MISSED_HEARTBEATS * self.settings.heartbeat * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(NODES, now_ms - window, "+inf")
+            pipe.zremrangebyscore(NODES, "-inf", now_ms - FORGET_AFTER * 1000)
+            names, _ = await pipe.execute()
+        return sorted(_text(n) for n in names)
+
+    async def _take(self, instance_id: str, started: float) -> None:
+        ttl_ms = int(self.settings.lease_ttl * 1000)
+        keys = [PREFIX + f"lease:{instance_id}", PREFIX + f"fence:{instance_id}"]
+        fence = int(await self._acquire(keys=keys, args=[self.name, ttl_ms]))
+        if not fence:
+            # Another node holds it: the last owner gives it back, or its lease runs out.
+            # (A lease of this node that another took is stopped: it ran out already.)
+            if self._leases.pop(instance_id, None) is not None:
+                self.leases_lost += 1
+                await self._set_held(instance_id, False)
+            return
+        deadline = started + self.settings.lease_ttl
+        lease = self._leases.get(instance_id)
+        if lease is not None and lease.fence == fence:
+            lease.deadline = deadline
+            return
+        self._leases[instance_id] = _Lease(fence, deadline)
+        log.info("node %r took instance %r (fence %d)", self.name, instance_id, fence)
+        await self._set_held(instance_id, True)
+
+    async def _give_back(self, instance_id: str) -> None:
+        """Stop the instance here first, then delete the lease (if it is still ours)."""
+        lease = self._leases.pop(instance_id, None)
+        await self._set_held(instance_id, False)
+        if lease is None:
+            return
+        try:
+            await self._release(
+                keys=[PREFIX + f"lease:{instance_id}"], args=[f"{self.name}:{lease.fence}"]
+            )
+            log.info("node %r gave instance %r back", self.name, instance_id)
+        except Exception as exc:  # it runs out by itself
+            log.warning("could not give the lease of %r back: %s", instance_id, exc)
+
+    async def _expire(self) -> None:
+        """Stop every instance whose lease may run out before the next renewal."""
+        for instance_id in list(self._leases):
+            if not self.may_run(instance_id):
+                self.leases_lost += 1
+                log.warning(
+                    "node %r stops instance %r: its lease could not be renewed in time",
+                    self.name,
+                    instance_id,
+                )
+                self._leases.pop(instance_id, None)
+                await self._set_held(instance_id, False)
+
+    async def _pin(self, instances: dict[str, str | None]) -> None:
+        for instance_id, pinned in instances.items():
+            if pinned is not None and (pinned == self.name) != (instance_id in self.held):
+                await self._set_held(instance_id, pinned == self.name)
+
+    async def _set_held(self, instance_id: str, held: bool) -> None:
+        if held == (instance_id in self.held):
+            return
+        if held:
+            self.held.add(instance_id)
+        else:
+            self.held.discard(instance_id)
+        try:
+            await self._hold(instance_id, held)
+        except Exception:
+            log.exception("could not %s instance %r", "start" if held else "stop", instance_id)
+
+    async def _leave(self) -> None:
+        for instance_id in list(self._leases):
+            with anyio.move_on_after(self.settings.heartbeat):
+                await self._give_back(instance_id)
+        try:
+            with anyio.move_on_after(self.settings.heartbeat):
+                await self.redis.zrem(NODES, self.name)
+        except Exception as exc:
+            log.debug("could not leave the cluster cleanly: %s", exc)
+        try:
+            await self.redis.aclose()
+        except Exception as exc:
+            log.debug("could not close the connection to Redis: %s", exc)
+
+    # -- what the API shows -----------------------------------------------------------------
+
+    async def nodes(self) -> list[NodeInfo]:
+        """Every node that sent a heartbeat lately (a day), the live ones first."""
+        now_ms = float(await self._now_ms())
+        window = MISSED_HEARTBEATS * self.settings.heartbeat * 1000
+        beats: list[tuple[Any, float]] = await self.redis.zrange(NODES, 0, -1, withscores=True)  # type: ignore[assignment]
+        found = []
+        for raw, score in beats:
+            name = _text(raw)
+            stored = await self.redis.hgetall(PREFIX + f"node:{name}")
+            info = {_text(k): _text(v) for k, v in stored.items()}
+            found.append(
+                NodeInfo(
+                    name=name,
+                    version=info.get("version", ""),
+                    started_at=_float(info.get("started_at")),
+                    heartbeat_at=score / 1000,
+                    alive=score >= now_ms - window,
+                    instances=json.loads(info.get("instances") or "[]"),
+                )
+            )
+        found.sort(key=lambda n: (not n.alive, n.name))
+        return found
+
+    async def _now_ms(self) -> int:
+        seconds, micros = await self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _float(value: str | None) -> float:
+    try:
+        number = float(value) if value is not None else math.nan
+    except ValueError:
+        number = math.nan
+    return number if math.isfinite(number) else 0.0
+
+
+def make_cluster(
+    settings: Settings,
+    instances: Callable[[], dict[str, str | None]],
+    hold: Callable[[str, bool], Awaitable[None]],
+) -> Cluster:
+    """The :class:`Cluster` of ``settings`` (``[node]``, on the Redis of ``[bus] url``)."""
+    try:
+        from redis.asyncio import Redis
+    except ImportError:
+        raise ConfigError(
+            "several nodes need the 'redis' extra: pip install 'homelab-core[redis]'",
+            table="bus",
+            field="backend",
+        ) from None
+    from . import __version__
+
+    node = settings.node
+    # A command that Redis does not answer gives up within a heartbeat: the loop then
+    # goes on, and the leases it could not renew are stopped in time.
+    client = Redis.from_url(
+        settings.bus.url,
+        socket_timeout=node.heartbeat,
+        socket_connect_timeout=node.heartbeat,
+        health_check_interval=0,
+    )
+    return Cluster(client, node, version=__version__, instances=instances, hold=hold)
