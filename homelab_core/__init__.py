@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .bus import Bus, MemoryBus, Subscription
 from .config import InstanceSettings, Settings, load_settings
 from .errors import (
+    ClusterError,
     ConfigError,
     ConflictError,
     HomelabError,
@@ -44,6 +45,7 @@ from .model import (
     InstanceState,
     Metric,
     MetricKind,
+    NodeInfo,
     Point,
 )
 from .notifier import AlertNotice, Notification, Notifier, NotifierError
@@ -79,6 +81,7 @@ __all__ = [
     "AiocacheLatest",
     "AlertNotice",
     "Bus",
+    "ClusterError",
     "ConfigError",
     "ConflictError",
     "Event",
@@ -104,6 +107,7 @@ __all__ = [
     "MetricKind",
     "MetricsCollected",
     "NoConfig",
+    "NodeInfo",
     "NotFoundError",
     "Notification",
     "Notifier",

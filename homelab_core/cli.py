@@ -426,6 +426,15 @@ def _add_status_command() -> None:
 _add_status_command()
 
 
+def _add_agent_command() -> None:
+    from .cli_agent import agent_command
+
+    cli.add_command(agent_command)
+
+
+_add_agent_command()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``homelab`` console script.
 

@@ -12,3 +12,10 @@ config_option = click.option(
     default=None,
     help="Path of homelab.toml (default: $HOMELAB_CONFIG or ./homelab.toml).",
 )
+
+#: ``--node``: this process's node name in a cluster (``[node] name``).
+node_option = click.option(
+    "--node",
+    default=None,
+    help="This node's name in a cluster (default: [node] name, else the host name).",
+)

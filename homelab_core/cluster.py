@@ -41,6 +41,7 @@ import attrs
 
 from .config import NodeSettings, Settings
 from .errors import ConfigError
+from .model import NodeInfo
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -104,18 +105,6 @@ def owner(instance_id: str, nodes: Iterable[str]) -> str | None:
         if best is None or (score, node) > best:
             best = (score, node)
     return best[1] if best is not None else None
-
-
-@attrs.frozen
-class NodeInfo:
-    """A node of the cluster as its heartbeats describe it."""
-
-    name: str
-    version: str
-    started_at: float
-    heartbeat_at: float
-    alive: bool
-    instances: list[str]
 
 
 @attrs.define

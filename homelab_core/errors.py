@@ -118,6 +118,10 @@ class StoreError(HomelabError):
     """The store could not be opened or used."""
 
 
+class ClusterError(HomelabError):
+    """The cluster's Redis could not be reached or answered wrongly (a 503 on the API)."""
+
+
 class SetupNotReady(HomelabError):
     """Raised by a plugin's ``setup()``: not ready yet (the device is booting, the service
     not up); the framework retries.

@@ -18,10 +18,11 @@ from . import __version__
 from .alerts.service import AlertService, build_notifier
 from .bus import Bus, MemoryBus
 from .cache import AiocacheLatest, LatestCache
-from .cluster import Cluster, NodeInfo, make_cluster
+from .cluster import Cluster, make_cluster
 from .config import Settings, StatusPageSettings, instance_settings, load_settings
 from .datapath import DataPath
 from .errors import (
+    ClusterError,
     ConfigError,
     ConflictError,
     HomelabError,
@@ -41,6 +42,7 @@ from .model import (
     InstanceInfo,
     InstanceState,
     Metric,
+    NodeInfo,
     Readiness,
     RunStats,
     Summary,
@@ -385,7 +387,10 @@ class Hub:
         """The nodes of the cluster (their last heartbeat, version and instances), or this
         node alone when it is not in one."""
         if self.cluster is not None:
-            return await self.cluster.nodes()
+            try:
+                return await self.cluster.nodes()
+            except Exception as exc:
+                raise ClusterError(f"cannot read the nodes from Redis: {exc}") from exc
         now = time.time()
         held = [i for i in self._instances if self.scheduler.is_held(i)]
         started = self.started_at if self.started_at is not None else now

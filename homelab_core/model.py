@@ -312,6 +312,22 @@ class ExecutionStatus(enum.StrEnum):
 
 
 @attrs.frozen
+class NodeInfo:
+    """A node of the cluster, as its heartbeats describe it."""
+
+    name: Annotated[str, about("The node's name ([node] name).", "nas")]
+    version: Annotated[str, about("The version of Homelab Core it runs.", "0.1.0")]
+    started_at: Annotated[float, about("When it started, in epoch seconds.", 1795970969.15)]
+    heartbeat_at: Annotated[
+        float, about("Its last heartbeat, in epoch seconds (Redis' clock).", 1795971000.5)
+    ]
+    alive: Annotated[bool, about("Whether its heartbeats are recent (three periods).", True)]
+    instances: Annotated[
+        list[str], about("The instances it runs (pinned there, or leased).", ["nas-disks"])
+    ]
+
+
+@attrs.frozen
 class HealthTransition:
     """A stored change of an instance's health state."""
 

@@ -815,6 +815,23 @@ async def test_categories_with_counts(api: Served) -> None:
     }
 
 
+async def test_nodes_of_a_hub_alone_are_itself_with_every_instance(api: Served) -> None:
+    body = await json_of(await api.client.get("/api/nodes"))
+    [node] = body["nodes"]
+    assert node["name"] == api.hub.node_name and node["alive"] is True
+    assert sorted(node["instances"]) == sorted(i.id for i in api.hub.instances())
+    assert node["heartbeat_at"] >= node["started_at"]
+    plugin = (await json_of(await api.client.get("/api/plugins/off")))["plugin"]
+    assert (plugin["node"], plugin["running_on"]) == (None, api.hub.node_name)
+
+
+async def test_executions_record_the_node_that_ran_them(api: Served) -> None:
+    await api.hub.run_now("judge")
+    await api.hub.flush()
+    body = await json_of(await api.client.get("/api/plugins/judge/executions"))
+    assert {(e["node"], e["fence"]) for e in body["executions"]} == {(api.hub.node_name, None)}
+
+
 async def test_summary_figures(api: Served) -> None:
     body = await json_of(await api.client.get("/api/plugins/stats/summary"))
     assert body["instances"] == 4

@@ -505,6 +505,14 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
         next_before = found[-1].id if len(found) == q.limit else None
         return s.HealthHistoryOut(plugin_id, found, next_before)
 
+    @bp.get("/api/nodes")
+    @errors(401, 403, 503)
+    @validate_response(s.NodeList)
+    async def nodes() -> s.NodeList:
+        """The nodes of the cluster: last heartbeat, version and the instances each runs
+        (this node alone when it is not in a cluster)."""
+        return s.NodeList(await hub().nodes())
+
     @bp.get("/api/alerts")
     @errors(400, 401, 403, 503)
     @validate_querystring(s.AlertsQuery)

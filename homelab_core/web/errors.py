@@ -11,6 +11,7 @@ from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
 from ..errors import (
+    ClusterError,
     ConflictError,
     HomelabError,
     InvalidArgumentError,
@@ -27,6 +28,7 @@ CORE_ERRORS: dict[type[HomelabError], tuple[int, str]] = {
     InvalidArgumentError: (400, "invalid_request"),
     ConflictError: (409, "conflict"),
     StoreError: (503, "unavailable"),
+    ClusterError: (503, "unavailable"),
 }
 
 

@@ -24,6 +24,7 @@ from ..model import (
     HealthTransition,
     InstanceInfo,
     Metric,
+    NodeInfo,
     RunStats,
     Summary,
     TypeInfo,
@@ -386,6 +387,11 @@ class HealthHistoryOut:
     next_before: Annotated[
         int | None, about("The before of the next page (null on the last page).", 61)
     ]
+
+
+@attrs.define
+class NodeList:
+    nodes: Annotated[list[NodeInfo], about("Every node seen lately, the live ones first.")]
 
 
 @attrs.define

@@ -29,7 +29,8 @@ from ..cli import (
     load_configuration,
     plugin_manager,
 )
-from ..cli_options import config_option
+from ..cli_agent import apply_node_option
+from ..cli_options import config_option, node_option
 from ..config import Settings
 from ..errors import ConfigError, HomelabError
 from ..hookspecs import hookimpl
@@ -50,6 +51,7 @@ def _url(host: str, port: int, path: str = "") -> str:
 
 @click.command("serve")
 @config_option
+@node_option
 @click.option("--host", default=None, help="Address to bind (default: [server] host).")
 @click.option(
     "--port",
@@ -76,6 +78,7 @@ def _url(host: str, port: int, path: str = "") -> str:
 def serve(
     ctx: click.Context,
     config: str | None,
+    node: str | None,
     host: str | None,
     port: int | None,
     server_name: str,
@@ -90,6 +93,7 @@ def serve(
     migrated). Only then is the address printed.
     """
     settings = load_configuration(config)
+    apply_node_option(settings, node)
     if host is not None:
         settings.server.host = host
     if port:

@@ -1,0 +1,215 @@
+"""Several node processes on one PostgreSQL and one Redis (docs/scale-out.md).
+
+Each node is a real ``homelab agent --node NAME`` process; what ran where is read from the
+executions table, which records the node and the fencing token of every run.
+"""
+
+from __future__ import annotations
+
+import collections
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+from live_server import server_env
+
+from homelab_core import Execution
+from homelab_core.store import Store
+
+pytestmark = pytest.mark.anyio
+
+UNPINNED = [f"port-{i:02d}" for i in range(30)]
+HEARTBEAT = 0.25
+LEASE_TTL = 1.5
+AGENT = [sys.executable, "-m", "homelab_core.cli", "--log-level", "INFO", "agent"]
+#: How long a node may take to start (imports, migrations) and take its first leases.
+START_TIMEOUT = 60.0
+
+
+def cluster_config(postgres_url: str, redis_url: str) -> str:
+    """30 unpinned checks of a closed port (cheap, in the process) and one pinned to n2."""
+    lines = [
+        f'[database]\nurl = "{postgres_url}"\n',
+        f'[bus]\nbackend = "redis"\nurl = "{redis_url}"\n',
+        f"[node]\nheartbeat = {HEARTBEAT}\nlease_ttl = {LEASE_TTL}\n",
+        "[scheduler]\njitter = 0.0\n",
+        "[store]\nflush_interval = 0.1\n",
+    ]
+    for instance_id in UNPINNED:
+        lines.append(
+            f'[plugins.{instance_id}]\ntype = "tcp"\ninterval = 0.5\nhost = "127.0.0.1"\nport = 1\n'
+        )
+    lines.append(
+        '[plugins.pinned]\ntype = "tcp"\ninterval = 0.5\nnode = "n2"\n'
+        'host = "127.0.0.1"\nport = 1\n'
+    )
+    return "\n".join(lines)
+
+
+class Nodes:
+    """``homelab agent`` processes, one per node name, in one directory."""
+
+    def __init__(self, directory: Path, config: Path) -> None:
+        self.directory = directory
+        self.config = config
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str) -> None:
+        with (self.directory / f"{name}.log").open("wb") as log:
+            self.procs[name] = subprocess.Popen(
+                [*AGENT, "--node", name, "-c", str(self.config)],
+                cwd=self.directory,
+                env=server_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: the node dies with its leases held."""
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for name, proc in self.procs.items():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+                pytest.fail(f"node {name} did not stop on SIGTERM")
+        self.procs.clear()
+
+    def log(self, name: str) -> str:
+        return (self.directory / f"{name}.log").read_text(errors="replace")
+
+
+@contextmanager
+def running_nodes(directory: Path, config: str, names: list[str]) -> Iterator[Nodes]:
+    path = directory / "homelab.toml"
+    path.write_text(config)
+    nodes = Nodes(directory, path)
+    try:
+        for name in names:
+            nodes.start(name)
+        yield nodes
+    finally:
+        for proc in nodes.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+        nodes.stop_all()
+
+
+async def executions(url: str) -> list[Execution]:
+    store = Store(url)
+    await store.open()
+    try:
+        return await store.executions(limit=100_000)
+    finally:
+        await store.close()
+
+
+def last_runner(found: list[Execution]) -> dict[str, str | None]:
+    """The node of each instance's newest execution."""
+    newest: dict[str, Execution] = {}
+    for e in found:
+        if e.instance_id not in newest or e.started_at > newest[e.instance_id].started_at:
+            newest[e.instance_id] = e
+    return {i: e.node for i, e in newest.items()}
+
+
+def overlapping_runs(found: list[Execution]) -> list[tuple[Execution, Execution]]:
+    """Pairs of runs of one instance on two nodes whose times overlap."""
+    by_instance: dict[str, list[Execution]] = collections.defaultdict(list)
+    for e in found:
+        if e.status != "skipped":
+            by_instance[e.instance_id].append(e)
+    pairs = []
+    for runs in by_instance.values():
+        runs.sort(key=lambda e: e.started_at)
+        for i, first in enumerate(runs):
+            for later in runs[i + 1 :]:
+                if later.started_at >= first.started_at + first.duration:
+                    break
+                if later.node != first.node:
+                    pairs.append((first, later))
+    return pairs
+
+
+async def wait_for(condition: object, url: str, limit: float) -> list[Execution]:
+    """Read the executions until ``condition(executions)`` holds; the last ones read."""
+    with anyio.fail_after(limit):
+        while True:
+            found = await executions(url)
+            if condition(found):  # type: ignore[operator]
+                return found
+            await anyio.sleep(0.25)
+
+
+@pytest.fixture
+def cluster_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "cluster"
+    directory.mkdir()
+    return directory
+
+
+async def test_three_nodes_share_the_instances_and_take_over_from_a_dead_one(
+    cluster_dir: Path, postgres_url: str, redis_url: str
+) -> None:
+    config = cluster_config(postgres_url, redis_url)
+    with running_nodes(cluster_dir, config, ["n1", "n2", "n3"]) as nodes:
+        every = {*UNPINNED, "pinned"}
+
+        def settled(found: list[Execution]) -> bool:
+            runners = last_runner(found)
+            return set(runners) == every and set(runners.values()) == {"n1", "n2", "n3"}
+
+        try:
+            found = await wait_for(settled, postgres_url, START_TIMEOUT)
+            # Let placement settle (nodes started one after the other), then look again.
+            await anyio.sleep(3 * HEARTBEAT + 1.0)
+            found = await executions(postgres_url)
+        except TimeoutError:
+            pytest.fail("the nodes did not run every instance:\n" + nodes.log("n1")[-3000:])
+        runners = last_runner(found)
+        spread = collections.Counter(runners[i] for i in UNPINNED)
+        assert sum(spread.values()) == 30 and max(spread.values()) <= 15, spread
+        assert {e.node for e in found if e.instance_id == "pinned"} == {"n2"}
+        assert all(e.fence is None for e in found if e.instance_id == "pinned")
+        assert all(e.fence for e in found if e.instance_id != "pinned")
+
+        victims = [i for i in UNPINNED if runners[i] == "n1"]
+        assert victims
+        nodes.kill("n1")
+        killed_at = time.time()
+
+        def elsewhere(found: list[Execution], instance_id: str) -> list[Execution]:
+            """The runs of the instance on another node since n1 died."""
+            return [
+                e
+                for e in found
+                if e.instance_id == instance_id and e.node != "n1" and e.started_at > killed_at
+            ]
+
+        def moved(found: list[Execution]) -> bool:
+            return all(elsewhere(found, i) for i in victims)
+
+        found = await wait_for(moved, postgres_url, 4 * LEASE_TTL + 10)
+        first_elsewhere = max(min(e.started_at for e in elsewhere(found, i)) for i in victims)
+        assert first_elsewhere - killed_at <= 2 * LEASE_TTL, first_elsewhere - killed_at
+        # The new leases have greater fencing tokens than n1's.
+        for i in victims:
+            old = max(e.fence or 0 for e in found if e.instance_id == i and e.node == "n1")
+            new = min(e.fence or 0 for e in elsewhere(found, i))
+            assert new > old
+        nodes.stop_all()
+    found = await executions(postgres_url)
+    assert overlapping_runs(found) == []
