@@ -50,6 +50,8 @@ log = logging.getLogger("homelab.cluster")
 
 PREFIX = "homelab:"
 NODES = PREFIX + "nodes"
+#: The channel on which a node says that it changed instances in the shared store.
+CHANGES = PREFIX + "changes"
 #: Heartbeats missed before a node counts as gone.
 MISSED_HEARTBEATS = 3
 #: Share of the lease TTL by which an instance is stopped before its lease may run out.
@@ -123,6 +125,8 @@ class Cluster:
         read again at every heartbeat (instances come and go at run time).
     :param hold: called with an instance id and True when this node should start running
         it, False when it must stop; returns once the instance is started or stopped.
+    :param after_beat: called after every heartbeat, and at once when another node said
+        it changed something (:meth:`poke`): the hub reads what other nodes changed.
     """
 
     def __init__(
@@ -133,6 +137,7 @@ class Cluster:
         version: str,
         instances: Callable[[], dict[str, str | None]],
         hold: Callable[[str, bool], Awaitable[None]],
+        after_beat: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         if settings.lease_ttl < MISSED_HEARTBEATS * settings.heartbeat:
             raise ValueError(
@@ -145,6 +150,8 @@ class Cluster:
         self.version = version
         self._instances = instances
         self._hold = hold
+        self._after_beat = after_beat
+        self._poked = anyio.Event()
         self._acquire = redis.register_script(_ACQUIRE)
         self._release = redis.register_script(_RELEASE)
         self._heartbeat = redis.register_script(_HEARTBEAT)
@@ -188,13 +195,38 @@ class Cluster:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_leases, name="homelab:lease-watchdog")
+                tg.start_soon(self._listen, name="homelab:cluster-changes")
                 while True:
                     with anyio.move_on_after(self.settings.lease_ttl * SAFETY):
                         await self.tick()
-                    await anyio.sleep(self.settings.heartbeat)
+                        if self._after_beat is not None:
+                            await self._after_beat()
+                    with anyio.move_on_after(self.settings.heartbeat):
+                        await self._poked.wait()
+                    self._poked = anyio.Event()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._leave()
+
+    async def poke(self) -> None:
+        """Tell every node (this one too) that something changed in the shared store."""
+        try:
+            await self.redis.publish(CHANGES, self.name)
+        except Exception as exc:  # they read it at their next heartbeat
+            log.debug("could not tell the other nodes of a change: %s", exc)
+
+    async def _listen(self) -> None:
+        """Wake the loop when a node says it changed something; reconnects by itself."""
+        while True:
+            try:
+                async with self.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(CHANGES)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self._poked.set()
+            except Exception as exc:
+                log.debug("listening for changes: %s", exc)
+            await anyio.sleep(self.settings.heartbeat)
 
     async def _watch_leases(self) -> None:
         while True:
@@ -391,6 +423,7 @@ def make_cluster(
     settings: Settings,
     instances: Callable[[], dict[str, str | None]],
     hold: Callable[[str, bool], Awaitable[None]],
+    after_beat: Callable[[], Awaitable[None]] | None = None,
 ) -> Cluster:
     """The :class:`Cluster` of ``settings`` (``[node]``, on the Redis of ``[bus] url``)."""
     try:
@@ -412,4 +445,11 @@ def make_cluster(
         socket_connect_timeout=node.heartbeat,
         health_check_interval=0,
     )
-    return Cluster(client, node, version=__version__, instances=instances, hold=hold)
+    return Cluster(
+        client,
+        node,
+        version=__version__,
+        instances=instances,
+        hold=hold,
+        after_beat=after_beat,
+    )

@@ -166,7 +166,7 @@ class Hub:
         self.node_name = self.settings.node.node_name
         #: This node's part in a cluster (``[bus] backend = "redis"``), else None.
         self.cluster: Cluster | None = (
-            make_cluster(self.settings, self._placement, self._hold)
+            make_cluster(self.settings, self._placement, self._hold, self._sync_cluster)
             if self.settings.bus.backend == "redis"
             else None
         )
@@ -179,6 +179,9 @@ class Hub:
             fence=cluster.fence if cluster is not None else None,
         )
         self._instances: dict[str, Instance] = {}
+        #: The table each instance of the API was built from (a node of a cluster
+        #: rebuilds one whose stored table another node changed).
+        self._api_bodies: dict[str, dict[str, Any]] = {}
         self._stack: AsyncExitStack | None = None
         self._background: anyio.CancelScope | None = None
         #: Rules, silences and notifiers; runs only when some are configured.
@@ -256,12 +259,64 @@ class Hub:
         if instance_id in self._instances:
             await self.scheduler.set_held(instance_id, held)
 
-    def _held_here(self, inst: Instance) -> bool:
-        """Whether this node starts the instance now: in a cluster, the cluster decides
-        (nothing runs before it has a lease); alone, unless pinned to another node."""
+    def _held_here(self, instance_id: str, inst: Instance) -> bool:
+        """Whether this node runs the instance: in a cluster, the cluster decides (nothing
+        runs before it has a lease, and an instance it holds stays held when it is
+        rebuilt); alone, unless pinned to another node."""
         if self.cluster is not None:
-            return False
+            return instance_id in self.cluster.held
         return inst.settings.node in (None, self.node_name)
+
+    async def _sync_cluster(self) -> None:
+        """What other nodes changed, from the shared store, after every heartbeat: the
+        instances made, changed or deleted through their API, and enabling or disabling
+        (applied to this node's scheduler only: the store has them already)."""
+        try:
+            bodies = await self.store.api_instances()
+            states = await self.store.instance_states()
+        except HomelabError as exc:
+            log.warning("could not read the instances other nodes changed: %s", exc)
+            return
+        for instance_id in [
+            i for i, inst in self._instances.items() if inst.source == "api" and i not in bodies
+        ]:
+            await self.scheduler.remove(instance_id)
+            del self._instances[instance_id]
+            self._api_bodies.pop(instance_id, None)
+            self.alerts.instance_removed(instance_id)
+        for instance_id, body in bodies.items():
+            old = self._instances.get(instance_id)
+            if (old is not None and old.source == "file") or self._api_bodies.get(
+                instance_id
+            ) == body:
+                continue
+            try:
+                new = self._build_api_instance(instance_id, body)
+            except HomelabError as exc:
+                if self._api_bodies.get(instance_id) is None:
+                    log.error("instance %r of another node cannot run here: %s", instance_id, exc)
+                self._api_bodies[instance_id] = body
+                continue
+            if old is not None:
+                await self.scheduler.remove(instance_id)
+            self._instances[instance_id] = new
+            self._api_bodies[instance_id] = body
+            await self._schedule(instance_id, new, states.get(instance_id), save=False)
+            if old is None:
+                self.alerts.instance_added(
+                    instance_id, enabled=self.scheduler.is_enabled(instance_id)
+                )
+        for instance_id, known in states.items():
+            if (
+                instance_id in self._instances
+                and self.scheduler.is_enabled(instance_id) != known.enabled
+            ):
+                await self.scheduler.set_enabled(instance_id, known.enabled)
+
+    async def _tell_cluster(self) -> None:
+        """Have the other nodes read the changes at once rather than at their next beat."""
+        if self.cluster is not None:
+            await self.cluster.poke()
 
     async def _run_maintenance(self) -> None:
         assert self._background is not None
@@ -285,23 +340,20 @@ class Hub:
         for instance_id, inst in self._instances.items():
             await self._schedule(instance_id, inst, stored.get(instance_id))
 
-    async def _schedule(self, instance_id: str, inst: Instance, known: Any = None) -> None:
-        """Save an instance's row and add it to the scheduler (it starts when enabled)."""
+    async def _schedule(
+        self, instance_id: str, inst: Instance, known: Any = None, *, save: bool = True
+    ) -> None:
+        """Save an instance's row (unless not ``save``) and add it to the scheduler (it
+        starts when enabled)."""
         wanted = inst.settings.enabled
         enabled = resolve_enabled(
             wanted,
             known.enabled if known else None,
             known.config_enabled if known else None,
         )
-        await self.store.save_instance(
-            instance_id,
-            type_name=inst.plugin_type.name,
-            enabled=enabled,
-            config_enabled=wanted,
-            config=config_to_dict(inst.plugin.config),
-            interval=inst.interval,
-        )
-        held = self._held_here(inst)
+        if save:
+            await self._save_row(instance_id, inst, enabled, wanted)
+        held = self._held_here(instance_id, inst)
         if not held and self.cluster is None:
             log.warning(
                 "instance %r is pinned to node %r; this is node %r, not in a cluster"
@@ -320,6 +372,18 @@ class Hub:
             held=held,
         )
 
+    async def _save_row(
+        self, instance_id: str, inst: Instance, enabled: bool, wanted: bool
+    ) -> None:
+        await self.store.save_instance(
+            instance_id,
+            type_name=inst.plugin_type.name,
+            enabled=enabled,
+            config_enabled=wanted,
+            config=config_to_dict(inst.plugin.config),
+            interval=inst.interval,
+        )
+
     async def _load_api_instances(self) -> None:
         """Build the instances created through the API, as stored; one that cannot be built
         any more (its type uninstalled, its options no longer valid) is logged and left out
@@ -334,6 +398,7 @@ class Hub:
                     self.settings.source or "the settings",
                 )
                 continue
+            self._api_bodies[instance_id] = body
             try:
                 self._instances[instance_id] = self._build_api_instance(instance_id, body)
             except HomelabError as exc:
@@ -436,6 +501,7 @@ class Hub:
         await self.scheduler.set_enabled(instance_id, enabled)
         state = self.scheduler.state(instance_id).state
         self.bus.publish(InstanceChanged(instance_id, enabled, state))
+        await self._tell_cluster()
         return self.instance(instance_id)
 
     # -- instances at run time -----------------------------------------------------------
@@ -478,6 +544,7 @@ class Hub:
         inst = self._build_api_instance(instance_id, body)
         await self.store.save_api_instance(instance_id, inst.plugin_type.name, dict(body))
         self._instances[instance_id] = inst
+        self._api_bodies[instance_id] = dict(body)
         await self._schedule(instance_id, inst)
         self.alerts.instance_added(instance_id, enabled=self.scheduler.is_enabled(instance_id))
         self.bus.publish(
@@ -485,6 +552,7 @@ class Hub:
                 instance_id, inst.settings.enabled, self.scheduler.state(instance_id).state
             )
         )
+        await self._tell_cluster()
         return self.instance(instance_id)
 
     async def update_instance(self, instance_id: str, changes: Mapping[str, Any]) -> InstanceInfo:
@@ -513,12 +581,14 @@ class Hub:
         await self.store.save_api_instance(instance_id, new.plugin_type.name, body)
         await self.scheduler.remove(instance_id)
         self._instances[instance_id] = new
+        self._api_bodies[instance_id] = body
         known = attrs.evolve(
             (await self.store.instance_states())[instance_id],
             enabled=new.settings.enabled if "enabled" in changes else enabled,
             config_enabled=new.settings.enabled,
         )
         await self._schedule(instance_id, new, known)
+        await self._tell_cluster()
         return self.instance(instance_id)
 
     async def delete_instance(self, instance_id: str, *, purge: bool = False) -> None:
@@ -529,7 +599,9 @@ class Hub:
         await self.cache.forget(instance_id)
         self.alerts.instance_removed(instance_id)
         await self.store.delete_instance(instance_id, purge=purge)
+        self._api_bodies.pop(instance_id, None)
         self.bus.publish(InstanceChanged(instance_id, False, InstanceState.STOPPED))
+        await self._tell_cluster()
 
     async def reload(self, settings: Settings | None = None) -> ReloadResult:
         """Read the config file again (or take ``settings``) and apply the difference to the

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 from live_server import server_env
 
@@ -213,3 +214,64 @@ async def test_three_nodes_share_the_instances_and_take_over_from_a_dead_one(
         nodes.stop_all()
     found = await executions(postgres_url)
     assert overlapping_runs(found) == []
+
+
+async def node_names(api: httpx.AsyncClient) -> set[str]:
+    return {n["name"] for n in (await api.get("/api/nodes")).json()["nodes"] if n["alive"]}
+
+
+def serve_config(postgres_url: str, redis_url: str) -> str:
+    return "\n".join(
+        [
+            f'[database]\nurl = "{postgres_url}"\n',
+            f'[bus]\nbackend = "redis"\nurl = "{redis_url}"\n',
+            f"[node]\nheartbeat = {HEARTBEAT}\nlease_ttl = {LEASE_TTL}\n",
+            "[scheduler]\njitter = 0.0\n",
+            "[store]\nflush_interval = 0.1\n",
+            '[plugins.on-b]\ntype = "tcp"\ninterval = 0.5\nnode = "b"\n'
+            'host = "127.0.0.1"\nport = 1\n',
+        ]
+    )
+
+
+async def test_actions_and_instances_of_one_nodes_api_reach_the_node_that_runs_them(
+    tmp_path: Path, postgres_url: str, redis_url: str
+) -> None:
+    from live_server import live_server
+
+    from homelab_core.cluster import owner
+
+    config = serve_config(postgres_url, redis_url)
+    with (
+        live_server(tmp_path / "a", config=config, args=["--node", "a"], port=0) as a,
+        live_server(tmp_path / "b", config=config, args=["--node", "b"], port=0),
+    ):
+        async with httpx.AsyncClient(base_url=a.url, timeout=10) as api:
+            with anyio.fail_after(20):
+                while await node_names(api) != {"a", "b"}:  # noqa: ASYNC110 - polling an API
+                    await anyio.sleep(0.1)
+            # Made through a's API, it runs where its lease puts it.
+            body = {"id": "made-on-a", "type": "tcp", "interval": 0.5}
+            body["options"] = {"host": "127.0.0.1", "port": 1}
+            assert (await api.post("/api/plugins", json=body)).status_code == 201
+            expected = owner("made-on-a", ["a", "b"])
+            found = await wait_for(
+                lambda runs: any(e.instance_id == "made-on-a" for e in runs), postgres_url, 20
+            )
+            assert {e.node for e in found if e.instance_id == "made-on-a"} == {expected}
+            # Disabled through a's API, on-b stops on b within one interval.
+            await wait_for(
+                lambda runs: any(e.instance_id == "on-b" for e in runs), postgres_url, 20
+            )
+            answer = await api.post("/api/plugins/on-b/enable", json={"enabled": False})
+            assert answer.status_code == 200
+            disabled_at = time.time()
+            await anyio.sleep(2.0)
+            found = await executions(postgres_url)
+            late = [
+                e for e in found if e.instance_id == "on-b" and e.started_at > disabled_at + 0.5
+            ]
+            assert late == []
+            assert {e.node for e in found if e.instance_id == "on-b"} == {"b"}
+            shown = (await api.get("/api/plugins/on-b")).json()["plugin"]
+            assert (shown["enabled"], shown["node"], shown["running_on"]) == (False, "b", "b")
