@@ -50,6 +50,9 @@ log = logging.getLogger("homelab.cluster")
 
 PREFIX = "homelab:"
 NODES = PREFIX + "nodes"
+#: What the ids of the cluster's shared work start with (``@maintenance``): an instance
+#: id is a slug, so the two never meet.
+DUTY = "@"
 #: The channel on which a node says that it changed instances in the shared store.
 CHANGES = PREFIX + "changes"
 #: Heartbeats missed before a node counts as gone.
@@ -286,7 +289,8 @@ class Cluster:
         fields = {
             "version": self.version,
             "started_at": repr(self.started_at),
-            "instances": json.dumps(sorted(self.held)),
+            "instances": json.dumps(sorted(i for i in self.held if not i.startswith(DUTY))),
+            "duties": json.dumps(sorted(i[1:] for i in self.held if i.startswith(DUTY))),
         }
         args: list[Any] = [self.name, max(ttl_ms, FORGET_AFTER * 1000)]
         for key, value in fields.items():
@@ -397,6 +401,7 @@ class Cluster:
                     heartbeat_at=score / 1000,
                     alive=score >= now_ms - window,
                     instances=json.loads(info.get("instances") or "[]"),
+                    duties=json.loads(info.get("duties") or "[]"),
                 )
             )
         found.sort(key=lambda n: (not n.alive, n.name))

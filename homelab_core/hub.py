@@ -18,7 +18,7 @@ from . import __version__
 from .alerts.service import AlertService, build_notifier
 from .bus import Bus, MemoryBus
 from .cache import AiocacheLatest, LatestCache
-from .cluster import Cluster, make_cluster
+from .cluster import DUTY, Cluster, make_cluster
 from .config import Settings, StatusPageSettings, instance_settings, load_settings
 from .datapath import DataPath
 from .errors import (
@@ -57,6 +57,10 @@ from .store import BatchWriter, Maintenance, Store, WriteQueue
 from .store import history as store_history
 
 log = logging.getLogger("homelab.hub")
+
+#: The lease of the store's rollups and retention in a cluster (not an instance id: those
+#: are slugs).
+MAINTENANCE = DUTY + "maintenance"
 
 #: Sections a reload cannot apply to a running hub (it says they need a restart).
 _RESTART_SECTIONS = (
@@ -182,8 +186,14 @@ class Hub:
         #: The table each instance of the API was built from (a node of a cluster
         #: rebuilds one whose stored table another node changed).
         self._api_bodies: dict[str, dict[str, Any]] = {}
+        #: Held while instances are made, changed, deleted, enabled or disabled, so that
+        #: reading what other nodes changed never interleaves with a change of this one.
+        self._changing = anyio.Lock()
         self._stack: AsyncExitStack | None = None
         self._background: anyio.CancelScope | None = None
+        #: In a cluster: set while this node holds the maintenance lease.
+        self._maintaining = anyio.Event()
+        self._maintenance_scope: anyio.CancelScope | None = None
         #: Rules, silences and notifiers; runs only when some are configured.
         self.alerts = AlertService(
             self.settings.alerts,
@@ -252,11 +262,24 @@ class Hub:
             await self.cluster.run()
 
     def _placement(self) -> dict[str, str | None]:
-        """Every instance and the node it is pinned to (None: any), for the cluster."""
-        return {i: inst.settings.node for i, inst in self._instances.items()}
+        """Every instance and the node it is pinned to (None: any), and the cluster's
+        shared work, for the cluster to place."""
+        placed: dict[str, str | None] = {
+            i: inst.settings.node for i, inst in self._instances.items()
+        }
+        placed[MAINTENANCE] = None
+        return placed
 
     async def _hold(self, instance_id: str, held: bool) -> None:
-        if instance_id in self._instances:
+        if instance_id == MAINTENANCE:
+            if held:
+                self._maintaining.set()
+                log.info("node %r does the store's rollups and retention", self.node_name)
+            else:
+                self._maintaining = anyio.Event()
+                if self._maintenance_scope is not None:
+                    self._maintenance_scope.cancel()
+        elif instance_id in self._instances:
             await self.scheduler.set_held(instance_id, held)
 
     def _held_here(self, instance_id: str, inst: Instance) -> bool:
@@ -267,7 +290,7 @@ class Hub:
             return instance_id in self.cluster.held
         return inst.settings.node in (None, self.node_name)
 
-    async def _sync_cluster(self) -> None:
+    async def _sync_cluster_unlocked(self) -> None:
         """What other nodes changed, from the shared store, after every heartbeat: the
         instances made, changed or deleted through their API, and enabling or disabling
         (applied to this node's scheduler only: the store has them already)."""
@@ -319,9 +342,18 @@ class Hub:
             await self.cluster.poke()
 
     async def _run_maintenance(self) -> None:
+        """Rollups and retention; in a cluster, only while this node holds their lease
+        (:data:`MAINTENANCE`): one node at a time does the work for every node."""
         assert self._background is not None
         with self._background:
-            await self.maintenance.run()
+            if self.cluster is None:
+                await self.maintenance.run()
+                return
+            while True:
+                await self._maintaining.wait()
+                with anyio.CancelScope() as self._maintenance_scope:
+                    await self.maintenance.run()
+                self._maintenance_scope = None
 
     async def _drain(self) -> None:
         """Stop background work and write everything still queued (the task group waits)."""
@@ -459,7 +491,7 @@ class Hub:
         now = time.time()
         held = [i for i in self._instances if self.scheduler.is_held(i)]
         started = self.started_at if self.started_at is not None else now
-        return [NodeInfo(self.node_name, __version__, started, now, True, held)]
+        return [NodeInfo(self.node_name, __version__, started, now, True, held, ["maintenance"])]
 
     def plugin_type(self, instance_id: str) -> type[Plugin]:
         """The plugin type of an instance."""
@@ -494,7 +526,7 @@ class Hub:
         self._get(instance_id)
         return self.scheduler.stats(instance_id)
 
-    async def set_enabled(self, instance_id: str, enabled: bool) -> InstanceInfo:
+    async def _set_enabled(self, instance_id: str, enabled: bool) -> InstanceInfo:
         """Enable or disable an instance at once and persist the choice."""
         self._get(instance_id)
         await self.store.set_enabled(instance_id, enabled)
@@ -530,7 +562,7 @@ class Hub:
             )
         return inst
 
-    async def create_instance(self, instance_id: str, body: Mapping[str, Any]) -> InstanceInfo:
+    async def _create_instance(self, instance_id: str, body: Mapping[str, Any]) -> InstanceInfo:
         """Create an instance owned by the store: ``body`` is what a ``[plugins.<id>]``
         table holds (``type``, ``interval``, ``timeout``, ``enabled``, the options),
         checked by the file's rules. It is stored, restored at every start, and starts at
@@ -555,7 +587,7 @@ class Hub:
         await self._tell_cluster()
         return self.instance(instance_id)
 
-    async def update_instance(self, instance_id: str, changes: Mapping[str, Any]) -> InstanceInfo:
+    async def _update_instance(self, instance_id: str, changes: Mapping[str, Any]) -> InstanceInfo:
         """Change an instance of the API: ``changes`` holds the keys to change (a key set
         to None goes back to its default). A secret left out, or sent back as the
         redacted text the API shows, keeps its stored value. The instance restarts with
@@ -591,7 +623,7 @@ class Hub:
         await self._tell_cluster()
         return self.instance(instance_id)
 
-    async def delete_instance(self, instance_id: str, *, purge: bool = False) -> None:
+    async def _delete_instance(self, instance_id: str, *, purge: bool = False) -> None:
         """Stop and delete an instance of the API; its history stays unless ``purge``."""
         self._owned_by_api(instance_id)
         await self.scheduler.remove(instance_id)
@@ -603,12 +635,47 @@ class Hub:
         self.bus.publish(InstanceChanged(instance_id, False, InstanceState.STOPPED))
         await self._tell_cluster()
 
+    async def set_enabled(self, instance_id: str, enabled: bool) -> InstanceInfo:
+        """Enable or disable an instance at once and persist the choice."""
+        async with self._changing:
+            return await self._set_enabled(instance_id, enabled)
+
+    async def create_instance(self, instance_id: str, body: Mapping[str, Any]) -> InstanceInfo:
+        """Create an instance owned by the store: ``body`` is what a ``[plugins.<id>]``
+        table holds (``type``, ``interval``, ``timeout``, ``enabled``, the options),
+        checked by the file's rules. It is stored, restored at every start, and starts at
+        once (in a cluster, on the node its lease gives it); other instances are not
+        touched."""
+        async with self._changing:
+            return await self._create_instance(instance_id, body)
+
+    async def update_instance(self, instance_id: str, changes: Mapping[str, Any]) -> InstanceInfo:
+        """Change an instance of the API: ``changes`` holds the keys to change (a key set
+        to None goes back to its default). A secret left out, or sent back as the
+        redacted text the API shows, keeps its stored value. The instance restarts with
+        its new table; an instance of the file is a :class:`ConflictError`."""
+        async with self._changing:
+            return await self._update_instance(instance_id, changes)
+
+    async def delete_instance(self, instance_id: str, *, purge: bool = False) -> None:
+        """Stop and delete an instance of the API; its history stays unless ``purge``."""
+        async with self._changing:
+            await self._delete_instance(instance_id, purge=purge)
+
+    async def _sync_cluster(self) -> None:
+        async with self._changing:
+            await self._sync_cluster_unlocked()
+
     async def reload(self, settings: Settings | None = None) -> ReloadResult:
         """Read the config file again (or take ``settings``) and apply the difference to the
         instances of the file: new ones start, removed ones stop, changed ones restart, and
         the others run on untouched. A file with any error is a :class:`ConfigError` and
         nothing changes. Sections that cannot change while running are named in the result.
         """
+        async with self._changing:
+            return await self._reload(settings)
+
+    async def _reload(self, settings: Settings | None = None) -> ReloadResult:
         if settings is None:
             if self.settings.source is None:
                 raise ConflictError("these settings were not read from a file: nothing to reload")

@@ -325,6 +325,10 @@ class NodeInfo:
     instances: Annotated[
         list[str], about("The instances it runs (pinned there, or leased).", ["nas-disks"])
     ]
+    duties: Annotated[
+        list[str],
+        about("The cluster's shared work it does (maintenance: rollups, retention).", []),
+    ] = attrs.field(factory=list)
 
 
 @attrs.frozen

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -275,3 +276,55 @@ async def test_actions_and_instances_of_one_nodes_api_reach_the_node_that_runs_t
             assert {e.node for e in found if e.instance_id == "on-b"} == {"b"}
             shown = (await api.get("/api/plugins/on-b")).json()["plugin"]
             assert (shown["enabled"], shown["node"], shown["running_on"]) == (False, "b", "b")
+
+
+async def test_one_node_at_a_time_does_the_maintenance_and_another_takes_over(
+    make_settings: Any, postgres_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from homelab_core import Hub
+    from homelab_core.config import BusSettings, NodeSettings, RetentionSettings
+    from homelab_core.store import Maintenance
+
+    done: list[str] = []
+
+    async def run_once(self: Maintenance, now: float | None = None) -> None:
+        done.append(self.node)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(Maintenance, "run_once", run_once)
+
+    def hub(name: str) -> Hub:
+        settings = make_settings(
+            bus=BusSettings(backend="redis", url=redis_url),
+            node=NodeSettings(name=name, heartbeat=HEARTBEAT, lease_ttl=LEASE_TTL),
+            retention=RetentionSettings(maintenance_interval=0.05),
+        )
+        settings.database.url = postgres_url
+        made = Hub(settings)
+        made.maintenance.node = name  # type: ignore[attr-defined]
+        return made
+
+    hubs = {name: hub(name) for name in ("m1", "m2")}
+    stops = {name: anyio.Event() for name in hubs}
+
+    async def run(name: str) -> None:
+        async with hubs[name]:
+            await stops[name].wait()
+
+    async with anyio.create_task_group() as tg:
+        for name in hubs:
+            tg.start_soon(run, name)
+        with anyio.fail_after(20):
+            while len(done) < 10:  # noqa: ASYNC110 - polling the stand-in's record
+                await anyio.sleep(0.05)
+        doer = done[-1]
+        other = ({"m1", "m2"} - {doer}).pop()
+        assert set(done[-8:]) == {doer}, "one node at a time"
+        duties = {n.name: n.duties for n in await hubs[other].nodes()}
+        assert duties == {doer: ["maintenance"], other: []}
+        # The node doing it stops: the other takes over.
+        stops[doer].set()
+        mark = len(done)
+        with anyio.fail_after(2 * LEASE_TTL + 2):
+            while other not in done[mark:]:  # noqa: ASYNC110 - as above
+                await anyio.sleep(0.05)
+        stops[other].set()

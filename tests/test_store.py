@@ -541,3 +541,26 @@ def test_queued_executions_are_bounded_and_counted() -> None:
 def test_the_execution_table_has_exactly_the_models_fields() -> None:
     """The Tortoise record and the model cannot drift: the columns are derived from it."""
     assert set(ExecutionRecord._meta.db_fields) == {"id", *EXECUTION_COLUMNS}
+
+
+async def test_stores_opening_at_once_on_a_new_postgresql_database_both_open(
+    postgres_url: str,
+) -> None:
+    """Nodes of a cluster that start together migrate one after the other, not both."""
+    stores = [Store(postgres_url) for _ in range(3)]
+    async with anyio.create_task_group() as tg:
+        for store in stores:
+            tg.start_soon(store.open)
+    try:
+        for store in stores:
+            assert await store.ping()
+        applied = await stores[0].fetch("SELECT name FROM tortoise_migrations ORDER BY name")
+        assert [r["name"] for r in applied] == [
+            "0001_initial",
+            "0002_alerts",
+            "0003_api_instances",
+            "0004_execution_node",
+        ]
+    finally:
+        for store in stores:
+            await store.close()

@@ -35,6 +35,8 @@ _tortoise_context = compat.tortoise_context()
 #: engines in one process must not share one. An embedding application's own Tortoise
 #: set-up never sees either.
 APP = "homelab"
+#: The PostgreSQL advisory lock that stores hold while they migrate ("homelab" in ASCII).
+MIGRATION_LOCK = 0x686F6D656C6162
 #: Seconds that connecting and migrating may take before the store gives up.
 OPEN_TIMEOUT = 60.0
 #: Seconds :meth:`Store.ping` waits for an answer (readiness must answer quickly even
@@ -203,8 +205,7 @@ class Store:
             try:
                 with anyio.fail_after(OPEN_TIMEOUT):
                     await self._context.init(config=config)
-                    executor = MigrationExecutor(self.connection, config["apps"])
-                    await executor.migrate()
+                    await self._migrate(MigrationExecutor(self.connection, config["apps"]))
             except Exception as exc:
                 with contextlib.suppress(Exception):
                     await self._context.close_connections()
@@ -218,6 +219,23 @@ class Store:
                     self._redact(f"cannot open the store at {self.url}: {reason}")
                 ) from exc
         self._open = True
+
+    async def _migrate(self, executor: MigrationExecutor) -> None:
+        """Apply the migrations; on PostgreSQL, one store at a time.
+
+        The nodes of a cluster may start together on a new database: without the lock,
+        each would create the same tables, and all but one would fail. The lock is a
+        session lock held on a connection of its own while the migrations run on others.
+        """
+        if self.dialect.name != "postgres":
+            await executor.migrate()
+            return
+        async with self.connection.acquire_connection() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+            try:
+                await executor.migrate()
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
 
     async def close(self) -> None:
         """Close the store's connections."""
