@@ -61,6 +61,8 @@ log = logging.getLogger("homelab.hub")
 #: The lease of the store's rollups and retention in a cluster (not an instance id: those
 #: are slugs).
 MAINTENANCE = DUTY + "maintenance"
+#: The lease of the alert service: its evaluation and its notifications.
+ALERTS = DUTY + "alerts"
 
 #: Sections a reload cannot apply to a running hub (it says they need a restart).
 _RESTART_SECTIONS = (
@@ -194,16 +196,13 @@ class Hub:
         #: In a cluster: set while this node holds the maintenance lease.
         self._maintaining = anyio.Event()
         self._maintenance_scope: anyio.CancelScope | None = None
-        #: Rules, silences and notifiers; runs only when some are configured.
-        self.alerts = AlertService(
-            self.settings.alerts,
-            bus=self.bus,
-            store=self.store,
-            plugins=self.plugins,
-            type_of=self._type_name,
-            instances=lambda: [(i, self.scheduler.health(i).state) for i in self._instances],
-            source=self.settings.source,
-        )
+        #: Rules, silences and notifiers; runs only when some are configured (in a
+        #: cluster, on the one node that holds the ``@alerts`` lease: a new service each
+        #: time it takes it, which reads the states the last one stored).
+        self.alerts = self._new_alert_service()
+        self._alerting = anyio.Event()
+        self._alerting_ends = anyio.Event()
+        self._alerts_scope = anyio.CancelScope()
         self.figures = Figures(
             self.scheduler, self.store, self.queue, self.bus, self.writer, self.alerts
         )
@@ -224,8 +223,11 @@ class Hub:
             tasks.start_soon(self.writer.run, name="homelab:writer")
             self._background = anyio.CancelScope()
             tasks.start_soon(self._run_maintenance, name="homelab:maintenance")
-            # Subscribed before the first run, stopped after the last.
-            await stack.enter_async_context(self.alerts)
+            if self.cluster is None:
+                # Subscribed before the first run, stopped after the last.
+                await stack.enter_async_context(self.alerts)
+            else:
+                tasks.start_soon(self._run_alerts, name="homelab:alerts-duty")
             await stack.enter_async_context(self.scheduler)
             if self.cluster is not None:
                 # Stopped before the scheduler: it stops its instances and gives their
@@ -261,6 +263,33 @@ class Hub:
         with scope:
             await self.cluster.run()
 
+    def _new_alert_service(self) -> AlertService:
+        return AlertService(
+            self.settings.alerts,
+            bus=self.bus,
+            store=self.store,
+            plugins=self.plugins,
+            type_of=self._type_name,
+            instances=lambda: [(i, self.health(i).state) for i in self._instances],
+            source=self.settings.source,
+        )
+
+    async def _run_alerts(self) -> None:
+        """In a cluster: the alert service, while this node holds its lease (:data:`ALERTS`).
+
+        Each time the lease is taken, a new service reads the rules, states and delivered
+        marks the last holder stored (every 0.5 s, and when it stops), so that what it
+        sent is not sent again."""
+        with self._alerts_scope:
+            while True:
+                await self._alerting.wait()
+                service = self._new_alert_service()
+                async with service:
+                    self.alerts = self.figures.alerts = service
+                    log.info("node %r evaluates the alerts", self.node_name)
+                    await self._alerting_ends.wait()
+                log.info("node %r no longer evaluates the alerts", self.node_name)
+
     def _placement(self) -> dict[str, str | None]:
         """Every instance and the node it is pinned to (None: any), and the cluster's
         shared work, for the cluster to place."""
@@ -268,6 +297,7 @@ class Hub:
             i: inst.settings.node for i, inst in self._instances.items()
         }
         placed[MAINTENANCE] = None
+        placed[ALERTS] = None
         return placed
 
     async def _hold(self, instance_id: str, held: bool) -> None:
@@ -279,6 +309,13 @@ class Hub:
                 self._maintaining = anyio.Event()
                 if self._maintenance_scope is not None:
                     self._maintenance_scope.cancel()
+        elif instance_id == ALERTS:
+            if held:
+                self._alerting_ends = anyio.Event()
+                self._alerting.set()
+            else:
+                self._alerting = anyio.Event()
+                self._alerting_ends.set()
         elif instance_id in self._instances:
             await self.scheduler.set_held(instance_id, held)
 
@@ -359,6 +396,7 @@ class Hub:
         """Stop background work and write everything still queued (the task group waits)."""
         if self._background is not None:
             self._background.cancel()
+        self._alerts_scope.cancel()
         self.queue.close()
 
     async def _close_resources(self) -> None:
@@ -491,7 +529,8 @@ class Hub:
         now = time.time()
         held = [i for i in self._instances if self.scheduler.is_held(i)]
         started = self.started_at if self.started_at is not None else now
-        return [NodeInfo(self.node_name, __version__, started, now, True, held, ["maintenance"])]
+        duties = ["alerts", "maintenance"]
+        return [NodeInfo(self.node_name, __version__, started, now, True, held, duties)]
 
     def plugin_type(self, instance_id: str) -> type[Plugin]:
         """The plugin type of an instance."""

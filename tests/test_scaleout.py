@@ -186,7 +186,7 @@ async def test_three_nodes_share_the_instances_and_take_over_from_a_dead_one(
         assert sum(spread.values()) == 30 and max(spread.values()) <= 15, spread
         assert {e.node for e in found if e.instance_id == "pinned"} == {"n2"}
         assert all(e.fence is None for e in found if e.instance_id == "pinned")
-        assert all(e.fence for e in found if e.instance_id != "pinned")
+        assert all(e.fence for e in found if e.instance_id != "pinned" and e.status != "skipped")
 
         victims = [i for i in UNPINNED if runners[i] == "n1"]
         assert victims
@@ -313,14 +313,17 @@ async def test_one_node_at_a_time_does_the_maintenance_and_another_takes_over(
     async with anyio.create_task_group() as tg:
         for name in hubs:
             tg.start_soon(run, name)
+        # Settled (the first node to start had it until the other joined): one node does it.
         with anyio.fail_after(20):
-            while len(done) < 10:  # noqa: ASYNC110 - polling the stand-in's record
+            while len(done) < 10 or len(set(done[-10:])) > 1:  # noqa: ASYNC110 - polling
                 await anyio.sleep(0.05)
         doer = done[-1]
         other = ({"m1", "m2"} - {doer}).pop()
-        assert set(done[-8:]) == {doer}, "one node at a time"
         duties = {n.name: n.duties for n in await hubs[other].nodes()}
-        assert duties == {doer: ["maintenance"], other: []}
+        assert "maintenance" in duties[doer] and "maintenance" not in duties[other]
+        # The alerts are evaluated on one node too.
+        assert sorted(d for each in duties.values() for d in each) == ["alerts", "maintenance"]
+        assert sum(h.alerts.running for h in hubs.values()) == 1
         # The node doing it stops: the other takes over.
         stops[doer].set()
         mark = len(done)
