@@ -45,7 +45,7 @@ from collections import deque
 from typing import Any
 
 from .bus import MemoryBus
-from .cache_redis import redis_client, redis_errors
+from .cache_redis import redis_client, redis_errors, stop_task
 from .eventcodec import EventCodecError, decode_event, encode_event
 from .events import Event
 from .redact import redact_urls
@@ -182,8 +182,8 @@ class RedisBus(MemoryBus):
         """Send what is queued (for at most ``close_timeout`` s) and stop both tasks."""
         tasks, self._tasks = self._tasks, []
         if tasks:
-            reader, sender = tasks[1], tasks[0]
-            reader.cancel()
+            sender, reader = tasks
+            await stop_task(reader)
             if self._queue and self._up["writer"]:
                 self._wake.set()
                 deadline = asyncio.get_running_loop().time() + self.close_timeout
@@ -191,8 +191,7 @@ class RedisBus(MemoryBus):
                     await asyncio.sleep(0.01)
             if self._queue:
                 log.warning("Redis bus: %d events not sent at shutdown", len(self._queue))
-            sender.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await stop_task(sender)
         for name in ("_writer", "_reader"):
             client = getattr(self, name)
             setattr(self, name, None)

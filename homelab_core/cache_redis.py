@@ -61,6 +61,24 @@ def redis_client(url: str, timeout: float, **kwargs: Any) -> Any:
     )
 
 
+async def stop_task(task: asyncio.Task[None], timeout: float = 5.0) -> None:
+    """Cancel ``task`` and wait until it ends, cancelling again while it goes on.
+
+    Once is not always enough: on Python 3.11 :func:`asyncio.wait_for`, which redis-py
+    awaits around every send, can swallow a cancellation that arrives just as the send
+    completes (fixed in Python 3.12), and the task would go on to its next command.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.1)
+        if asyncio.get_running_loop().time() > deadline:
+            log.error("%s did not stop in %.0f s; left running", task.get_name(), timeout)
+            return
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed: %r", task.get_name(), task.exception())
+
+
 def redis_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean Redis could not be reached or did not answer in time."""
     from redis.exceptions import RedisError
@@ -145,8 +163,7 @@ class RedisLatest(LatestCache):
         """Write what is pending (for at most ``close_timeout`` s) and stop."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await stop_task(task)
             if self._has_pending():
                 try:
                     await asyncio.wait_for(self._flush(), self.close_timeout)

@@ -15,8 +15,9 @@ import anyio
 import attrs
 
 from .alerts.service import AlertService, build_notifier
-from .bus import Bus, MemoryBus
-from .cache import AiocacheLatest, LatestCache
+from .backends import make_bus, make_cache, running
+from .bus import Bus
+from .cache import LatestCache
 from .config import Settings, StatusPageSettings, instance_settings, load_settings
 from .datapath import DataPath
 from .errors import (
@@ -59,6 +60,7 @@ _RESTART_SECTIONS = (
     "server",
     "database",
     "cache",
+    "bus",
     "retention",
     "scheduler",
     "store",
@@ -151,8 +153,8 @@ class Hub:
     ) -> None:
         self.settings = settings if settings is not None else load_settings()
         self.plugins = plugin_manager if plugin_manager is not None else PluginManager()
-        self.cache: LatestCache = cache if cache is not None else AiocacheLatest()
-        self.bus: Bus = bus if bus is not None else MemoryBus()
+        self.cache: LatestCache = cache if cache is not None else make_cache(self.settings)
+        self.bus: Bus = bus if bus is not None else make_bus(self.settings)
         self.store = Store(self.settings.database.url)
         self.queue = WriteQueue(self.settings.store.queue_size, self.settings.store.batch_size)
         self.writer = BatchWriter(self.store, self.queue, self.settings.store)
@@ -173,7 +175,7 @@ class Hub:
             source=self.settings.source,
         )
         self.figures = Figures(
-            self.scheduler, self.store, self.queue, self.bus, self.writer, self.alerts
+            self.scheduler, self.store, self.queue, self.bus, self.writer, self.alerts, self.cache
         )
         self.started_at: float | None = None
 
@@ -185,6 +187,7 @@ class Hub:
         try:
             await self.store.open()
             stack.push_async_callback(self._close_resources)
+            await stack.enter_async_context(running(self.cache, self.bus))
             await self._load_api_instances()
             await self._sync_instances()
             tasks = await stack.enter_async_context(anyio.create_task_group())
