@@ -40,6 +40,7 @@ Runs on asyncio (redis-py's asyncio client): :meth:`RedisBus.start` starts both 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from typing import Any
@@ -103,6 +104,8 @@ class RedisBus(MemoryBus):
         self._errors = redis_errors()
         self._queue: deque[Event] = deque()
         self._wake = asyncio.Event()
+        self._sent_all = asyncio.Event()  # set when the queue was sent empty
+        self._in_flight = 0
         self._writer: Any = None
         self._reader: Any = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -172,7 +175,9 @@ class RedisBus(MemoryBus):
         if self._tasks:
             return
         self._writer = redis_client(self.url, self.timeout)
-        self._reader = redis_client(self.url, self.timeout, socket_timeout=self.block + self.timeout)
+        self._reader = redis_client(
+            self.url, self.timeout, socket_timeout=self.block + self.timeout
+        )
         self._tasks = [
             asyncio.create_task(self._send(), name="homelab:bus-redis-send"),
             asyncio.create_task(self._read(), name="homelab:bus-redis-read"),
@@ -184,11 +189,11 @@ class RedisBus(MemoryBus):
         if tasks:
             sender, reader = tasks
             await stop_task(reader)
-            if self._queue and self._up["writer"]:
+            if (self._queue or self._in_flight) and self._up["writer"]:
+                self._sent_all.clear()
                 self._wake.set()
-                deadline = asyncio.get_running_loop().time() + self.close_timeout
-                while self._queue and asyncio.get_running_loop().time() < deadline:
-                    await asyncio.sleep(0.01)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._sent_all.wait(), self.close_timeout)
             if self._queue:
                 log.warning("Redis bus: %d events not sent at shutdown", len(self._queue))
             await stop_task(sender)
@@ -212,9 +217,7 @@ class RedisBus(MemoryBus):
             self.reconnects += 1
             log.info("Redis bus at %s: %s reconnected", redact_urls(self.url), role)
         elif not up and was:
-            log.warning(
-                "Redis bus at %s: %s lost (%s); retrying", redact_urls(self.url), role, exc
-            )
+            log.warning("Redis bus at %s: %s lost (%s); retrying", redact_urls(self.url), role, exc)
         if self.connected:
             self._was_connected = True
 
@@ -227,6 +230,7 @@ class RedisBus(MemoryBus):
                 self._wake.clear()
                 await self._wake.wait()
             batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.batch))]
+            self._in_flight = len(batch)
             try:
                 pipe = self._writer.pipeline(transaction=False)
                 for event in batch:
@@ -244,14 +248,18 @@ class RedisBus(MemoryBus):
                     )
                 await pipe.execute()
             except self._errors as exc:
+                self._in_flight = 0
                 self._requeue(batch)
                 self._state("writer", False, exc)
                 pause = min(max(pause * 2, 0.1), _MAX_PAUSE)
                 await asyncio.sleep(pause)
                 continue
+            self._in_flight = 0
             self.sent += len(batch)
             self._state("writer", True)
             pause = 0.0
+            if not self._queue:
+                self._sent_all.set()
 
     def _requeue(self, batch: list[Event]) -> None:
         """Put a batch that was not sent back in front; the oldest go when there is no room."""
@@ -264,7 +272,7 @@ class RedisBus(MemoryBus):
 
     async def _read(self) -> None:
         pause = 0.0
-        resume = False
+        resume = self.last_id is not None  # started again: go on from where it was
         block = max(1, int(self.block * 1000))
         while True:
             try:

@@ -167,7 +167,7 @@ class RedisLatest(LatestCache):
             if self._has_pending():
                 try:
                     await asyncio.wait_for(self._flush(), self.close_timeout)
-                except (*self._errors, asyncio.CancelledError):
+                except self._errors:  # a timeout too
                     log.warning(
                         "Redis cache: %d pending series not written at shutdown",
                         self._pending_count,

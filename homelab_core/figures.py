@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .bus import Bus
 from .codec import escaped_texts
@@ -36,7 +36,7 @@ class Figures:
     ) -> None:
         self.alerts = alerts
         #: Backends with figures of their own (the Redis ones: ``counters()``).
-        self._backends = [
+        self._backends: list[Any] = [
             part for part in (bus, cache) if callable(getattr(part, "counters", None))
         ]
         self.scheduler = scheduler

@@ -166,7 +166,7 @@ def test_lone_surrogates_are_escaped_not_fatal() -> None:
 
 
 def test_other_unicode_round_trips_unchanged() -> None:
-    text = "température 🌡 \u2028 \x7f \"quoted\" \\ back"
+    text = 'température 🌡 \u2028 \x7f "quoted" \\ back'
     event = HealthChanged("nas", Health(since=1.0), Health(message=text, since=2.0))
     assert decode_event(encode_event(event, "nas")).event == event
 

@@ -1,0 +1,110 @@
+"""[cache] and [bus] choose the backends; a hub on Redis shares its values, health and
+events with other nodes (a real redis-server)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import pytest
+from waiting import eventually
+
+from homelab_core import ConfigError, HealthState, Hub, InstanceSettings, PluginManager
+from homelab_core.backends import make_bus, make_cache
+from homelab_core.bus import MemoryBus
+from homelab_core.bus_redis import RedisBus
+from homelab_core.cache import AiocacheLatest
+from homelab_core.cache_redis import RedisLatest
+from homelab_core.config import BusSettings, CacheSettings, NodeSettings
+from homelab_core.events import MetricsCollected
+
+pytestmark = pytest.mark.anyio
+
+Build = Callable[..., Any]
+
+
+def test_the_defaults_are_the_memory_backends(make_settings: Build) -> None:
+    settings = make_settings()
+    assert type(make_cache(settings)) is AiocacheLatest
+    assert type(make_bus(settings)) is MemoryBus
+    assert make_cache(settings).shared is False
+
+
+def test_redis_backends_take_their_settings(make_settings: Build) -> None:
+    settings = make_settings(
+        cache=CacheSettings(backend="redis", url="redis://10.0.0.5:6379/1"),
+        bus=BusSettings(backend="redis", url="redis://10.0.0.6:6379/2", stream_length=5000),
+        node=NodeSettings(name="nas"),
+    )
+    cache, bus = make_cache(settings), make_bus(settings)
+    assert isinstance(cache, RedisLatest) and cache.url == "redis://10.0.0.5:6379/1"
+    assert cache.shared is True
+    assert isinstance(bus, RedisBus)
+    assert (bus.url, bus.node, bus.stream_length) == ("redis://10.0.0.6:6379/2", "nas", 5000)
+
+
+def test_a_missing_redis_library_is_a_clear_error(
+    make_settings: Build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "redis", None)  # as if it were not installed
+    settings = make_settings(bus=BusSettings(backend="redis"))
+    assert type(make_cache(settings)) is AiocacheLatest
+    with pytest.raises(ConfigError, match=r"\[bus\] backend: .*pip install homelab-core\[redis\]"):
+        make_bus(settings)
+    with pytest.raises(ConfigError, match=r"\[cache\] backend: 'redis' needs the redis client"):
+        make_cache(make_settings(cache=CacheSettings(backend="redis")))
+
+
+async def test_a_hub_on_redis_shares_values_health_and_events(
+    manager: PluginManager, make_settings: Build, redis_url: str
+) -> None:
+    settings = make_settings(
+        InstanceSettings(id="c", type="counter", interval=0.1, options={"series": 2}),
+        cache=CacheSettings(backend="redis", url=redis_url),
+        bus=BusSettings(backend="redis", url=redis_url),
+        node=NodeSettings(name="node-a"),
+    )
+    async with RedisBus(redis_url, "node-b") as other_bus, other_bus.subscribe() as sub:
+        await eventually(lambda: other_bus.last_id is not None, 5, "the other bus positioned")
+        async with Hub(settings, plugin_manager=manager) as hub:
+            assert isinstance(hub.cache, RedisLatest) and isinstance(hub.bus, RedisBus)
+            async with RedisLatest(redis_url) as other:
+
+                async def values() -> bool:
+                    return len(await other.latest("c")) == 2
+
+                await eventually(values, 10, "the hub's latest values in Redis")
+                health = await other.health("c")
+                assert health is not None and health.state is HealthState.OK
+                assert [m.series_key for m in await other.latest("c")] == [
+                    m.series_key for m in await hub.latest("c")
+                ]
+            with anyio.fail_after(5):
+                while not isinstance(event := await sub.receive(), MetricsCollected):
+                    pass
+            assert event.instance_id == "c"
+            counters = hub.counters()
+            assert counters["bus_redis_connected"] == counters["cache_redis_connected"] == 1.0
+            assert counters["bus_redis_sent"] >= 1
+        # Closed with the hub: their tasks are stopped.
+        assert not hub.bus._tasks  # type: ignore[attr-defined]
+
+
+async def test_a_memory_hub_has_no_redis_counters(
+    manager: PluginManager, make_settings: Build
+) -> None:
+    async with Hub(make_settings(), plugin_manager=manager) as hub:
+        assert type(hub.bus) is MemoryBus and type(hub.cache) is AiocacheLatest
+        assert not [k for k in hub.counters() if "redis" in k]
+
+
+async def test_given_backends_are_used_and_started(
+    manager: PluginManager, make_settings: Build, redis_url: str
+) -> None:
+    bus = RedisBus(redis_url, "given")
+    async with Hub(make_settings(), plugin_manager=manager, bus=bus) as hub:
+        assert hub.bus is bus
+        await eventually(lambda: bus.connected, 5, "the given bus started by the hub")
+    assert not bus._tasks
