@@ -64,11 +64,18 @@ def make_bus(settings: Settings) -> Bus:
 
 
 @asynccontextmanager
-async def running(*parts: object) -> AsyncIterator[None]:
-    """Start the background work of every part that has some; close them (in reverse
-    order) on the way out. Parts without (the memory backends) are left alone."""
+async def running(cache: LatestCache, bus: Bus) -> AsyncIterator[None]:
+    """Start the background work of the cache and the bus if they have some (the memory
+    backends have none), and close them on the way out, the bus first.
+
+    A Redis bus beside a Redis cache flushes the cache before it sends events, so that a
+    node woken by an event reads the values the event announces.
+    """
+    flush = getattr(cache, "flush", None)
+    if hasattr(bus, "before_send") and callable(flush) and bus.before_send is None:
+        bus.before_send = flush
     async with AsyncExitStack() as stack:
-        for part in parts:
+        for part in (cache, bus):
             if isinstance(part, Background):
                 await part.start()
                 stack.push_async_callback(part.close)

@@ -43,6 +43,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .bus import MemoryBus
@@ -109,6 +110,9 @@ class RedisBus(MemoryBus):
         self._writer: Any = None
         self._reader: Any = None
         self._tasks: list[asyncio.Task[None]] = []
+        #: Awaited before each batch is sent (a Redis cache's ``flush``: the values an
+        #: event announces are in Redis before the event). Its errors are logged only.
+        self.before_send: Callable[[], Awaitable[None]] | None = None
         #: The id of the last stream entry read (None: not positioned yet).
         self.last_id: str | None = None
         # Entries added to the stream up to last_id (read, or lost to trimming).
@@ -231,6 +235,11 @@ class RedisBus(MemoryBus):
                 await self._wake.wait()
             batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.batch))]
             self._in_flight = len(batch)
+            if self.before_send is not None:
+                try:
+                    await self.before_send()
+                except Exception:
+                    log.exception("Redis bus: before_send failed; sending anyway")
             try:
                 pipe = self._writer.pipeline(transaction=False)
                 for event in batch:

@@ -127,6 +127,7 @@ class RedisLatest(LatestCache):
         self._flushing: dict[str, dict[str, Metric]] = {}
         self._flushing_health: dict[str, Health] = {}
         self._wake = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         #: Whether the last command reached Redis.
         self.connected = False
@@ -304,8 +305,27 @@ class RedisLatest(LatestCache):
                 self.connected = False
                 pause = min(max(pause * 2, 0.1), 2.0)
 
+    async def flush(self) -> None:
+        """Write what is pending now, unless Redis is known to be away (then the flusher
+        writes it when it is back).
+
+        A Redis bus calls this before it sends events (:func:`homelab_core.backends.running`
+        links them), so that a node woken by an event reads the values it announces.
+        """
+        if not self.connected or self._redis is None or not self._has_pending():
+            return
+        try:
+            await self._flush()
+        except self._errors as exc:
+            self.write_failures += 1
+            self._lost(exc)
+
     async def _flush(self) -> None:
         """Write everything pending in one pipeline; on failure it is pending again."""
+        async with self._flush_lock:  # one flush at a time: the flusher's or flush()'s
+            await self._flush_pending()
+
+    async def _flush_pending(self) -> None:
         pending, self._pending = self._pending, {}
         health, self._pending_health = self._pending_health, {}
         forget, self._pending_forget = self._pending_forget, set()

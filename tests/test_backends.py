@@ -108,3 +108,21 @@ async def test_given_backends_are_used_and_started(
         assert hub.bus is bus
         await eventually(lambda: bus.connected, 5, "the given bus started by the hub")
     assert not bus._tasks
+
+
+async def test_an_event_is_sent_after_the_values_it_announces(redis_url: str) -> None:
+    from homelab_core.backends import running
+    from homelab_core.model import Metric
+
+    # The cache alone would write only after 30 s; the bus flushes it before it sends.
+    cache = RedisLatest(redis_url, flush_interval=30.0)
+    bus = RedisBus(redis_url, "node-a")
+    async with RedisBus(redis_url, "node-b") as other, other.subscribe() as sub:
+        await eventually(lambda: other.last_id is not None, 5, "the other bus positioned")
+        async with running(cache, bus), RedisLatest(redis_url) as reader:
+            await cache.update("c", [Metric("n", 42.0)])
+            bus.publish(MetricsCollected("c", [Metric("n", 42.0)]))
+            with anyio.fail_after(5):
+                await sub.receive()
+            assert [m.value for m in await reader.latest("c")] == [42.0]
+        assert not bus._tasks and cache._task is None
