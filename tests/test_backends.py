@@ -126,3 +126,29 @@ async def test_an_event_is_sent_after_the_values_it_announces(redis_url: str) ->
                 await sub.receive()
             assert [m.value for m in await reader.latest("c")] == [42.0]
         assert not bus._tasks and cache._task is None
+
+
+class CountingCache(AiocacheLatest):
+    """The memory cache, counting the health it is given."""
+
+    def __init__(self, shared: bool) -> None:
+        super().__init__()
+        self.shared = shared
+        self.healths: list[Any] = []
+
+    async def put_health(self, instance_id: str, health: Any) -> None:
+        self.healths.append((instance_id, health.state))
+
+
+@pytest.mark.parametrize("shared", [False, True])
+async def test_the_data_path_gives_health_only_to_a_shared_cache(
+    manager: PluginManager, make_settings: Build, shared: bool
+) -> None:
+    cache = CountingCache(shared)
+    settings = make_settings(InstanceSettings(id="c", type="counter", interval=60))
+    async with Hub(settings, plugin_manager=manager, cache=cache) as hub:
+        await hub.run_now("c")
+    if shared:
+        assert ("c", HealthState.OK) in cache.healths
+    else:
+        assert cache.healths == []

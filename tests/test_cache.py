@@ -167,3 +167,14 @@ async def test_a_redis_that_never_answered_falls_back_to_the_local_copy(
         await cache.update("nas", [m("cpu", 1.0)])
         assert [x.value for x in await cache.latest("nas")] == [1.0]
         assert await cache.latest("other") == []
+
+
+async def test_a_frozen_redis_is_answered_from_the_local_copy(own_redis: RedisServer) -> None:
+    async with RedisLatest(own_redis.url, timeout=0.3) as cache:
+        await cache.update("nas", [m("cpu", 1.0)])
+        await eventually(lambda: cache.flushes >= 1, 5, "the first flush")
+        assert own_redis.command("CLIENT", "PAUSE", "3000") == b"+OK"
+        with anyio.fail_after(2):  # the read gives up after its timeout
+            assert [x.value for x in await cache.latest("nas")] == [1.0]
+        assert not cache.connected and cache.read_failures == 1
+        await eventually(lambda: cache.connected, 10, "Redis answers again")
