@@ -3,8 +3,8 @@
 The bus carries the typed events of :mod:`homelab_core.events`. :class:`MemoryBus` gives
 each subscriber its own bounded anyio memory stream. Publishing never waits: when a
 subscriber's buffer is full the event is dropped for that subscriber alone and counted in
-:attr:`Subscription.missed`. The :class:`Bus` interface lets other backends (Redis pub/sub)
-slot in.
+:attr:`Subscription.missed`. The :class:`Bus` interface lets other backends slot in:
+:class:`~homelab_core.bus_redis.RedisBus` carries every node's events to every node.
 """
 
 from __future__ import annotations
@@ -89,6 +89,10 @@ class MemoryBus(Bus):
 
     def publish(self, event: Event) -> None:
         self.published += 1
+        self._deliver(event)
+
+    def _deliver(self, event: Event) -> None:
+        """Hand ``event`` to every local subscriber that accepts it, without waiting."""
         for sub, send in self._subscribers.items():
             if sub.accept is not None and not sub.accept(event):
                 continue

@@ -7,7 +7,11 @@ cost far more than the data. The in-memory backend runs without that timeout (a 
 lookup cannot hang), which makes a collection's cache update much cheaper
 (docs/performance.md, ``pipeline``).
 
-Health is not cached: the scheduler owns it (one owner, so no two places disagree).
+Health: the scheduler owns each instance's health (one owner, so no two places disagree).
+A cache shared by several nodes (:attr:`LatestCache.shared`, the Redis backend of
+:mod:`homelab_core.cache_redis`) also keeps a copy of every instance's health, written by
+the node that runs it (:meth:`LatestCache.put_health`), so that any node can show it. The
+memory backend is not shared and keeps none: the data path does not call it.
 """
 
 from __future__ import annotations
@@ -18,11 +22,15 @@ from typing import Any
 
 from aiocache import SimpleMemoryCache
 
-from .model import Metric
+from .model import Health, Metric
 
 
 class LatestCache(abc.ABC):
     """Interface of the latest-values cache."""
+
+    #: Whether other nodes read this cache (then the data path also writes every
+    #: instance's health into it, after each run).
+    shared: bool = False
 
     @abc.abstractmethod
     async def update(self, instance_id: str, metrics: Sequence[Metric]) -> None:
@@ -35,6 +43,14 @@ class LatestCache(abc.ABC):
     @abc.abstractmethod
     async def forget(self, instance_id: str) -> None:
         """Drop everything cached for the instance."""
+
+    async def put_health(self, instance_id: str, health: Health) -> None:  # noqa: B027
+        """Record the instance's health for other nodes (a cache that is not shared keeps
+        none: the scheduler owns it)."""
+
+    async def health(self, instance_id: str) -> Health | None:
+        """The instance's health as its node last recorded it (None if none has)."""
+        return None
 
     async def close(self) -> None:  # noqa: B027 - optional hook with a default
         """Release the backend's resources."""

@@ -33,10 +33,14 @@ class DataPath:
         self.bus = bus
         self.queue = queue
         self.plugins = plugins
+        #: Read once: a shared cache also gets every run's health (other nodes show it).
+        self._shared = cache.shared
 
     async def __call__(self, result: RunResult) -> None:
         instance_id, metrics, execution = result.instance_id, result.metrics, result.execution
         bus = self.bus
+        if self._shared:  # before the events, like the metrics: readers see the new health
+            await self.cache.put_health(instance_id, result.health)
         if metrics:
             await self.cache.update(instance_id, metrics)
             if bus.subscriber_count:  # no event is built for nobody

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .bus import Bus
 from .codec import escaped_texts
@@ -14,6 +14,7 @@ from .store import BatchWriter, Store, WriteQueue
 
 if TYPE_CHECKING:
     from .alerts.service import AlertService
+    from .cache import LatestCache
 
 #: Seconds that :meth:`Figures.samples_stored` may be old (counting a big table is slow).
 SAMPLE_COUNT_TTL = 30.0
@@ -31,8 +32,13 @@ class Figures:
         bus: Bus,
         writer: BatchWriter,
         alerts: AlertService | None = None,
+        cache: LatestCache | None = None,
     ) -> None:
         self.alerts = alerts
+        #: Backends with figures of their own (the Redis ones: ``counters()``).
+        self._backends: list[Any] = [
+            part for part in (bus, cache) if callable(getattr(part, "counters", None))
+        ]
         self.scheduler = scheduler
         self.store = store
         self.queue = queue
@@ -65,6 +71,7 @@ class Figures:
             "records_refused": self.writer.refused_records,
             "store_writable": 0.0 if self.writer.failing else 1.0,
             **(self.alerts.counters() if self.alerts is not None else {}),
+            **{k: v for part in self._backends for k, v in part.counters().items()},
         }
 
     async def samples_stored(self) -> int:

@@ -16,8 +16,9 @@ import attrs
 
 from . import __version__
 from .alerts.service import AlertService, build_notifier
-from .bus import Bus, MemoryBus
-from .cache import AiocacheLatest, LatestCache
+from .backends import make_bus, make_cache, running
+from .bus import Bus
+from .cache import LatestCache
 from .cluster import DUTY, Cluster, make_cluster
 from .config import Settings, StatusPageSettings, instance_settings, load_settings
 from .datapath import DataPath
@@ -69,6 +70,7 @@ _RESTART_SECTIONS = (
     "server",
     "database",
     "cache",
+    "bus",
     "retention",
     "scheduler",
     "store",
@@ -161,8 +163,8 @@ class Hub:
     ) -> None:
         self.settings = settings if settings is not None else load_settings()
         self.plugins = plugin_manager if plugin_manager is not None else PluginManager()
-        self.cache: LatestCache = cache if cache is not None else AiocacheLatest()
-        self.bus: Bus = bus if bus is not None else MemoryBus()
+        self.cache: LatestCache = cache if cache is not None else make_cache(self.settings)
+        self.bus: Bus = bus if bus is not None else make_bus(self.settings)
         self.store = Store(self.settings.database.url)
         self.queue = WriteQueue(self.settings.store.queue_size, self.settings.store.batch_size)
         self.writer = BatchWriter(self.store, self.queue, self.settings.store)
@@ -191,6 +193,8 @@ class Hub:
         #: Held while instances are made, changed, deleted, enabled or disabled, so that
         #: reading what other nodes changed never interleaves with a change of this one.
         self._changing = anyio.Lock()
+        #: In a cluster: the health of the instances other nodes run, from the cache.
+        self._shared_health: dict[str, Health] = {}
         self._stack: AsyncExitStack | None = None
         self._background: anyio.CancelScope | None = None
         #: In a cluster: set while this node holds the maintenance lease.
@@ -204,7 +208,7 @@ class Hub:
         self._alerting_ends = anyio.Event()
         self._alerts_scope = anyio.CancelScope()
         self.figures = Figures(
-            self.scheduler, self.store, self.queue, self.bus, self.writer, self.alerts
+            self.scheduler, self.store, self.queue, self.bus, self.writer, self.alerts, self.cache
         )
         self.started_at: float | None = None
 
@@ -216,6 +220,7 @@ class Hub:
         try:
             await self.store.open()
             stack.push_async_callback(self._close_resources)
+            await stack.enter_async_context(running(self.cache, self.bus))
             await self._load_api_instances()
             await self._sync_instances()
             tasks = await stack.enter_async_context(anyio.create_task_group())
@@ -505,7 +510,7 @@ class Hub:
             interval=inst.interval,
             timeout=inst.timeout,
             config=config_to_dict(inst.plugin.config),
-            health=self.scheduler.health(instance_id),
+            health=self.health(instance_id),
             source=inst.source,
             node=inst.settings.node,
             running_on=self._running_on(instance_id),
@@ -556,8 +561,14 @@ class Hub:
         return self._get(instance_id).plugin_type.config_schema()
 
     def health(self, instance_id: str) -> Health:
-        """An instance's current health."""
+        """An instance's current health: this node's, or, for an instance another node of
+        the cluster runs, the one that node put in the shared cache (read at every
+        heartbeat)."""
         self._get(instance_id)
+        if self.cluster is not None and not self.scheduler.is_held(instance_id):
+            shared = self._shared_health.get(instance_id)
+            if shared is not None:
+                return shared
         return self.scheduler.health(instance_id)
 
     def stats(self, instance_id: str) -> RunStats:
@@ -704,6 +715,11 @@ class Hub:
     async def _sync_cluster(self) -> None:
         async with self._changing:
             await self._sync_cluster_unlocked()
+        if self.cache.shared:
+            for instance_id in [i for i in self._instances if not self.scheduler.is_held(i)]:
+                health = await self.cache.health(instance_id)
+                if health is not None:
+                    self._shared_health[instance_id] = health
 
     async def reload(self, settings: Settings | None = None) -> ReloadResult:
         """Read the config file again (or take ``settings``) and apply the difference to the

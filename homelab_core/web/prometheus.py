@@ -185,6 +185,71 @@ CORE = {
         "counter",
         "Attempts to send a notification (first tries and retries).",
     ),
+    "bus_redis_connected": (
+        "homelab_core_bus_redis_connected",
+        "gauge",
+        "1 while the Redis bus reaches Redis (reading and sending), 0 while it does not.",
+    ),
+    "bus_redis_published": (
+        "homelab_core_bus_redis_published_total",
+        "counter",
+        "Events this node published on the Redis bus.",
+    ),
+    "bus_redis_sent": (
+        "homelab_core_bus_redis_sent_total",
+        "counter",
+        "Events this node sent to the Redis stream.",
+    ),
+    "bus_redis_received": (
+        "homelab_core_bus_redis_received_total",
+        "counter",
+        "Events of other nodes read from the Redis stream.",
+    ),
+    "bus_redis_dropped": (
+        "homelab_core_bus_redis_dropped_total",
+        "counter",
+        "Events not sent to Redis: the send queue was full while Redis was slow or away.",
+    ),
+    "bus_redis_reconnects": (
+        "homelab_core_bus_redis_reconnects_total",
+        "counter",
+        "Times the Redis bus reached Redis again after losing it.",
+    ),
+    "bus_redis_gaps": (
+        "homelab_core_bus_redis_gap_events_total",
+        "counter",
+        "Events of other nodes trimmed from the stream before this node could read them.",
+    ),
+    "bus_redis_queued": (
+        "homelab_core_bus_redis_queued",
+        "gauge",
+        "Events waiting to be sent to Redis.",
+    ),
+    "cache_redis_connected": (
+        "homelab_core_cache_redis_connected",
+        "gauge",
+        "1 while the Redis cache reaches Redis, 0 while it answers from its local copy.",
+    ),
+    "cache_redis_write_failures": (
+        "homelab_core_cache_redis_write_failures_total",
+        "counter",
+        "Writes (pipelines) of latest values and health to Redis that failed (retried).",
+    ),
+    "cache_redis_read_failures": (
+        "homelab_core_cache_redis_read_failures_total",
+        "counter",
+        "Reads from Redis that failed and were answered from the local copy.",
+    ),
+    "cache_redis_dropped": (
+        "homelab_core_cache_redis_dropped_total",
+        "counter",
+        "Latest values not queued for Redis (too many pending); the next run writes them.",
+    ),
+    "cache_redis_pending": (
+        "homelab_core_cache_redis_pending",
+        "gauge",
+        "Series whose latest value waits to be written to Redis.",
+    ),
 }
 #: (name, help) of the gauge of alerts by rule and state.
 ALERTS = (
