@@ -381,6 +381,16 @@ class Cluster:
         except Exception as exc:
             log.debug("could not close the connection to Redis: %s", exc)
 
+    def counters(self) -> dict[str, float]:
+        """This node's figures for ``/metrics``."""
+        return {
+            "cluster_connected": 1.0 if self.connected else 0.0,
+            "cluster_live_nodes": float(len(self.live)),
+            "cluster_instances_held": float(sum(not i.startswith(DUTY) for i in self.held)),
+            "cluster_heartbeats_failed": float(self.heartbeats_failed),
+            "cluster_leases_lost": float(self.leases_lost),
+        }
+
     # -- what the API shows -----------------------------------------------------------------
 
     async def nodes(self) -> list[NodeInfo]:

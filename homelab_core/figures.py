@@ -46,6 +46,10 @@ class Figures:
         self.writer = writer
         self._sample_count: tuple[float, int] | None = None
 
+    def add_part(self, part: Any) -> None:
+        """Count the figures of ``part`` too (its ``counters()``: the cluster's, say)."""
+        self._backends.append(part)
+
     def counters(self) -> dict[str, float]:
         """Runs, failures, skipped runs, samples written and dropped, queue depth, failed
         writes and rows the database refused, abandoned worker threads and event loop stalls."""

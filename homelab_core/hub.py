@@ -210,6 +210,8 @@ class Hub:
         self.figures = Figures(
             self.scheduler, self.store, self.queue, self.bus, self.writer, self.alerts, self.cache
         )
+        if self.cluster is not None:
+            self.figures.add_part(self.cluster)
         self.started_at: float | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -933,4 +935,10 @@ class Hub:
             writes_succeed=not self.writer.failing,
             write_error=self.writer.last_error if self.writer.failing else None,
             scheduler_error=scheduler.error,
+            redis_answers=self._redis_answers(),
         )
+
+    def _redis_answers(self) -> bool:
+        """Whether the Redis of every part that uses one answered last time (True alone)."""
+        parts = [self.cluster, self.bus, self.cache]
+        return all(getattr(part, "connected", True) for part in parts if part is not None)

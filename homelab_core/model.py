@@ -577,6 +577,8 @@ class Readiness:
     write_error: str | None = None
     #: Why the scheduler stopped, if it did.
     scheduler_error: str = ""
+    #: In a cluster: whether its Redis answers (the heartbeats, the bus, the cache).
+    redis_answers: bool = True
 
     @property
     def reason(self) -> str:
@@ -591,9 +593,19 @@ class Readiness:
         if not self.scheduler_runs:
             why = f": {self.scheduler_error}" if self.scheduler_error else ""
             reasons.append(f"the scheduler is not running{why}")
+        if not self.redis_answers:
+            reasons.append(
+                "the cluster's Redis does not answer (pinned instances run on; leased ones"
+                " stopped before their leases ran out)"
+            )
         return "; ".join(reasons)
 
     @property
     def ready(self) -> bool:
         """Every part works."""
-        return self.store_answers and self.writes_succeed and self.scheduler_runs
+        return (
+            self.store_answers
+            and self.writes_succeed
+            and self.scheduler_runs
+            and self.redis_answers
+        )

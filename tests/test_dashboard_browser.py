@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -356,4 +357,44 @@ def test_a_dropped_stream_shows_reconnecting_and_comes_back(browser: Any, tmp_pa
             arg=tick,
             timeout=5000,
         )
+        view.close()
+
+
+def test_the_overview_shows_and_groups_the_nodes_of_a_cluster(
+    browser: Any, tmp_path: Path, postgres_url: str, redis_url: str
+) -> None:
+    from test_scaleout import serve_config
+
+    config = serve_config(postgres_url, redis_url) + "".join(
+        f'\n[plugins.free-{i}]\ntype = "tcp"\ninterval = 1\nhost = "127.0.0.1"\nport = 1\n'
+        for i in range(6)
+    )
+    with (
+        live_server(tmp_path / "a", config=config, args=["--node", "a"], port=0) as a,
+        live_server(tmp_path / "b", config=config, args=["--node", "b"], port=0),
+    ):
+        deadline = time.monotonic() + 20
+        while True:  # both nodes run instances, as the list says
+            plugins = httpx.get(f"{a.url}/api/plugins", timeout=5).json()["plugins"]
+            if {p["running_on"] for p in plugins} == {"a", "b"} or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        view = Page(browser, f"{a.url}/#/")
+        page = view.page
+        page.wait_for_selector('li.tile[data-id="on-b"]')
+        page.wait_for_selector("#filter-node", state="visible")
+        assert "on b" in (page.text_content('li.tile[data-id="on-b"] .tile-sub') or "")
+        page.select_option("#filter-node", "b")
+        shown = page.eval_on_selector_all(
+            "li.tile:not([hidden])", "(tiles) => tiles.map((t) => t.dataset.id)"
+        )
+        on_b = {p["id"] for p in plugins if p["running_on"] == "b"}
+        assert set(shown) == on_b and "on-b" in shown
+        page.select_option("#filter-node", "")
+        page.select_option("#group-by", "node")
+        headings = page.eval_on_selector_all(
+            "section.group:not([hidden]) h2", "(hs) => hs.map((h) => h.textContent)"
+        )
+        assert headings == ["node a", "node b"]
+        view.shots(artifacts(tmp_path), "nodes")
         view.close()

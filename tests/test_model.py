@@ -293,6 +293,8 @@ def test_execution_to_dict() -> None:
         metric_count=0,
         trigger="manual",
         lag=0.1,
+        node="nas-box",
+        fence=7,
         id=42,
     )
 
@@ -305,6 +307,8 @@ def test_execution_to_dict() -> None:
         "metric_count": 0,
         "trigger": "manual",
         "lag": 0.1,
+        "node": "nas-box",
+        "fence": 7,
         "id": 42,
     }
 

@@ -7,6 +7,7 @@ executions table, which records the node and the fencing token of every run.
 from __future__ import annotations
 
 import collections
+import json
 import signal
 import subprocess
 import sys
@@ -226,6 +227,7 @@ def serve_config(postgres_url: str, redis_url: str) -> str:
         [
             f'[database]\nurl = "{postgres_url}"\n',
             f'[bus]\nbackend = "redis"\nurl = "{redis_url}"\n',
+            f'[cache]\nbackend = "redis"\nurl = "{redis_url}"\n',
             f"[node]\nheartbeat = {HEARTBEAT}\nlease_ttl = {LEASE_TTL}\n",
             "[scheduler]\njitter = 0.0\n",
             "[store]\nflush_interval = 0.1\n",
@@ -276,6 +278,36 @@ async def test_actions_and_instances_of_one_nodes_api_reach_the_node_that_runs_t
             assert {e.node for e in found if e.instance_id == "on-b"} == {"b"}
             shown = (await api.get("/api/plugins/on-b")).json()["plugin"]
             assert (shown["enabled"], shown["node"], shown["running_on"]) == (False, "b", "b")
+
+
+async def test_the_stream_and_the_api_of_one_node_show_an_instance_another_runs(
+    tmp_path: Path, postgres_url: str, redis_url: str
+) -> None:
+    from live_server import live_server
+    from websockets.asyncio.client import connect
+
+    config = serve_config(postgres_url, redis_url)
+    with (
+        live_server(tmp_path / "a", config=config, args=["--node", "a"], port=0) as a,
+        live_server(tmp_path / "b", config=config, args=["--node", "b"], port=0),
+    ):
+        ws_url = a.url.replace("http://", "ws://") + "/ws/metrics"
+        async with connect(ws_url) as ws:
+            assert json.loads(await ws.recv())["type"] == "hello"
+            await ws.send(json.dumps({"type": "subscribe", "plugins": ["on-b"]}))
+            with anyio.fail_after(20):
+                while True:
+                    message = json.loads(await ws.recv())
+                    if message["type"] == "metrics" and message["plugin_id"] == "on-b":
+                        break
+        assert [m["name"] for m in message["data"]] and message["seq"] > 0
+        async with httpx.AsyncClient(base_url=a.url, timeout=10) as api:
+            latest = (await api.get("/api/plugins/on-b/metrics")).json()["metrics"]
+            plugin = (await api.get("/api/plugins/on-b")).json()["plugin"]
+        assert {m["name"] for m in latest} >= {m["name"] for m in message["data"]}
+        # b's health, through the shared cache: b cannot reach port 1, so it fails.
+        assert plugin["running_on"] == "b"
+        assert plugin["health"]["state"] in ("degraded", "failing")
 
 
 async def test_one_node_at_a_time_does_the_maintenance_and_another_takes_over(
@@ -331,3 +363,37 @@ async def test_one_node_at_a_time_does_the_maintenance_and_another_takes_over(
             while other not in done[mark:]:  # noqa: ASYNC110 - as above
                 await anyio.sleep(0.05)
         stops[other].set()
+
+
+async def test_a_node_whose_redis_is_gone_is_not_ready_and_keeps_its_pinned_instance(
+    make_settings: Any, manager: Any, postgres_url: str, own_redis: Any
+) -> None:
+    from homelab_core import Hub, InstanceSettings
+    from homelab_core.config import BusSettings, CacheSettings, NodeSettings
+
+    pinned = InstanceSettings(id="here", type="counter", interval=0.1, node="n1")
+    leased = InstanceSettings(id="anywhere", type="counter", interval=0.1)
+    settings = make_settings(
+        pinned,
+        leased,
+        bus=BusSettings(backend="redis", url=own_redis.url),
+        cache=CacheSettings(backend="redis", url=own_redis.url),
+        node=NodeSettings(name="n1", heartbeat=HEARTBEAT, lease_ttl=LEASE_TTL),
+    )
+    settings.database.url = postgres_url
+    async with Hub(settings, plugin_manager=manager) as hub:
+        with anyio.fail_after(10):
+            while not (hub.scheduler.is_held("anywhere") and (await hub.readiness()).ready):  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        own_redis.stop()
+        with anyio.fail_after(LEASE_TTL + 2):
+            while hub.scheduler.is_held("anywhere"):  # noqa: ASYNC110 - polling state
+                await anyio.sleep(0.05)
+        readiness = await hub.readiness()
+        assert not readiness.ready and not readiness.redis_answers
+        assert "Redis does not answer" in readiness.reason
+        assert hub.scheduler.is_held("here"), "a pinned instance runs on"
+        runs = hub.stats("here").runs
+        await anyio.sleep(0.5)
+        assert hub.stats("here").runs > runs
+        assert hub.counters()["cluster_connected"] == 0.0

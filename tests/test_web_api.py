@@ -885,6 +885,7 @@ async def test_health_is_ready_while_the_hub_runs(api: Served) -> None:
         "store": True,
         "scheduler": True,
         "writer": True,
+        "redis": True,
         "reason": "",
     }
 
@@ -902,6 +903,7 @@ async def test_health_is_unavailable_when_the_store_is_closed(
         "store": False,
         "scheduler": True,
         "writer": True,
+        "redis": True,
         "reason": "the store does not answer",
     }
 

@@ -668,6 +668,7 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
             store=readiness is not None and readiness.store_answers,
             scheduler=readiness is not None and readiness.scheduler_runs,
             writer=readiness is not None and readiness.writes_succeed,
+            redis=readiness is not None and readiness.redis_answers,
             reason=readiness.reason if readiness is not None else "the hub is not running",
         )
         return body, 200 if ready else 503

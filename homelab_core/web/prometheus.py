@@ -250,6 +250,31 @@ CORE = {
         "gauge",
         "Series whose latest value waits to be written to Redis.",
     ),
+    "cluster_connected": (
+        "homelab_core_cluster_connected",
+        "gauge",
+        "1 while this node's heartbeats reach the cluster's Redis.",
+    ),
+    "cluster_live_nodes": (
+        "homelab_core_cluster_live_nodes",
+        "gauge",
+        "Nodes of the cluster whose heartbeats are recent, this one included.",
+    ),
+    "cluster_instances_held": (
+        "homelab_core_cluster_instances_held",
+        "gauge",
+        "Instances this node runs (pinned here, or leased).",
+    ),
+    "cluster_heartbeats_failed": (
+        "homelab_core_cluster_heartbeats_failed_total",
+        "counter",
+        "Heartbeats that did not reach Redis.",
+    ),
+    "cluster_leases_lost": (
+        "homelab_core_cluster_leases_lost_total",
+        "counter",
+        "Instances this node stopped because their lease could not be renewed in time.",
+    ),
 }
 #: (name, help) of the gauge of alerts by rule and state.
 ALERTS = (

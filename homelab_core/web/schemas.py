@@ -413,6 +413,9 @@ class HealthCheckOut:
     store: Annotated[bool, about("The database answers.", True)]
     scheduler: Annotated[bool, about("The scheduler runs.", True)]
     writer: Annotated[bool, about("The store's writes succeed.", True)]
+    redis: Annotated[bool, about("The cluster's Redis answers (true for a node alone).", True)] = (
+        True
+    )
     #: Why the hub is not ready ("" when it is): the failing write, or why the scheduler
     #: stopped.
     reason: Annotated[str, about('Why the hub is not ready ("" when it is).', "")] = ""

@@ -1,10 +1,10 @@
-// The overview (#/): a tile per instance, grouped by category, live.
+// The overview (#/): a tile per instance, grouped by category (or by node), live.
 
 import { api, limiter } from "./api.js";
 import { drawSparkline, measureSparklines } from "./chart.js";
 import { el, setText } from "./dom.js";
 import { formatValue } from "./format.js";
-import { onChange, onEvent, seriesKey, stateOf, store } from "./store.js";
+import { onChange, onEvent, refreshInstances, seriesKey, stateOf, store } from "./store.js";
 
 const STATES = ["ok", "degraded", "failing", "disabled", "unknown"];
 const HOUR = 3600;
@@ -32,7 +32,8 @@ function headline(p) {
 }
 
 export function overview(root) {
-  const filters = { state: "", category: "", q: "" };
+  const filters = { state: "", category: "", node: "", q: "" };
+  let groupBy = "category";
   const counts = {};
   const countBar = el("ul", { class: "counts", "aria-label": "Instances by state" });
   for (const s of STATES.slice(0, 4)) {
@@ -43,10 +44,19 @@ export function overview(root) {
     el("option", { value: "", text: "every state" }), ...STATES.map((s) => el("option", { value: s, text: s })));
   const categorySelect = el("select", { id: "filter-category", onchange: (e) => { filters.category = e.target.value; applyFilters(); } },
     el("option", { value: "", text: "every category" }));
+  // Nodes: shown once the instances run on more than one (a cluster, docs/scale-out.md).
+  const nodeSelect = el("select", { id: "filter-node", onchange: (e) => { filters.node = e.target.value; applyFilters(); } },
+    el("option", { value: "", text: "every node" }));
+  const groupSelect = el("select", { id: "group-by", onchange: (e) => { groupBy = e.target.value; regroup(); } },
+    el("option", { value: "category", text: "category" }), el("option", { value: "node", text: "node" }));
+  const nodeTools = el("span", { class: "node-tools", hidden: true },
+    el("label", { for: "filter-node", text: "Node" }), nodeSelect,
+    el("label", { for: "group-by", text: "Group by" }), groupSelect);
+  const knownNodes = new Set();
   const search = el("input", { id: "filter-search", type: "search", placeholder: "id, type, title", oninput: (e) => { filters.q = e.target.value.trim().toLowerCase(); applyFilters(); } });
   const toolbar = el("div", { class: "toolbar", role: "search" },
     el("label", { for: "filter-state", text: "State" }), stateSelect,
-    el("label", { for: "filter-category", text: "Category" }), categorySelect,
+    el("label", { for: "filter-category", text: "Category" }), categorySelect, nodeTools,
     el("label", { for: "filter-search", text: "Search" }), search);
   const alertBox = el("section", { class: "firing", "aria-label": "Firing alerts", hidden: true });
   const groups = el("div", { class: "groups" });
@@ -54,7 +64,7 @@ export function overview(root) {
   root.append(el("h1", { class: "visually-hidden", text: "Overview" }), alertBox, countBar, toolbar, groups, empty);
 
   const tiles = new Map(); // id -> {node, parts}
-  const sections = new Map(); // category -> {section, list}
+  const sections = new Map(); // group (a category or a node) -> {section, list}
 
   const visible = new Set();
   const stale = new Set(); // tiles off the screen whose text is behind
@@ -71,19 +81,38 @@ export function overview(root) {
     drawSparks(shown);
   }, { rootMargin: "200px" });
 
-  function section(category) {
-    let s = sections.get(category);
+  const categories = new Set();
+  function section(name) {
+    let s = sections.get(name);
     if (!s) {
       const list = el("ul", { class: "tiles" });
-      const heading = el("h2", { text: category });
-      s = { section: el("section", { class: "group", "aria-label": category }, heading, list), list };
-      sections.set(category, s);
+      const heading = el("h2", { text: groupBy === "node" ? `node ${name}` : name });
+      s = { section: el("section", { class: "group", "aria-label": heading.textContent }, heading, list), list };
+      sections.set(name, s);
       const names = [...sections.keys()].sort();
-      const after = names[names.indexOf(category) + 1];
+      const after = names[names.indexOf(name) + 1];
       groups.insertBefore(s.section, after ? sections.get(after).section : null);
-      categorySelect.append(el("option", { value: category, text: category }));
     }
     return s;
+  }
+
+  function groupOf(t) {
+    return groupBy === "node" ? t.nodeName || "(none)" : t.category;
+  }
+
+  /** Put every tile in the section of its group again (the grouping changed). */
+  function regroup() {
+    for (const s of sections.values()) s.section.remove();
+    sections.clear();
+    for (const t of tiles.values()) section(groupOf(t)).list.append(t.node);
+    applyFilters();
+  }
+
+  function noteNode(name) {
+    if (!name || knownNodes.has(name)) return;
+    knownNodes.add(name);
+    nodeSelect.append(el("option", { value: name, text: name }));
+    nodeTools.hidden = knownNodes.size < 2;
   }
 
   function tile(id) {
@@ -97,14 +126,21 @@ export function overview(root) {
       const values = el("dl", { class: "values" });
       const canvas = el("canvas", { class: "spark", width: 160, height: 32, "aria-hidden": "true" });
       const node = el("li", { class: "tile", "data-id": id }, el("div", { class: "tile-head" }, title, word), sub, values, canvas);
-      t = { node, word, sub, values, canvas, state: "", category: "", valuesText: "", filled: false };
+      t = { node, word, sub, values, canvas, state: "", category: "", nodeName: null, valuesText: "", filled: false };
       tiles.set(id, t);
       observer.observe(node);
     }
     const category = p.info.category || "other";
-    if (t.category !== category) {
+    const nodeName = p.info.running_on || "";
+    noteNode(nodeName);
+    if (!categories.has(category)) {
+      categories.add(category);
+      categorySelect.append(el("option", { value: category, text: category }));
+    }
+    if (t.category !== category || t.nodeName !== nodeName) {
       t.category = category;
-      section(category).list.append(t.node);
+      t.nodeName = nodeName;
+      section(groupOf(t)).list.append(t.node);
     }
     const state = stateOf(p);
     if (t.state !== state) {
@@ -114,7 +150,7 @@ export function overview(root) {
       t.state = state;
       setText(t.word, state);
     }
-    t.search = `${id} ${p.info.type} ${p.info.title} ${category}`.toLowerCase();
+    t.search = `${id} ${p.info.type} ${p.info.title} ${category} ${nodeName}`.toLowerCase();
     // A tile off the screen keeps its state (filters and counts read it); its text is
     // brought up to date when it comes into view: 500 tiles change every second.
     if (!visible.has(id) && t.filled) { stale.add(id); return t; }
@@ -125,7 +161,8 @@ export function overview(root) {
   function writeText(id, t, p) {
     stale.delete(id);
     t.filled = true;
-    setText(t.sub, `${p.info.title || p.info.type} · ${p.health?.message || p.info.state || ""}`);
+    const where = knownNodes.size > 1 && t.nodeName ? ` · on ${t.nodeName}` : "";
+    setText(t.sub, `${p.info.title || p.info.type}${where} · ${p.health?.message || p.info.state || ""}`);
     const shown = headline(p);
     const text = shown.map((m) => `${m.name}=${m.value}`).join("|");
     if (text !== t.valuesText) {
@@ -208,6 +245,7 @@ export function overview(root) {
       if (!t) continue;
       const hide = Boolean((filters.state && t.state !== filters.state)
         || (filters.category && t.category !== filters.category)
+        || (filters.node && t.nodeName !== filters.node)
         || (filters.q && !t.search.includes(filters.q)));
       if (t.node.hidden !== hide) { t.node.hidden = hide; flipped = true; }
     }
@@ -264,6 +302,9 @@ export function overview(root) {
       while (spark.points.length && (spark.points[0][0] < cut || spark.points.length > 600)) spark.points.shift();
     }
   });
+  // Instances move between nodes with their leases: in a cluster, the list is read again
+  // now and then to show where each runs.
+  const whereTimer = setInterval(() => { if (knownNodes.size > 1) refreshInstances(); }, 10000);
   render(new Set(store.plugins.keys()), true);
   const stop = onChange(render);
   // Sparklines are redrawn when the tiles change width or the theme changes.
@@ -281,7 +322,7 @@ export function overview(root) {
   scheme.addEventListener("change", redrawVisible);
   window.addEventListener("resize", redrawVisible);
   return () => {
-    stop(); stopEvents(); observer.disconnect();
+    stop(); stopEvents(); observer.disconnect(); clearInterval(whereTimer);
     scheme.removeEventListener("change", redrawVisible);
     window.removeEventListener("resize", redrawVisible);
   };

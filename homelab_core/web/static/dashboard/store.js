@@ -154,3 +154,5 @@ export function start(setConnection) {
 
 /** Reload one instance's description (after an edit). */
 export const reloadInstance = loadInstance;
+/** Read the list of instances again (where each runs, in a cluster). */
+export const refreshInstances = syncList;
