@@ -397,3 +397,61 @@ async def test_a_node_whose_redis_is_gone_is_not_ready_and_keeps_its_pinned_inst
         await anyio.sleep(0.5)
         assert hub.stats("here").runs > runs
         assert hub.counters()["cluster_connected"] == 0.0
+
+
+def alert_config(postgres_url: str, redis_url: str, hook: str, pinned_to: str) -> str:
+    return "\n".join(
+        [
+            f'[database]\nurl = "{postgres_url}"\n',
+            f'[bus]\nbackend = "redis"\nurl = "{redis_url}"\n',
+            f'[cache]\nbackend = "redis"\nurl = "{redis_url}"\n',
+            f"[node]\nheartbeat = {HEARTBEAT}\nlease_ttl = {LEASE_TTL}\n",
+            "[scheduler]\njitter = 0.0\n",
+            "[store]\nflush_interval = 0.1\n",
+            "[alerting]\ngroup_wait = 0\n",
+            f'[plugins.down]\ntype = "tcp"\ninterval = 0.5\nnode = "{pinned_to}"\n'
+            'host = "127.0.0.1"\nport = 1\n',
+            '[alerts.port-down]\nmetric = "tcp.up"\nop = "<"\nthreshold = 1\n'
+            'severity = "critical"\nsummary = "{instance} is down"\n',
+            f'[notifiers.hook]\ntype = "webhook"\nurl = "{hook}"\n',
+        ]
+    )
+
+
+async def test_the_alerts_move_with_their_node_and_nothing_is_sent_twice(
+    cluster_dir: Path, postgres_url: str, redis_url: str
+) -> None:
+    from test_notifiers import receiver
+
+    from homelab_core.cluster import owner
+
+    # Two names such that the first evaluates the alerts; the instance runs on the second.
+    names = next(
+        (x, y)
+        for x, y in (("n1", "n2"), ("n2", "n1"), ("n3", "n4"), ("n4", "n3"))
+        if owner("@alerts", [x, y]) == x
+    )
+    evaluator, other = names
+
+    def firing(got: Any) -> list[dict[str, Any]]:
+        bodies = [json.loads(r.body) for r in got.requests]
+        return [b for b in bodies if b["status"] == "firing" and not b["test"]]
+
+    with receiver() as hook:
+        config = alert_config(postgres_url, redis_url, hook.url, pinned_to=other)
+        with running_nodes(cluster_dir, config, [evaluator, other]) as nodes:
+            with anyio.fail_after(START_TIMEOUT):
+                while not firing(hook):  # noqa: ASYNC110 - polling the receiver
+                    await anyio.sleep(0.1)
+            assert f"node {evaluator!r} evaluates the alerts" in nodes.log(evaluator)
+            await anyio.sleep(1.5)  # its delivered mark is stored (every 0.5 s)
+            nodes.kill(evaluator)
+            with anyio.fail_after(2 * LEASE_TTL + 5):
+                while "evaluates the alerts" not in nodes.log(other):  # noqa: ASYNC110
+                    await anyio.sleep(0.1)
+            await anyio.sleep(3.0)  # the alert still fires: evaluated, not sent again
+            sent = firing(hook)
+            nodes.stop_all()
+    fingerprints = [a["fingerprint"] for body in sent for a in body["alerts"]]
+    assert len(sent) == 1, [b["title"] for b in sent]
+    assert len(fingerprints) == 1
