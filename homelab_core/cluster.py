@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +41,7 @@ import anyio
 import attrs
 
 from .config import NodeSettings, Settings
-from .errors import ConfigError
+from .errors import ClusterError, ConfigError, ConflictError, HomelabError
 from .model import NodeInfo
 
 if TYPE_CHECKING:
@@ -130,6 +131,9 @@ class Cluster:
         it, False when it must stop; returns once the instance is started or stopped.
     :param after_beat: called after every heartbeat, and at once when another node said
         it changed something (:meth:`poke`): the hub reads what other nodes changed.
+    :param run_here: runs an instance now for another node (:meth:`run_elsewhere`) and
+        returns the execution as JSON-ready values; a :class:`HomelabError` it raises is
+        that node's answer.
     """
 
     def __init__(
@@ -141,6 +145,7 @@ class Cluster:
         instances: Callable[[], dict[str, str | None]],
         hold: Callable[[str, bool], Awaitable[None]],
         after_beat: Callable[[], Awaitable[None]] | None = None,
+        run_here: Callable[[str], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         if settings.lease_ttl < MISSED_HEARTBEATS * settings.heartbeat:
             raise ValueError(
@@ -154,10 +159,19 @@ class Cluster:
         self._instances = instances
         self._hold = hold
         self._after_beat = after_beat
+        self._run_here = run_here
         self._poked = anyio.Event()
         self._acquire = redis.register_script(_ACQUIRE)
         self._release = redis.register_script(_RELEASE)
         self._heartbeat = redis.register_script(_HEARTBEAT)
+        #: For BLPOP, which waits longer than the commands' timeout allows.
+        pool = redis.connection_pool
+        self._blocking = type(redis)(
+            connection_pool=type(pool)(
+                connection_class=pool.connection_class,
+                **{**pool.connection_kwargs, "socket_timeout": None},
+            )
+        )
         self._leases: dict[str, _Lease] = {}
         #: The instances this node runs now (pinned here, or leased).
         self.held: set[str] = set()
@@ -199,6 +213,8 @@ class Cluster:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_leases, name="homelab:lease-watchdog")
                 tg.start_soon(self._listen, name="homelab:cluster-changes")
+                if self._run_here is not None:
+                    tg.start_soon(self._serve_runs, name="homelab:cluster-runs")
                 while True:
                     with anyio.move_on_after(self.settings.lease_ttl * SAFETY):
                         await self.tick()
@@ -230,6 +246,64 @@ class Cluster:
             except Exception as exc:
                 log.debug("listening for changes: %s", exc)
             await anyio.sleep(self.settings.heartbeat)
+
+    async def run_elsewhere(self, instance_id: str, node: str, timeout: float) -> dict[str, Any]:
+        """Have ``node`` run the instance now; its execution, as JSON-ready values.
+
+        The request is queued in Redis for that node (``homelab:run:<node>``) and the answer
+        awaited on a key of its own; :class:`ClusterError` if none comes in ``timeout``
+        seconds, the error the node answered (a :class:`ConflictError`) otherwise.
+        """
+        reply = PREFIX + f"reply:{uuid.uuid4().hex}"
+        request = json.dumps({"instance": instance_id, "reply": reply, "from": self.name})
+        try:
+            await self.redis.lpush(PREFIX + f"run:{node}", request)
+            answer = None
+            deadline = time.monotonic() + timeout
+            while answer is None and time.monotonic() < deadline:
+                wait = max(0.1, min(5.0, deadline - time.monotonic()))
+                answer = await self._blpop(reply, wait)
+        except ClusterError:
+            raise
+        except Exception as exc:
+            raise ClusterError(f"cannot ask node {node!r} to run {instance_id!r}: {exc}") from exc
+        if answer is None:
+            raise ClusterError(f"node {node!r} did not answer within {timeout:g} s")
+        data = json.loads(answer)
+        if "error" in data:
+            raise ConflictError(f"node {node!r}: {data['error']}")
+        return dict(data["execution"])
+
+    async def _blpop(self, key: str, wait: float) -> str | None:
+        """One BLPOP of ``wait`` s on a connection without the client's read timeout."""
+        found = await self._blocking.blpop([key], timeout=wait)
+        return None if found is None else _text(found[1])
+
+    async def _serve_runs(self) -> None:
+        """Run the instances other nodes ask this one to run now (see :meth:`run_elsewhere`)."""
+        assert self._run_here is not None
+        queue = PREFIX + f"run:{self.name}"
+        while True:
+            try:
+                raw = await self._blpop(queue, 1)
+            except Exception as exc:
+                log.debug("waiting for runs asked by other nodes: %s", exc)
+                await anyio.sleep(self.settings.heartbeat)
+                continue
+            if raw is None:
+                continue
+            request = json.loads(raw)
+            try:
+                answer: dict[str, Any] = {"execution": await self._run_here(request["instance"])}
+            except HomelabError as exc:
+                answer = {"error": str(exc)}
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.lpush(request["reply"], json.dumps(answer))
+                    pipe.expire(request["reply"], 60)
+                    await pipe.execute()
+            except Exception as exc:
+                log.warning("could not answer node %r: %s", request.get("from"), exc)
 
     async def _watch_leases(self) -> None:
         while True:
@@ -376,10 +450,11 @@ class Cluster:
                 await self.redis.zrem(NODES, self.name)
         except Exception as exc:
             log.debug("could not leave the cluster cleanly: %s", exc)
-        try:
-            await self.redis.aclose()
-        except Exception as exc:
-            log.debug("could not close the connection to Redis: %s", exc)
+        for client in (self._blocking, self.redis):
+            try:
+                await client.aclose()
+            except Exception as exc:
+                log.debug("could not close the connection to Redis: %s", exc)
 
     def counters(self) -> dict[str, float]:
         """This node's figures for ``/metrics``."""
@@ -439,6 +514,7 @@ def make_cluster(
     instances: Callable[[], dict[str, str | None]],
     hold: Callable[[str, bool], Awaitable[None]],
     after_beat: Callable[[], Awaitable[None]] | None = None,
+    run_here: Callable[[str], Awaitable[dict[str, Any]]] | None = None,
 ) -> Cluster:
     """The :class:`Cluster` of ``settings`` (``[node]``, on the Redis of ``[bus] url``)."""
     try:
@@ -467,4 +543,5 @@ def make_cluster(
         instances=instances,
         hold=hold,
         after_beat=after_beat,
+        run_here=run_here,
     )

@@ -174,7 +174,13 @@ class Hub:
         self.node_name = self.settings.node.node_name
         #: This node's part in a cluster (``[bus] backend = "redis"``), else None.
         self.cluster: Cluster | None = (
-            make_cluster(self.settings, self._placement, self._hold, self._sync_cluster)
+            make_cluster(
+                self.settings,
+                self._placement,
+                self._hold,
+                self._sync_cluster,
+                self._run_for_another_node,
+            )
             if self.settings.bus.backend == "redis"
             else None
         )
@@ -781,9 +787,22 @@ class Hub:
         return result
 
     async def run_now(self, instance_id: str) -> Execution:
-        """Run an instance immediately and return the execution record."""
+        """Run an instance immediately and return the execution record (in a cluster, on
+        the node that runs it)."""
+        inst = self._get(instance_id)
+        cluster = self.cluster
+        if cluster is None or self.scheduler.is_held(instance_id):
+            return await self.scheduler.run_now(instance_id)
+        node = cluster.holders.get(instance_id)
+        if node is None or node == self.node_name:
+            raise ConflictError(f"plugin instance {instance_id!r} runs on no node now")
+        done = await cluster.run_elsewhere(instance_id, node, timeout=inst.timeout + 10)
+        return Execution(**done)
+
+    async def _run_for_another_node(self, instance_id: str) -> dict[str, Any]:
         self._get(instance_id)
-        return await self.scheduler.run_now(instance_id)
+        execution = await self.scheduler.run_now(instance_id)
+        return execution.to_dict()
 
     async def latest(self, instance_id: str) -> list[Metric]:
         """The latest value of every series of the instance."""

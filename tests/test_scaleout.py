@@ -262,10 +262,14 @@ async def test_actions_and_instances_of_one_nodes_api_reach_the_node_that_runs_t
                 lambda runs: any(e.instance_id == "made-on-a" for e in runs), postgres_url, 20
             )
             assert {e.node for e in found if e.instance_id == "made-on-a"} == {expected}
-            # Disabled through a's API, on-b stops on b within one interval.
+            # Run now through a's API: b runs it, and a answers with b's execution.
             await wait_for(
                 lambda runs: any(e.instance_id == "on-b" for e in runs), postgres_url, 20
             )
+            ran = await api.post("/api/plugins/on-b/run", json={})
+            assert ran.status_code == 200, ran.text
+            assert (ran.json()["node"], ran.json()["trigger"]) == ("b", "manual")
+            # Disabled through a's API, on-b stops on b within one interval.
             answer = await api.post("/api/plugins/on-b/enable", json={"enabled": False})
             assert answer.status_code == 200
             disabled_at = time.time()
