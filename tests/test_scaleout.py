@@ -459,3 +459,41 @@ async def test_the_alerts_move_with_their_node_and_nothing_is_sent_twice(
     fingerprints = [a["fingerprint"] for body in sent for a in body["alerts"]]
     assert len(sent) == 1, [b["title"] for b in sent]
     assert len(fingerprints) == 1
+
+
+async def test_a_node_that_does_not_evaluate_the_alerts_shows_the_evaluators(
+    make_settings: Any, manager: Any, postgres_url: str, redis_url: str
+) -> None:
+    from homelab_core import Hub, InstanceSettings
+    from homelab_core.alerts.config import parse_alerts_config
+    from homelab_core.config import BusSettings, CacheSettings, NodeSettings
+
+    rules = parse_alerts_config(
+        {"alerts": {"counting": {"metric": "count", "op": ">=", "threshold": 1}}}, "test"
+    )
+
+    def hub(name: str) -> Hub:
+        settings = make_settings(
+            InstanceSettings(id="c", type="counter", interval=0.1),
+            bus=BusSettings(backend="redis", url=redis_url),
+            cache=CacheSettings(backend="redis", url=redis_url),
+            node=NodeSettings(name=name, heartbeat=HEARTBEAT, lease_ttl=LEASE_TTL),
+        )
+        settings.database.url = postgres_url
+        settings.alerts = rules
+        return Hub(settings, plugin_manager=manager)
+
+    async with hub("m1") as first, hub("m2") as second:
+        with anyio.fail_after(15):
+            while True:
+                evaluators = [h for h in (first, second) if h.alerts.running]
+                if len(evaluators) == 1 and evaluators[0].alerts_list(state="firing"):
+                    break
+                await anyio.sleep(0.05)
+        [evaluator] = evaluators
+        watcher = second if evaluator is first else first
+        with anyio.fail_after(5):
+            while not watcher.alerts_list(state="firing"):  # noqa: ASYNC110 - polling
+                await anyio.sleep(0.05)
+        assert [a.rule for a in watcher.alerts_list(state="firing")] == ["counting"]
+        assert not watcher.alerts.running

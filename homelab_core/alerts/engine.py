@@ -236,6 +236,12 @@ class AlertEngine:
         self._candidates[(instance_id, name)] = found
         return found
 
+    def replace(self, alerts: Iterable[Alert]) -> None:
+        """Forget every alert and take ``alerts`` instead (a copy of another node's)."""
+        self.alerts.clear()
+        self._series.clear()
+        self.restore(alerts)
+
     def restore(self, alerts: Iterable[Alert]) -> None:
         """Take back persisted alerts (after a restart); those of unknown rules are skipped."""
         for alert in alerts:

@@ -305,19 +305,7 @@ class AlertService:
         except HomelabError as exc:
             log.error("alerts: cannot read the stored states: %s", exc)
             bodies, rows, silences = {}, [], []
-        for rule_id, body in bodies.items():
-            if rule_id in self.config.rules:
-                log.warning(
-                    "alerts: rule %r made through the API is shadowed by [alerts.%s] of the"
-                    " file; the file's rule applies (delete one of them)",
-                    rule_id,
-                    rule_id,
-                )
-                continue
-            try:
-                self.api_rules[rule_id] = self._parse_api_rule(rule_id, body)
-            except InvalidArgumentError as exc:
-                log.error("alerts: stored rule %r is not valid any more, skipped: %s", rule_id, exc)
+        self._take_api_rules(bodies)
         self._rules_changed_now()
         self.engine.restore(alert_from_row(r) for r in rows)
         known = {r["fingerprint"] for r in rows}
@@ -327,6 +315,47 @@ class AlertService:
         for instance_id, state in self.instances():
             self.engine.track_instance(instance_id, now, enabled=state != HealthState.DISABLED)
             self._apply(self.engine.observe_health(instance_id, state, now))
+
+    def _take_api_rules(self, bodies: Mapping[str, Any], *, quiet: bool = False) -> None:
+        """The stored rules of the API, as this service's (those the file shadows left out)."""
+        rules = {}
+        for rule_id, body in bodies.items():
+            if rule_id in self.config.rules:
+                if not quiet:
+                    log.warning(
+                        "alerts: rule %r made through the API is shadowed by [alerts.%s] of"
+                        " the file; the file's rule applies (delete one of them)",
+                        rule_id,
+                        rule_id,
+                    )
+                continue
+            try:
+                rules[rule_id] = self._parse_api_rule(rule_id, body)
+            except InvalidArgumentError as exc:
+                if not quiet:
+                    log.error(
+                        "alerts: stored rule %r is not valid any more, skipped: %s", rule_id, exc
+                    )
+        self.api_rules = rules
+
+    async def mirror(self) -> None:
+        """Take the rules, alerts and silences another node's service stored.
+
+        A node of a cluster that does not evaluate the alerts calls this after every
+        heartbeat, so that its API shows what the evaluating node has (as of its last
+        save, every 0.5 s). Not for a running service."""
+        if self.running:
+            return
+        try:
+            bodies = await self.store.rules()
+            rows = await self.store.load_states()
+        except HomelabError as exc:
+            log.debug("alerts: cannot read the stored alerts: %s", exc)
+            return
+        self._take_api_rules(bodies, quiet=True)
+        self._rules_changed_now()
+        self.engine.replace(alert_from_row(r) for r in rows)
+        await self._refresh_silences(self.clock())
 
     # -- rules ---------------------------------------------------------------------------
 
