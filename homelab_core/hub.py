@@ -723,7 +723,10 @@ class Hub:
     async def _sync_cluster(self) -> None:
         async with self._changing:
             await self._sync_cluster_unlocked()
-        await self.alerts.mirror()  # on the nodes that do not evaluate them
+        if self.alerts.running:
+            await self.alerts.refresh_rules()  # rules made through other nodes' API
+        else:
+            await self.alerts.mirror()  # what the evaluating node stored
         if self.cache.shared:
             for instance_id in [i for i in self._instances if not self.scheduler.is_held(i)]:
                 health = await self.cache.health(instance_id)

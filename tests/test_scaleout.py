@@ -497,3 +497,8 @@ async def test_a_node_that_does_not_evaluate_the_alerts_shows_the_evaluators(
                 await anyio.sleep(0.05)
         assert [a.rule for a in watcher.alerts_list(state="firing")] == ["counting"]
         assert not watcher.alerts.running
+        # A rule made through the API of the node that does not evaluate applies too.
+        await watcher.put_alert_rule("many", {"metric": "count", "op": ">=", "threshold": 2})
+        with anyio.fail_after(5):
+            while "many" not in {a.rule for a in evaluator.alerts_list(state="firing")}:  # noqa: ASYNC110
+                await anyio.sleep(0.05)

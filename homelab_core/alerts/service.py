@@ -338,6 +338,19 @@ class AlertService:
                     )
         self.api_rules = rules
 
+    async def refresh_rules(self) -> None:
+        """Take the rules of the API another node stored (a running service of a cluster:
+        a rule made through any node's API applies at the evaluating node's next beat)."""
+        try:
+            bodies = await self.store.rules()
+        except HomelabError as exc:
+            log.debug("alerts: cannot read the stored rules: %s", exc)
+            return
+        before = dict(self.api_rules)
+        self._take_api_rules(bodies, quiet=True)
+        if self.api_rules != before:
+            self._rules_changed_now()
+
     async def mirror(self) -> None:
         """Take the rules, alerts and silences another node's service stored.
 
