@@ -28,6 +28,7 @@ hosts' clocks need not agree.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -160,7 +161,8 @@ class Cluster:
         self._hold = hold
         self._after_beat = after_beat
         self._run_here = run_here
-        self._poked = anyio.Event()
+        # asyncio's: a cluster may be made outside the event loop (with its hub).
+        self._poked = asyncio.Event()
         self._acquire = redis.register_script(_ACQUIRE)
         self._release = redis.register_script(_RELEASE)
         self._heartbeat = redis.register_script(_HEARTBEAT)
@@ -222,7 +224,7 @@ class Cluster:
                             await self._after_beat()
                     with anyio.move_on_after(self.settings.heartbeat):
                         await self._poked.wait()
-                    self._poked = anyio.Event()
+                    self._poked.clear()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._leave()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -198,21 +199,23 @@ class Hub:
         self._api_bodies: dict[str, dict[str, Any]] = {}
         #: Held while instances are made, changed, deleted, enabled or disabled, so that
         #: reading what other nodes changed never interleaves with a change of this one.
-        self._changing = anyio.Lock()
+        self._changing = asyncio.Lock()
         #: In a cluster: the health of the instances other nodes run, from the cache.
         self._shared_health: dict[str, Health] = {}
         self._stack: AsyncExitStack | None = None
         self._background: anyio.CancelScope | None = None
         #: In a cluster: set while this node holds the maintenance lease.
-        self._maintaining = anyio.Event()
+        self._maintaining = asyncio.Event()
         self._maintenance_scope: anyio.CancelScope | None = None
         #: Rules, silences and notifiers; runs only when some are configured (in a
         #: cluster, on the one node that holds the ``@alerts`` lease: a new service each
         #: time it takes it, which reads the states the last one stored).
         self.alerts = self._new_alert_service()
-        self._alerting = anyio.Event()
-        self._alerting_ends = anyio.Event()
-        self._alerts_scope = anyio.CancelScope()
+        # asyncio's, not anyio's: a hub may be made outside the event loop (it runs on
+        # asyncio only), and these bind to the loop when first used.
+        self._alerting = asyncio.Event()
+        self._alerting_ends = asyncio.Event()
+        self._alerts_scope: anyio.CancelScope | None = None
         self.figures = Figures(
             self.scheduler, self.store, self.queue, self.bus, self.writer, self.alerts, self.cache
         )
@@ -235,6 +238,7 @@ class Hub:
             stack.push_async_callback(self._drain)
             tasks.start_soon(self.writer.run, name="homelab:writer")
             self._background = anyio.CancelScope()
+            self._alerts_scope = anyio.CancelScope()
             tasks.start_soon(self._run_maintenance, name="homelab:maintenance")
             if self.cluster is None:
                 # Subscribed before the first run, stopped after the last.
@@ -293,6 +297,7 @@ class Hub:
         Each time the lease is taken, a new service reads the rules, states and delivered
         marks the last holder stored (every 0.5 s, and when it stops), so that what it
         sent is not sent again."""
+        assert self._alerts_scope is not None
         with self._alerts_scope:
             while True:
                 await self._alerting.wait()
@@ -319,15 +324,15 @@ class Hub:
                 self._maintaining.set()
                 log.info("node %r does the store's rollups and retention", self.node_name)
             else:
-                self._maintaining = anyio.Event()
+                self._maintaining.clear()
                 if self._maintenance_scope is not None:
                     self._maintenance_scope.cancel()
         elif instance_id == ALERTS:
             if held:
-                self._alerting_ends = anyio.Event()
+                self._alerting_ends.clear()
                 self._alerting.set()
             else:
-                self._alerting = anyio.Event()
+                self._alerting.clear()
                 self._alerting_ends.set()
         elif instance_id in self._instances:
             await self.scheduler.set_held(instance_id, held)
@@ -409,7 +414,8 @@ class Hub:
         """Stop background work and write everything still queued (the task group waits)."""
         if self._background is not None:
             self._background.cancel()
-        self._alerts_scope.cancel()
+        if self._alerts_scope is not None:
+            self._alerts_scope.cancel()
         self.queue.close()
 
     async def _close_resources(self) -> None:

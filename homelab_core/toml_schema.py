@@ -158,6 +158,12 @@ def _plugin_instance(types: Mapping[str, type[Plugin]]) -> tuple[dict[str, Any],
             **seconds,
             "description": "Seconds a run may take; unset: [scheduler] default_timeout.",
         },
+        "node": {
+            "type": "string",
+            "pattern": f"^{SLUG.pattern}$",
+            "description": "The node it runs on, and only there; unset: any node, under a"
+            " lease (docs/scale-out.md).",
+        },
         "max_samples_per_run": {
             **limit,
             "description": "Samples a run may return (0: no limit); unset: [scheduler]'s.",

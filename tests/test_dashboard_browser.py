@@ -363,16 +363,13 @@ def test_a_dropped_stream_shows_reconnecting_and_comes_back(browser: Any, tmp_pa
 def test_the_overview_shows_and_groups_the_nodes_of_a_cluster(
     browser: Any, tmp_path: Path, postgres_url: str, redis_url: str
 ) -> None:
-    from test_scaleout import serve_config
+    from test_scaleout import serve_config, two_servers
 
     config = serve_config(postgres_url, redis_url) + "".join(
         f'\n[plugins.free-{i}]\ntype = "tcp"\ninterval = 1\nhost = "127.0.0.1"\nport = 1\n'
         for i in range(6)
     )
-    with (
-        live_server(tmp_path / "a", config=config, args=["--node", "a"], port=0) as a,
-        live_server(tmp_path / "b", config=config, args=["--node", "b"], port=0),
-    ):
+    with two_servers(tmp_path, config) as a:
         deadline = time.monotonic() + 20
         while True:  # both nodes run instances, as the list says
             plugins = httpx.get(f"{a.url}/api/plugins", timeout=5).json()["plugins"]

@@ -222,6 +222,18 @@ async def node_names(api: httpx.AsyncClient) -> set[str]:
     return {n["name"] for n in (await api.get("/api/nodes")).json()["nodes"] if n["alive"]}
 
 
+@contextmanager
+def two_servers(directory: Path, config: str) -> Iterator[Any]:
+    """``homelab serve --node a`` and ``--node b`` on ``config``; yields node a's server."""
+    from live_server import live_server
+
+    with (
+        live_server(directory / "a", config=config, args=["--node", "a"], port=0) as a,
+        live_server(directory / "b", config=config, args=["--node", "b"], port=0),
+    ):
+        yield a
+
+
 def serve_config(postgres_url: str, redis_url: str) -> str:
     return "\n".join(
         [
@@ -240,15 +252,9 @@ def serve_config(postgres_url: str, redis_url: str) -> str:
 async def test_actions_and_instances_of_one_nodes_api_reach_the_node_that_runs_them(
     tmp_path: Path, postgres_url: str, redis_url: str
 ) -> None:
-    from live_server import live_server
-
     from homelab_core.cluster import owner
 
-    config = serve_config(postgres_url, redis_url)
-    with (
-        live_server(tmp_path / "a", config=config, args=["--node", "a"], port=0) as a,
-        live_server(tmp_path / "b", config=config, args=["--node", "b"], port=0),
-    ):
+    with two_servers(tmp_path, serve_config(postgres_url, redis_url)) as a:
         async with httpx.AsyncClient(base_url=a.url, timeout=10) as api:
             with anyio.fail_after(20):
                 while await node_names(api) != {"a", "b"}:  # noqa: ASYNC110 - polling an API
@@ -287,14 +293,9 @@ async def test_actions_and_instances_of_one_nodes_api_reach_the_node_that_runs_t
 async def test_the_stream_and_the_api_of_one_node_show_an_instance_another_runs(
     tmp_path: Path, postgres_url: str, redis_url: str
 ) -> None:
-    from live_server import live_server
     from websockets.asyncio.client import connect
 
-    config = serve_config(postgres_url, redis_url)
-    with (
-        live_server(tmp_path / "a", config=config, args=["--node", "a"], port=0) as a,
-        live_server(tmp_path / "b", config=config, args=["--node", "b"], port=0),
-    ):
+    with two_servers(tmp_path, serve_config(postgres_url, redis_url)) as a:
         ws_url = a.url.replace("http://", "ws://") + "/ws/metrics"
         async with connect(ws_url) as ws:
             assert json.loads(await ws.recv())["type"] == "hello"

@@ -92,6 +92,8 @@ def test_the_schema_is_draft_2020_12_and_names_every_section(manager: PluginMana
         "server",
         "database",
         "cache",
+        "bus",
+        "node",
         "retention",
         "scheduler",
         "store",

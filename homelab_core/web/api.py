@@ -460,15 +460,19 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
         ``series`` names instance:metric pairs (``nas:cpu.percent,router:load.1m``); each
         gets the answer ``GET /api/plugins/{id}/metrics/history`` would give for that
         metric and these parameters. A page that draws many small charts (the
-        dashboard's sparklines) asks once instead of once per chart."""
+        dashboard's sparklines) asks once instead of once per chart. Instances that do not
+        exist (any more) are listed in ``unknown``, their pairs left out: one deleted
+        while a page asked does not fail the others."""
         q = query_args
         h = hub()
         pairs = parse_series(q.series)
-        for plugin_id, _ in pairs:
-            h.instance(plugin_id)
+        known = {i.id for i in h.instances()}
+        unknown = sorted({plugin_id for plugin_id, _ in pairs} - known)
         since, until, step = parse_range(q)
         results = []
         for plugin_id, metric in pairs:
+            if plugin_id not in known:
+                continue
             found = await h.history(
                 plugin_id,
                 metric,
@@ -479,7 +483,9 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
                 max_points=q.points,
             )
             results.append(history_out(plugin_id, metric, since, until, q.agg, found))
-        return s.ManyHistoryOut(since=since, until=until, agg=q.agg, results=results)
+        return s.ManyHistoryOut(
+            since=since, until=until, agg=q.agg, results=results, unknown=unknown
+        )
 
     @bp.get("/api/plugins/<plugin_id>/executions")
     @errors(400, 404, 401, 403, 503)

@@ -336,7 +336,11 @@ class ManyHistoryOut:
     until: Annotated[float, about("End of the range, in seconds since the epoch.", 1795970969.15)]
     agg: Annotated[str, about("How each bucket's samples were combined.", "avg")]
     results: Annotated[
-        list[HistoryOut], about("One answer per instance:metric pair, in the order asked.")
+        list[HistoryOut],
+        about("One answer per instance:metric pair of a known instance, in the order asked."),
+    ]
+    unknown: Annotated[
+        list[str], about("Instances asked for that do not exist (their pairs left out).", [])
     ]
 
 

@@ -199,11 +199,12 @@ export function overview(root) {
     const series = batch.map(([id, spark]) => `${id}:${spark.name}`).join(",");
     queue(() => api(`/api/history?series=${encodeURIComponent(series)}&points=60`))
       .then((answer) => {
-        answer.results.forEach((result, i) => {
-          const [id, spark] = batch[i];
+        for (const result of answer.results) {
+          const spark = sparks.get(result.plugin_id);
+          if (!spark) continue;
           const s = result.series.find((x) => seriesKey(x) === spark.key) || result.series[0];
           if (s) spark.points = s.points.concat(spark.points.filter(([t]) => t > (s.points.at(-1)?.[0] ?? 0)));
-        });
+        }
         measureSparklines(batch.map(([id]) => tiles.get(id)?.canvas).filter(Boolean));
         for (const [id] of batch) drawSpark(id);
       }).catch(() => { for (const [id] of batch) sparks.delete(id); });
