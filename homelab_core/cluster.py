@@ -175,6 +175,7 @@ class Cluster:
             )
         )
         self._leases: dict[str, _Lease] = {}
+        self._holding: dict[str, asyncio.Lock] = {}
         #: The instances this node runs now (pinned here, or leased).
         self.held: set[str] = set()
         #: The live nodes at the last heartbeat, this one included once Redis answered.
@@ -331,17 +332,19 @@ class Cluster:
         self.connected = True
         self.live = live
         await self._pin(instances)
-        for instance_id, pinned in instances.items():
-            if pinned is not None:
-                continue
-            mine = owner(instance_id, live) == self.name
-            try:
-                if mine:
-                    await self._take(instance_id, started)
-                elif instance_id in self._leases:
-                    await self._give_back(instance_id)
-            except Exception as exc:
-                log.warning("lease of %r: %s", instance_id, exc)
+        leased = [i for i, pinned in instances.items() if pinned is None]
+        mine = [i for i in leased if owner(i, live) == self.name]
+        # Every lease of this node is taken or renewed in one round trip, before anything
+        # is started or stopped (a stop may wait for a teardown).
+        try:
+            fences = await self._acquire_all(mine)
+        except Exception as exc:
+            log.warning("node %r could not renew its leases: %s", self.name, exc)
+            fences = []
+        for instance_id, fence in zip(mine, fences, strict=False):
+            await self._took(instance_id, fence, started)
+        for instance_id in [i for i in leased if i in self._leases and i not in mine]:
+            await self._give_back(instance_id)
         for instance_id in [i for i in self._leases if i not in instances]:
             await self._give_back(instance_id)  # the instance is gone
         await self._expire()
@@ -379,10 +382,20 @@ class Cluster:
             names, _ = await pipe.execute()
         return sorted(_text(n) for n in names)
 
-    async def _take(self, instance_id: str, started: float) -> None:
+    async def _acquire_all(self, instance_ids: list[str]) -> list[int]:
+        """Take or renew the leases of ``instance_ids`` in one pipeline: the fence of each
+        lease this node holds now, 0 for one another node holds."""
+        if not instance_ids:
+            return []
         ttl_ms = int(self.settings.lease_ttl * 1000)
-        keys = [PREFIX + f"lease:{instance_id}", PREFIX + f"fence:{instance_id}"]
-        fence = int(await self._acquire(keys=keys, args=[self.name, ttl_ms]))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for instance_id in instance_ids:
+                keys = [PREFIX + f"lease:{instance_id}", PREFIX + f"fence:{instance_id}"]
+                await self._acquire(keys=keys, args=[self.name, ttl_ms], client=pipe)
+            return [int(f) for f in await pipe.execute()]
+
+    async def _took(self, instance_id: str, fence: int, started: float) -> None:
+        """What a take or renewal of the instance's lease answered (``fence``, 0: refused)."""
         if not fence:
             # Another node holds it: the last owner gives it back, or its lease runs out.
             # (A lease of this node that another took is stopped: it ran out already.)
@@ -432,16 +445,20 @@ class Cluster:
                 await self._set_held(instance_id, pinned == self.name)
 
     async def _set_held(self, instance_id: str, held: bool) -> None:
-        if held == (instance_id in self.held):
-            return
-        if held:
-            self.held.add(instance_id)
-        else:
-            self.held.discard(instance_id)
-        try:
-            await self._hold(instance_id, held)
-        except Exception:
-            log.exception("could not %s instance %r", "start" if held else "stop", instance_id)
+        """Start or stop the instance here, one change of an instance at a time (the
+        round and the lease watchdog may both change one)."""
+        lock = self._holding.setdefault(instance_id, asyncio.Lock())
+        async with lock:
+            if held == (instance_id in self.held):
+                return
+            if held:
+                self.held.add(instance_id)
+            else:
+                self.held.discard(instance_id)
+            try:
+                await self._hold(instance_id, held)
+            except Exception:
+                log.exception("could not %s instance %r", "start" if held else "stop", instance_id)
 
     async def _leave(self) -> None:
         for instance_id in list(self._leases):

@@ -458,7 +458,10 @@ class Scheduler:
             return
         unit.held = held
         if not held:
-            await self._stop(unit)
+            # Shielded: a caller that gives up waiting must not leave the instance half
+            # stopped (its teardown is bounded by the teardown timeout).
+            with anyio.CancelScope(shield=True):
+                await self._stop(unit)
         elif unit.lifecycle.enabled and self._tg is not None:
             await self._start(unit)
 
@@ -549,6 +552,10 @@ class Scheduler:
         assert self._tg is not None
         if not self.running:  # stopped by a failure of its own (see _guard)
             return
+        if unit.stopped is not None and not unit.stopped.is_set():
+            if unit.scope is not None and not unit.scope.cancel_called:
+                return  # its task runs already
+            await unit.stopped.wait()  # a stop under way (a slow teardown): it ends first
         await self._tg.start(self._instance_task, unit, name=f"homelab:{unit.id}")
 
     async def _stop(self, unit: _Unit) -> None:

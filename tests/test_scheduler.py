@@ -491,3 +491,29 @@ async def test_a_run_the_gate_refuses_is_skipped(recorder: Recorder) -> None:
         assert plugin.runs <= runs + 1  # at most the run already under way
         skipped = recorder.executions("c", ExecutionStatus.SKIPPED)[0]
         assert "does not hold" in (skipped.error or "")
+
+
+class SlowTeardown(Counter):
+    """A counter whose teardown takes a while (it closes a connection, say)."""
+
+    name = "slow_teardown"
+    teardowns = 0
+
+    async def teardown(self) -> None:
+        await anyio.sleep(0.3)
+        self.teardowns += 1
+
+
+async def test_holding_again_while_a_stop_is_torn_down_waits_for_it(recorder: Recorder) -> None:
+    """A stop cut short by its caller's deadline, then a start: never two tasks at once
+    (the start found the instance still READY and tried to set it up again)."""
+    plugin = make(SlowTeardown)
+    async with Scheduler(settings(), sink=recorder) as scheduler:
+        scheduler.add("c", plugin, interval=0.05)
+        await until(lambda: plugin.runs >= 1)
+        with anyio.move_on_after(0.05):  # the caller gives up; the stop goes on
+            await scheduler.set_held("c", False)
+        await scheduler.set_held("c", True)
+        await until(lambda: plugin.runs >= 3)
+        assert scheduler.running, scheduler.error
+        assert plugin.teardowns == 1
