@@ -38,13 +38,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AsyncExitStack, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-from websockets.sync.client import connect
 
 from homelab_core import Execution
 from homelab_core.store import Store
@@ -77,16 +76,17 @@ EVENT_INTERVAL = 0.2
 @dataclass(frozen=True)
 class Plan:
     kills: int  # failover rounds
-    event_window: float  # seconds of events measured
+    event_rounds: int  # windows measured on each server
+    event_window: float  # seconds of events in each
     event_clients: int  # WebSocket clients on each server
-    burst_instances: int  # pipeline: leased bench_burst instances
+    burst_instances: int  # pipeline: bench_burst instances, pinned in turn to each node
     burst_metrics: int  # metrics per run of each
     pipeline_window: float
     pipeline_warmup: float
 
 
-QUICK = Plan(1, 8.0, 20, 400, 100, 8.0, 4.0)
-FULL = Plan(3, 30.0, 50, 600, 100, 30.0, 6.0)
+QUICK = Plan(1, 2, 4.0, 20, 400, 100, 8.0, 4.0)
+FULL = Plan(3, 4, 8.0, 50, 400, 100, 30.0, 6.0)
 #: Seconds after a pipeline window that its samples may take to reach the database.
 GRACE = 3.0
 
@@ -461,39 +461,59 @@ def event_config(database: str, bus: str, redis_url: str | None, output: Path) -
     return "\n".join(lines)
 
 
-class Listener(threading.Thread):
-    """One WebSocket client of ``/ws/metrics`` subscribed to the event instance: the
-    latency (receive time minus ``ts``) of every event whose ``ts`` falls in the window."""
+class Listeners(threading.Thread):
+    """WebSocket clients of ``/ws/metrics``, subscribed to the event instance, on one
+    asyncio loop in a thread of their own: (``ts``, receive time - ``ts``) of every event
+    each receives, per server."""
 
-    def __init__(self, url: str, window: list[float]) -> None:
-        super().__init__(daemon=True)
-        self.url = url.replace("http://", "ws://") + "/ws/metrics"
-        self.window = window  # [start, end], set by the bench
-        self.latencies: list[float] = []
+    def __init__(self, urls: dict[str, str], clients: int) -> None:
+        super().__init__(daemon=True, name="scaleout-clients")
+        self.urls = {k: u.replace("http://", "ws://") + "/ws/metrics" for k, u in urls.items()}
+        self.clients = clients
+        self.received: dict[str, list[tuple[float, float]]] = {k: [] for k in urls}
         self.ready = threading.Event()
         self.stop = threading.Event()
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            with connect(self.url, open_timeout=20) as ws:
-                ws.send(json.dumps({"type": "subscribe", "plugins": [EVENT_INSTANCE]}))
-                self.ready.set()
-                while not self.stop.is_set():
-                    try:
-                        raw = ws.recv(timeout=0.5)
-                    except TimeoutError:
-                        continue
-                    now = time.time()
-                    message = json.loads(raw)
-                    ts = message.get("ts")
-                    if message.get("type") in ("metrics", "execution") and ts is not None:
-                        start, end = self.window
-                        if start <= ts < end:
-                            self.latencies.append(now - ts)
+            asyncio.run(self._main())
         except BaseException as exc:  # reported by the bench
             self.error = exc
             self.ready.set()
+
+    async def _main(self) -> None:
+        from websockets.asyncio.client import connect
+
+        async with AsyncExitStack() as stack:
+            sockets = []
+            for name, url in self.urls.items():
+                for _ in range(self.clients):
+                    ws = await stack.enter_async_context(connect(url, open_timeout=20))
+                    await ws.send(json.dumps({"type": "subscribe", "plugins": [EVENT_INSTANCE]}))
+                    sockets.append((name, ws))
+            self.ready.set()
+            await asyncio.gather(*(self._read(name, ws) for name, ws in sockets))
+
+    async def _read(self, name: str, ws: Any) -> None:
+        out = self.received[name]
+        while not self.stop.is_set():
+            try:
+                raw = await asyncio.wait_for(ws.recv(), 0.5)
+            except TimeoutError:
+                continue
+            now = time.time()
+            message = json.loads(raw)
+            ts = message.get("ts")
+            if message.get("type") in ("metrics", "execution") and ts is not None:
+                out.append((ts, now - ts))
+
+
+def set_enabled(url: str, enabled: bool) -> None:
+    answer = httpx.post(
+        f"{url}/api/plugins/{EVENT_INSTANCE}/enable", json={"enabled": enabled}, timeout=10
+    )
+    answer.raise_for_status()
 
 
 def serve_command(config: Path, port: int, *extra: str) -> list[str]:
@@ -518,7 +538,6 @@ def measure_events(directory: Path, server_url: str, redis_url: str, plan: Plan)
     single_cfg.write_text(event_config(single_db, "memory", None, output))
     cluster_cfg.write_text(event_config(cluster_db, "redis", redis_url, output))
     single_port, a_port = free_port(), free_port()
-    window = [0.0, 0.0]
     with ExitStack() as stack:
         single = stack.enter_context(
             process(serve_command(single_cfg, single_port), cwd=folder, name="single")
@@ -542,42 +561,50 @@ def measure_events(directory: Path, server_url: str, redis_url: str, plan: Plan)
             if time.monotonic() > deadline:
                 raise RuntimeError(f"node b did not run {EVENT_INSTANCE}: {plugin}")
             time.sleep(0.2)
-        listeners = {
-            "single": [Listener(single_url, window) for _ in range(plan.event_clients)],
-            "cluster": [Listener(a_url, window) for _ in range(plan.event_clients)],
-        }
-        every = [each for group in listeners.values() for each in group]
-        for each in every:
-            each.start()
+        urls = {"single": single_url, "cluster": a_url}
+        listeners = Listeners(urls, plan.event_clients)
+        listeners.start()
+        windows: dict[str, list[tuple[float, float]]] = {name: [] for name in urls}
         try:
-            for each in every:
-                each.ready.wait(30)
-                if each.error is not None:
-                    raise RuntimeError(f"a WebSocket client failed: {each.error!r}")
-            time.sleep(2.0)  # warm-up: both streams flowing
-            window[:] = [time.time(), time.time() + plan.event_window]
-            time.sleep(plan.event_window + 1.0)
+            listeners.ready.wait(60)
+            if listeners.error is not None:
+                raise RuntimeError(f"the WebSocket clients failed: {listeners.error!r}")
+            # One server sends at a time: the other's instance is disabled (the cluster's
+            # through a's API, which reaches b). Windows alternate; the first is a warm-up.
+            order = ["cluster", "single"] * plan.event_rounds
+            for n, name in enumerate(["single", *order]):
+                other = "single" if name == "cluster" else "cluster"
+                set_enabled(urls[other], False)
+                set_enabled(urls[name], True)
+                time.sleep(1.0)  # the other's last events are in; this one's flow
+                start = time.time()
+                time.sleep(plan.event_window)
+                if n:
+                    windows[name].append((start, time.time()))
+            time.sleep(0.5)
+            if listeners.error is not None:
+                raise RuntimeError(f"the WebSocket clients failed: {listeners.error!r}")
         finally:
-            for each in every:
-                each.stop.set()
-            for each in every:
-                each.join(10)
-        errors = [repr(each.error) for each in every if each.error is not None]
-        if errors:
-            raise RuntimeError(f"WebSocket clients failed: {errors[:3]}")
+            listeners.stop.set()
+            listeners.join(10)
     figures: dict[str, Any] = {
         "clients_per_server": plan.event_clients,
+        "windows_per_server": plan.event_rounds,
         "window_s": plan.event_window,
     }
-    for name, group in listeners.items():
-        latencies = [x * 1000 for each in group for x in each.latencies]
+    for name in urls:
+        latencies = [
+            latency * 1000
+            for ts, latency in listeners.received[name]
+            if any(start <= ts < end for start, end in windows[name])
+        ]
         figures[name] = {
             "events_received": len(latencies),
             "p50_ms": round(percentile(latencies, 50), 2),
             "p99_ms": round(percentile(latencies, 99), 2),
             "max_ms": round(max(latencies), 2) if latencies else None,
         }
-    if not all(figures[name]["events_received"] for name in listeners):
+    if not all(figures[name]["events_received"] for name in urls):
         raise RuntimeError(f"a server's clients received no events: {figures}")
     return figures
 
@@ -585,7 +612,7 @@ def measure_events(directory: Path, server_url: str, redis_url: str, plan: Plan)
 # -- pipeline ------------------------------------------------------------------------------
 
 
-def pipeline_config(database: str, redis_url: str | None, plan: Plan) -> str:
+def pipeline_config(database: str, redis_url: str | None, plan: Plan, names: list[str]) -> str:
     lines = [
         f'[database]\nurl = "{database}"\n',
         "[scheduler]\njitter = 1.0\n",
@@ -595,10 +622,13 @@ def pipeline_config(database: str, redis_url: str | None, plan: Plan) -> str:
             f'[bus]\nbackend = "redis"\nurl = "{redis_url}"\n',
             "[node]\nheartbeat = 1.0\nlease_ttl = 10.0\n",
         ]
+    # Several nodes: pinned in turn to each (pinned, so that what is measured is the
+    # store's path, not the leases of hundreds of instances on busy nodes).
+    pins = [f'node = "{name}"\n' for name in names] if len(names) > 1 else [""]
     for i in range(plan.burst_instances):
         lines.append(
             f'[plugins.burst{i:04d}]\ntype = "bench_burst"\ninterval = 1.0\n'
-            f"metrics = {plan.burst_metrics}\n"
+            f"metrics = {plan.burst_metrics}\n{pins[i % len(pins)]}"
         )
     return "\n".join(lines)
 
@@ -608,7 +638,7 @@ def stored_rate(
 ) -> dict[str, Any]:
     """Samples/s stored by ``names`` node processes (timestamps in the window)."""
     config = folder / f"{name}.toml"
-    config.write_text(pipeline_config(database, redis_url, plan))
+    config.write_text(pipeline_config(database, redis_url, plan, names))
     command = [sys.executable, str(ROOT / "bench" / "scaleout_node.py"), str(config)]
     with nodes(folder, command) as group:
         for node in names:
