@@ -307,6 +307,13 @@ class Nodes:
                 proc.wait(10)
         self.procs.clear()
 
+    def tails(self) -> str:
+        """The end of every node's log (for an error)."""
+        return "\n".join(
+            f"--- {path.name}\n" + path.read_text(errors="replace")[-1500:]
+            for path in sorted(self.directory.glob("*.log"))
+        )
+
     def check(self) -> None:
         for name, proc in self.procs.items():
             if proc.poll() is not None:
@@ -332,7 +339,11 @@ def wait_until(condition: Any, url: str, limit: float, group: Nodes) -> list[Exe
             return found
         group.check()
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the nodes did not get there within {limit:g} s")
+            runners = collections.Counter(last_runner(found).values())
+            raise RuntimeError(
+                f"the nodes did not get there within {limit:g} s (runs by node: {runners}):\n"
+                + group.tails()
+            )
         time.sleep(0.2)
 
 
