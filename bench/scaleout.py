@@ -86,7 +86,7 @@ class Plan:
 
 
 QUICK = Plan(1, 2, 4.0, 20, 200, 100, 6.0, 2.0)
-FULL = Plan(3, 4, 8.0, 50, 400, 100, 30.0, 6.0)
+FULL = Plan(3, 4, 8.0, 50, 200, 100, 30.0, 6.0)
 #: Seconds after a pipeline window that its samples may take to reach the database.
 GRACE = 3.0
 
