@@ -31,6 +31,7 @@ BENCHMARKS = (
     "rest_latest",
     "websocket_fanout",
     "idle_footprint",
+    "scaleout",
 )
 RESULTS = ROOT / "bench" / "results.json"
 #: Seconds one benchmark may take before it is stopped and reported as failed.
