@@ -628,11 +628,15 @@ class Scheduler:
 
     # -- one run -----------------------------------------------------------------------------
 
-    def _stamp(self, instance_id: str, execution: Execution) -> Execution:
-        """The execution with the node that ran it and its lease's fencing token."""
+    def _stamp(
+        self, instance_id: str, execution: Execution, fence: int | None = None
+    ) -> Execution:
+        """The execution with the node that ran it and its lease's fencing token (the one
+        the run started under, when given: the lease may have gone while it ran)."""
         if self.node is None:
             return execution
-        fence = self._fence(instance_id) if self._fence is not None else None
+        if fence is None and self._fence is not None:
+            fence = self._fence(instance_id)
         return attrs.evolve(execution, node=self.node, fence=fence)
 
     async def _skip(self, unit: _Unit, scheduled: float, reason: str) -> None:
@@ -652,10 +656,11 @@ class Scheduler:
             assert unit.stats.last_execution is not None
             return unit.stats.last_execution
         unit.running = True
+        fence = self._fence(unit.id) if self._fence is not None else None
         try:
             async with self._limiter:
                 execution, metrics, report = await unit.runner.collect(trigger, scheduled)
-                execution = self._stamp(unit.id, execution)
+                execution = self._stamp(unit.id, execution, fence)
         finally:
             unit.running = False
             if unit.run_done is not None:
