@@ -456,7 +456,11 @@ class Cluster:
             else:
                 self.held.discard(instance_id)
             try:
-                await self._hold(instance_id, held)
+                # Shielded: a round cut short by its deadline must not leave an instance
+                # counted as held here that the scheduler never started (its lease would
+                # be renewed for ever, and nobody would run it).
+                with anyio.CancelScope(shield=True):
+                    await self._hold(instance_id, held)
             except Exception:
                 log.exception("could not %s instance %r", "start" if held else "stop", instance_id)
 

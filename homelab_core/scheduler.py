@@ -628,9 +628,7 @@ class Scheduler:
 
     # -- one run -----------------------------------------------------------------------------
 
-    def _stamp(
-        self, instance_id: str, execution: Execution, fence: int | None = None
-    ) -> Execution:
+    def _stamp(self, instance_id: str, execution: Execution, fence: int | None = None) -> Execution:
         """The execution with the node that ran it and its lease's fencing token (the one
         the run started under, when given: the lease may have gone while it ran)."""
         if self.node is None:

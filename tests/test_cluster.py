@@ -178,3 +178,21 @@ async def test_lease_ttl_shorter_than_three_heartbeats_is_refused(redis_url: str
             )
     finally:
         await client.aclose()
+
+
+async def test_a_start_slower_than_a_round_is_not_left_half_done(redis_url: str) -> None:
+    """A round cut short by its deadline while it started an instance left the cluster
+    counting it as held though its scheduler never started it: nobody ran it."""
+    instances: dict[str, str | None] = dict.fromkeys(IDS[:3])
+    node = Node(redis_url, "a", instances)
+    plain_hold = node.hold
+
+    async def slow_hold(instance_id: str, held: bool) -> None:
+        if held:
+            await anyio.sleep(0.2)  # longer than a round may take (a quarter of the TTL)
+        await plain_hold(instance_id, held)
+
+    node.cluster._hold = slow_hold
+    async with node.running():
+        await until(lambda: len(node.cluster.held) == 3)
+        await until(lambda: node.held == node.cluster.held, limit=3)
