@@ -163,6 +163,7 @@ class Cluster:
         self._run_here = run_here
         # asyncio's: a cluster may be made outside the event loop (with its hub).
         self._poked = asyncio.Event()
+        self._beaten = asyncio.Event()
         self._acquire = redis.register_script(_ACQUIRE)
         self._release = redis.register_script(_RELEASE)
         self._heartbeat = redis.register_script(_HEARTBEAT)
@@ -218,17 +219,29 @@ class Cluster:
                 tg.start_soon(self._listen, name="homelab:cluster-changes")
                 if self._run_here is not None:
                     tg.start_soon(self._serve_runs, name="homelab:cluster-runs")
+                if self._after_beat is not None:
+                    tg.start_soon(self._follow_beats, self._after_beat, name="homelab:cluster-sync")
                 while True:
                     with anyio.move_on_after(self.settings.lease_ttl * SAFETY):
                         await self.tick()
-                        if self._after_beat is not None:
-                            await self._after_beat()
+                    self._beaten.set()
                     with anyio.move_on_after(self.settings.heartbeat):
                         await self._poked.wait()
                     self._poked.clear()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._leave()
+
+    async def _follow_beats(self, after_beat: Callable[[], Awaitable[None]]) -> None:
+        """``after_beat`` after each heartbeat, in a task of its own: the renewals never
+        wait on what it reads (the store), and it is never cut halfway by their deadline."""
+        while True:
+            await self._beaten.wait()
+            self._beaten.clear()
+            try:
+                await after_beat()
+            except Exception:
+                log.exception("reading what other nodes changed failed; trying again")
 
     async def poke(self) -> None:
         """Tell every node (this one too) that something changed in the shared store."""
@@ -241,7 +254,8 @@ class Cluster:
         """Wake the loop when a node says it changed something; reconnects by itself."""
         while True:
             try:
-                async with self.redis.pubsub() as pubsub:
+                # On the client without a read timeout: a quiet channel is not an error.
+                async with self._blocking.pubsub() as pubsub:
                     await pubsub.subscribe(CHANGES)
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
