@@ -24,7 +24,7 @@ from quart_schema import (
 
 from ..alerts.config import RuleSettings, parse_duration
 from ..alerts.silences import Silence
-from ..errors import ConfigError
+from ..errors import ConfigError, NotFoundError
 from ..model import Execution, Health, HistorySeries, InstanceInfo, Summary
 from ..status import StatusPage
 from . import schemas as s
@@ -86,6 +86,15 @@ def _is_number(text: str) -> bool:
     try:
         float(text)
     except ValueError:
+        return False
+    return True
+
+
+def _exists(h: Hub, instance_id: str) -> bool:
+    """Whether the hub has the instance (without describing every instance it has)."""
+    try:
+        h.type_info(instance_id)
+    except NotFoundError:
         return False
     return True
 
@@ -466,8 +475,9 @@ def create_blueprint(web: HomelabWeb) -> Blueprint:
         q = query_args
         h = hub()
         pairs = parse_series(q.series)
-        known = {i.id for i in h.instances()}
-        unknown = sorted({plugin_id for plugin_id, _ in pairs} - known)
+        asked = {plugin_id for plugin_id, _ in pairs}
+        known = {plugin_id for plugin_id in asked if _exists(h, plugin_id)}
+        unknown = sorted(asked - known)
         since, until, step = parse_range(q)
         results = []
         for plugin_id, metric in pairs:
