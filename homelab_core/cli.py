@@ -20,8 +20,15 @@ import click
 
 from . import __version__
 from .cli_options import config_option
-from .config import InstanceSettings, Settings, bind_problem, database_problem, load_settings
-from .errors import ConfigError, HomelabError, StoreError
+from .config import (
+    InstanceSettings,
+    Settings,
+    bind_problem,
+    database_problem,
+    isolation_for,
+    load_settings,
+)
+from .errors import ConfigError, HomelabError, InvalidArgumentError, StoreError
 from .instances import build_instance, plugin_type_for
 from .lifecycle import resolve_enabled
 from .model import ExecutionStatus
@@ -257,9 +264,13 @@ def run_command(
         )
     except ConfigError as exc:
         raise ConfigFailure(str(exc)) from None
-    execution, metrics, report = anyio.run(
-        lambda: run_once(plugin, instance_id=instance.id, timeout=timeout)
-    )
+    isolation = isolation_for(instance, settings.scheduler)
+    try:
+        execution, metrics, report = anyio.run(
+            lambda: run_once(plugin, instance_id=instance.id, timeout=timeout, isolation=isolation)
+        )
+    except InvalidArgumentError as exc:
+        raise ConfigFailure(f"{instance.id}: {exc}") from None
     output: dict[str, Any] = {
         "instance": instance.id,
         "type": instance.type,

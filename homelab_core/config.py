@@ -375,6 +375,22 @@ class SchedulerSettings:
         " 0 = no limit.",
         minimum=0,
     )
+    isolation: Literal["none", "process"] = option(
+        "none",
+        description="Where instances run unless they say: 'none' (in the hub's process) or"
+        " 'process' (a worker process each).",
+    )
+    isolated_types: list[str] = option(
+        factory=list,
+        description="Plugin types whose instances run in a worker process unless they set"
+        " isolation.",
+    )
+    worker_kill_grace: float = option(
+        2.0,
+        description="Seconds a worker process has to exit when stopped, and again after"
+        " SIGTERM, before SIGKILL.",
+        exclusive_minimum=0,
+    )
 
 
 @attrs.define
@@ -406,6 +422,12 @@ class InstanceSettings:
     #: Limits of this instance; None takes the ``[scheduler]`` value (see ``limits.py``).
     max_samples_per_run: int | None = None
     max_series: int | None = None
+    #: ``none`` or ``process``; None takes the ``[scheduler]`` default (:func:`isolation_for`).
+    isolation: Literal["none", "process"] | None = None
+    #: The worker process it shares with the instances that name the same one.
+    worker: str | None = None
+    #: Bytes of resident memory its worker process may hold; None: no limit.
+    memory_limit: int | None = None
     options: dict[str, Any] = attrs.field(factory=dict)
     #: Options set from the environment, with the variable that set each. Their values
     #: are text, parsed to the option's type; options from the file must have the type.
@@ -450,7 +472,62 @@ SECTIONS: dict[str, type] = {
     "status_page": StatusPageSettings,
 }
 _LIMIT_KEYS = ("max_samples_per_run", "max_series")
-_INSTANCE_KEYS = {"type", "enabled", "interval", "timeout", "node", *_LIMIT_KEYS}
+_ISOLATION_KEYS = ("isolation", "worker", "memory_limit")
+_INSTANCE_KEYS = {"type", "enabled", "interval", "timeout", "node", *_LIMIT_KEYS, *_ISOLATION_KEYS}
+#: The smallest memory_limit: a worker process needs about 25 MiB before any plugin.
+MIN_MEMORY_LIMIT = 48 * 1024 * 1024
+#: What a size looks like (a JSON Schema pattern too).
+SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*([kKmMgGtT]([iI]?[bB])?|[bB])?\s*$"
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?|b)?\s*", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(value: Any) -> int:
+    """A size in bytes: a whole number of bytes, or a text with a unit (``"256MB"``,
+    ``"256MiB"``, ``"256m"``, ``"1.5G"``); the units count in 1,024s, as systemd's and
+    Docker's memory limits do.
+
+    :raises ValueError: anything else, with what was expected.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = _SIZE.fullmatch(value) if isinstance(value, str) else None
+    if match is None or float(match[1]) <= 0:
+        raise ValueError(
+            f'expected a size such as "256MB" or "1GB" (or a number of bytes), got {value!r}'
+        )
+    return int(float(match[1]) * _SIZE_UNITS[(match[2] or "").lower()])
+
+
+@attrs.frozen
+class Isolation:
+    """How an isolated instance runs: in which worker process, under which memory limit."""
+
+    #: The shared worker's name; None: a worker of its own.
+    worker: str | None = None
+    #: Bytes of resident memory the worker may hold; None: no limit.
+    memory_limit: int | None = None
+
+
+def isolation_for(instance: InstanceSettings, scheduler: SchedulerSettings) -> Isolation | None:
+    """Whether and how an instance runs in a worker process (None: in the hub's process).
+
+    Its own ``isolation`` decides; without one, naming a ``worker`` or a ``memory_limit``
+    means ``process``; otherwise ``[scheduler] isolated_types`` and then ``isolation``.
+    """
+    mode = instance.isolation
+    if mode is None:
+        if (
+            instance.worker is not None
+            or instance.memory_limit is not None
+            or instance.type in scheduler.isolated_types
+        ):
+            mode = "process"
+        else:
+            mode = scheduler.isolation
+    if mode != "process":
+        return None
+    return Isolation(instance.worker, instance.memory_limit)
 
 
 @attrs.define
@@ -634,6 +711,7 @@ def instance_settings(
             table=name,
             field="node",
         )
+    isolation, worker, memory_limit = _isolation_keys(body, where, name, origins)
     options = {k: v for k, v in body.items() if k not in _INSTANCE_KEYS}
     from_environment = {k: origins[(name, k)] for k in options if (name, k) in origins}
     return InstanceSettings(
@@ -647,7 +725,46 @@ def instance_settings(
         node=node,
         max_samples_per_run=limits["max_samples_per_run"],
         max_series=limits["max_series"],
+        isolation=isolation,
+        worker=worker,
+        memory_limit=memory_limit,
     )
+
+
+def _isolation_keys(
+    body: Mapping[str, Any], where: str | None, name: str, origins: Mapping[tuple[str, str], str]
+) -> tuple[Any, str | None, int | None]:
+    """An instance table's ``isolation``, ``worker`` and ``memory_limit``, checked."""
+
+    def fail(field: str, message: str) -> ConfigError:
+        error = ConfigError(message, file=where, table=name, field=field)
+        variable = origins.get((name, field))
+        return error.set_by(variable) if variable else error
+
+    isolation = body.get("isolation")
+    if isolation is not None and isolation not in ("none", "process"):
+        raise fail("isolation", f"expected 'none' or 'process', got {isolation!r}")
+    worker = body.get("worker")
+    if worker is not None and (not isinstance(worker, str) or not SLUG.fullmatch(worker)):
+        raise fail("worker", f"expected a worker name (a lowercase slug), got {worker!r}")
+    raw = body.get("memory_limit")
+    memory_limit = None
+    if raw is not None:
+        try:
+            memory_limit = parse_size(raw)
+        except ValueError as exc:
+            raise fail("memory_limit", str(exc)) from None
+        if memory_limit < MIN_MEMORY_LIMIT:
+            raise fail(
+                "memory_limit",
+                f"{raw!r} is below the smallest limit, {MIN_MEMORY_LIMIT >> 20} MiB: a worker"
+                " process needs about 25 MiB before it runs any plugin",
+            )
+    if isolation == "none":
+        for key, value in (("worker", worker), ("memory_limit", raw)):
+            if value is not None:
+                raise fail(key, f"{key} needs isolation = 'process', and this instance says 'none'")
+    return isolation, worker, memory_limit
 
 
 _PLUGIN_ENV = re.compile(r"^HOMELAB_PLUGINS__([A-Za-z0-9_-]+)__([A-Za-z0-9_]+)$")

@@ -21,7 +21,13 @@ from .backends import make_bus, make_cache, running
 from .bus import Bus
 from .cache import LatestCache
 from .cluster import DUTY, Cluster, make_cluster
-from .config import Settings, StatusPageSettings, instance_settings, load_settings
+from .config import (
+    Settings,
+    StatusPageSettings,
+    instance_settings,
+    isolation_for,
+    load_settings,
+)
 from .datapath import DataPath
 from .errors import (
     ClusterError,
@@ -459,6 +465,7 @@ class Hub:
             enabled=enabled,
             limits=Limits.of(inst.settings, self.settings.scheduler),
             held=held,
+            isolation=isolation_for(inst.settings, self.settings.scheduler),
         )
 
     async def _save_row(

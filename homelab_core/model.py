@@ -367,6 +367,20 @@ class Execution:
         int | None,
         about("The fencing token of the node's lease on the instance (null: not leased).", 17),
     ] = None
+    cpu: Annotated[
+        float | None,
+        about(
+            "CPU seconds its worker process spent on the run (null: the run was in process).",
+            0.004,
+        ),
+    ] = None
+    peak_rss: Annotated[
+        int | None,
+        about(
+            "Peak resident memory of its worker process, in bytes (null: in process).",
+            31457280,
+        ),
+    ] = None
     #: Row id once stored; used as the ``before`` cursor when paging.
     id: Annotated[
         int | None,

@@ -19,7 +19,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 import attrs
@@ -27,10 +27,14 @@ import attrs
 from . import clock
 from .codec import storable_text
 from .errors import SetupFailed, SetupNotReady
+from .isolation.wire import RemoteError
 from .model import Execution, ExecutionStatus, HealthReport, InstanceState, Metric
 from .options import secret_values
 from .plugin import Plugin
 from .redact import Redactor, install_filter
+
+if TYPE_CHECKING:
+    from .config import Isolation
 
 log = logging.getLogger("homelab.runner")
 
@@ -325,9 +329,15 @@ class Runner:
                 limit,
             )
 
+    async def close(self) -> None:
+        """Release what the runner holds for its instance, once the instance stopped
+        (called whether or not it was set up; in process there is nothing to release)."""
+        return None
 
-def validate_metrics(raw: Any, timestamp: float) -> list[Metric]:
-    """Check what ``collect()`` returned and stamp metrics that carry no timestamp."""
+
+def validate_metrics(raw: Any, timestamp: float | None) -> list[Metric]:
+    """Check what ``collect()`` returned and stamp metrics that carry no timestamp (with
+    ``timestamp``; None leaves them unstamped)."""
     if raw is None:
         return []
     if isinstance(raw, Metric | Mapping | str | bytes) or not isinstance(raw, Iterable):
@@ -339,7 +349,7 @@ def validate_metrics(raw: Any, timestamp: float) -> list[Metric]:
                 f"collect() returned a {type(item).__name__} among its metrics;"
                 " return homelab_core.Metric objects"
             )
-        if item.timestamp is None:
+        if item.timestamp is None and timestamp is not None:
             item = item.with_timestamp(timestamp)
         metrics.append(item)
     return metrics
@@ -380,6 +390,8 @@ def is_cancellation(exc: BaseException) -> bool:
 def describe(exc: BaseException) -> str:
     """An exception as one line: its class, then its text if it has one (storable: see
     :func:`~homelab_core.codec.storable_text`)."""
+    if isinstance(exc, RemoteError):  # raised in a worker process: described there
+        return storable_text(exc.description)
     text = str(exc)
     return storable_text(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
@@ -391,20 +403,44 @@ def retry_after(outcome: Outcome) -> float | None:
 
 
 async def run_once(
-    plugin: Plugin, *, instance_id: str, timeout: float
+    plugin: Plugin, *, instance_id: str, timeout: float, isolation: Isolation | None = None
 ) -> tuple[Execution, list[Metric], HealthReport | None]:
     """Set up, collect once and tear down ``plugin``, outside any schedule.
 
     A failed or timed-out setup is returned as that execution, with no metrics. A sync
     method still blocked in its worker thread after its timeout is abandoned, as in the
     scheduler; teardown then waits for it up to :data:`TEARDOWN_TIMEOUT` seconds and is
-    skipped (with a warning) if it has not returned by then.
+    skipped (with a warning) if it has not returned by then. With ``isolation``, the
+    plugin runs in a worker process of its own, as an isolated instance of a schedule.
+
+    :raises InvalidArgumentError: ``isolation`` is given and the plugin cannot run in a
+        worker process (see :func:`homelab_core.isolation.runner.portable`).
     """
-    runner = Runner(instance_id, plugin, timeout)
-    result, outcome = await runner.setup(trigger="manual")
-    if result is not InstanceState.READY:
-        return outcome.execution, [], None
+    if isolation is None:
+        return await _run_once(Runner(instance_id, plugin, timeout))
+    from .isolation.pool import Workers
+    from .isolation.runner import ProcessRunner
+
+    async with Workers() as workers:
+        runner = ProcessRunner(
+            instance_id,
+            plugin,
+            timeout,
+            workers=workers,
+            worker=isolation.worker,
+            memory_limit=isolation.memory_limit,
+        )
+        return await _run_once(runner)
+
+
+async def _run_once(runner: Runner) -> tuple[Execution, list[Metric], HealthReport | None]:
     try:
-        return await runner.collect("manual")
+        result, outcome = await runner.setup(trigger="manual")
+        if result is not InstanceState.READY:
+            return outcome.execution, [], None
+        try:
+            return await runner.collect("manual")
+        finally:
+            await runner.teardown()
     finally:
-        await runner.teardown()
+        await runner.close()

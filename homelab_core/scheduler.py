@@ -38,8 +38,10 @@ import attrs
 from anyio.abc import TaskGroup
 
 from . import policy
-from .config import SchedulerSettings
+from .config import Isolation, SchedulerSettings
 from .errors import ConflictError, HomelabError, InvalidArgumentError, UnknownInstanceError
+from .isolation.pool import Workers
+from .isolation.runner import ProcessRunner
 from .lifecycle import Lifecycle
 from .limits import Limiter, Limits
 from .model import (
@@ -329,6 +331,8 @@ class Scheduler:
         # Worker threads running plugin code: a limiter of their own, so that plugins never
         # take the thread slots of the framework (anyio's default limiter), nor it theirs.
         self._threads = anyio.CapacityLimiter(max(1, self.settings.concurrency))
+        #: The worker processes of its isolated instances (``isolation = "process"``).
+        self.workers = Workers(kill_grace=self.settings.worker_kill_grace)
         threshold = self.settings.loop_stall_threshold
         self.watchdog = LoopWatchdog(threshold) if threshold > 0 else None
         self._tg: TaskGroup | None = None
@@ -340,6 +344,8 @@ class Scheduler:
 
     async def __aenter__(self) -> Scheduler:
         self._stack = AsyncExitStack()
+        # Entered first, left last: every instance has stopped before its worker does.
+        await self._stack.enter_async_context(self.workers)
         self._tg = await self._stack.enter_async_context(anyio.create_task_group())
         self._timer = _Timer(self._run, self._skip, self.watchdog)
         self.running, self.error = True, ""
@@ -402,12 +408,18 @@ class Scheduler:
         enabled: bool = True,
         limits: Limits | None = None,
         held: bool = True,
+        isolation: Isolation | None = None,
     ) -> None:
         """Add an instance; it starts at once if the scheduler runs and it is enabled
         (and ``held``: see :meth:`set_held`).
 
         ``limits`` bound its samples per run and its series (:mod:`homelab_core.limits`);
         by default, the ``[scheduler]`` settings' ``max_samples_per_run`` and ``max_series``.
+        With ``isolation``, its plugin methods run in a worker process
+        (:mod:`homelab_core.isolation`).
+
+        :raises InvalidArgumentError: a bad interval, or an isolated instance whose plugin
+            cannot run in a worker process.
         """
         if instance_id in self._units:
             raise HomelabError(f"plugin instance {instance_id!r} is already scheduled")
@@ -418,15 +430,10 @@ class Scheduler:
         timeout = float(timeout if timeout is not None else self.settings.default_timeout)
         settings, stats = self.settings, RunStats()
         limits = limits or Limits(settings.max_samples_per_run, settings.max_series)
+        runner = self._runner(instance_id, plugin, timeout, isolation)
         unit = _Unit(
             id=instance_id,
-            runner=Runner(
-                instance_id,
-                plugin,
-                timeout,
-                teardown_timeout=self.settings.teardown_timeout,
-                threads=self._threads,
-            ),
+            runner=runner,
             interval=float(interval),
             lifecycle=Lifecycle.initial(enabled),
             limiter=Limiter(instance_id, limits, stats),
@@ -440,6 +447,34 @@ class Scheduler:
             unit.first_setup = anyio.Event()
             self._tg.start_soon(self._instance_task, unit, name=f"homelab:{instance_id}")
 
+    def _runner(
+        self, instance_id: str, plugin: Plugin, timeout: float, isolation: Isolation | None
+    ) -> Runner:
+        teardown_timeout = self.settings.teardown_timeout
+        if isolation is None:
+            return Runner(
+                instance_id,
+                plugin,
+                timeout,
+                teardown_timeout=teardown_timeout,
+                threads=self._threads,
+            )
+        try:
+            return ProcessRunner(
+                instance_id,
+                plugin,
+                timeout,
+                workers=self.workers,
+                worker=isolation.worker,
+                memory_limit=isolation.memory_limit,
+                teardown_timeout=teardown_timeout,
+            )
+        except InvalidArgumentError as exc:
+            message = str(exc)
+            if instance_id not in message:
+                message = f"plugin instance {instance_id!r}: {message}"
+            raise InvalidArgumentError(message) from None
+
     async def remove(self, instance_id: str) -> None:
         """Stop an instance (its runs are cancelled and it is torn down) and forget it.
 
@@ -448,6 +483,8 @@ class Scheduler:
         unit = self._unit(instance_id)
         await self._stop(unit)
         self._units.pop(instance_id, None)
+        if isinstance(unit.runner, ProcessRunner):
+            unit.runner.forget()
 
     async def set_held(self, instance_id: str, held: bool) -> None:
         """Start running an instance on this node, or stop it (torn down, its run
@@ -591,8 +628,11 @@ class Scheduler:
         finally:
             unit.scope = None
             try:
-                if unit.lifecycle.state is S.READY:
-                    await unit.runner.teardown()
+                try:
+                    if unit.lifecycle.state is S.READY:
+                        await unit.runner.teardown()
+                finally:
+                    await unit.runner.close()
             finally:
                 if unit.lifecycle.state is not S.STOPPED:
                     unit.lifecycle.to(S.STOPPED)

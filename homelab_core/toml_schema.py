@@ -27,7 +27,7 @@ from .alerts.config import (
     RouteSettings,
     RuleSettings,
 )
-from .config import SECTIONS
+from .config import MIN_MEMORY_LIMIT, SECTIONS, SIZE_PATTERN
 from .options import config_schema
 from .plugin import SLUG
 
@@ -171,6 +171,24 @@ def _plugin_instance(types: Mapping[str, type[Plugin]]) -> tuple[dict[str, Any],
         "max_series": {
             **limit,
             "description": "Series the instance may have (0: no limit); unset: [scheduler]'s.",
+        },
+        "isolation": {
+            "enum": ["none", "process"],
+            "description": "'process': its plugin runs in a worker process; unset:"
+            " [scheduler] isolation (or isolated_types).",
+        },
+        "worker": {
+            "type": "string",
+            "pattern": f"^{SLUG.pattern}$",
+            "description": "The worker process it shares with the instances naming the same.",
+        },
+        "memory_limit": {
+            "anyOf": [
+                {"type": "integer", "minimum": MIN_MEMORY_LIMIT},
+                {"type": "string", "pattern": SIZE_PATTERN},
+            ],
+            "description": 'Most resident memory of its worker process: "256MB", "1GB" or'
+            " bytes (at least 48 MiB).",
         },
     }
     branches, defs = _discriminated("plugin", types, framework)

@@ -51,6 +51,7 @@ async def test_open_applies_migrations_and_enables_wal(tmp_path: Path) -> None:
         ("homelab", "0002_alerts"),
         ("homelab", "0003_api_instances"),
         ("homelab", "0004_execution_node"),
+        ("homelab", "0005_execution_usage"),
     ]
 
 
@@ -77,9 +78,11 @@ async def test_a_store_of_the_previous_release_gains_the_alert_tables_and_keeps_
         conn.execute("DROP TABLE homelab_api_instance")
         conn.execute("ALTER TABLE homelab_execution DROP COLUMN node")
         conn.execute("ALTER TABLE homelab_execution DROP COLUMN fence")
+        conn.execute("ALTER TABLE homelab_execution DROP COLUMN cpu")
+        conn.execute("ALTER TABLE homelab_execution DROP COLUMN peak_rss")
         conn.execute(
-            "DELETE FROM tortoise_migrations WHERE name IN"
-            " ('0002_alerts', '0003_api_instances', '0004_execution_node')"
+            "DELETE FROM tortoise_migrations WHERE name IN ('0002_alerts', '0003_api_instances',"
+            " '0004_execution_node', '0005_execution_usage')"
         )
     await store.open()
     try:
@@ -101,7 +104,12 @@ async def test_executions_of_a_store_of_the_previous_release_gain_node_and_fence
     with closing(sqlite3.connect(path)) as conn, conn:  # what the release before nodes left
         conn.execute("ALTER TABLE homelab_execution DROP COLUMN node")
         conn.execute("ALTER TABLE homelab_execution DROP COLUMN fence")
-        conn.execute("DELETE FROM tortoise_migrations WHERE name = '0004_execution_node'")
+        conn.execute("ALTER TABLE homelab_execution DROP COLUMN cpu")
+        conn.execute("ALTER TABLE homelab_execution DROP COLUMN peak_rss")
+        conn.execute(
+            "DELETE FROM tortoise_migrations"
+            " WHERE name IN ('0004_execution_node', '0005_execution_usage')"
+        )
     await store.open()
     try:
         await store.write([], [Execution("a", T0 + 1, 0.5, "ok", node="nas", fence=3)])
@@ -560,6 +568,7 @@ async def test_stores_opening_at_once_on_a_new_postgresql_database_both_open(
             "0002_alerts",
             "0003_api_instances",
             "0004_execution_node",
+            "0005_execution_usage",
         ]
     finally:
         for store in stores:

@@ -89,6 +89,8 @@ class ExecutionRecord(Model):
     lag = fields.FloatField(default=0.0)
     node = fields.CharField(max_length=64, null=True)
     fence = fields.BigIntField(null=True)
+    cpu = fields.FloatField(null=True)
+    peak_rss = fields.BigIntField(null=True)
 
     class Meta:
         table = "homelab_execution"

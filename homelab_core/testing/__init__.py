@@ -9,6 +9,7 @@ library does not depend on it, only the fixtures (``homelab_core.testing.fixture
   as a :class:`PluginRun` with look-ups by metric name and labels.
 - :class:`PluginHarness` (async) / :func:`plugin_harness` (sync): set up once, collect
   as often as the test likes, tear down at the end.
+- :func:`use_isolation`: run them all in a worker process (``isolation = "process"``).
 - :class:`Clock`: the time a plugin sees through ``Plugin.now()`` and
   ``Plugin.monotonic()``, and the timestamp given to metrics that carry none. It does
   not control sleeps, timeouts or the scheduler's intervals (anyio's clock), nor a
@@ -28,6 +29,7 @@ from ._run import (
     plugin_harness,
     run_plugin,
     run_plugin_async,
+    use_isolation,
 )
 
 #: Loaded by pytest with this module (the entry point), so ``-p no:homelab`` drops them too.
@@ -42,6 +44,7 @@ __all__ = [
     "plugin_harness",
     "run_plugin",
     "run_plugin_async",
+    "use_isolation",
     "wait_for_health",
     "wait_for_metric",
     "wait_for_runs",

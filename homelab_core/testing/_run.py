@@ -13,8 +13,10 @@ import anyio
 import anyio.from_thread
 import attrs
 
-from ..config import InstanceSettings, SchedulerSettings
+from ..config import InstanceSettings, Isolation, SchedulerSettings
 from ..instances import build_instance, plugin_type_for
+from ..isolation.pool import Workers
+from ..isolation.runner import ProcessRunner
 from ..model import Execution, ExecutionStatus, HealthReport, InstanceState, Metric
 from ..plugin import Plugin, validate_plugin_type
 from ..plugins import PluginManager
@@ -146,6 +148,40 @@ def _clock(clock: Clock | None) -> AbstractContextManager[Any]:
     return nullcontext() if clock is None else clock.installed()
 
 
+#: What ``isolation=None`` means in the kit's runs; :func:`use_isolation` sets it.
+_default_isolation = "none"
+
+
+@contextlib.contextmanager
+def use_isolation(mode: str) -> Iterator[None]:
+    """Run every plugin of the kit (:func:`run_plugin`, :class:`PluginHarness`, ...) that
+    does not say otherwise with ``isolation = mode`` (``"none"`` or ``"process"``) until
+    the block ends: a plugin's whole test suite can be run again in a worker process.
+
+    ::
+
+        @pytest.fixture(autouse=True, params=["none", "process"])
+        def isolation(request):
+            with use_isolation(request.param):
+                yield request.param
+    """
+    global _default_isolation
+    if mode not in ("none", "process"):
+        raise ValueError(f"isolation must be 'none' or 'process', got {mode!r}")
+    previous, _default_isolation = _default_isolation, mode
+    try:
+        yield
+    finally:
+        _default_isolation = previous
+
+
+def _isolation(mode: str | None) -> Isolation | None:
+    mode = _default_isolation if mode is None else mode
+    if mode not in ("none", "process"):
+        raise ValueError(f"isolation must be 'none' or 'process', got {mode!r}")
+    return Isolation() if mode == "process" else None
+
+
 async def run_plugin_async(
     plugin_type: type[Plugin] | str,
     /,
@@ -153,6 +189,7 @@ async def run_plugin_async(
     instance_id: str | None = None,
     timeout: float | None = None,
     clock: Clock | None = None,
+    isolation: str | None = None,
     **options: Any,
 ) -> PluginRun:
     """Set up, collect once and tear down a plugin, like ``homelab run TYPE --once``.
@@ -160,7 +197,10 @@ async def run_plugin_async(
     :param plugin_type: a plugin class, or the name of an installed type.
     :param instance_id: the instance id (the type's name if not given).
     :param timeout: seconds each call may take (the type's default, else the scheduler's).
-    :param clock: installed for the run (see :class:`Clock`).
+    :param clock: installed for the run (see :class:`Clock`); a worker process sees its
+        readings as they were when each call was made.
+    :param isolation: ``"process"`` runs the plugin in a worker process, as an instance
+        with ``isolation = "process"``; None: :func:`use_isolation`'s choice (``"none"``).
     :param options: the instance's options, validated by the type's ``Config``; a bad
         one raises :class:`~homelab_core.errors.ConfigError` naming it.
     """
@@ -169,7 +209,10 @@ async def run_plugin_async(
     )
     with _clock(clock):
         execution, metrics, report = await run_once(
-            plugin, instance_id=plugin.instance_id, timeout=run_timeout
+            plugin,
+            instance_id=plugin.instance_id,
+            timeout=run_timeout,
+            isolation=_isolation(isolation),
         )
     return PluginRun(execution, metrics, report)
 
@@ -181,6 +224,7 @@ def run_plugin(
     instance_id: str | None = None,
     timeout: float | None = None,
     clock: Clock | None = None,
+    isolation: str | None = None,
     **options: Any,
 ) -> PluginRun:
     """The sync form of :func:`run_plugin_async` (runs its own event loop).
@@ -191,7 +235,12 @@ def run_plugin(
     _refuse_running_loop("run_plugin()", "await run_plugin_async(...)")
     return anyio.run(
         lambda: run_plugin_async(
-            plugin_type, instance_id=instance_id, timeout=timeout, clock=clock, **options
+            plugin_type,
+            instance_id=instance_id,
+            timeout=timeout,
+            clock=clock,
+            isolation=isolation,
+            **options,
         )
     )
 
@@ -227,13 +276,23 @@ class PluginHarness:
         instance_id: str | None = None,
         timeout: float | None = None,
         clock: Clock | None = None,
+        isolation: str | None = None,
         **options: Any,
     ) -> None:
         self.plugin, timeout = build_plugin(
             plugin_type, instance_id=instance_id, timeout=timeout, options=options
         )
         self.clock = clock
-        self.runner = Runner(self.plugin.instance_id, self.plugin, timeout)
+        self._workers: Workers | None = None
+        self.runner: Runner
+        if _isolation(isolation) is None:
+            self.runner = Runner(self.plugin.instance_id, self.plugin, timeout)
+        else:
+            # In a worker process: ``plugin`` is then the hub's copy, never set up.
+            self._workers = Workers()
+            self.runner = ProcessRunner(
+                self.plugin.instance_id, self.plugin, timeout, workers=self._workers
+            )
         #: The setup's execution record, once entered.
         self.setup: Execution | None = None
         #: Every run so far.
@@ -242,6 +301,8 @@ class PluginHarness:
 
     async def __aenter__(self) -> PluginHarness:
         self._stack.enter_context(_clock(self.clock))
+        if self._workers is not None:
+            await self._workers.__aenter__()
         try:
             state, outcome = await self.runner.setup(trigger="manual")
             self.setup = outcome.execution
@@ -251,9 +312,17 @@ class PluginHarness:
                     f" ({outcome.execution.status.value}): {outcome.execution.error}"
                 )
         except BaseException:
-            self._stack.close()
+            await self._close()
             raise
         return self
+
+    async def _close(self) -> None:
+        try:
+            await self.runner.close()
+            if self._workers is not None:
+                await self._workers.__aexit__(None, None, None)
+        finally:
+            self._stack.close()
 
     async def run(self) -> PluginRun:
         """One collection (and ``health()``) of the plugin object."""
@@ -273,7 +342,7 @@ class PluginHarness:
         try:
             await self.runner.teardown()
         finally:
-            self._stack.close()
+            await self._close()
 
 
 class SyncHarness:
@@ -306,6 +375,7 @@ def plugin_harness(
     instance_id: str | None = None,
     timeout: float | None = None,
     clock: Clock | None = None,
+    isolation: str | None = None,
     **options: Any,
 ) -> Iterator[SyncHarness]:
     """A :class:`PluginHarness` for sync tests: its event loop runs in a helper thread.
@@ -319,7 +389,12 @@ def plugin_harness(
     """
     _refuse_running_loop("plugin_harness()", "async with PluginHarness(...)")
     harness = PluginHarness(
-        plugin_type, instance_id=instance_id, timeout=timeout, clock=clock, **options
+        plugin_type,
+        instance_id=instance_id,
+        timeout=timeout,
+        clock=clock,
+        isolation=isolation,
+        **options,
     )
     with (
         anyio.from_thread.start_blocking_portal("asyncio") as portal,
