@@ -280,6 +280,8 @@ def run_command(
         "config": config_to_dict(plugin.config),
         "metrics": [m.to_dict() for m in metrics],
     }
+    if execution.cpu is not None:  # it ran in a worker process (isolation = "process")
+        output["worker"] = {"cpu_seconds": execution.cpu, "peak_rss_bytes": execution.peak_rss}
     if timing:
         output["timing"] = {"collect_seconds": execution.duration}
     click.echo(json.dumps(output, indent=2))

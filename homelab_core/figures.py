@@ -74,6 +74,7 @@ class Figures:
             "samples_refused": self.writer.refused_samples,
             "records_refused": self.writer.refused_records,
             "store_writable": 0.0 if self.writer.failing else 1.0,
+            "workers": sum(1 for w in self.scheduler.workers.stats() if w.pid is not None),
             **(self.alerts.counters() if self.alerts is not None else {}),
             **{k: v for part in self._backends for k, v in part.counters().items()},
         }

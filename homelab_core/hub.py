@@ -55,6 +55,7 @@ from .model import (
     RunStats,
     Summary,
     TypeInfo,
+    WorkerInfo,
 )
 from .options import REDACTED, config_to_dict, secret_fields
 from .plugin import Plugin
@@ -953,6 +954,14 @@ class Hub:
     def counters(self) -> dict[str, float]:
         """Framework counters: runs, failures, skipped runs, samples, queue depth."""
         return self.figures.counters()
+
+    def workers(self) -> list[WorkerInfo]:
+        """The worker processes of the isolated instances (``isolation = "process"``), by
+        name: their pid, starts, losses, CPU time and memory."""
+        return [
+            WorkerInfo(w.name, w.pid, w.starts, w.losses, w.cpu_seconds, w.rss, w.peak_rss)
+            for w in self.scheduler.workers.stats()
+        ]
 
     async def samples_stored(self) -> int:
         """The number of stored raw samples (counted at most every 30 s: it is slow)."""

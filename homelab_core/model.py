@@ -312,6 +312,23 @@ class ExecutionStatus(enum.StrEnum):
 
 
 @attrs.frozen
+class WorkerInfo:
+    """A worker process name of the hub's isolated instances, and its figures (those of
+    its live process, and the counts of every process started under that name)."""
+
+    name: Annotated[str, about("An instance id, or the worker = name a group shares.", "nas")]
+    pid: Annotated[int | None, about("The live process's id (null: none runs).", 4242)]
+    starts: Annotated[int, about("Processes started under this name.", 1)]
+    losses: Annotated[
+        int,
+        about("Processes that ended in use: crashed, killed, over memory, timed out.", 0),
+    ]
+    cpu_seconds: Annotated[float, about("CPU seconds spent in calls of plugin methods.", 1.5)]
+    rss: Annotated[int, about("Resident memory after the last call, in bytes.", 31457280)]
+    peak_rss: Annotated[int, about("Peak resident memory of the live process, in bytes.", 1)]
+
+
+@attrs.frozen
 class NodeInfo:
     """A node of the cluster, as its heartbeats describe it."""
 

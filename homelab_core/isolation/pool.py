@@ -100,6 +100,7 @@ class WorkerProcess:
         #: Why it ended ("" while it runs).
         self.reason = ""
         self._stopping = ""
+        self._in_use = False
         self._over_limit: int | None = None
         self._ids = itertools.count(1)
         self._calls: dict[int, _Call] = {}
@@ -264,7 +265,7 @@ class WorkerProcess:
         if not self.alive:
             return
         self.alive, self.reason, self.stats.pid = False, reason, None
-        if not self._stopping or self._over_limit is not None:
+        if not self._stopping or self._in_use or self._over_limit is not None:
             self.stats.losses += 1
         for slot in [*self._calls.values(), *self._opens.values()]:
             slot.lost = reason
@@ -281,6 +282,8 @@ class WorkerProcess:
         if process is None or not self.alive:
             return
         self._stopping = self._stopping or reason
+        # Ended in use (a call given up) is a loss; ended because unused or at shutdown not.
+        self._in_use = self._in_use or not graceful
         with anyio.CancelScope(shield=True):
             if graceful:
                 with suppress(WorkerLost):

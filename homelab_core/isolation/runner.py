@@ -24,7 +24,7 @@ import attrs
 
 from .. import clock
 from ..errors import InvalidArgumentError
-from ..model import HealthReport
+from ..model import Execution, HealthReport, InstanceState, Metric
 from ..plugin import Plugin
 from ..runner import TEARDOWN_TIMEOUT, Outcome, Runner, describe
 from . import wire
@@ -106,9 +106,49 @@ class ProcessRunner(Runner):
             outcome = outcome._replace(execution=execution)
         return outcome
 
+    async def setup(self, trigger: str = "setup") -> tuple[InstanceState, Outcome]:
+        """One setup attempt, as in process; starting the worker and creating the plugin
+        object there come first, outside the attempt's timeout (a worker takes a moment to
+        start, more on a busy machine, which must not count against the plugin)."""
+        failure = await self._prepare()
+        if failure is None:
+            return await super().setup(trigger)
+        outcome = await self.attempt(_raiser(failure), trigger=trigger, what="setup")
+        return InstanceState.SETUP_RETRY, outcome
+
+    async def collect(
+        self, trigger: str, scheduled: float | None = None
+    ) -> tuple[Execution, list[Metric], HealthReport | None]:
+        """One collection, as in process; after the worker ended, a fresh one is started
+        first (outside the run's timeout) and the instance set up there (inside it)."""
+        worker = self._worker
+        if worker is None or not worker.alive:
+            failure = await self._prepare()
+            if failure is not None:
+                outcome = await self.attempt(_raiser(failure), trigger=trigger)
+                return outcome.execution, [], None
+        return await super().collect(trigger, scheduled)
+
+    async def _prepare(self) -> BaseException | None:
+        """Start the worker if none runs and create the plugin object in it; the error
+        if either failed."""
+        try:
+            worker = await self.workers.get(self.worker_name)
+            if self._worker is not worker or self.instance_id not in worker.instances:
+                self._worker, self._set_up = None, False
+                error = await worker.open(self.instance_id, self._blob)
+                if error is not None:
+                    return wire.error_of(error)
+                self._worker = worker
+        except WorkerLost as exc:
+            return exc
+        return None
+
     async def call(self, method: Callable[[], Any]) -> Any:
         """Make the call in the worker: ``setup``, ``collect``, ``health`` (answered by the
         collect before it, which runs ``health()`` in the same round trip) or ``teardown``."""
+        if getattr(method, "__self__", None) is not self.plugin:
+            return await super().call(method)  # not the plugin's: the hub's own code
         name = getattr(method, "__name__", "")
         if name == "collect":
             return await self._collect()
@@ -122,13 +162,13 @@ class ProcessRunner(Runner):
         raise ValueError(f"{name}() cannot be called in a worker process")
 
     async def _setup(self, method: Callable[[], Any]) -> None:
-        worker = await self.workers.get(self.worker_name)
-        if self._worker is not worker or self.instance_id not in worker.instances:
-            self._worker, self._set_up = None, False
-            error = await worker.open(self.instance_id, self._blob)
-            if error is not None:
-                raise wire.error_of(error)
-            self._worker = worker
+        worker = self._worker
+        if worker is None or not worker.alive:
+            failure = await self._prepare()
+            if failure is not None:
+                raise failure
+            worker = self._worker
+            assert worker is not None
         if getattr(method, "__func__", None) is not Plugin.setup:
             await self._remote(worker, "setup")
         self._set_up = True
@@ -187,3 +227,12 @@ class ProcessRunner(Runner):
         self._worker, self._set_up = None, False
         with anyio.CancelScope(shield=True):
             await self.workers.release(self.worker_name, self.instance_id)
+
+
+def _raiser(error: BaseException) -> Callable[[], Any]:
+    """A method that raises ``error``: an attempt of it records the error as any other."""
+
+    async def fail() -> Any:
+        raise error
+
+    return fail

@@ -10,6 +10,10 @@ What makes it safe to kill and impossible to orphan:
 
 - Its own protocol pipes are private copies of stdin and stdout; the plugin's ``print()``
   goes to stderr (the hub's), its ``input()`` reads nothing.
+- SIGTERM cancels its running calls, whose ``finally`` clauses then run (a plugin's
+  clean-up: its child processes killed, its sockets closed), and it exits; a call stuck
+  where cancellation cannot reach (a sync method, a blocked event loop) waits for the
+  hub's SIGKILL.
 - It dies with the hub: on Linux the kernel sends it SIGKILL when the hub goes
   (``PR_SET_PDEATHSIG``), and a thread of its own exits it as soon as its request pipe
   closes, which also covers the hub's ``kill -9`` where there is no such signal.
@@ -236,6 +240,21 @@ async def _serve(worker: Worker, source: BinaryIO) -> None:
         target=_reader, args=(source, loop, queue), name="homelab-worker-reader", daemon=True
     ).start()
     tasks: set[asyncio.Task[None]] = set()
+
+    def terminate() -> None:
+        # SIGTERM: cancel the calls, so that the plugins' ``finally`` clauses run (a
+        # command plugin kills its child process there), then exit; the hub sends SIGKILL
+        # if that takes longer than its grace period.
+        for task in tasks:
+            task.cancel()
+
+        async def finish() -> None:
+            await asyncio.gather(*tasks, return_exceptions=True)
+            os._exit(0)
+
+        loop.create_task(finish())
+
+    loop.add_signal_handler(signal.SIGTERM, terminate)
     while True:
         message = await queue.get()
         kind = message[0]

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from ..codec import utf8_text
-from ..model import HealthState, InstanceInfo, Metric, MetricKind, TypeInfo
+from ..model import HealthState, InstanceInfo, Metric, MetricKind, TypeInfo, WorkerInfo
 from .prometheus_names import Naming, label_name, naming, unit_of
 
 if TYPE_CHECKING:
@@ -275,8 +275,47 @@ CORE = {
         "counter",
         "Instances this node stopped because their lease could not be renewed in time.",
     ),
+    "workers": (
+        "homelab_core_workers",
+        "gauge",
+        "Worker processes running isolated plugin instances (isolation = process).",
+    ),
 }
 #: (name, help) of the gauge of alerts by rule and state.
+#: (name, type, help, field) of the per-worker families, labelled ``worker``.
+WORKER = (
+    (
+        "homelab_core_worker_cpu_seconds_total",
+        "counter",
+        "CPU seconds the worker processes of this name spent in calls of plugin methods.",
+        "cpu_seconds",
+    ),
+    (
+        "homelab_core_worker_resident_bytes",
+        "gauge",
+        "Resident memory of the worker process after its last call (0: none runs).",
+        "rss",
+    ),
+    (
+        "homelab_core_worker_peak_resident_bytes",
+        "gauge",
+        "Peak resident memory of the worker process (0: none runs).",
+        "peak_rss",
+    ),
+    (
+        "homelab_core_worker_starts_total",
+        "counter",
+        "Worker processes started under this name.",
+        "starts",
+    ),
+    (
+        "homelab_core_worker_losses_total",
+        "counter",
+        "Worker processes of this name that ended in use: crashed, killed, over their"
+        " memory limit, or ended because a run timed out.",
+        "losses",
+    ),
+)
 ALERTS = (
     "homelab_alerts",
     "Alerts of the rule in the state (pending, firing, resolved); 0 for the others.",
@@ -700,18 +739,31 @@ def _alert_rows(exposition: _Exposition, counts: Mapping[tuple[str, str], int]) 
         family.add(f"{family.name}{{{labels}}}", counts[rule, state], (rule, state))
 
 
+def _worker_rows(exposition: _Exposition, workers: Sequence[WorkerInfo]) -> None:
+    for name, kind, text, field in WORKER:
+        family = exposition.claim(name, kind, None, text)
+        if family is None:
+            continue
+        for worker in workers:
+            value = getattr(worker, field) if worker.pid is not None or kind == "counter" else 0
+            labels = f'worker="{_escape(worker.name)}"'
+            family.add(f"{family.name}{{{labels}}}", value, (worker.name,))
+
+
 def render(
     sources: Sequence[Source],
     figures: Mapping[str, float],
     alerts: Mapping[tuple[str, str], int] | None = None,
+    workers: Sequence[WorkerInfo] = (),
 ) -> str:
     """The exposition text of the instances' latest values and health, the alerts by rule
-    and state, and our figures."""
+    and state, the worker processes, and our figures."""
     exposition = _Exposition()
     for name, kind, _ in CORE.values():
         exposition.claim(name, kind, None)
     _instance_rows(exposition, sources)
     _alert_rows(exposition, alerts or {})
+    _worker_rows(exposition, workers)
     _plugin_rows(exposition, sources)
     values = {**figures, "exposition_skipped": exposition.skipped}
     lines: list[str] = []
@@ -731,4 +783,6 @@ async def exposition(hub: Hub, extra: Mapping[str, float] | None = None) -> str:
     sources = [
         Source(info, hub.type_info(info.id), await hub.latest(info.id)) for info in hub.instances()
     ]
-    return render(sources, {**hub.counters(), **(extra or {})}, hub.alerts.state_counts())
+    return render(
+        sources, {**hub.counters(), **(extra or {})}, hub.alerts.state_counts(), hub.workers()
+    )
