@@ -1,9 +1,12 @@
-"""Shared fixtures: the anyio backend, plugin registration, hub settings on real SQLite."""
+"""Shared fixtures: the anyio backend, plugin registration, hub settings on real SQLite;
+the second run of the bundled plugins' tests in a worker process."""
 
 from __future__ import annotations
 
+import inspect
+import types
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +16,101 @@ from services import RedisServer, create_database, postgres_server, redis_server
 
 from homelab_core import InstanceSettings, PluginManager, Settings
 from homelab_core.config import SchedulerSettings, StoreSettings
+from homelab_core.testing import use_isolation
 
 #: The kit's fixtures (homelab_hub, homelab_clock). pyproject.toml turns off the entry point
 #: that loads them elsewhere (`-p no:homelab`): loaded here, after pytest-cov has started,
 #: homelab_core's own import is measured.
 pytest_plugins = ["homelab_core.testing"]
+
+
+#: The bundled plugins' test modules. Each of their tests that runs a plugin through the kit
+#: runs twice: in process (``[none]``) and in a worker process (``[process]``, as an
+#: instance with ``isolation = "process"``), unless it is marked ``in_process("why")``.
+BOTH_ISOLATIONS = frozenset(
+    {
+        "test_plugin_command",
+        "test_plugin_dns",
+        "test_plugin_docker",
+        "test_plugin_http",
+        "test_plugin_ping",
+        "test_plugin_prometheus",
+        "test_plugin_tcp",
+        "test_plugin_tls_cert",
+        "test_system_plugin",
+    }
+)
+#: The kit's ways of running a plugin: a test that names one (or calls a function of its
+#: module that does) runs a plugin, and so gets its ``[process]`` run.
+KIT_RUNNERS = frozenset({"run_plugin", "run_plugin_async", "PluginHarness", "plugin_harness"})
+
+
+def _names(code: types.CodeType) -> set[str]:
+    """The global and attribute names ``code`` and the functions nested in it use."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _names(const)
+    return names
+
+
+def runs_a_plugin(function: Callable[..., Any], module: types.ModuleType) -> bool:
+    """Whether ``function`` uses one of :data:`KIT_RUNNERS`, itself or through the
+    functions of ``module`` that it calls."""
+    todo, seen = [function], set()
+    while todo:
+        code = getattr(todo.pop(), "__code__", None)
+        if code is None or code in seen:
+            continue
+        seen.add(code)
+        for name in _names(code):
+            if name in KIT_RUNNERS:
+                return True
+            value = getattr(module, name, None)
+            if inspect.isfunction(value) and value.__module__ == module.__name__:
+                todo.append(value)
+    return False
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Give the bundled plugins' tests that run a plugin their ``[process]`` run."""
+    if metafunc.module.__name__ not in BOTH_ISOLATIONS:
+        return
+    marker = metafunc.definition.get_closest_marker("in_process")
+    if marker is not None:
+        if not marker.args or not str(marker.args[0]).strip():
+            raise pytest.UsageError(
+                f"{metafunc.definition.nodeid}: in_process needs the reason it cannot run"
+                ' in a worker process: @pytest.mark.in_process("monkeypatches psutil")'
+            )
+        return
+    if runs_a_plugin(metafunc.function, metafunc.module):
+        metafunc.parametrize("kit_isolation", ["none", "process"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def kit_isolation(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Where the kit runs plugins in this test: ``"none"`` (in process) unless
+    :func:`pytest_generate_tests` gave it ``"process"`` (a worker process)."""
+    mode = str(getattr(request, "param", "none"))
+    with use_isolation(mode):
+        yield mode
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Drop the ``[trio-process]`` runs: a worker process runs the plugin on asyncio
+    whatever the test's backend, so ``[asyncio-process]`` already covers them."""
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec is not None else {}
+        redundant = (
+            params.get("kit_isolation") == "process" and params.get("anyio_backend") == "trio"
+        )
+        (dropped if redundant else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture

@@ -215,11 +215,10 @@ async def test_expected_status_makes_a_listed_code_up(base_url: str) -> None:
 async def test_a_response_slower_than_the_timeout_is_down_and_says_it_timed_out(
     base_url: str,
 ) -> None:
-    started = time.monotonic()
     run = await run_plugin_async(Http, url=base_url + "/slow", request_timeout=0.3, **LOCAL)
     run.assert_ok()
     assert run.health is not None
-    assert time.monotonic() - started < SLOW_SECONDS
+    assert run.execution.duration < SLOW_SECONDS  # it did not wait for the answer
     assert [(m.name, m.value) for m in run.metrics] == [("http.up", 0)]
     assert run.health.state is HealthState.FAILING
     assert run.health.message == f"{base_url}/slow did not answer within 0.3 s"

@@ -16,7 +16,7 @@ import subprocess
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import attrs
 import pytest
@@ -122,6 +122,15 @@ def assert_all_answered(run: PluginRun, sent: int) -> None:
     assert (rtt_avg.unit, rtt_avg.device_class) == ("s", "duration")
 
 
+class DatagramPing(Ping):
+    """The plugin kept to ICMP datagram sockets (it tries raw ones first, which root has).
+
+    A class of this module, not an attribute set on a plugin object: a worker process
+    builds its own object from the class."""
+
+    _socket_kinds = (socket.SOCK_DGRAM,)
+
+
 def health(run: PluginRun) -> HealthReport:
     assert run.health is not None, "the run gave no health report"
     return run.health
@@ -179,21 +188,17 @@ async def test_the_same_host_answers_once_it_stops_ignoring_pings(namespace: Sil
 async def test_the_unprivileged_datagram_socket_works_too(
     unprivileged_pings: None, namespace: Silent
 ) -> None:
-    # The plugin tries raw sockets first (root has them): keep it to datagram ones.
-    loopback = PluginHarness(Ping, host="127.0.0.1", count=2, **FAST)
-    cast(Ping, loopback.plugin)._socket_kinds = (socket.SOCK_DGRAM,)
-    async with loopback:
+    async with PluginHarness(DatagramPing, host="127.0.0.1", count=2, **FAST) as loopback:
         run = await loopback.run()
     assert_all_answered(run, 2)
     assert health(run).state == HealthState.OK
-    silent = PluginHarness(Ping, host=namespace.address, count=2, **FAST)
-    cast(Ping, silent.plugin)._socket_kinds = (socket.SOCK_DGRAM,)
-    async with silent:
+    async with PluginHarness(DatagramPing, host=namespace.address, count=2, **FAST) as silent:
         run = (await silent.run()).assert_ok()
     assert (run.value("ping.up"), run.value("ping.packet_loss")) == (0, 100)
     assert health(run).state == HealthState.FAILING
 
 
+@pytest.mark.in_process("monkeypatches ping._open_socket")
 async def test_being_allowed_no_icmp_socket_fails_the_run_and_says_how_to_fix_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -130,6 +130,7 @@ def test_exclude_mounts_matches_whole_path_components() -> None:
     assert not system._excluded_mount("/runner", ["/run"])
 
 
+@pytest.mark.in_process("monkeypatches psutil")
 def test_unreadable_mount_is_skipped_without_failing_the_others(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -169,6 +170,7 @@ def test_network_rates_are_not_negative_after_a_second_collect() -> None:
     assert all(m.value >= 0 and m.unit == "bytes/s" for m in rates)
 
 
+@pytest.mark.in_process("monkeypatches psutil")
 def test_reset_network_counter_gives_no_rate(monkeypatch: pytest.MonkeyPatch) -> None:
     readings = iter([{"eth9": NetCounters(500, 500, 5, 5)}, {"eth9": NetCounters(10, 10, 1, 1)}])
     monkeypatch.setattr(psutil, "net_io_counters", lambda pernic=True: next(readings))
@@ -204,6 +206,7 @@ def test_uptime_is_positive_seconds() -> None:
     assert uptime.unit == "s"
 
 
+@pytest.mark.in_process("monkeypatches psutil")
 def test_temperatures_are_labelled_by_sensor_and_label(monkeypatch: pytest.MonkeyPatch) -> None:
     sensors = {"coretemp": [Temperature("Core 0", 41.0, 80.0, 100.0), Temperature("", 40.0, 0, 0)]}
     monkeypatch.setattr(psutil, "sensors_temperatures", lambda: sensors, raising=False)
@@ -214,6 +217,7 @@ def test_temperatures_are_labelled_by_sensor_and_label(monkeypatch: pytest.Monke
     ]
 
 
+@pytest.mark.in_process("monkeypatches psutil")
 def test_temperatures_are_skipped_where_psutil_has_no_sensors(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -221,6 +225,7 @@ def test_temperatures_are_skipped_where_psutil_has_no_sensors(
     assert not run_plugin(System).assert_ok().has("sensor.temperature")
 
 
+@pytest.mark.in_process("monkeypatches psutil")
 def test_temperatures_false_removes_temperature_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
     sensors = {"acpitz": [Temperature("", 30.0, None, None)]}
     monkeypatch.setattr(psutil, "sensors_temperatures", lambda: sensors, raising=False)
