@@ -25,6 +25,7 @@ _LEAKED: list[bytearray] = []
 class WhereConfig:
     token: str = option("", description="A secret, reported only by its length.", secret=True)
     say: str = option("", description="A line to log at each run.")
+    delay: float = option(0.0, description="Seconds each collection waits (async).")
 
 
 class Where(Plugin[WhereConfig]):
@@ -41,6 +42,8 @@ class Where(Plugin[WhereConfig]):
         self.setups += 1
 
     async def collect(self) -> list[Metric]:
+        if self.config.delay:
+            await anyio.sleep(self.config.delay)
         if self.config.say:
             print(f"print() from {self.instance_id}: this must not reach the protocol")
             self.log.warning("%s (token %s)", self.config.say, self.config.token)

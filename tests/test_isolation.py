@@ -208,6 +208,41 @@ async def test_instances_of_a_group_share_a_worker_and_a_crash_restarts_the_grou
     assert names == {"group", "alone"}
 
 
+async def test_a_group_member_in_flight_when_another_times_out_fails_with_the_reason(
+    manager: PluginManager, settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    hub_settings = settings(
+        process(
+            "waits", "cleans_up", worker="g", timeout=0.5, options={"mark": str(tmp_path / "m")}
+        ),
+        process("slow", "where", worker="g", interval=0.1, timeout=5.0, options={"delay": 1.0}),
+    )
+    async with Hub(hub_settings, plugin_manager=manager) as hub:
+
+        async def errors() -> set[str | None]:
+            executions = await hub.executions("slow", limit=20)
+            return {e.error for e in executions if e.status.value == "error"}
+
+        async def cut_short() -> bool:
+            return bool(await errors())
+
+        await eventually(cut_short, 20, "slow's run cut short, stored")
+        (error,) = await errors()
+    assert error is not None and error.startswith("WorkerLost: the worker process 'g'"), error
+    assert "was stopped: collect() of 'waits' was given up" in error
+
+
+async def test_a_worker_that_ends_before_it_is_ready_is_that_setups_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    started = time.monotonic()
+    run = await run_plugin_async(isolation_plugins.Where, isolation="process")
+    assert run.status is ExecutionStatus.ERROR
+    assert "exited with status 1" in (run.error or "")
+    assert time.monotonic() - started < 10  # not the 30 s start timeout
+
+
 async def test_a_worker_starts_at_first_use_is_reused_and_stops_with_its_instance(
     manager: PluginManager, settings: Callable[..., Settings]
 ) -> None:
@@ -457,3 +492,28 @@ def test_the_worker_module_is_small() -> None:
     ).stdout.split()
     for heavy in ("tortoise", "aiocache", "quart", "httpx", "croniter", "homelab_core.hub"):
         assert heavy not in modules, heavy
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_isolation_works_on_trio_too() -> None:
+    results: list[Any] = []
+
+    async def sink(result: Any) -> None:
+        if result.execution is not None:
+            results.append(result)
+
+    async with Scheduler(SchedulerSettings(jitter=0), sink=sink) as scheduler:
+        scheduler.add("w", make(isolation_plugins.Where, "w"), interval=0.1, isolation=Isolation())
+        scheduler.add("x", make(isolation_plugins.Exits, "x"), interval=0.1, isolation=Isolation())
+        await eventually(
+            lambda: (
+                {r.instance_id for r in results if r.execution.status.value != "skipped"}
+                == {"w", "x"}
+            ),
+            20,
+            "runs of both",
+        )
+    ran = {r.instance_id: r for r in results if r.execution.status.value != "skipped"}
+    assert ran["w"].execution.status is ExecutionStatus.OK
+    assert ran["w"].metrics[0].value != os.getpid()
+    assert "exited with status 1" in (ran["x"].execution.error or "")

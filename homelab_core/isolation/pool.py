@@ -133,10 +133,10 @@ class WorkerProcess:
         level = logging.getLogger().getEffectiveLevel()
         await self._send(["init", list(sys.path), os.getpid(), self.memory_limit, level])
         with anyio.move_on_after(START_TIMEOUT):
-            await self._ready.wait()
+            await self._ready.wait()  # set by its ready message, or by its end
         if not self._ready.is_set():
-            if self.alive:
-                await self.stop(f"it did not start within {START_TIMEOUT:g} s", graceful=False)
+            await self.stop(f"it did not start within {START_TIMEOUT:g} s", graceful=False)
+        if not self.alive:
             raise WorkerLost(self.reason)
 
     # -- talking -----------------------------------------------------------------------------
@@ -271,6 +271,7 @@ class WorkerProcess:
             slot.lost = reason
             slot.done.set()
         self.instances.clear()
+        self._ready.set()
         self._ended.set()
         if not self._stopping:
             log.warning("%s", reason)

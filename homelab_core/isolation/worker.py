@@ -128,6 +128,8 @@ class Worker:
         self.memory_limit = memory_limit
         self.runners: dict[str, Runner] = {}
         self.threads = anyio.CapacityLimiter(16)
+        #: Set by SIGTERM: the calls are being cancelled and the worker is exiting.
+        self.terminating = False
 
     def send(self, message: list[Any]) -> None:
         """Write one message to the hub (from any thread)."""
@@ -163,10 +165,12 @@ class Worker:
         """Run one method of an instance and answer with its result or its error."""
         started = cpu_seconds()
         try:
-            if stamp is not None:
-                clock._source = _FixedClock(stamp[0], stamp[1])
+            # A test clock's readings when the hub has one; the real clock otherwise.
+            clock._source = None if stamp is None else _FixedClock(stamp[0], stamp[1])
             result = await self._invoke(instance_id, method)
         except BaseException as exc:  # the plugin's, whatever it is: that run's error
+            if self.terminating:
+                return  # cancelled by SIGTERM: the hub reports the worker's end instead
             if isinstance(exc, MemoryError) and self.memory_limit is not None:
                 self.exit_over_limit(max(resident_bytes(), self.memory_limit + 1))
             self.over_limit()
@@ -245,14 +249,18 @@ async def _serve(worker: Worker, source: BinaryIO) -> None:
         # SIGTERM: cancel the calls, so that the plugins' ``finally`` clauses run (a
         # command plugin kills its child process there), then exit; the hub sends SIGKILL
         # if that takes longer than its grace period.
-        for task in tasks:
+        worker.terminating = True
+        calls = list(tasks)
+        for task in calls:
             task.cancel()
 
         async def finish() -> None:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*calls, return_exceptions=True)
             os._exit(0)
 
-        loop.create_task(finish())
+        ending.append(loop.create_task(finish()))  # held: a task nobody holds may vanish
+
+    ending: list[asyncio.Task[None]] = []
 
     loop.add_signal_handler(signal.SIGTERM, terminate)
     while True:
