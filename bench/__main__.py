@@ -32,6 +32,7 @@ BENCHMARKS = (
     "websocket_fanout",
     "idle_footprint",
     "scaleout",
+    "isolation",
 )
 RESULTS = ROOT / "bench" / "results.json"
 #: Seconds one benchmark may take before it is stopped and reported as failed.
