@@ -309,6 +309,8 @@ def test_execution_to_dict() -> None:
         "lag": 0.1,
         "node": "nas-box",
         "fence": 7,
+        "cpu": None,
+        "peak_rss": None,
         "id": 42,
     }
 

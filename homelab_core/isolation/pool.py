@@ -289,14 +289,8 @@ class WorkerProcess:
             if graceful:
                 with suppress(WorkerLost):
                     await self._send(["exit"])
-            for signum in (
-                (None, signal.SIGTERM, signal.SIGKILL)
-                if graceful
-                else (
-                    signal.SIGTERM,
-                    signal.SIGKILL,
-                )
-            ):
+            steps = (None, signal.SIGTERM, signal.SIGKILL)  # None: wait for the exit asked
+            for signum in steps if graceful else steps[1:]:
                 if signum is not None and process.returncode is None:
                     with suppress(ProcessLookupError):
                         process.send_signal(signum)
@@ -304,10 +298,6 @@ class WorkerProcess:
                     await self._ended.wait()
                 if self._ended.is_set():
                     return
-
-    async def wait_ended(self) -> None:
-        """Return once the worker has ended."""
-        await self._ended.wait()
 
 
 class Workers:

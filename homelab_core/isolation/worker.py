@@ -55,6 +55,7 @@ ADDRESS_SPACE_HEADROOM = 256 * 1024 * 1024
 MEMORY_CHECK_PERIOD = 0.1
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _STATM = Path("/proc/self/statm")
+_STATUS = Path("/proc/self/status")
 
 
 def resident_bytes() -> int:
@@ -66,8 +67,17 @@ def resident_bytes() -> int:
 
 
 def peak_bytes() -> int:
-    """The peak resident memory of this process, in bytes."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """The peak resident memory of this process, in bytes: ``VmHWM`` of
+    ``/proc/self/status``, which starts afresh with the worker's program. Not
+    ``ru_maxrss``, which Linux carries over fork and exec: a worker of a 400 MB hub would
+    report 400 MB."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # not Linux
     return peak if sys.platform == "darwin" else peak * 1024
 
 
