@@ -547,3 +547,15 @@ async def test_an_instance_made_through_the_api_can_be_isolated_and_changed_back
             InvalidArgumentError, match=r"\[plugins.w\] memory_limit: expected a size"
         ):
             await hub.update_instance("w", {"memory_limit": "tiny"})
+
+
+async def test_an_instance_stopped_while_its_worker_starts_leaves_no_worker(
+    manager: PluginManager, settings: Callable[..., Settings]
+) -> None:
+    hub_settings = settings(process("w", "where"))
+    async with Hub(hub_settings, plugin_manager=manager) as hub:
+        await anyio.sleep(0.05)  # the worker is starting (it takes about 0.3 s)
+        await hub.set_enabled("w", False)
+        await anyio.sleep(0.5)
+        assert [w.pid for w in hub.workers()] == [None]
+        assert workers_of(os.getpid()) == []
