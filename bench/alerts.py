@@ -91,7 +91,7 @@ async def _pipeline(directory: Path, window: float, rules: int) -> dict[str, flo
         cpu1, t1 = cpu_seconds(os.getpid()), time.time()
         await anyio.sleep(2.0)
         [row] = await hub.store.fetch(
-            "SELECT COUNT(*) AS n FROM homelab_sample WHERE ts >= ? AND ts < ?", [t0, t1]
+            "SELECT COUNT(*) AS n FROM homelab_head WHERE ts >= ? AND ts < ?", [t0, t1]
         )
         evaluated = hub.alerts.engine.samples_evaluated
     stored = int(row["n"])

@@ -61,7 +61,7 @@ def raw_round(conn: sqlite3.Connection, rows: list[tuple[int, float, float]], ba
     for start in range(0, len(rows), batch):
         with conn:
             conn.executemany(
-                "INSERT INTO homelab_sample (series_id, ts, value) VALUES (?, ?, ?)",
+                "INSERT INTO homelab_head (series_id, ts, value) VALUES (?, ?, ?)",
                 rows[start : start + batch],
             )
     return len(rows) / (time.perf_counter() - started)

@@ -67,7 +67,7 @@ async def measure(directory: Path, window: float) -> dict[str, float]:
         cpu1, t1 = cpu_seconds(os.getpid()), time.time()
         await anyio.sleep(GRACE)
         [row] = await hub.store.fetch(
-            "SELECT COUNT(*) AS n FROM homelab_sample WHERE ts >= ? AND ts < ?", [t0, t1]
+            "SELECT COUNT(*) AS n FROM homelab_head WHERE ts >= ? AND ts < ?", [t0, t1]
         )
         in_window = int(row["n"])
         lags = [

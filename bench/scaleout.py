@@ -681,7 +681,7 @@ def stored_rate(
         time.sleep(GRACE)
         group.check()
         [row] = fetch(
-            database, "SELECT COUNT(*) AS n FROM homelab_sample WHERE ts >= ? AND ts < ?", t0, t1
+            database, "SELECT COUNT(*) AS n FROM homelab_head WHERE ts >= ? AND ts < ?", t0, t1
         )
         runs = fetch(
             database,

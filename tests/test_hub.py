@@ -103,7 +103,7 @@ async def test_stopping_the_hub_writes_every_queued_sample(
         produced = hub.stats("a").ok * 50 + hub.stats("b").ok * 20
         assert hub.queue.pending_samples > 0
     assert produced > 500
-    [(stored,)] = db_rows(settings, "SELECT COUNT(*) FROM homelab_sample")
+    [(stored,)] = db_rows(settings, "SELECT COUNT(*) FROM homelab_head")
     # Runs that finished while the hub stopped are in too; nothing queued was lost.
     assert stored >= produced
     assert stored == hub.store.samples_written
@@ -124,7 +124,7 @@ async def test_full_write_queue_drops_and_counts(
         produced = hub.stats("a").ok * 40
         counters = hub.counters()
     assert counters["samples_dropped"] > 0
-    [(stored,)] = db_rows(settings, "SELECT COUNT(*) FROM homelab_sample")
+    [(stored,)] = db_rows(settings, "SELECT COUNT(*) FROM homelab_head")
     assert stored + hub.queue.dropped_samples >= produced
     assert stored == 80
 
@@ -161,7 +161,7 @@ async def test_hub_embeds_beside_an_application_using_tortoise(
         host = sqlite3.connect(tmp_path / "host.db")
         host_tables = {r[0] for r in host.execute("SELECT name FROM sqlite_master")}
         host.close()
-        assert "homelab_sample" not in host_tables
+        assert "homelab_head" not in host_tables
     finally:
         await Tortoise.close_connections()
 

@@ -203,8 +203,8 @@ def stored(settings: Any, instance_id: str, name: str) -> int:
     path = settings.database.url.removeprefix("sqlite://")
     with closing(sqlite3.connect(path)) as conn, conn:
         query = (
-            "SELECT COUNT(*) FROM homelab_sample JOIN homelab_series"
-            " ON homelab_sample.series_id = homelab_series.id"
+            "SELECT COUNT(*) FROM homelab_head JOIN homelab_series"
+            " ON homelab_head.series_id = homelab_series.id"
             " WHERE homelab_series.instance_id = ? AND homelab_series.name = ?"
         )
         return int(conn.execute(query, (instance_id, name)).fetchone()[0])

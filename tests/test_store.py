@@ -10,12 +10,14 @@ from typing import Any
 
 import anyio
 import pytest
+from store_layouts import store_at
 
 from homelab_core import Execution, Health, HealthState, Metric, StoreError
 from homelab_core.codec import labels_json
 from homelab_core.config import RetentionSettings, StoreSettings
 from homelab_core.model import EXECUTION_COLUMNS
 from homelab_core.store import BatchWriter, Maintenance, Store, WriteQueue, history
+from homelab_core.store import chunks
 from homelab_core.store.models import ExecutionRecord
 from homelab_core.store.retention import DAY, HOUR, MINUTE
 from homelab_core.store.sql import _SQLITE_MAX_PARAMS, insert_rows
@@ -52,6 +54,7 @@ async def test_open_applies_migrations_and_enables_wal(tmp_path: Path) -> None:
         ("homelab", "0003_api_instances"),
         ("homelab", "0004_execution_node"),
         ("homelab", "0005_execution_usage"),
+        ("homelab", "0006_chunks"),
     ]
 
 
@@ -64,52 +67,42 @@ ALERT_TABLES = (
 )
 
 
-async def test_a_store_of_the_previous_release_gains_the_alert_tables_and_keeps_its_data(
+async def test_a_store_of_the_release_before_the_alerts_gains_their_tables_and_keeps_its_data(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "old.db"
-    store = Store(f"sqlite://{path}")
-    await store.open()
-    await store.write([("a", samples(T0, 3, 10))])
-    await store.close()
-    with closing(sqlite3.connect(path)) as conn, conn:  # what the release before the alerts left
-        for table in ALERT_TABLES:
-            conn.execute(f"DROP TABLE {table}")
-        conn.execute("DROP TABLE homelab_api_instance")
-        conn.execute("ALTER TABLE homelab_execution DROP COLUMN node")
-        conn.execute("ALTER TABLE homelab_execution DROP COLUMN fence")
-        conn.execute("ALTER TABLE homelab_execution DROP COLUMN cpu")
-        conn.execute("ALTER TABLE homelab_execution DROP COLUMN peak_rss")
-        conn.execute(
-            "DELETE FROM tortoise_migrations WHERE name IN ('0002_alerts', '0003_api_instances',"
-            " '0004_execution_node', '0005_execution_usage')"
+    url = f"sqlite://{tmp_path / 'old.db'}"
+    old = await store_at(url, "0001_initial")
+    await old.execute(
+        "INSERT INTO homelab_series (id, instance_id, name, labels, unit, kind)"
+        " VALUES (1, 'a', 'v', '{}', '', 'gauge')"
+    )
+    for i in range(3):
+        await old.execute(
+            "INSERT INTO homelab_sample (series_id, ts, value) VALUES (1, ?, 1)", [T0 + 10 * i]
         )
+    await old.close()
+    store = Store(url)
     await store.open()
     try:
-        assert len(await store.fetch("SELECT * FROM homelab_sample")) == 3
+        assert len(await store.fetch("SELECT * FROM homelab_head")) == 3
         for table in (*ALERT_TABLES, "homelab_api_instance"):
             assert await store.fetch(f"SELECT * FROM {table}") == []
     finally:
         await store.close()
 
 
-async def test_executions_of_a_store_of_the_previous_release_gain_node_and_fence(
+async def test_executions_of_a_store_of_the_release_before_nodes_gain_node_and_fence(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "old.db"
-    store = Store(f"sqlite://{path}")
-    await store.open()
-    await store.write([], [Execution("a", T0, 0.5, "ok")])
-    await store.close()
-    with closing(sqlite3.connect(path)) as conn, conn:  # what the release before nodes left
-        conn.execute("ALTER TABLE homelab_execution DROP COLUMN node")
-        conn.execute("ALTER TABLE homelab_execution DROP COLUMN fence")
-        conn.execute("ALTER TABLE homelab_execution DROP COLUMN cpu")
-        conn.execute("ALTER TABLE homelab_execution DROP COLUMN peak_rss")
-        conn.execute(
-            "DELETE FROM tortoise_migrations"
-            " WHERE name IN ('0004_execution_node', '0005_execution_usage')"
-        )
+    url = f"sqlite://{tmp_path / 'old.db'}"
+    old = await store_at(url, "0003_api_instances")
+    await old.execute(
+        "INSERT INTO homelab_execution (instance_id, started_at, duration, status, metric_count,"
+        " trigger, lag) VALUES ('a', ?, 0.5, 'ok', 0, 'schedule', 0)",
+        [T0],
+    )
+    await old.close()
+    store = Store(url)
     await store.open()
     try:
         await store.write([], [Execution("a", T0 + 1, 0.5, "ok", node="nas", fence=3)])
@@ -154,7 +147,7 @@ async def test_large_batches_keep_every_row_and_value(store: Store) -> None:
     runs = [Execution(f"i{i}", T0 + i, 0.1, "ok", metric_count=101) for i in range(5_000)]
     assert await store.write(collections, runs) == 250 * 101 + 1
     rows = await store.fetch(
-        "SELECT s.instance_id, s.name, s.labels, p.ts, p.value FROM homelab_sample p"
+        "SELECT s.instance_id, s.name, s.labels, p.ts, p.value FROM homelab_head p"
         " JOIN homelab_series s ON s.id = p.series_id"
     )
     got = sorted((r["instance_id"], r["name"], r["labels"], r["ts"], r["value"]) for r in rows)
@@ -181,9 +174,9 @@ async def test_insert_rows_on_sqlite_fills_chunks_and_the_rest(
     try:
         with store.active():
             await insert_rows(
-                store.connection, store.dialect, "homelab_sample", "series_id, ts, value", rows
+                store.connection, store.dialect, "homelab_head", "series_id, ts, value", rows
             )
-        stored = await store.fetch("SELECT series_id, ts, value FROM homelab_sample ORDER BY id")
+        stored = await store.fetch("SELECT series_id, ts, value FROM homelab_head ORDER BY id")
     finally:
         await store.close()
     assert [(r["series_id"], r["ts"], r["value"]) for r in stored] == rows
@@ -197,7 +190,7 @@ async def test_a_rolled_back_write_leaves_no_series_id_behind(
     real = insert_rows
 
     async def failing(conn: Any, dialect: Any, table: str, *args: Any) -> None:
-        if table == "homelab_sample":
+        if table == "homelab_head":
             raise ConnectionError("database is away")
         await real(conn, dialect, table, *args)
 
@@ -208,7 +201,7 @@ async def test_a_rolled_back_write_leaves_no_series_id_behind(
     monkeypatch.undo()
     assert await store.write([("a", samples(T0, 2, 10))]) == 2
     rows = await store.fetch(
-        "SELECT s.name FROM homelab_sample p JOIN homelab_series s ON s.id = p.series_id"
+        "SELECT s.name FROM homelab_head p JOIN homelab_series s ON s.id = p.series_id"
     )
     assert [r["name"] for r in rows] == ["temp", "temp"]
 
@@ -270,9 +263,15 @@ async def test_rollups_fill_minute_and_hour_tiers(store: Store) -> None:
         (0, 0, 359, 360),
         (HOUR, 360, 719, 360),
     ]
-    assert await maintenance.watermark(MINUTE) == T0 + 2 * HOUR + 60
-    # A second pass adds nothing twice.
+    # Every sample left the head for a chunk of its hour; T0 + 2 h is the end of a UTC
+    # day, so the two chunks became one of the day.
+    assert (T0 + 2 * HOUR) % DAY == 0
+    assert await store.fetch("SELECT id FROM homelab_head") == []
+    spans = await store.fetch("SELECT start, span, count FROM homelab_chunk ORDER BY start")
+    assert [(r["start"], r["span"], r["count"]) for r in spans] == [(T0 + 2 * HOUR - DAY, DAY, 720)]
+    # A second pass adds nothing twice, forced or not.
     await maintenance.run_once(now=T0 + 2 * HOUR + 120)
+    await maintenance.compact(T0 + 2 * HOUR + 120, force=True)
     [again] = await store.fetch("SELECT SUM(count) AS n FROM homelab_rollup WHERE resolution = 60")
     assert again["n"] == 720
 
@@ -281,8 +280,9 @@ async def test_history_uses_the_coarsest_fitting_tier(store: Store) -> None:
     await store.write([("a", [Metric("v", i, timestamp=T0 + i * 10) for i in range(720)])])
     maintenance = Maintenance(store, RetentionSettings())
     await maintenance.run_once(now=T0 + 2 * HOUR + 120)
-    # Remove raw samples already rolled up: a query that still read them would find gaps.
-    await store.execute("DELETE FROM homelab_sample WHERE ts < ?", [T0 + 2 * HOUR])
+    # Remove the chunks of the samples rolled up: a query that still read them would find
+    # gaps.
+    await store.execute("DELETE FROM homelab_chunk")
     [series] = await history(
         store, maintenance, "a", "v", since=T0, now=T0 + 3 * HOUR, until=T0 + 2 * HOUR, step=HOUR
     )
@@ -371,9 +371,13 @@ async def test_retention_prunes_each_tier(store: Store) -> None:
         " VALUES (1, 60, ?, 1, 1, 1, 1), (1, 60, ?, 1, 1, 1, 1)",
         [now - 91 * day, now - 89 * day],
     )
-    await Maintenance(store, RetentionSettings()).prune(now)
-    assert [r["value"] for r in await store.fetch("SELECT value FROM homelab_sample")] == [2]
-    assert len(await store.fetch("SELECT id FROM homelab_rollup")) == 1
+    await Maintenance(store, RetentionSettings()).run_once(now)
+    # The sample of 8 days ago went with its chunk; yesterday's is in one still.
+    assert await store.fetch("SELECT value FROM homelab_head") == []
+    [kept] = await store.chunks([1], now - 30 * day, now)
+    assert chunks.decode(kept[1])[1].tolist() == [2]
+    # Both samples' rollups, and the 89 days old one of the two written here.
+    assert len(await store.fetch("SELECT id FROM homelab_rollup")) == 5
     assert len(await store.executions("a")) == 1
 
 
@@ -569,6 +573,7 @@ async def test_stores_opening_at_once_on_a_new_postgresql_database_both_open(
             "0003_api_instances",
             "0004_execution_node",
             "0005_execution_usage",
+            "0006_chunks",
         ]
     finally:
         for store in stores:

@@ -47,7 +47,7 @@ T0 = 1_700_000_000.0
 def stored(path: Path) -> tuple[int, int]:
     """(samples, executions) in the SQLite file at ``path``."""
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        samples = conn.execute("SELECT COUNT(*) FROM homelab_sample").fetchone()[0]
+        samples = conn.execute("SELECT COUNT(*) FROM homelab_head").fetchone()[0]
         executions = conn.execute("SELECT COUNT(*) FROM homelab_execution").fetchone()[0]
     return samples, executions
 

@@ -400,6 +400,6 @@ def test_sigterm_exits_in_bounded_time_naming_the_abandoned_threads(tmp_path: Pa
     assert "abandoned" in stderr and "stuck" in stderr, stderr
     assert "stuck_teardown" in stderr, stderr  # its teardown timed out and was left
     with closing(sqlite3.connect(server.database)) as db, db:
-        (fine,) = db.execute("SELECT COUNT(*) FROM homelab_sample").fetchone()
+        (fine,) = db.execute("SELECT COUNT(*) FROM homelab_head").fetchone()
     db.close()
     assert fine >= 1, "the queued samples were not written before exit"

@@ -304,7 +304,7 @@ jitter = 0
 def stored_counts(database: Path) -> tuple[int, int, int, int]:
     """(samples, SUM(metric_count) of ok runs, ok runs, all executions) in the file."""
     with closing(sqlite3.connect(database)) as db, db:
-        samples = db.execute("SELECT COUNT(*) FROM homelab_sample").fetchone()[0]
+        samples = db.execute("SELECT COUNT(*) FROM homelab_head").fetchone()[0]
         collected, ok_runs = db.execute(
             "SELECT COALESCE(SUM(metric_count), 0), COUNT(*) FROM homelab_execution"
             " WHERE status = 'ok'"

@@ -7,9 +7,14 @@ import time
 from collections.abc import Mapping
 from typing import Literal
 
+import anyio
+import numpy as np
+
 from ..config import RetentionSettings
 from ..errors import InvalidArgumentError
 from ..model import HistorySeries, Point
+from . import chunks
+from .compaction import aggregate
 from .retention import DAY, HOUR, MINUTE, Maintenance
 from .store import Store
 
@@ -51,8 +56,9 @@ async def history(
 ) -> list[HistorySeries]:
     """Points of every series of ``metric`` (None: of any) whose labels include ``labels``.
 
-    Buckets older than a tier's watermark come from that tier; newer ones from the tier
-    below, so the latest minutes are never missing while rollups catch up.
+    A sample is either in the head or in a chunk, and it is in the rollups exactly when it is
+    in a chunk (:mod:`.compaction`). So a query reads the head, and then the chunks (raw
+    steps) or the rollups of the tier it uses: every sample counts once, late ones too.
     """
     if agg not in AGGREGATES:
         raise InvalidArgumentError(f"unknown aggregate {agg!r}; use one of {', '.join(AGGREGATES)}")
@@ -74,17 +80,11 @@ async def history(
     since = math.floor(since / width) * width
     buckets: dict[int, dict[float, list[float]]] = {s.id: {} for s in series}
     ids = list(buckets)
-    # Segments from the coarsest tier down: [since, wm_hour), [wm_hour, wm_minute), raw.
-    bounds = [since]
-    tiers = [t for t in (HOUR, MINUTE) if t <= tier] if tier else []
-    for t in tiers:
-        mark = await maintenance.watermark(t)
-        bounds.append(max(bounds[-1], min(until, mark if mark is not None else since)))
-    bounds.append(until)
-    sources = [*tiers, 0]
-    for source, lo, hi in zip(sources, bounds[:-1], bounds[1:], strict=True):
-        if hi > lo:
-            await _read(store, source, ids, lo, hi, width, buckets)
+    await _read_head(store, ids, since, until, width, buckets)
+    if tier:
+        await _read_rollups(store, tier, ids, since, until, width, buckets)
+    else:
+        await _read_chunks(store, ids, since, until, width, buckets)
     result = []
     for s in series:
         points = [Point(b, _aggregate(agg, v)) for b, v in sorted(buckets[s.id].items())]
@@ -92,46 +92,80 @@ async def history(
     return result
 
 
-async def _read(
+Buckets = dict[int, dict[float, list[float]]]
+
+
+async def _read_head(
+    store: Store, ids: list[int], lo: float, hi: float, width: float, buckets: Buckets
+) -> None:
+    d = store.dialect
+    query = (
+        f"SELECT series_id, {d.bucket('ts', width)} AS b, MIN(value) AS mn,"
+        f" MAX(value) AS mx, SUM(value) AS sm, COUNT(*) AS ct FROM homelab_head"
+        f" WHERE series_id IN ({_marks(ids)}) AND ts >= ? AND ts < ? GROUP BY series_id, b"
+    )
+    for row in await store.fetch(query, [*ids, lo, hi]):
+        _add(buckets, row["series_id"], row["b"], row["mn"], row["mx"], row["sm"], row["ct"])
+
+
+async def _read_rollups(
     store: Store,
     tier: int,
     ids: list[int],
     lo: float,
     hi: float,
     width: float,
-    buckets: dict[int, dict[float, list[float]]],
+    buckets: Buckets,
 ) -> None:
-    d = store.dialect
-    marks = ", ".join("?" for _ in ids)
-    if tier:
-        column = "bucket"
-        query = (
-            f"SELECT series_id, {d.bucket(column, width)} AS b, MIN(min) AS mn, MAX(max) AS mx,"
-            f" SUM(sum) AS sm, SUM(count) AS ct FROM homelab_rollup"
-            f" WHERE resolution = {tier} AND series_id IN ({marks})"
-            f" AND bucket >= ? AND bucket < ? GROUP BY series_id, b"
-        )
-    else:
-        column = "ts"
-        query = (
-            f"SELECT series_id, {d.bucket(column, width)} AS b, MIN(value) AS mn,"
-            f" MAX(value) AS mx, SUM(value) AS sm, COUNT(*) AS ct FROM homelab_sample"
-            f" WHERE series_id IN ({marks}) AND ts >= ? AND ts < ? GROUP BY series_id, b"
-        )
+    query = (
+        f"SELECT series_id, {store.dialect.bucket('bucket', width)} AS b, MIN(min) AS mn,"
+        f" MAX(max) AS mx, SUM(sum) AS sm, SUM(count) AS ct FROM homelab_rollup"
+        f" WHERE resolution = {tier} AND series_id IN ({_marks(ids)})"
+        f" AND bucket >= ? AND bucket < ? GROUP BY series_id, b"
+    )
     for row in await store.fetch(query, [*ids, lo, hi]):
-        acc = buckets[row["series_id"]].get(float(row["b"]))
-        if acc is None:
-            buckets[row["series_id"]][float(row["b"])] = [
-                row["mn"],
-                row["mx"],
-                row["sm"],
-                row["ct"],
-            ]
-        else:
-            acc[0] = min(acc[0], row["mn"])
-            acc[1] = max(acc[1], row["mx"])
-            acc[2] += row["sm"]
-            acc[3] += row["ct"]
+        _add(buckets, row["series_id"], row["b"], row["mn"], row["mx"], row["sm"], row["ct"])
+
+
+async def _read_chunks(
+    store: Store, ids: list[int], lo: float, hi: float, width: float, buckets: Buckets
+) -> None:
+    found = await store.chunks(ids, lo, hi)
+    if found:
+        parts = await anyio.to_thread.run_sync(_bucket_chunks, found, lo, hi, width)
+        for sid, rows in parts:
+            for b, mn, mx, sm, ct in rows:
+                _add(buckets, sid, b, mn, mx, sm, ct)
+
+
+def _bucket_chunks(
+    found: list[tuple[int, bytes]], lo: float, hi: float, width: float
+) -> list[tuple[int, list[tuple[float, ...]]]]:
+    """Decode chunks and aggregate their samples in [lo, hi) into buckets of ``width``."""
+    parts = []
+    for sid, blob in found:
+        ts, vs = chunks.decode(blob)
+        keep = (ts >= lo) & (ts < hi)
+        if keep.any():
+            ts, vs = ts[keep], vs[keep]
+            order = np.argsort(ts, kind="stable")
+            parts.append((sid, list(aggregate(ts[order], vs[order], width))))
+    return parts
+
+
+def _marks(ids: list[int]) -> str:
+    return ", ".join("?" for _ in ids)
+
+
+def _add(buckets: Buckets, sid: int, b: float, mn: float, mx: float, sm: float, ct: float) -> None:
+    acc = buckets[sid].get(float(b))
+    if acc is None:
+        buckets[sid][float(b)] = [mn, mx, sm, ct]
+    else:
+        acc[0] = min(acc[0], mn)
+        acc[1] = max(acc[1], mx)
+        acc[2] += sm
+        acc[3] += ct
 
 
 def _aggregate(agg: str, acc: list[float]) -> float:

@@ -1,8 +1,9 @@
 """Tortoise models of the store: the schema of record.
 
 Timestamps are seconds since the epoch (floats), which keeps history arithmetic the same on
-SQLite and PostgreSQL. The hot paths (sample inserts, rollups, history) run as SQL on the
-same connection; these models define the tables, indexes and migrations they use.
+SQLite and PostgreSQL; raw samples keep them to the millisecond. The hot paths (sample
+inserts, compaction, history) run as SQL on the same connection; these models define the
+tables, indexes and migrations they use.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ class SeriesRecord(Model):
         unique_together = (("instance_id", "name", "labels"),)
 
 
-class SampleRecord(Model):
-    """One raw sample of a series."""
+class HeadRecord(Model):
+    """One raw sample not yet compacted into a chunk (see :mod:`.compaction`)."""
 
     id = fields.BigIntField(primary_key=True)
     series_id = fields.IntField()
@@ -54,8 +55,29 @@ class SampleRecord(Model):
     value = fields.FloatField()
 
     class Meta:
-        table = "homelab_sample"
-        indexes = (Index(fields=("series_id", "ts"), name="homelab_sample_series_ts"),)
+        table = "homelab_head"
+        indexes = (Index(fields=("series_id", "ts"), name="homelab_head_series_ts"),)
+
+
+class ChunkRecord(Model):
+    """The raw samples of one series over one window, encoded by :mod:`.chunks`."""
+
+    id = fields.BigIntField(primary_key=True)
+    series_id = fields.IntField()
+    #: The window: from ``start``, ``span`` seconds (an hour, or a UTC day once merged).
+    start = fields.FloatField()
+    span = fields.IntField()
+    first_ts = fields.FloatField()
+    last_ts = fields.FloatField()
+    count = fields.IntField()
+    data = fields.BinaryField()
+
+    class Meta:
+        table = "homelab_chunk"
+        indexes = (
+            Index(fields=("series_id", "start"), name="homelab_chunk_series_start"),
+            Index(fields=("span", "start"), name="homelab_chunk_span_start"),
+        )
 
 
 class RollupRecord(Model):
@@ -114,7 +136,7 @@ class HealthTransitionRecord(Model):
 
 
 class StoreMeta(Model):
-    """Small key/value state of the store (rollup watermarks)."""
+    """Small key/value state of the store: its layout, and how far compaction has gone."""
 
     key = fields.CharField(max_length=64, primary_key=True)
     value = fields.FloatField()

@@ -1,8 +1,9 @@
-"""Rollups and retention: raw samples to 1-minute and 1-hour aggregates, then pruning.
+"""Maintenance: compaction (with the rollups it fills) and retention.
 
-Each tier is filled from the one below up to a watermark kept in ``homelab_meta``; only
-buckets that ended more than :data:`GRACE` seconds ago are rolled, so samples still in the
-write queue are not missed.
+A pass (every ``maintenance_interval`` seconds) moves the head's samples of ended hours into
+chunks and the 1-minute and 1-hour rollups (:mod:`.compaction`), merges the chunks of ended
+days, then drops what is past its retention: whole chunks, rollups, executions and health
+changes.
 """
 
 from __future__ import annotations
@@ -14,26 +15,23 @@ import time
 import anyio
 
 from ..config import RetentionSettings
+from . import compaction
+from .compaction import DAY, HOUR, MINUTE
 from .store import Store
 
 log = logging.getLogger("homelab.store.retention")
 
-MINUTE, HOUR = 60, 3600
-#: Seconds after a bucket ends before it is rolled up.
-GRACE = 30.0
-DAY = 86400.0
-
-
-def _floor(value: float, step: int) -> float:
-    return float(math.floor(value / step) * step)
+__all__ = ["DAY", "HOUR", "MINUTE", "Maintenance"]
 
 
 class Maintenance:
-    """Keeps rollups current and drops data past its retention."""
+    """Keeps the head small, the rollups current, and drops data past its retention."""
 
     def __init__(self, store: Store, settings: RetentionSettings) -> None:
         self.store = store
         self.settings = settings
+        #: The boundary of the last compaction of this process (None: none yet).
+        self._cut: float | None = None
 
     async def run(self) -> None:
         """Run :meth:`run_once` every ``maintenance_interval`` seconds, forever."""
@@ -45,86 +43,58 @@ class Maintenance:
                 log.exception("store maintenance failed; will try again")
 
     async def run_once(self, now: float | None = None) -> None:
-        """Roll up finished buckets and prune every tier."""
+        """Compact what has ended and prune every tier."""
         now = time.time() if now is None else now
-        await self.rollup(now)
+        await self.compact(now)
         await self.prune(now)
 
-    async def watermark(self, resolution: int) -> float | None:
-        """The end of the last bucket rolled up at ``resolution``, or None."""
-        rows = await self.store.fetch(
-            "SELECT value FROM homelab_meta WHERE key = ?", [f"rollup_{resolution}"]
-        )
-        return float(rows[0]["value"]) if rows else None
+    async def compact(self, now: float, *, force: bool = False) -> int:
+        """Move the head's samples of the hours ended by ``now`` into chunks and rollups,
+        then merge the chunks of ended days; returns the number of samples moved.
 
-    async def rollup(self, now: float) -> None:
-        """Fill the minute tier from raw samples and the hour tier from minutes."""
-        d = self.store.dialect
-        raw = (
-            "homelab_sample",
-            "ts",
-            "MIN(value)",
-            "MAX(value)",
-            "SUM(value)",
-            "COUNT(*)",
-        )
-        minutes = (
-            f"homelab_rollup WHERE resolution = {MINUTE} AND",
-            "bucket",
-            "MIN(min)",
-            "MAX(max)",
-            "SUM(sum)",
-            "SUM(count)",
-        )
-        for resolution, (source, column, mn, mx, sm, ct) in ((MINUTE, raw), (HOUR, minutes)):
-            start = await self.watermark(resolution)
-            end = _floor(now - GRACE, resolution)
-            if start is None:
-                start = await self._first_bucket(resolution, end)
-                if start is None:
-                    continue
-            if end <= start:
-                continue
-            where = source if source.endswith("AND") else f"{source} WHERE"
-            bucket = d.bucket(column, resolution)
-            await self.store.execute(
-                f"INSERT INTO homelab_rollup (series_id, resolution, bucket, min, max, sum, count)"
-                f" SELECT series_id, {resolution}, {bucket}, {mn}, {mx}, {sm}, {ct}"
-                f" FROM {where} {column} >= ? AND {column} < ?"
-                f" GROUP BY series_id, {bucket}"
-                f" ON CONFLICT (series_id, resolution, bucket) DO UPDATE SET"
-                f" min = {d.least('homelab_rollup.min', 'excluded.min')},"
-                f" max = {d.greatest('homelab_rollup.max', 'excluded.max')},"
-                f" sum = homelab_rollup.sum + excluded.sum,"
-                f" count = homelab_rollup.count + excluded.count",
-                [start, end],
-            )
-            await self._set_watermark(resolution, end)
+        Runs when the boundary has moved since the last pass of this process (once an
+        hour), or with ``force``; a late sample waits in the head until then, and reads
+        see it there.
+        """
+        cut = compaction.cut_for(now)
+        if not force and self._cut is not None and cut <= self._cut:
+            return 0
+        async with self.store.transaction("find the samples to compact") as conn:
+            ids = await compaction.head_series(conn, self.store.dialect, cut)
+        moved = 0
+        advance = compaction.progress("compacting the head", len(ids))
+        for part in compaction.in_slices(ids):
+            async with self.store.transaction("compact the samples") as conn:
+                moved += await compaction.compact_slice(conn, self.store.dialect, part, cut)
+            advance(len(part))
+        self._cut = cut
+        await self.merge_days(now)
+        if moved:
+            log.debug("compacted %d samples of %d series before %s", moved, len(ids), cut)
+        return moved
 
-    async def _first_bucket(self, resolution: int, end: float) -> float | None:
-        if resolution == MINUTE:
-            rows = await self.store.fetch("SELECT MIN(ts) AS first FROM homelab_sample")
-        else:
-            rows = await self.store.fetch(
-                "SELECT MIN(bucket) AS first FROM homelab_rollup WHERE resolution = ?", [MINUTE]
-            )
-        first = rows[0]["first"] if rows else None
-        if first is None:
-            return None
-        return min(_floor(float(first), resolution), end)
-
-    async def _set_watermark(self, resolution: int, value: float) -> None:
-        await self.store.execute(
-            "INSERT INTO homelab_meta (key, value) VALUES (?, ?)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [f"rollup_{resolution}", value],
-        )
+    async def merge_days(self, now: float) -> int:
+        """Merge the chunks of each series and ended UTC day into one; returns the number of
+        chunks replaced."""
+        before = math.floor((now - compaction.GRACE) / DAY) * DAY
+        async with self.store.transaction("find the chunks to merge") as conn:
+            days = await compaction.days_to_merge(conn, self.store.dialect, before)
+        merged = 0
+        for day, ids in days:
+            for part in compaction.in_slices(ids):
+                async with self.store.transaction("merge the chunks of a day") as conn:
+                    merged += await compaction.merge_slice(conn, self.store.dialect, day, part)
+        return merged
 
     async def prune(self, now: float) -> None:
-        """Delete raw samples, rollups, executions and health changes past their retention."""
+        """Delete chunks, rollups, executions and health changes past their retention.
+
+        Raw samples go a whole chunk at a time, once its last sample is past ``raw_days``
+        (run after :meth:`compact`, which has taken every older sample out of the head).
+        """
         s = self.settings
         await self.store.execute(
-            "DELETE FROM homelab_sample WHERE ts < ?", [now - s.raw_days * DAY]
+            "DELETE FROM homelab_chunk WHERE last_ts < ?", [now - s.raw_days * DAY]
         )
         for resolution, days in ((MINUTE, s.minute_days), (HOUR, s.hour_days)):
             await self.store.execute(

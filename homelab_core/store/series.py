@@ -50,11 +50,13 @@ class SeriesIds:
             for m in metrics:
                 key = (instance_id, m.name, tuple(m.labels.items()))
                 sid = series.get(key)
+                # The store keeps timestamps to the millisecond (see .chunks).
+                ts = round(m.timestamp * 1000) / 1000  # type: ignore[operator]
                 if sid is None:
                     missing.setdefault(key, m)
-                    rows.append((key, m.timestamp, m.value))
+                    rows.append((key, ts, m.value))
                 else:
-                    rows.append((sid, m.timestamp, m.value))
+                    rows.append((sid, ts, m.value))
         if missing:
             # Only these can be new; every other series of these instances was committed.
             created.extend(missing)

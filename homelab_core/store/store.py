@@ -7,7 +7,7 @@ import enum
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -37,6 +37,10 @@ _tortoise_context = compat.tortoise_context()
 APP = "homelab"
 #: The PostgreSQL advisory lock that stores hold while they migrate ("homelab" in ASCII).
 MIGRATION_LOCK = 0x686F6D656C6162
+#: The layout of the tables this release reads and writes. 2: samples in a head and in
+#: compressed chunks (migration 0006). A store of a later layout is refused at open, with a
+#: message, rather than misread.
+LAYOUT = 2
 #: Seconds that connecting and migrating may take before the store gives up.
 OPEN_TIMEOUT = 60.0
 #: Seconds :meth:`Store.ping` waits for an answer (readiness must answer quickly even
@@ -130,7 +134,9 @@ _DELETE_INSTANCE = (
     "DELETE FROM homelab_instance WHERE id = ?",
 )
 _PURGE_INSTANCE = (
-    "DELETE FROM homelab_sample WHERE series_id IN"
+    "DELETE FROM homelab_head WHERE series_id IN"
+    " (SELECT id FROM homelab_series WHERE instance_id = ?)",
+    "DELETE FROM homelab_chunk WHERE series_id IN"
     " (SELECT id FROM homelab_series WHERE instance_id = ?)",
     "DELETE FROM homelab_rollup WHERE series_id IN"
     " (SELECT id FROM homelab_series WHERE instance_id = ?)",
@@ -206,6 +212,7 @@ class Store:
                 with anyio.fail_after(OPEN_TIMEOUT):
                     await self._context.init(config=config)
                     await self._migrate(MigrationExecutor(self.connection, config["apps"]))
+                    await self._check_layout()
             except Exception as exc:
                 with contextlib.suppress(Exception):
                     await self._context.close_connections()
@@ -236,6 +243,25 @@ class Store:
                 await executor.migrate()
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
+    async def _check_layout(self) -> None:
+        _, rows = await self.connection.execute_query(
+            self.dialect.q("SELECT value FROM homelab_meta WHERE key = ?"), ["layout"]
+        )
+        layout = int(rows[0][0]) if rows else LAYOUT
+        if layout > LAYOUT:
+            raise StoreError(
+                f"its tables have layout {layout}, made by a later release of homelab-core;"
+                f" this release reads layout {LAYOUT} and would misread them. Run the release"
+                " that made the store (or a later one), or restore a backup made before it"
+            )
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, doing: str) -> AsyncIterator[BaseDBAsyncClient]:
+        """A transaction on the store's connection, failures raised as for :meth:`using`."""
+        with self.using(doing):
+            async with compat.tortoise_transaction(self.connection_name) as conn:
+                yield conn
 
     async def close(self) -> None:
         """Close the store's connections."""
@@ -351,9 +377,7 @@ class Store:
         async with compat.tortoise_transaction(self.connection_name) as conn:
             rows = await self._series.sample_rows(conn, samples, created)
             if rows:
-                await insert_rows(
-                    conn, self.dialect, "homelab_sample", "series_id, ts, value", rows
-                )
+                await insert_rows(conn, self.dialect, "homelab_head", "series_id, ts, value", rows)
             if executions:
                 await insert_rows(
                     conn,
@@ -472,9 +496,29 @@ class Store:
         return {r["status"]: int(r["n"]) for r in rows}
 
     async def count_samples(self) -> int:
-        """The number of raw samples held."""
-        with self.using("count the samples"):
-            return await models.SampleRecord.all().count()
+        """The number of raw samples held (in the head and in chunks)."""
+        rows = await self.fetch(
+            "SELECT (SELECT COUNT(*) FROM homelab_head)"
+            " + (SELECT COALESCE(SUM(count), 0) FROM homelab_chunk) AS n"
+        )
+        return int(rows[0]["n"])
+
+    async def chunks(
+        self, series_ids: Sequence[int], since: float, until: float
+    ) -> list[tuple[int, bytes]]:
+        """(series id, encoded samples) of the chunks of ``series_ids`` that hold samples in
+        [``since``, ``until``), by series and time."""
+        if not series_ids:
+            return []
+        marks = ", ".join("?" * len(series_ids))
+        rows = await self.fetch(
+            f"SELECT series_id, data FROM homelab_chunk WHERE series_id IN ({marks})"
+            # A window is at most a day: the index on (series_id, start) finds them.
+            " AND start > ? AND start < ? AND last_ts >= ? AND first_ts < ?"
+            " ORDER BY series_id, first_ts",
+            [*series_ids, since - 86400.0, until, since, until],
+        )
+        return [(int(r["series_id"]), bytes(r["data"])) for r in rows]
 
     async def fetch(self, query: str, values: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Run a read query (``?`` placeholders) on the store's connection."""
