@@ -16,8 +16,7 @@ from homelab_core import Execution, Health, HealthState, Metric, StoreError
 from homelab_core.codec import labels_json
 from homelab_core.config import RetentionSettings, StoreSettings
 from homelab_core.model import EXECUTION_COLUMNS
-from homelab_core.store import BatchWriter, Maintenance, Store, WriteQueue, history
-from homelab_core.store import chunks
+from homelab_core.store import BatchWriter, Maintenance, Store, WriteQueue, chunks, history
 from homelab_core.store.models import ExecutionRecord
 from homelab_core.store.retention import DAY, HOUR, MINUTE
 from homelab_core.store.sql import _SQLITE_MAX_PARAMS, insert_rows
