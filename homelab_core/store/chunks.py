@@ -105,6 +105,8 @@ def _values(compressor: zstandard.ZstdCompressor, vs: np.ndarray) -> bytes:
 
 def _decimal_places(vs: np.ndarray) -> int | None:
     """The fewest decimal places that give back every value exactly, or None."""
+    if np.any(np.signbit(vs) & (vs == 0)):
+        return None  # -0.0 would come back as 0.0
     largest = float(np.abs(vs).max())
     for places in range(MAX_DECIMALS + 1):
         scale = 10.0**places

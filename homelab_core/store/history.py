@@ -76,6 +76,9 @@ async def history(
     tier = tier_for(width, since, maintenance.settings, now)
     if tier:
         width = math.ceil(width / tier) * tier
+        # A rollup bucket counts whole: the head's samples are read to its end too, so that
+        # the answer does not depend on how far compaction has gone.
+        until = math.ceil(until / tier) * tier
     # Align buckets so that tiers agree on where a bucket starts.
     since = math.floor(since / width) * width
     buckets: dict[int, dict[float, list[float]]] = {s.id: {} for s in series}
