@@ -10,13 +10,13 @@ from typing import Any
 
 import anyio
 import pytest
-from store_layouts import store_at
+from store_layouts import store_at, stored_rollups, stored_samples
 
 from homelab_core import Execution, Health, HealthState, Metric, StoreError
 from homelab_core.codec import labels_json
 from homelab_core.config import RetentionSettings, StoreSettings
 from homelab_core.model import EXECUTION_COLUMNS
-from homelab_core.store import BatchWriter, Maintenance, Store, WriteQueue, chunks, history
+from homelab_core.store import BatchWriter, Maintenance, Store, WriteQueue, compaction, history
 from homelab_core.store.models import ExecutionRecord
 from homelab_core.store.retention import DAY, HOUR, MINUTE
 from homelab_core.store.sql import _SQLITE_MAX_PARAMS, insert_rows
@@ -245,43 +245,44 @@ async def test_executions_page_newest_first_and_filter_by_status(store: Store) -
     assert len(errors) == 5
 
 
-async def test_rollups_fill_minute_and_hour_tiers(store: Store) -> None:
+async def test_compaction_fills_the_hour_tier_and_expiry_the_minute_tier(store: Store) -> None:
     # Two hours of 10 s samples: values 0..719.
     await store.write([("a", [Metric("v", i, timestamp=T0 + i * 10) for i in range(720)])])
-    maintenance = Maintenance(store, RetentionSettings())
+    maintenance = Maintenance(store, RetentionSettings(raw_days=1))
     await maintenance.run_once(now=T0 + 2 * HOUR + 120)
-    rows = await store.fetch(
-        "SELECT resolution, bucket, min, max, sum, count FROM homelab_rollup ORDER BY"
-        " resolution, bucket"
-    )
-    minutes = [r for r in rows if r["resolution"] == MINUTE]
-    hours = [r for r in rows if r["resolution"] == HOUR]
-    assert len(minutes) == 120
-    assert (minutes[0]["min"], minutes[0]["max"], minutes[0]["count"]) == (0, 5, 6)
-    assert [(h["bucket"] - T0, h["min"], h["max"], h["count"]) for h in hours] == [
+    assert [(b - T0, mn, mx, ct) for _, b, mn, mx, _, ct in await stored_rollups(store, HOUR)] == [
         (0, 0, 359, 360),
         (HOUR, 360, 719, 360),
     ]
+    # While the raw samples are kept, they are the minute tier.
+    assert await stored_rollups(store, MINUTE) == []
     # Every sample left the head for a chunk of its hour; T0 + 2 h is the end of a UTC
     # day, so the two chunks became one of the day.
     assert (T0 + 2 * HOUR) % DAY == 0
     assert await store.fetch("SELECT id FROM homelab_head") == []
-    spans = await store.fetch("SELECT start, span, count FROM homelab_chunk ORDER BY start")
+    spans = await store.fetch(
+        "SELECT start, span, count FROM homelab_chunk WHERE resolution = 0 ORDER BY start"
+    )
     assert [(r["start"], r["span"], r["count"]) for r in spans] == [(T0 + 2 * HOUR - DAY, DAY, 720)]
     # A second pass adds nothing twice, forced or not.
     await maintenance.run_once(now=T0 + 2 * HOUR + 120)
     await maintenance.compact(T0 + 2 * HOUR + 120, force=True)
-    [again] = await store.fetch("SELECT SUM(count) AS n FROM homelab_rollup WHERE resolution = 60")
-    assert again["n"] == 720
+    assert sum(r[-1] for r in await stored_rollups(store, HOUR)) == 720
+    # Past the raw retention, the raw chunk becomes minute rollups.
+    await maintenance.run_once(now=T0 + 2 * HOUR + DAY + 120)
+    minutes = await stored_rollups(store, MINUTE)
+    assert len(minutes) == 120
+    assert minutes[0][1:] == (T0, 0, 5, 15, 6)
+    assert await store.count_samples() == 0
 
 
 async def test_history_uses_the_coarsest_fitting_tier(store: Store) -> None:
     await store.write([("a", [Metric("v", i, timestamp=T0 + i * 10) for i in range(720)])])
     maintenance = Maintenance(store, RetentionSettings())
     await maintenance.run_once(now=T0 + 2 * HOUR + 120)
-    # Remove the chunks of the samples rolled up: a query that still read them would find
-    # gaps.
-    await store.execute("DELETE FROM homelab_chunk")
+    # Remove the raw chunks of the samples rolled up: a query that still read them would
+    # find gaps.
+    await store.execute("DELETE FROM homelab_chunk WHERE resolution = 0")
     [series] = await history(
         store, maintenance, "a", "v", since=T0, now=T0 + 3 * HOUR, until=T0 + 2 * HOUR, step=HOUR
     )
@@ -302,7 +303,8 @@ async def test_history_uses_the_coarsest_fitting_tier(store: Store) -> None:
         agg="max",
     )
     assert by_minute.resolution == MINUTE
-    assert [p.value for p in by_minute.points] == [5, 11, 17, 23, 29, 35, 41, 47, 53, 59]
+    # The minute tier of samples kept raw is the raw samples: gone here.
+    assert by_minute.points == []
 
 
 async def test_history_reads_raw_samples_newer_than_the_rollups(store: Store) -> None:
@@ -365,18 +367,19 @@ async def test_retention_prunes_each_tier(store: Store) -> None:
         [("a", [Metric("v", 1, timestamp=now - 8 * day), Metric("v", 2, timestamp=now - day)])],
         [Execution("a", now - 15 * day, 0.1, "ok"), Execution("a", now - day, 0.1, "ok")],
     )
-    await store.execute(
-        "INSERT INTO homelab_rollup (series_id, resolution, bucket, min, max, sum, count)"
-        " VALUES (1, 60, ?, 1, 1, 1, 1), (1, 60, ?, 1, 1, 1, 1)",
-        [now - 91 * day, now - 89 * day],
-    )
+    for bucket in (now - 91 * day, now - 89 * day):
+        row = compaction.chunk_row(
+            1, MINUTE, bucket, MINUTE, *([[x] for x in (bucket, 1, 1, 1, 1)])
+        )
+        await compaction.insert_chunks(store.connection, store.dialect, [row])
     await Maintenance(store, RetentionSettings()).run_once(now)
-    # The sample of 8 days ago went with its chunk; yesterday's is in one still.
+    # The sample of 8 days ago went with its chunk, into the minute tier; yesterday's is in
+    # a raw chunk still.
     assert await store.fetch("SELECT value FROM homelab_head") == []
-    [kept] = await store.chunks([1], now - 30 * day, now)
-    assert chunks.decode(kept[1])[1].tolist() == [2]
-    # Both samples' rollups, and the 89 days old one of the two written here.
-    assert len(await store.fetch("SELECT id FROM homelab_rollup")) == 5
+    assert await stored_samples(store) == [(1, now - day, 2)]
+    # Of the minute rollups written here, the one of 89 days ago.
+    assert [r[1] for r in await stored_rollups(store, MINUTE)] == [now - 89 * day, now - 8 * day]
+    assert len(await stored_rollups(store, HOUR)) == 2
     assert len(await store.executions("a")) == 1
 
 

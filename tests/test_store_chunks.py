@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from store_layouts import store_at
+from store_layouts import store_at, stored_rollups, stored_samples
 
 from homelab_core import Metric, StoreError
 from homelab_core.config import RetentionSettings
@@ -87,18 +87,6 @@ def gauge(i: int, ts: float, value: float) -> Metric:
     return Metric("v", value, labels={"n": str(i)}, timestamp=ts)
 
 
-async def stored_samples(store: Store) -> list[tuple[int, float, float]]:
-    """Every raw sample held, from the head and the chunks, sorted."""
-    found = [
-        (int(r["series_id"]), float(r["ts"]), float(r["value"]))
-        for r in await store.fetch("SELECT series_id, ts, value FROM homelab_head")
-    ]
-    for row in await store.fetch("SELECT series_id, data FROM homelab_chunk"):
-        ts, vs = chunks.decode(bytes(row["data"]))
-        found.extend((int(row["series_id"]), t, v) for t, v in zip(ts, vs, strict=True))
-    return sorted(found)
-
-
 async def test_compaction_moves_every_sample_once_and_rolls_up_late_ones(
     any_store: Store,
 ) -> None:
@@ -108,7 +96,7 @@ async def test_compaction_moves_every_sample_once_and_rolls_up_late_ones(
     before = await stored_samples(store)
     assert await maintenance.compact(T0 + HOUR + 60) == 360
     assert await stored_samples(store) == before
-    [row] = await store.fetch("SELECT start, span, count FROM homelab_chunk")
+    [row] = await store.fetch("SELECT start, span, count FROM homelab_chunk WHERE resolution = 0")
     assert (row["start"], row["span"], row["count"]) == (T0, HOUR, 360)
     # A late sample for the compacted hour waits in the head, where reads see it...
     await store.write([("a", [gauge(0, T0 + 5, 1000)])])
@@ -118,18 +106,18 @@ async def test_compaction_moves_every_sample_once_and_rolls_up_late_ones(
     assert [p.value for p in series.points] == [1000]
     # ...and is rolled up with the next hour.
     assert await maintenance.compact(T0 + 2 * HOUR + 60) == 361
-    [minute] = await store.fetch(
-        "SELECT count, max FROM homelab_rollup WHERE resolution = 60 AND bucket = ?", [T0]
-    )
-    assert (minute["count"], minute["max"]) == (7, 1000)
-    [total] = await store.fetch(
-        "SELECT SUM(count) AS n FROM homelab_rollup WHERE resolution = ?", [HOUR]
-    )
-    assert total["n"] == 721 == await store.count_samples()
+    [first, _] = await stored_rollups(store, HOUR)
+    assert first[1:] == (T0, 0, 1000, sum(range(360)) + 1000, 361)
+    assert sum(r[-1] for r in await stored_rollups(store, HOUR)) == 721
+    assert await store.count_samples() == 721
     # Once the day has ended its chunks become one.
     await maintenance.compact(T0 + DAY + HOUR)
-    [day] = await store.fetch("SELECT start, span, count FROM homelab_chunk")
+    [day] = await store.fetch("SELECT start, span, count FROM homelab_chunk WHERE resolution = 0")
     assert (day["start"], day["span"], day["count"]) == (T0, DAY, 721)
+    [hours] = await store.fetch(
+        "SELECT start, span, count FROM homelab_chunk WHERE resolution = ?", [HOUR]
+    )
+    assert (hours["start"], hours["span"], hours["count"]) == (T0, DAY, 2)
     assert len(await stored_samples(store)) == 721
 
 
@@ -138,7 +126,7 @@ async def test_compaction_works_in_slices_of_series(any_store: Store) -> None:
     series = compaction.SLICE * 2 + 5
     await store.write([("a", [gauge(i, T0 + 30, i) for i in range(series)])])
     assert await Maintenance(store, RetentionSettings()).compact(T0 + HOUR + 60) == series
-    rows = await store.fetch("SELECT COUNT(*) AS n FROM homelab_chunk")
+    rows = await store.fetch("SELECT COUNT(*) AS n FROM homelab_chunk WHERE resolution = 0")
     assert rows[0]["n"] == series
     assert await store.fetch("SELECT id FROM homelab_head") == []
 
@@ -149,7 +137,7 @@ async def test_deleting_an_instance_with_its_history_drops_its_chunks(any_store:
     await Maintenance(store, RetentionSettings()).compact(T0 + HOUR + 60)
     await store.delete_instance("a", purge=True)
     assert await store.count_samples() == 1
-    assert len(await store.fetch("SELECT id FROM homelab_chunk")) == 1
+    assert len(await store.fetch("SELECT id FROM homelab_chunk")) == 2  # raw and hour
 
 
 # -- reads against a naive computation ---------------------------------------------------
@@ -162,10 +150,11 @@ def naive(
     step: float | None,
     agg: str,
     now: float,
+    retention: RetentionSettings,
 ) -> tuple[float, dict[float, float]]:
     """What a query of series 0 returns, computed from a plain list of samples."""
     width = choose_step(since, until, step, 500)
-    tier = tier_for(width, since, RetentionSettings(), now)
+    tier = tier_for(width, since, retention, now)
     if tier:
         width = math.ceil(width / tier) * tier
         until = math.ceil(until / tier) * tier
@@ -196,17 +185,25 @@ queries = st.tuples(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(batches=batches, compact_after=st.lists(st.booleans(), min_size=4, max_size=4), q=queries)
+@given(
+    batches=batches,
+    compact_after=st.lists(st.booleans(), min_size=4, max_size=4),
+    raw_days=st.sampled_from([30.0, 2.0, 0.5]),
+    q=queries,
+)
 async def test_history_answers_as_a_naive_computation_whatever_was_compacted(
     any_store: Store,
     batches: list[list[tuple[float, float]]],
     compact_after: list[bool],
+    raw_days: float,
     q: tuple[float, int, float | None, str],
 ) -> None:
+    """Whatever was compacted, merged or rolled up past the raw retention, and late."""
     store = any_store
-    for table in ("homelab_head", "homelab_chunk", "homelab_rollup"):
+    for table in ("homelab_head", "homelab_chunk"):
         await store.execute(f"DELETE FROM {table}")
-    maintenance = Maintenance(store, RetentionSettings(raw_days=30))
+    retention = RetentionSettings(raw_days=raw_days)
+    maintenance = Maintenance(store, retention)
     written: list[tuple[int, float, float]] = []
     clock = T0
     for batch, compact in zip(batches, compact_after, strict=False):
@@ -218,7 +215,9 @@ async def test_history_answers_as_a_naive_computation_whatever_was_compacted(
             await maintenance.compact(clock + HOUR * (len(batch) % 5), force=True)
     since, length, step, agg = q
     now = T0 + 4 * DAY
-    width, expected = naive(written, since, since + length, step, agg, now)
+    # Raw chunks past the retention become minute rollups.
+    await maintenance.run_once(now)
+    width, expected = naive(written, since, since + length, step, agg, now, retention)
     found = await history(
         store, maintenance, "a", "v", since=since, until=since + length, step=step, agg=agg, now=now
     )
@@ -308,15 +307,13 @@ async def test_a_store_of_the_previous_layout_is_converted_with_every_sample(
         ]
         spans = {r["span"] for r in await store.fetch("SELECT span FROM homelab_chunk")}
         assert spans == {DAY}
+        # The minute rollups of samples still raw are gone; the hour tier is whole.
+        assert await stored_rollups(store, MINUTE) == []
         # What the old release had not rolled up is in the head, and is rolled up by the
         # first compaction; then every sample counts once in each tier.
         maintenance = Maintenance(store, RetentionSettings())
         await maintenance.run_once(now=T0 + 2.5 * DAY + HOUR)
-        for resolution in (MINUTE, HOUR):
-            [row] = await store.fetch(
-                "SELECT SUM(count) AS n FROM homelab_rollup WHERE resolution = ?", [resolution]
-            )
-            assert row["n"] == len(written)
+        assert sum(r[-1] for r in await stored_rollups(store, HOUR)) == len(written)
         await store.write([("a", [gauge(1, T0 + 3 * DAY, 1.0)])])
         assert await store.count_samples() == len(written) + 1
     finally:
@@ -382,7 +379,7 @@ async def test_a_writer_killed_while_it_compacts_loses_no_committed_sample(
                 said = b""
                 while b"written" not in said:
                     said += await child.stdout.receive()
-                while count(path, "homelab_chunk") < slices * compaction.SLICE:  # noqa: ASYNC110
+                while count(path, "homelab_chunk") < 2 * slices * compaction.SLICE:  # noqa: ASYNC110
                     await anyio.sleep(0.002)  # (another process: no event to wait on)
             os.kill(child.pid, signal.SIGKILL)
         finally:
@@ -392,7 +389,7 @@ async def test_a_writer_killed_while_it_compacts_loses_no_committed_sample(
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     # Killed half-way: some series are in chunks, others still in the head.
     assert count(path, "homelab_head") > 0
-    assert count(path, "homelab_chunk") >= slices * compaction.SLICE
+    assert count(path, "homelab_chunk") >= 2 * slices * compaction.SLICE
     store = Store(url)
     await store.open()
     try:
@@ -403,9 +400,6 @@ async def test_a_writer_killed_while_it_compacts_loses_no_committed_sample(
         await Maintenance(store, RetentionSettings()).compact(T0 + 2 * 3600)
         assert await store.fetch("SELECT id FROM homelab_head") == []
         assert sorted(v for _, _, v in await stored_samples(store)) == expected
-        [row] = await store.fetch(
-            "SELECT SUM(count) AS n FROM homelab_rollup WHERE resolution = 60"
-        )
-        assert row["n"] == len(expected)
+        assert sum(r[-1] for r in await stored_rollups(store, HOUR)) == len(expected)
     finally:
         await store.close()

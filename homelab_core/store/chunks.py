@@ -1,22 +1,24 @@
-"""The encoding of a chunk: the samples of one series over one window, in one BLOB.
+"""The encoding of a chunk: one series' samples (or rollups) over one window, in a BLOB.
 
-A chunk holds two columns, the timestamps and the values, each encoded on its own:
+A chunk holds columns, the timestamps and the values (for a rollup: the bucket starts and
+the min, max, sum and count), each encoded on its own:
 
 - timestamps are whole milliseconds (the store keeps them to the millisecond), stored as the
   first one and then the differences of the differences (a series read at a steady interval
   gives a column of zeros and small jitter);
-- values that are all decimals of at most :data:`MAX_DECIMALS` places (integers, counters,
-  percentages to one place, ...) are stored as scaled integers: as they are, as
-  differences, or as differences of differences, whichever compresses best; any other values
-  keep their exact 64 bits, each XOR-ed with the one before (a value that repeats costs
-  zero bits, a slowly changing one mostly zero high bytes).
+- a column of values that are all decimals of at most :data:`MAX_DECIMALS` places
+  (integers, counters, percentages to one place, ...) is stored as scaled integers: as they
+  are, as differences, or as differences of differences, whichever compresses best; any
+  other column keeps its exact 64 bits, each XOR-ed with the one before (a value that
+  repeats costs zero bits, a slowly changing one mostly zero high bytes).
 
 Each column is then narrowed to the smallest integer width that holds it, byte-shuffled (the
 first byte of every number, then the second, ...: the zero high bytes line up) and compressed
 with zstd. Decoding gives back exactly the values written and the timestamps to the
 millisecond.
 
-Layout (little-endian): a version byte, the count (uint32), then each column as a mode byte,
+Layout (little-endian): a version byte, the count (uint32), the number of value columns
+(a byte), then the timestamps and each value column as a mode byte,
 a parameter byte (the decimal places, or the width), the first number (int64 or the first
 value's bits), the compressed length (uint32) and the compressed bytes.
 """
@@ -37,7 +39,7 @@ MAX_DECIMALS = 4
 #: at a small fraction of the time.
 LEVEL = 3
 
-_HEAD = struct.Struct("<BI")
+_HEAD = struct.Struct("<BIB")
 _COLUMN = struct.Struct("<BBqI")
 # Column modes. Timestamps always use _DOD; values one of the others.
 _RAW, _DELTA, _DOD, _XOR = 0, 1, 2, 3
@@ -51,41 +53,47 @@ class ChunkError(ValueError):
     """A BLOB that is not a chunk of a layout this release reads."""
 
 
-def timestamp_ms(ts: float) -> int:
-    """A timestamp (seconds) to the whole millisecond the store keeps."""
-    return round(ts * 1000)
-
-
-def encode(timestamps: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray) -> bytes:
-    """Encode one series' samples (in time order) as a chunk."""
+def encode(
+    timestamps: Sequence[float] | np.ndarray, *columns: Sequence[float] | np.ndarray
+) -> bytes:
+    """Encode one series' samples (in time order) as a chunk: their timestamps and one or
+    more columns of values (a sample's value; a rollup's min, max, sum and count)."""
     ts = np.rint(np.asarray(timestamps, dtype=np.float64) * 1000).astype(np.int64)
-    vs = np.asarray(values, dtype=np.float64)
-    if ts.shape != vs.shape or ts.ndim != 1:
-        raise ValueError("timestamps and values must be two columns of the same length")
+    values = [np.asarray(c, dtype=np.float64) for c in columns]
+    if ts.ndim != 1 or not values or any(v.shape != ts.shape for v in values):
+        raise ValueError("timestamps and values must be columns of the same length")
     compressor = zstandard.ZstdCompressor(level=LEVEL)
-    parts = [_HEAD.pack(VERSION, len(ts))]
+    parts = [_HEAD.pack(VERSION, len(ts), len(values))]
     if len(ts):
         parts.append(_column(compressor, _DOD, 0, ts))
-        parts.append(_values(compressor, vs))
+        parts.extend(_values(compressor, v) for v in values)
     return b"".join(parts)
 
 
 def decode(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """The (timestamps in seconds, values) of a chunk."""
+    """The (timestamps in seconds, values) of a chunk of samples."""
+    ts, (values, *_) = decode_columns(blob)
+    return ts, values
+
+
+def decode_columns(blob: bytes) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The timestamps (seconds) and the value columns of a chunk."""
     try:
-        version, count = _HEAD.unpack_from(blob, 0)
+        version, count, width = _HEAD.unpack_from(blob, 0)
     except struct.error as exc:
         raise ChunkError(f"not a chunk: {len(blob)} bytes") from exc
     if version != VERSION:
         raise ChunkError(f"chunk layout {version} is not one this release reads ({VERSION})")
     if not count:
-        return np.empty(0), np.empty(0)
+        return np.empty(0), [np.empty(0) for _ in range(width)]
     decompressor = zstandard.ZstdDecompressor()
     offset = _HEAD.size
     ms, _, _, offset = _read_column(decompressor, blob, offset, count)
-    numbers, mode, places, _ = _read_column(decompressor, blob, offset, count)
-    values = numbers.view(np.float64) if mode == _XOR else numbers / 10.0**places
-    return ms / 1000.0, values
+    columns = []
+    for _ in range(width):
+        numbers, mode, places, offset = _read_column(decompressor, blob, offset, count)
+        columns.append(numbers.view(np.float64) if mode == _XOR else numbers / 10.0**places)
+    return ms / 1000.0, columns
 
 
 def count_of(blob: bytes) -> int:
@@ -94,7 +102,7 @@ def count_of(blob: bytes) -> int:
 
 
 def _values(compressor: zstandard.ZstdCompressor, vs: np.ndarray) -> bytes:
-    places = _decimal_places(vs)
+    places = decimal_places(vs)
     if places is None:
         bits = vs.view(np.int64)
         return _column(compressor, _XOR, 0, bits)
@@ -103,7 +111,7 @@ def _values(compressor: zstandard.ZstdCompressor, vs: np.ndarray) -> bytes:
     return min(candidates, key=len)
 
 
-def _decimal_places(vs: np.ndarray) -> int | None:
+def decimal_places(vs: np.ndarray) -> int | None:
     """The fewest decimal places that give back every value exactly, or None."""
     if np.any(np.signbit(vs) & (vs == 0)):
         return None  # -0.0 would come back as 0.0

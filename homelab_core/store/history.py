@@ -14,7 +14,7 @@ from ..config import RetentionSettings
 from ..errors import InvalidArgumentError
 from ..model import HistorySeries, Point
 from . import chunks
-from .compaction import aggregate
+from .compaction import RAW, Rollups, aggregate, combine
 from .retention import DAY, HOUR, MINUTE, Maintenance
 from .store import Store
 
@@ -56,9 +56,10 @@ async def history(
 ) -> list[HistorySeries]:
     """Points of every series of ``metric`` (None: of any) whose labels include ``labels``.
 
-    A sample is either in the head or in a chunk, and it is in the rollups exactly when it is
-    in a chunk (:mod:`.compaction`). So a query reads the head, and then the chunks (raw
-    steps) or the rollups of the tier it uses: every sample counts once, late ones too.
+    A sample is in the head until it is compacted, and then counts once in each tier
+    (:mod:`.compaction`): a raw query reads the head and the raw chunks, a minute query
+    those and the minute rollups (of raw chunks past retention), an hour query the head and
+    the hour rollups. Late samples count too.
     """
     if agg not in AGGREGATES:
         raise InvalidArgumentError(f"unknown aggregate {agg!r}; use one of {', '.join(AGGREGATES)}")
@@ -76,18 +77,21 @@ async def history(
     tier = tier_for(width, since, maintenance.settings, now)
     if tier:
         width = math.ceil(width / tier) * tier
-        # A rollup bucket counts whole: the head's samples are read to its end too, so that
+        # A rollup bucket counts whole: the raw samples are read to its end too, so that
         # the answer does not depend on how far compaction has gone.
         until = math.ceil(until / tier) * tier
     # Align buckets so that tiers agree on where a bucket starts.
     since = math.floor(since / width) * width
-    buckets: dict[int, dict[float, list[float]]] = {s.id: {} for s in series}
+    buckets: Buckets = {s.id: {} for s in series}
     ids = list(buckets)
     await _read_head(store, ids, since, until, width, buckets)
-    if tier:
-        await _read_rollups(store, tier, ids, since, until, width, buckets)
-    else:
-        await _read_chunks(store, ids, since, until, width, buckets)
+    for resolution in (HOUR,) if tier == HOUR else (RAW, MINUTE) if tier else (RAW,):
+        found = await store.chunks(ids, since, until, resolution)
+        if found:
+            parts = await anyio.to_thread.run_sync(_bucket_chunks, found, since, until, width)
+            for sid, rollups in parts:
+                for row in zip(*(c.tolist() for c in rollups), strict=True):
+                    _add(buckets, sid, *row)
     result = []
     for s in series:
         points = [Point(b, _aggregate(agg, v)) for b, v in sorted(buckets[s.id].items())]
@@ -111,48 +115,25 @@ async def _read_head(
         _add(buckets, row["series_id"], row["b"], row["mn"], row["mx"], row["sm"], row["ct"])
 
 
-async def _read_rollups(
-    store: Store,
-    tier: int,
-    ids: list[int],
-    lo: float,
-    hi: float,
-    width: float,
-    buckets: Buckets,
-) -> None:
-    query = (
-        f"SELECT series_id, {store.dialect.bucket('bucket', width)} AS b, MIN(min) AS mn,"
-        f" MAX(max) AS mx, SUM(sum) AS sm, SUM(count) AS ct FROM homelab_rollup"
-        f" WHERE resolution = {tier} AND series_id IN ({_marks(ids)})"
-        f" AND bucket >= ? AND bucket < ? GROUP BY series_id, b"
-    )
-    for row in await store.fetch(query, [*ids, lo, hi]):
-        _add(buckets, row["series_id"], row["b"], row["mn"], row["mx"], row["sm"], row["ct"])
-
-
-async def _read_chunks(
-    store: Store, ids: list[int], lo: float, hi: float, width: float, buckets: Buckets
-) -> None:
-    found = await store.chunks(ids, lo, hi)
-    if found:
-        parts = await anyio.to_thread.run_sync(_bucket_chunks, found, lo, hi, width)
-        for sid, rows in parts:
-            for b, mn, mx, sm, ct in rows:
-                _add(buckets, sid, b, mn, mx, sm, ct)
-
-
 def _bucket_chunks(
     found: list[tuple[int, bytes]], lo: float, hi: float, width: float
-) -> list[tuple[int, list[tuple[float, ...]]]]:
-    """Decode chunks and aggregate their samples in [lo, hi) into buckets of ``width``."""
+) -> list[tuple[int, Rollups]]:
+    """Decode chunks (raw or rollups) and gather what falls in [lo, hi) into buckets of
+    ``width``."""
     parts = []
     for sid, blob in found:
-        ts, vs = chunks.decode(blob)
+        ts, columns = chunks.decode_columns(blob)
         keep = (ts >= lo) & (ts < hi)
-        if keep.any():
-            ts, vs = ts[keep], vs[keep]
+        if not keep.any():
+            continue
+        ts = ts[keep]
+        if len(columns) == 1:
+            values = columns[0][keep]
             order = np.argsort(ts, kind="stable")
-            parts.append((sid, list(aggregate(ts[order], vs[order], width))))
+            parts.append((sid, aggregate(ts[order], values[order], width)))
+        else:
+            mn, mx, sm, ct = (c[keep] for c in columns)
+            parts.append((sid, combine((ts, mn, mx, sm, ct), width)))
     return parts
 
 

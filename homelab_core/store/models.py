@@ -60,10 +60,12 @@ class HeadRecord(Model):
 
 
 class ChunkRecord(Model):
-    """The raw samples of one series over one window, encoded by :mod:`.chunks`."""
+    """One series over one window at one resolution, encoded by :mod:`.chunks`: raw samples
+    (resolution 0), or the 1-minute or 1-hour rollups (60, 3600: min, max, sum, count)."""
 
     id = fields.BigIntField(primary_key=True)
     series_id = fields.IntField()
+    resolution = fields.IntField()
     #: The window: from ``start``, ``span`` seconds (an hour, or a UTC day once merged).
     start = fields.FloatField()
     span = fields.IntField()
@@ -75,26 +77,9 @@ class ChunkRecord(Model):
     class Meta:
         table = "homelab_chunk"
         indexes = (
-            Index(fields=("series_id", "start"), name="homelab_chunk_series_start"),
+            Index(fields=("series_id", "resolution", "start"), name="homelab_chunk_series_start"),
             Index(fields=("span", "start"), name="homelab_chunk_span_start"),
         )
-
-
-class RollupRecord(Model):
-    """Aggregate of a series over one bucket of ``resolution`` seconds."""
-
-    id = fields.BigIntField(primary_key=True)
-    series_id = fields.IntField()
-    resolution = fields.IntField()
-    bucket = fields.FloatField()
-    min = fields.FloatField()
-    max = fields.FloatField()
-    sum = fields.FloatField()
-    count = fields.IntField()
-
-    class Meta:
-        table = "homelab_rollup"
-        unique_together = (("series_id", "resolution", "bucket"),)
 
 
 class ExecutionRecord(Model):

@@ -1,9 +1,9 @@
 """Maintenance: compaction (with the rollups it fills) and retention.
 
 A pass (every ``maintenance_interval`` seconds) moves the head's samples of ended hours into
-chunks and the 1-minute and 1-hour rollups (:mod:`.compaction`), merges the chunks of ended
-days, then drops what is past its retention: whole chunks, rollups, executions and health
-changes.
+raw and hour-rollup chunks (:mod:`.compaction`), merges the chunks of ended days, then drops
+what is past its retention: raw chunks (which become minute rollups), rollup chunks,
+executions and health changes.
 """
 
 from __future__ import annotations
@@ -80,25 +80,31 @@ class Maintenance:
         async with self.store.transaction("find the chunks to merge") as conn:
             days = await compaction.days_to_merge(conn, self.store.dialect, before)
         merged = 0
-        for day, ids in days:
+        for resolution, day, ids in days:
             for part in compaction.in_slices(ids):
                 async with self.store.transaction("merge the chunks of a day") as conn:
-                    merged += await compaction.merge_slice(conn, self.store.dialect, day, part)
+                    merged += await compaction.merge_slice(
+                        conn, self.store.dialect, resolution, day, part
+                    )
         return merged
 
     async def prune(self, now: float) -> None:
-        """Delete chunks, rollups, executions and health changes past their retention.
+        """Drop chunks, executions and health changes past their retention.
 
-        Raw samples go a whole chunk at a time, once its last sample is past ``raw_days``
-        (run after :meth:`compact`, which has taken every older sample out of the head).
+        Raw samples go a whole chunk at a time, once its last sample is past ``raw_days``,
+        and become minute rollups in the same transaction (run after :meth:`compact`, which
+        has taken every older sample out of the head); rollups go a chunk at a time too.
         """
         s = self.settings
-        await self.store.execute(
-            "DELETE FROM homelab_chunk WHERE last_ts < ?", [now - s.raw_days * DAY]
-        )
+        dialect = self.store.dialect
+        async with self.store.transaction("find the raw chunks past retention") as conn:
+            ids = await compaction.expired_raw(conn, dialect, now - s.raw_days * DAY)
+        for part in compaction.in_slices(ids):
+            async with self.store.transaction("roll up the raw chunks past retention") as conn:
+                await compaction.expire_raw_slice(conn, dialect, part)
         for resolution, days in ((MINUTE, s.minute_days), (HOUR, s.hour_days)):
             await self.store.execute(
-                "DELETE FROM homelab_rollup WHERE resolution = ? AND bucket < ?",
+                "DELETE FROM homelab_chunk WHERE resolution = ? AND last_ts < ?",
                 [resolution, now - days * DAY],
             )
         await self.store.execute(

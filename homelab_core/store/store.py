@@ -138,8 +138,6 @@ _PURGE_INSTANCE = (
     " (SELECT id FROM homelab_series WHERE instance_id = ?)",
     "DELETE FROM homelab_chunk WHERE series_id IN"
     " (SELECT id FROM homelab_series WHERE instance_id = ?)",
-    "DELETE FROM homelab_rollup WHERE series_id IN"
-    " (SELECT id FROM homelab_series WHERE instance_id = ?)",
     "DELETE FROM homelab_series WHERE instance_id = ?",
     "DELETE FROM homelab_execution WHERE instance_id = ?",
     "DELETE FROM homelab_health_transition WHERE instance_id = ?",
@@ -499,24 +497,26 @@ class Store:
         """The number of raw samples held (in the head and in chunks)."""
         rows = await self.fetch(
             "SELECT (SELECT COUNT(*) FROM homelab_head)"
-            " + (SELECT COALESCE(SUM(count), 0) FROM homelab_chunk) AS n"
+            " + (SELECT COALESCE(SUM(count), 0) FROM homelab_chunk WHERE resolution = 0) AS n"
         )
         return int(rows[0]["n"])
 
     async def chunks(
-        self, series_ids: Sequence[int], since: float, until: float
+        self, series_ids: Sequence[int], since: float, until: float, resolution: int = 0
     ) -> list[tuple[int, bytes]]:
-        """(series id, encoded samples) of the chunks of ``series_ids`` that hold samples in
-        [``since``, ``until``), by series and time."""
+        """(series id, encoded data) of the chunks of ``series_ids`` at ``resolution`` (0:
+        raw samples; 60, 3600: rollups) that hold times in [``since``, ``until``), by series
+        and time (decode them with :mod:`.chunks`)."""
         if not series_ids:
             return []
         marks = ", ".join("?" * len(series_ids))
         rows = await self.fetch(
             f"SELECT series_id, data FROM homelab_chunk WHERE series_id IN ({marks})"
-            # A window is at most a day: the index on (series_id, start) finds them.
-            " AND start > ? AND start < ? AND last_ts >= ? AND first_ts < ?"
+            # A window is at most a day: the index on (series_id, resolution, start) finds
+            # them.
+            " AND resolution = ? AND start > ? AND start < ? AND last_ts >= ? AND first_ts < ?"
             " ORDER BY series_id, first_ts",
-            [*series_ids, since - 86400.0, until, since, until],
+            [*series_ids, resolution, since - 86400.0, until, since, until],
         )
         return [(int(r["series_id"]), bytes(r["data"])) for r in rows]
 
