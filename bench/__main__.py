@@ -24,6 +24,7 @@ from .common import ROOT
 BENCHMARKS = (
     "ingest",
     "history",
+    "storage",
     "pipeline",
     "alerts",
     "dashboard",

@@ -40,6 +40,11 @@ log = logging.getLogger("homelab.runner")
 
 #: Seconds that a plugin's ``teardown()`` may take when the instance stops.
 TEARDOWN_TIMEOUT = 10.0
+#: A run that starts at most this late gets its scheduled tick as the time of its metrics:
+#: the timestamps of a series then step by exactly its interval, which the store's chunks
+#: keep in almost no space (a few milliseconds of start lag would cost more than half a byte
+#: a sample). Prometheus aligns its scrape timestamps the same way, with the same default.
+STAMP_TOLERANCE = 0.002
 #: Plugin methods whose base implementation does nothing.
 _BASE_NO_OPS = frozenset({Plugin.setup, Plugin.teardown, Plugin.health})
 
@@ -275,9 +280,14 @@ class Runner:
     ) -> tuple[Execution, list[Metric], HealthReport | None]:
         """One collection, then ``health()`` if the plugin has one; under one timeout.
 
-        Metrics without a timestamp get :func:`homelab_core.clock.wall` at the start.
+        Metrics without a timestamp get :func:`homelab_core.clock.wall` at the start, or
+        at the scheduled tick when the run started within :data:`STAMP_TOLERANCE` of it.
         """
         started_wall = clock.wall()
+        if scheduled is not None:
+            lag = anyio.current_time() - scheduled
+            if 0.0 < lag <= STAMP_TOLERANCE:
+                started_wall -= lag
         plugin = self.plugin
         if not self._health_hook:
             # The common case, kept lean: no closure, one Execution per run.

@@ -68,7 +68,9 @@ def _rate(before: float, after: float, elapsed: float) -> float | None:
     """Per-second rate, or None when it cannot be trusted (reset counter, no time passed)."""
     if elapsed <= 0 or after < before:
         return None
-    return (after - before) / elapsed
+    # A tenth of a unit a second is more than any reader needs, and keeps the stored series
+    # small (a full float costs several times as much as a decimal in the store's chunks).
+    return round((after - before) / elapsed, 1)
 
 
 def _excluded_mount(mount: str, prefixes: Sequence[str]) -> bool:
@@ -112,7 +114,7 @@ class System(Plugin[SystemConfig]):
             metrics += self._disks()
         if self.config.network:
             metrics += self._network()
-        uptime = max(0.0, time.time() - psutil.boot_time())
+        uptime = float(max(0, round(time.time() - psutil.boot_time())))
         metrics.append(Metric("uptime", uptime, "s", device_class="duration"))
         if self.config.temperatures:
             metrics += self._temperatures()

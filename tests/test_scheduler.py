@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -25,7 +26,7 @@ from sample_plugins import (
 
 from homelab_core import ExecutionStatus, HealthState, HomelabError, RunResult, Scheduler
 from homelab_core.config import SchedulerSettings
-from homelab_core.runner import run_once
+from homelab_core.runner import STAMP_TOLERANCE, Runner, run_once
 
 pytestmark = pytest.mark.anyio
 
@@ -517,3 +518,23 @@ async def test_holding_again_while_a_stop_is_torn_down_waits_for_it(recorder: Re
         await until(lambda: plugin.runs >= 3)
         assert scheduler.running, scheduler.error
         assert plugin.teardowns == 1
+
+
+@pytest.mark.parametrize(("late", "snapped"), [(0.0005, True), (0.05, False)])
+async def test_a_run_that_starts_within_the_tolerance_is_stamped_with_its_tick(
+    late: float, snapped: bool
+) -> None:
+    """Timestamps that step by exactly the interval cost almost nothing in the store."""
+    runner = Runner("c", make(Counter, series=2), timeout=1)
+    scheduled = anyio.current_time() - late
+    before = time.time()
+    _, metrics, _ = await runner.collect("schedule", scheduled=scheduled)
+    after = time.time()
+    stamps = {m.timestamp for m in metrics}
+    assert len(stamps) == 1
+    [stamp] = stamps
+    assert late <= STAMP_TOLERANCE if snapped else late > STAMP_TOLERANCE
+    if snapped:  # the wall-clock time of the tick: about ``late`` before the start
+        assert before - late - 0.001 <= stamp <= after - late
+    else:
+        assert before <= stamp <= after

@@ -5,7 +5,7 @@ the min, max, sum and count), each encoded on its own:
 
 - timestamps are whole milliseconds (the store keeps them to the millisecond), stored as the
   first one and then the differences of the differences (a series read at a steady interval
-  gives a column of zeros and small jitter);
+  gives a column of zeros), or the differences if they compress better (jittery ones);
 - a column of values that are all decimals of at most :data:`MAX_DECIMALS` places
   (integers, counters, percentages to one place, ...) is stored as scaled integers: as they
   are, as differences, or as differences of differences, whichever compresses best; any
@@ -41,7 +41,7 @@ LEVEL = 3
 
 _HEAD = struct.Struct("<BIB")
 _COLUMN = struct.Struct("<BBqI")
-# Column modes. Timestamps always use _DOD; values one of the others.
+# Column modes. Timestamps use _DOD or _DELTA; values any.
 _RAW, _DELTA, _DOD, _XOR = 0, 1, 2, 3
 #: Integers beyond this are not exact as floats: values this large keep their bits.
 _EXACT = 2**53
@@ -65,7 +65,9 @@ def encode(
     compressor = zstandard.ZstdCompressor(level=LEVEL)
     parts = [_HEAD.pack(VERSION, len(ts), len(values))]
     if len(ts):
-        parts.append(_column(compressor, _DOD, 0, ts))
+        parts.append(
+            min(_column(compressor, _DOD, 0, ts), _column(compressor, _DELTA, 0, ts), key=len)
+        )
         parts.extend(_values(compressor, v) for v in values)
     return b"".join(parts)
 
