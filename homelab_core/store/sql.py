@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import sqlite3
@@ -9,6 +10,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
+
+from .faults import Fault, classify
 
 if TYPE_CHECKING:
     from tortoise.backends.base.client import BaseDBAsyncClient
@@ -143,11 +146,37 @@ async def _copy_rows(
             await pending
         except (TypeError, ValueError, OverflowError) as exc:
             if type(exc).__module__.startswith("asyncpg"):
+                _close_unless_refused(raw, exc)
                 raise
             raise asyncpg.exceptions.DataError(
                 f"invalid input for COPY into {table}: {exc}"
             ) from exc
+        except BaseException as exc:
+            _close_unless_refused(raw, exc)
+            raise
     return True
+
+
+def _close_unless_refused(raw: Any, exc: BaseException) -> None:
+    """Close ``raw`` (an asyncpg connection) after a ``COPY`` that failed for another reason
+    than its rows.
+
+    A ``COPY`` cut off by a lost connection (or a cancellation) leaves asyncpg's connection
+    "in" the operation: the rollback that Tortoise then tries fails ("another operation is
+    in progress"), so does the pool's release of the connection, and the task is left in
+    the dead transaction, every later query of it failing. Closed, the connection is what
+    ``executemany`` leaves after a lost connection: the rollback and the release see it
+    closed, and the pool connects anew. The server rolls back the transaction of a closed
+    connection. After refused rows the server has ended the ``COPY`` cleanly, and the
+    connection is kept.
+    """
+    if classify(exc) is Fault.REFUSED:
+        return
+    # A connection the pool has already taken back (it saw the connection close) refuses
+    # every call: there is nothing left to close then.
+    with contextlib.suppress(Exception):
+        if not raw.is_closed():
+            raw.terminate()
 
 
 def _rows_statement(single: str, rows: int, suffix: str) -> str:
