@@ -105,7 +105,7 @@ async def timed(store: Store, method: Method, rows: Rows, batch: int) -> float:
 
 
 def rows_per_round(batch: int, quick: bool) -> int:
-    return max(5 * batch, 4_000) if quick else max(20 * batch, 20_000)
+    return max(5 * batch, 10_000) if quick else max(20 * batch, 30_000)
 
 
 async def measure(url: str, quick: bool) -> dict[int, dict[str, list[float]]]:
