@@ -22,8 +22,10 @@ _PLACEHOLDER = re.compile(r"\?")
 #: ``INSERT ... VALUES``, for batches of the samples' shape: ``COPY`` waits for the
 #: server's go-ahead before it sends rows (a round trip more), so at 10 and 30 rows the
 #: three are within the run's noise of each other; from 100 rows ``COPY`` is the fastest
-#: (about 1.5 times ``executemany`` at 100 and 300 rows, 2.4 to 2.8 times at 1,000 and
-#: 10,000; ``VALUES`` 1.2 to 1.5 times), on a 2-core machine, PostgreSQL on the same host.
+#: (over three full runs: 1.5 to 1.6 times ``executemany`` at 100 rows, 1.6 to 2.4 at
+#: 1,000, 1.8 to 2.8 at 10,000; ``VALUES`` 1.0 to 1.5), on a busy 2-core machine with
+#: PostgreSQL on the same host. Below, ``executemany`` stays: ``VALUES`` would gain little
+#: there and prepare a statement for every batch size.
 COPY_MIN_ROWS = 100
 #: Parameters per statement on SQLite (its default limit; 999 before SQLite 3.32).
 _SQLITE_MAX_PARAMS = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
@@ -161,14 +163,15 @@ def _close_unless_refused(raw: Any, exc: BaseException) -> None:
     """Close ``raw`` (an asyncpg connection) after a ``COPY`` that failed for another reason
     than its rows.
 
-    A ``COPY`` cut off by a lost connection (or a cancellation) leaves asyncpg's connection
+    A ``COPY`` started as the server ends the connection can leave asyncpg's connection
     "in" the operation: the rollback that Tortoise then tries fails ("another operation is
-    in progress"), so does the pool's release of the connection, and the task is left in
-    the dead transaction, every later query of it failing. Closed, the connection is what
-    ``executemany`` leaves after a lost connection: the rollback and the release see it
-    closed, and the pool connects anew. The server rolls back the transaction of a closed
-    connection. After refused rows the server has ended the ``COPY`` cleanly, and the
-    connection is kept.
+    in progress"), and the task can be left in the dead transaction, every later query of
+    it failing ("connection has been released back to the pool"; tests/test_store_copy.py
+    shows it). Closed, the connection is what ``executemany`` leaves after a lost
+    connection: the rollback and the release see it closed, and the pool connects anew;
+    the server rolls back the transaction of a closed connection. A cancelled ``COPY`` is
+    closed too (its state unknown). After refused rows the server has ended the ``COPY``
+    cleanly, and the connection is kept.
     """
     if classify(exc) is Fault.REFUSED:
         return
