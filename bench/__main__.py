@@ -23,6 +23,7 @@ from .common import ROOT
 #: The benchmarks, in the order they run (names are a contract: see docs/performance.md).
 BENCHMARKS = (
     "ingest",
+    "ingest_postgres",
     "history",
     "storage",
     "pipeline",
