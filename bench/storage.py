@@ -255,9 +255,11 @@ async def ingest_flat(
         log(f"stored {await full.count_samples():,} samples in chunks in {took:.0f} s")
         data = rounds_of(20)
         empty_rates, full_rates = [], []
-        for r in range(rounds):  # alternate, so both files grow alike
-            empty_rates.append(await ingest_rate(empty, data))
-            full_rates.append(await ingest_rate(full, data))
+        for r in range(rounds):  # alternate, so both files grow alike and neither goes first
+            pair = (empty, full) if r % 2 == 0 else (full, empty)
+            for store in pair:
+                rate = await ingest_rate(store, data)
+                (empty_rates if store is empty else full_rates).append(rate)
             log(f"round {r}: empty {empty_rates[-1]:,.0f}/s, full {full_rates[-1]:,.0f}/s")
         details = {
             "stored_samples": await full.count_samples(),
@@ -355,7 +357,7 @@ def run(quick: bool) -> list[Result]:
             )
         )
         full, empty, flat = asyncio.run(
-            ingest_flat(directory, 2_000_000 if quick else 20_000_000, 3 if quick else 5)
+            ingest_flat(directory, 2_000_000 if quick else 20_000_000, 3 if quick else 7)
         )
         results.append(
             result(

@@ -302,7 +302,11 @@ class NodeSettings:
 class RetentionSettings:
     """``[retention]``: how long each tier of history is kept, in days."""
 
-    raw_days: float = option(7.0, description="Days of raw samples.", exclusive_minimum=0)
+    raw_days: float = option(
+        7.0,
+        description="Days of raw samples (then their 1-minute rollups are kept).",
+        exclusive_minimum=0,
+    )
     minute_days: float = option(90.0, description="Days of 1-minute rollups.", exclusive_minimum=0)
     hour_days: float = option(730.0, description="Days of 1-hour rollups.", exclusive_minimum=0)
     executions_days: float = option(
@@ -315,7 +319,7 @@ class RetentionSettings:
         exclusive_minimum=0,
     )
     maintenance_interval: float = option(
-        60.0, description="Seconds between rollup passes.", exclusive_minimum=0
+        60.0, description="Seconds between maintenance passes.", exclusive_minimum=0
     )
 
 

@@ -119,10 +119,14 @@ def _bucket_chunks(
     found: list[tuple[int, bytes]], lo: float, hi: float, width: float
 ) -> list[tuple[int, Rollups]]:
     """Decode chunks (raw or rollups) and gather what falls in [lo, hi) into buckets of
-    ``width``."""
-    parts = []
+    ``width``, one series at a time."""
+    by_series: dict[int, list[tuple[np.ndarray, list[np.ndarray]]]] = {}
     for sid, blob in found:
-        ts, columns = chunks.decode_columns(blob)
+        by_series.setdefault(sid, []).append(chunks.decode_columns(blob))
+    parts = []
+    for sid, decoded in by_series.items():
+        ts = np.concatenate([t for t, _ in decoded])
+        columns = [np.concatenate(c) for c in zip(*(cols for _, cols in decoded), strict=True)]
         keep = (ts >= lo) & (ts < hi)
         if not keep.any():
             continue

@@ -52,12 +52,12 @@ class Maintenance:
         """Move the head's samples of the hours ended by ``now`` into chunks and rollups,
         then merge the chunks of ended days; returns the number of samples moved.
 
-        Runs when the boundary has moved since the last pass of this process (once an
+        Runs when the boundary has changed since the last pass of this process (once an
         hour), or with ``force``; a late sample waits in the head until then, and reads
         see it there.
         """
         cut = compaction.cut_for(now)
-        if not force and self._cut is not None and cut <= self._cut:
+        if not force and cut == self._cut:
             return 0
         async with self.store.transaction("find the samples to compact") as conn:
             ids = await compaction.head_series(conn, self.store.dialect, cut)
