@@ -391,7 +391,8 @@ def level(samples_per_s: float) -> int:
 
 
 def bounds(steps: Sequence[dict[str, Any]]) -> tuple[int | None, int | None]:
-    """The lowest load that failed, and the highest load held below it (None: no such)."""
+    """The highest load held below every load that failed, and the lowest load that failed
+    (None: no such step)."""
     failed = min((s["offered_per_s"] for s in steps if not s["held"]), default=None)
     held = max(
         (
