@@ -34,18 +34,18 @@ Results:
 
 - ``pipeline.held``: the highest offered load held (below every load that failed), in
   samples/s (all of it stored: its step's ``stored_per_s`` is in the details), against the
-  raw store write rate. Target ratio >= :data:`HELD_RATIO`.
-  On this machine (2 vCPUs, shared with another engineer's PostgreSQL and tests, load
-  average about 2) the raw rate was 220,000-360,000 samples/s a round, and the hub held
-  35,000-50,000 (the next step up failed on lag p99 or collapsed): 0.13-0.17. The limit
-  is the event loop, not the store: at those loads the hub's process used 60-90 % of a
-  core making, validating, caching and publishing metrics and running the scheduler, and
-  past it the writer collapses rather than slows (stored 8,000/s at 60,000 offered; most
-  likely its round trips to SQLite's thread wait behind a loop that is always late, not
-  profiled), so the search sees a cliff. The target, 0.1, leaves
-  room for this machine's noise (the held load moved by 40 % between runs) and still
-  fails if a collection costs half as much again, or if the writer falls behind well
-  before the loop does.
+  raw store write rate. Target ratio >= :data:`HELD_RATIO`. On this machine (2 vCPUs,
+  shared with another engineer's PostgreSQL and tests, load average about 2) the raw rate
+  was 210,000-400,000 samples/s a round (medians 260,000-360,000), and the hub held
+  35,000-60,000 (the next step up failed on lag p99 or collapsed): 0.13-0.19 over five
+  runs, full and quick. The limit is the event loop, not the store: at those loads the
+  hub's process used 60-97 % of a core making, validating, caching and publishing metrics
+  and running the scheduler, and past it the writer collapses rather than slows (stored
+  8,000/s at 60,000 offered; most likely its round trips to SQLite's thread wait behind a
+  loop that is always late, not profiled), so the search sees a cliff. The target, 0.1,
+  leaves room for this machine's noise (the held load moved by 70 % between runs) and
+  still fails if a collection costs half as much again, or if the writer falls behind
+  well before the loop does.
 - ``pipeline.lag_p99``: start lag (scheduled tick to run start) p99 of the held step's
   window, against :data:`LAG_P99_MS` (part of what "held" means, reported on its own).
 - ``pipeline.loss``: samples of the held step's window that were dropped or not stored

@@ -23,15 +23,16 @@ rate (the same instances, interval, first-tick jitter, garbage collector setting
 windows), with one timer task and a heap of due times as the scheduler has, and nothing
 else. The absolute CPU differs across machines (4.6-5.5 % of a core on one, 11-13 % on
 another of the same kind) and with the other load on the machine; the ratio of the two,
-measured minutes apart, mostly does not. The target is that ratio: the scheduler's CPU at
+measured minutes apart on the same machine, should vary much less (not yet checked on
+another machine). The target is that ratio: the scheduler's CPU at
 most :data:`CPU_RATIO` times the bare loop's. On this machine (2 vCPUs shared with other
-work, load average about 2) the scheduler used 9.8-10.4 % of a core and the bare loop
-3.6-4.6 %: ratios 2.3, 2.6 (full run) and 2.7. What the scheduler adds to starting a task
-(a cancel scope for the timeout, the concurrency semaphore, the ``Execution`` and
-``Health`` records, the sink call) is what the ratio measures; 3.5 leaves room for the
-noise seen between runs and still fails if the scheduler's CPU per run grows by a third
-or more. The absolute CPU stays in the details (``cpu_pct_absolute``), and the bare loop's
-own lag in ``bare_anyio_loop``.
+work, load average about 2) the scheduler used 9.8-11.8 % of a core and the bare loop
+3.6-4.6 %: ratios 2.3-2.7 over four runs (2.6 in the full run). What the scheduler adds
+to starting a task (a cancel scope for the timeout, the concurrency semaphore, the
+``Execution`` and ``Health`` records, the sink call) is what the ratio measures; 3.5
+leaves room for the noise seen between runs and still fails if the scheduler's CPU per
+run grows by a third or more. The absolute CPU stays in the details
+(``cpu_pct_absolute``), and the bare loop's own lag in ``bare_anyio_loop``.
 
 The full run measures three windows of the headline configuration and of the bare loop,
 and one of each other; ``--quick`` one window of the headline configuration and of the
