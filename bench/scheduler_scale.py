@@ -27,7 +27,7 @@ measured minutes apart on the same machine, should vary much less (not yet check
 another machine). The target is that ratio: the scheduler's CPU at
 most :data:`CPU_RATIO` times the bare loop's. On this machine (2 vCPUs shared with other
 work, load average about 2) the scheduler used 9.8-11.8 % of a core and the bare loop
-3.6-4.6 %: ratios 2.3-2.7 over four runs (2.6 in the full run). What the scheduler adds
+3.4-4.6 %: ratios 2.3-2.7 over five runs (2.5 and 2.6 in the full ones). What the scheduler adds
 to starting a task (a cancel scope for the timeout, the concurrency semaphore, the
 ``Execution`` and ``Health`` records, the sink call) is what the ratio measures; 3.5
 leaves room for the noise seen between runs and still fails if the scheduler's CPU per
