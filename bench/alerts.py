@@ -90,11 +90,8 @@ async def _pipeline(directory: Path, window: float, rules: int) -> dict[str, flo
         await anyio.sleep(window)
         cpu1, t1 = cpu_seconds(os.getpid()), time.time()
         await anyio.sleep(2.0)
-        [row] = await hub.store.fetch(
-            "SELECT COUNT(*) AS n FROM homelab_head WHERE ts >= ? AND ts < ?", [t0, t1]
-        )
+        stored = await hub.store.count_samples(t0, t1)
         evaluated = hub.alerts.engine.samples_evaluated
-    stored = int(row["n"])
     return {
         "cpu_s": cpu1 - cpu0,
         "stored": stored,

@@ -1,13 +1,15 @@
 """One run of the ``scheduler_scale`` benchmark, in a process of its own.
 
-``python bench/scale_worker.py OUT.json --mode bare|hub --instances N --interval S
+``python bench/scale_worker.py OUT.json --mode bare|hub|loop --instances N --interval S
 --jitter J --windows K [--gc-threshold T] [--collect-ms MS] [--db PATH] [--shutdown]``
 
 Schedules ``N`` no-op plugin instances (an async ``collect()`` that returns no metrics) on
 homelab_core's :class:`~homelab_core.Scheduler`, either bare with a sink that only records
 each execution's lag, or inside a full :class:`~homelab_core.Hub` (SQLite file, cache, bus).
-Either way the garbage collector is tuned as a hub tunes it (``[scheduler] gc_threshold``,
-``homelab_core.hub.tuned_gc``) unless ``--gc-threshold 0`` asks for Python's defaults.
+``loop`` is the baseline without homelab_core: a bare anyio loop that starts the same
+number of no-op tasks at the same rate (:func:`loop`). Every mode tunes the garbage
+collector as a hub tunes it (``[scheduler] gc_threshold``, ``homelab_core.hub.tuned_gc``)
+unless ``--gc-threshold 0`` asks for Python's defaults.
 It waits until every instance has started and finished its first run, then measures ``K``
 windows of one interval each: process CPU time (``time.process_time``, every thread),
 scheduled runs, their start lag, skipped ticks and garbage-collector work. Writes JSON,
@@ -18,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import heapq
 import json
 import os
+import random
 import sys
 import time
 from collections.abc import Callable
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -100,6 +105,12 @@ class Recorder:
         self.skipped = 0
         self.first_run: set[str] = set()
         self.counting_first = True
+
+    def started(self, instance_id: str, lag: float) -> None:
+        """A run that started ``lag`` seconds after it was due (the ``loop`` baseline)."""
+        self.runs.append((time.monotonic(), instance_id, lag))
+        if self.counting_first:
+            self.first_run.add(instance_id)
 
     def record(self, result: RunResult) -> None:
         execution = result.execution
@@ -225,6 +236,51 @@ async def bare(args: argparse.Namespace) -> dict[str, Any]:
     return found
 
 
+async def loop(args: argparse.Namespace) -> dict[str, Any]:
+    """The baseline: a bare anyio loop doing what the scheduler's timer does, and no more.
+
+    ``N`` "instances" are due every ``interval`` seconds, the first time after a random
+    jitter of up to ``min(jitter, interval)`` as the scheduler draws it; one timer task
+    keeps a heap of due times and, for each due one, starts a task in a task group that
+    records its start lag and returns (with ``--collect-ms``, sleeps that long first). No
+    timeout, no concurrency limit, no execution record, no sink: what is left of the
+    scheduler's work once everything it adds is taken away.
+    """
+    recorder = Recorder()
+    delay = args.collect_ms / 1000
+
+    async def noop(instance_id: str, due: float) -> None:
+        recorder.started(instance_id, anyio.current_time() - due)
+        if delay:
+            await anyio.sleep(delay)
+
+    async def timer(group: anyio.abc.TaskGroup) -> None:
+        now = anyio.current_time()
+        spread = min(args.jitter, args.interval)
+        heap = [(now + random.uniform(0, spread), i) for i in range(args.instances)]
+        heapq.heapify(heap)
+        names = [f"noop-{i}" for i in range(args.instances)]
+        while True:
+            due, index = heap[0]
+            now = anyio.current_time()
+            if due > now:
+                await anyio.sleep(due - now)
+                continue
+            heapq.heapreplace(heap, (due + args.interval, index))
+            group.start_soon(noop, names[index], due, name=names[index])
+
+    started = time.monotonic()
+    async with anyio.create_task_group() as group:
+        group.start_soon(timer, group)
+        with tuned_gc(args.gc_threshold):
+            found = await measure(args, recorder, started)
+        finish(args, found)
+        stopping = time.monotonic()
+        group.cancel_scope.cancel()
+    found["shutdown_s"] = time.monotonic() - stopping
+    return found
+
+
 def finish(args: argparse.Namespace, found: dict[str, Any]) -> None:
     """Write the figures; unless asked to time the shutdown, end the process at once."""
     found.update(
@@ -281,7 +337,7 @@ async def hub(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
-    parser.add_argument("--mode", choices=("bare", "hub"), default="bare")
+    parser.add_argument("--mode", choices=("bare", "hub", "loop"), default="bare")
     parser.add_argument("--instances", type=int, default=10_000)
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--jitter", type=float, default=SchedulerSettings().jitter)
@@ -298,7 +354,7 @@ def main() -> None:
     parser.add_argument("--shutdown", action="store_true", help="also time stopping everything")
     args = parser.parse_args()
     Noop.DELAY = args.collect_ms / 1000
-    found = anyio.run(bare if args.mode == "bare" else hub, args)
+    found = anyio.run({"bare": bare, "hub": hub, "loop": loop}[args.mode], args)
     args.out.write_text(json.dumps(found))
 
 

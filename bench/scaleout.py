@@ -231,6 +231,15 @@ async def _fetch(url: str, query: str, values: list[Any]) -> list[dict[str, Any]
         await store.close()
 
 
+async def _count(url: str, since: float, until: float) -> int:
+    store = Store(url)
+    await store.open()
+    try:
+        return await store.count_samples(since, until)
+    finally:
+        await store.close()
+
+
 def fetch(url: str, query: str, *values: Any) -> list[dict[str, Any]]:
     return asyncio.run(_fetch(url, query, list(values)))
 
@@ -680,9 +689,7 @@ def stored_rate(
         t1 = time.time()
         time.sleep(GRACE)
         group.check()
-        [row] = fetch(
-            database, "SELECT COUNT(*) AS n FROM homelab_head WHERE ts >= ? AND ts < ?", t0, t1
-        )
+        stored = asyncio.run(_count(database, t0, t1))
         runs = fetch(
             database,
             "SELECT node, COUNT(*) AS n FROM homelab_execution"
@@ -691,7 +698,7 @@ def stored_rate(
             t1,
         )
     return {
-        "stored_per_s": int(row["n"]) / (t1 - t0),
+        "stored_per_s": stored / (t1 - t0),
         "runs_in_window": {str(r["node"]): int(r["n"]) for r in runs},
     }
 

@@ -114,6 +114,12 @@ async def test_compaction_moves_every_sample_once_and_rolls_up_late_ones(
     await maintenance.compact(T0 + DAY + HOUR)
     [day] = await store.fetch("SELECT start, span, count FROM homelab_chunk WHERE resolution = 0")
     assert (day["start"], day["span"], day["count"]) == (T0, DAY, 721)
+    # Counts over a range read the chunks across its ends one sample at a time.
+    await store.write([("a", [gauge(0, T0 + DAY + 5, 1)])])  # in the head
+    assert await store.count_samples(T0 + 5, T0 + 65) == 1 + 6  # the late one, then 10..60
+    assert await store.count_samples(T0 + 3000, T0 + 2 * DAY) == 720 - 300 + 1
+    assert await store.count_samples(until=T0 + 10) == 2  # T0, and the late one at T0 + 5
+    assert await store.count_samples(since=T0) == 722
     [hours] = await store.fetch(
         "SELECT start, span, count FROM homelab_chunk WHERE resolution = ?", [HOUR]
     )

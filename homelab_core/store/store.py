@@ -6,6 +6,7 @@ import contextlib
 import enum
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
@@ -22,6 +23,7 @@ from ..config import database_problem
 from ..errors import StoreError
 from ..model import EXECUTION_COLUMNS, Execution, Health, HealthTransition, Metric
 from ..redact import Redactor, url_secrets
+from . import chunks as chunk_codec
 from . import faults, models
 from .series import SeriesIds, SeriesKey
 from .sql import Dialect, dialect_of, insert_rows
@@ -493,13 +495,33 @@ class Store:
         )
         return {r["status"]: int(r["n"]) for r in rows}
 
-    async def count_samples(self) -> int:
-        """The number of raw samples held (in the head and in chunks)."""
-        rows = await self.fetch(
-            "SELECT (SELECT COUNT(*) FROM homelab_head)"
-            " + (SELECT COALESCE(SUM(count), 0) FROM homelab_chunk WHERE resolution = 0) AS n"
+    async def count_samples(self, since: float | None = None, until: float | None = None) -> int:
+        """The number of raw samples held (in the head and in raw chunks); with ``since``
+        or ``until``, of those whose time is in [``since``, ``until``)."""
+        if since is None and until is None:
+            rows = await self.fetch(
+                "SELECT (SELECT COUNT(*) FROM homelab_head)"
+                " + (SELECT COALESCE(SUM(count), 0) FROM homelab_chunk WHERE resolution = 0)"
+                " AS n"
+            )
+            return int(rows[0]["n"])
+        lo = -math.inf if since is None else since
+        hi = math.inf if until is None else until
+        [head] = await self.fetch(
+            "SELECT COUNT(*) AS n FROM homelab_head WHERE ts >= ? AND ts < ?", [lo, hi]
         )
-        return int(rows[0]["n"])
+        found = int(head["n"])
+        for row in await self.fetch(
+            "SELECT first_ts, last_ts, count, data FROM homelab_chunk"
+            " WHERE resolution = 0 AND last_ts >= ? AND first_ts < ?",
+            [lo, hi],
+        ):
+            if row["first_ts"] >= lo and row["last_ts"] < hi:
+                found += int(row["count"])
+            else:  # a chunk across an end of the range: its samples are counted one by one
+                ts, _ = chunk_codec.decode(bytes(row["data"]))
+                found += int(((ts >= lo) & (ts < hi)).sum())
+        return found
 
     async def chunks(
         self, series_ids: Sequence[int], since: float, until: float, resolution: int = 0
