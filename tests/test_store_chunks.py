@@ -124,7 +124,7 @@ async def test_compaction_moves_every_sample_once_and_rolls_up_late_ones(
         "SELECT start, span, count FROM homelab_chunk WHERE resolution = ?", [HOUR]
     )
     assert (hours["start"], hours["span"], hours["count"]) == (T0, DAY, 2)
-    assert len(await stored_samples(store)) == 721
+    assert len(await stored_samples(store)) == 722
 
 
 async def test_compaction_works_in_slices_of_series(any_store: Store) -> None:
