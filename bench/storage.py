@@ -37,11 +37,12 @@ from pathlib import Path
 import numpy as np
 
 from homelab_core import Metric
-from homelab_core.config import RetentionSettings, StoreSettings
+from homelab_core.config import RetentionSettings
 from homelab_core.runner import STAMP_TOLERANCE
-from homelab_core.store import BatchWriter, Maintenance, Store, WriteQueue, compaction
+from homelab_core.store import Maintenance, Store, compaction
 
 from .common import Result, log, median, ratio_target, result, value_target, workdir
+from .ingest import collections, store_round
 
 T0 = 1_798_761_600.0  # a midnight UTC
 STEP = 10.0
@@ -183,37 +184,6 @@ def disk_figures(path: Path) -> dict[str, float]:
 # -- ingest on a full store -------------------------------------------------------------
 
 
-def rounds_of(ticks: int) -> list[list[tuple[str, list[Metric]]]]:
-    return [
-        [
-            (
-                f"inst{i}",
-                [
-                    Metric(f"m{m % 10}", float(t + m), labels={"n": str(m)}, timestamp=T0 + t * 10)
-                    for m in range(50)
-                ],
-            )
-            for i in range(100)
-        ]
-        for t in range(ticks)
-    ]
-
-
-async def ingest_rate(store: Store, data: list[list[tuple[str, list[Metric]]]]) -> float:
-    settings = StoreSettings()
-    queue = WriteQueue(max_samples=10_000_000, batch_size=settings.batch_size)
-    writer = BatchWriter(store, queue, settings)
-    before = store.samples_written
-    started = time.perf_counter()
-    for tick in data:
-        for instance_id, metrics in tick:
-            queue.put_metrics(instance_id, metrics)
-    queue.close()
-    await writer.run()
-    assert queue.dropped_samples == 0
-    return (store.samples_written - before) / (time.perf_counter() - started)
-
-
 async def fill(store: Store, samples: int) -> None:
     """``samples`` already stored: day chunks of 2,000 series, as compaction leaves them."""
     series = 2_000
@@ -253,12 +223,12 @@ async def ingest_flat(
         await fill(full, stored)
         took = time.perf_counter() - began
         log(f"stored {await full.count_samples():,} samples in chunks in {took:.0f} s")
-        data = rounds_of(20)
+        data = [collections(t) for t in range(20)]
         empty_rates, full_rates = [], []
         for r in range(rounds):  # alternate, so both files grow alike and neither goes first
             pair = (empty, full) if r % 2 == 0 else (full, empty)
             for store in pair:
-                rate = await ingest_rate(store, data)
+                rate = await store_round(store, data)
                 (empty_rates if store is empty else full_rates).append(rate)
             log(f"round {r}: empty {empty_rates[-1]:,.0f}/s, full {full_rates[-1]:,.0f}/s")
         details = {
