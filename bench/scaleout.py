@@ -37,11 +37,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -209,39 +209,29 @@ def flush_redis(url: str) -> None:
         client.close()
 
 
-async def _executions(url: str) -> list[Execution]:
-    store = Store(url)
-    await store.open()
-    try:
-        return await store.executions(limit=1_000_000)
-    finally:
-        await store.close()
+T = TypeVar("T")
+
+
+def with_store(url: str, use: Callable[[Store], Awaitable[T]]) -> T:
+    """What ``use`` returns of a store opened on ``url`` (and closed after), from sync code."""
+
+    async def run() -> T:
+        store = Store(url)
+        await store.open()
+        try:
+            return await use(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
 
 
 def executions(url: str) -> list[Execution]:
-    return asyncio.run(_executions(url))
-
-
-async def _fetch(url: str, query: str, values: list[Any]) -> list[dict[str, Any]]:
-    store = Store(url)
-    await store.open()
-    try:
-        return await store.fetch(query, values)
-    finally:
-        await store.close()
-
-
-async def _count(url: str, since: float, until: float) -> int:
-    store = Store(url)
-    await store.open()
-    try:
-        return await store.count_samples(since, until)
-    finally:
-        await store.close()
+    return with_store(url, lambda store: store.executions(limit=1_000_000))
 
 
 def fetch(url: str, query: str, *values: Any) -> list[dict[str, Any]]:
-    return asyncio.run(_fetch(url, query, list(values)))
+    return with_store(url, lambda store: store.fetch(query, list(values)))
 
 
 def overlapping_runs(found: list[Execution]) -> list[tuple[Execution, Execution]]:
@@ -689,7 +679,7 @@ def stored_rate(
         t1 = time.time()
         time.sleep(GRACE)
         group.check()
-        stored = asyncio.run(_count(database, t0, t1))
+        stored = with_store(database, lambda store: store.count_samples(t0, t1))
         runs = fetch(
             database,
             "SELECT node, COUNT(*) AS n FROM homelab_execution"
