@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 import sample_plugins
-from services import RedisServer, create_database, postgres_server, redis_server
+from services import (
+    MosquittoBroker,
+    RedisServer,
+    create_database,
+    mosquitto_broker,
+    postgres_server,
+    redis_server,
+)
 
 from homelab_core import InstanceSettings, PluginManager, Settings
 from homelab_core.config import SchedulerSettings, StoreSettings
@@ -173,6 +180,13 @@ def own_redis() -> Iterator[RedisServer]:
     """A Redis server of this test's own, which it may stop, start again or pause."""
     with redis_server() as server:
         yield server
+
+
+@pytest.fixture
+def mosquitto() -> Iterator[MosquittoBroker]:
+    """An MQTT broker of this test's own on 127.0.0.1, which it may stop and start again."""
+    with mosquitto_broker() as broker:
+        yield broker
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -293,3 +293,78 @@ def redis_server() -> Iterator[RedisServer]:
             server.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+class MosquittoBroker:
+    """A throw-away ``mosquitto`` on 127.0.0.1 (anonymous, no persistence) that a test may
+    stop and start again on the same port."""
+
+    def __init__(self, binary: str, root: Path, port: int) -> None:
+        self.binary = binary
+        self.root = root
+        self.port = port
+        self.host = "127.0.0.1"
+        self.url = f"mqtt://127.0.0.1:{port}"
+        self.log = root / "mosquitto.log"
+        self.config = root / "mosquitto.conf"
+        self.config.write_text(
+            f"listener {port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            # As root, mosquitto would change to its own user, who cannot write here.
+            "user root\n"
+            "log_dest stdout\n"
+            "log_type error\nlog_type warning\nlog_type notice\n"
+        )
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the broker and wait until it accepts connections."""
+        with self.log.open("ab") as out:
+            self._proc = subprocess.Popen(
+                [self.binary, "-c", str(self.config)], stdout=out, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection((self.host, self.port), timeout=1).close()
+                return
+            except OSError:
+                if self._proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(
+                        f"mosquitto did not start: {self.log.read_text(errors='replace')}"
+                    ) from None
+                time.sleep(0.05)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self) -> None:
+        """Stop the broker at once (SIGKILL: as if its host died; no will is sent)."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@contextmanager
+def mosquitto_broker() -> Iterator[MosquittoBroker]:
+    """A throw-away MQTT broker, started; stopped and its directory deleted afterwards."""
+    binary = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").is_file() else None
+    )
+    if not binary:
+        unavailable("mosquitto is not installed (apt-get install mosquitto)")
+        raise AssertionError  # unreachable: unavailable() raises
+    root = Path(tempfile.mkdtemp(prefix="homelab-mosquitto-"))
+    broker = MosquittoBroker(binary, root, free_port())
+    try:
+        broker.start()
+        try:
+            yield broker
+        finally:
+            broker.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
