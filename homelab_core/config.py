@@ -1,9 +1,10 @@
 """Settings: ``homelab.toml`` plus ``HOMELAB_*`` environment overrides.
 
-Sections: ``[server]``, ``[database]``, ``[cache]``, ``[retention]``, ``[scheduler]``,
-``[store]``, ``[status_page]``, one ``[plugins.<instance_id>]`` table per plugin
-instance, and the alerting tables ``[alerting]``, ``[alerts.<id>]``, ``[notifiers.<id>]``,
-``[routes.<id>]`` and ``[maintenance.<id>]`` (:mod:`homelab_core.alerts.config`). Every key of the
+Sections: ``[server]``, ``[database]``, ``[cache]``, ``[bus]``, ``[node]``, ``[retention]``,
+``[scheduler]``, ``[store]``, ``[status_page]``, ``[mqtt]``, one ``[plugins.<instance_id>]``
+table per plugin instance, and the alerting tables ``[alerting]``, ``[alerts.<id>]``,
+``[notifiers.<id>]``, ``[routes.<id>]`` and ``[maintenance.<id>]``
+(:mod:`homelab_core.alerts.config`). Every key of the
 fixed sections can be set from the environment as ``HOMELAB_<SECTION>_<KEY>`` (for example
 ``HOMELAB_DATABASE_URL``); instance keys as ``HOMELAB_PLUGINS__<ID>__<KEY>``.
 ``HOMELAB_API_TOKEN`` is a short form of ``HOMELAB_SERVER_API_TOKEN``.
@@ -27,6 +28,7 @@ import attrs
 from .alerts.config import SECTIONS as ALERT_SECTIONS
 from .alerts.config import AlertsConfig, parse_alerts_config
 from .errors import ConfigError
+from .mqtt.config import MqttSettings
 from .options import build_config, option
 from .plugin import SLUG
 
@@ -474,6 +476,7 @@ SECTIONS: dict[str, type] = {
     "scheduler": SchedulerSettings,
     "store": StoreSettings,
     "status_page": StatusPageSettings,
+    "mqtt": MqttSettings,
 }
 _LIMIT_KEYS = ("max_samples_per_run", "max_series")
 _ISOLATION_KEYS = ("isolation", "worker", "memory_limit")
@@ -547,6 +550,8 @@ class Settings:
     scheduler: SchedulerSettings = attrs.field(factory=SchedulerSettings)
     store: StoreSettings = attrs.field(factory=StoreSettings)
     status_page: StatusPageSettings = attrs.field(factory=StatusPageSettings)
+    #: ``[mqtt]``: the MQTT exporter and Home Assistant (docs/home-assistant.md).
+    mqtt: MqttSettings = attrs.field(factory=MqttSettings)
     plugins: dict[str, InstanceSettings] = attrs.field(factory=dict)
     #: ``[alerting]``, ``[alerts.<id>]``, ``[notifiers.<id>]``, ``[routes.<id>]`` and
     #: ``[maintenance.<id>]`` (docs/alerts.md).

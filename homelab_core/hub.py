@@ -57,6 +57,7 @@ from .model import (
     TypeInfo,
     WorkerInfo,
 )
+from .mqtt.exporter import MqttExporter
 from .options import REDACTED, config_to_dict, secret_fields
 from .plugin import Plugin
 from .plugins import PluginManager
@@ -83,6 +84,7 @@ _RESTART_SECTIONS = (
     "scheduler",
     "store",
     "status_page",
+    "mqtt",
     "alerts",
 )
 
@@ -228,6 +230,12 @@ class Hub:
         )
         if self.cluster is not None:
             self.figures.add_part(self.cluster)
+        #: The MQTT exporter (``[mqtt] url``), else None; on every node of a cluster, each
+        #: publishing the instances it runs.
+        self.mqtt: MqttExporter | None = None
+        if self.settings.mqtt.enabled:
+            self.mqtt = MqttExporter(self.settings.mqtt, self)
+            self.figures.add_part(self.mqtt)
         self.started_at: float | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -252,6 +260,9 @@ class Hub:
                 await stack.enter_async_context(self.alerts)
             else:
                 tasks.start_soon(self._run_alerts, name="homelab:alerts-duty")
+            if self.mqtt is not None:
+                # Like the alerts: subscribed before the first run, stopped after the last.
+                await stack.enter_async_context(self.mqtt)
             await stack.enter_async_context(self.scheduler)
             if self.cluster is not None:
                 # Stopped before the scheduler: it stops its instances and gives their
@@ -315,6 +326,12 @@ class Hub:
                     await self._alerting_ends.wait()
                 log.info("node %r no longer evaluates the alerts", self.node_name)
 
+    def _forget_instance(self, instance_id: str) -> None:
+        """An instance was deleted: the services that keep something of it let it go."""
+        self.alerts.instance_removed(instance_id)
+        if self.mqtt is not None:
+            self.mqtt.instance_removed(instance_id)
+
     def _placement(self) -> dict[str, str | None]:
         """Every instance and the node it is pinned to (None: any), and the cluster's
         shared work, for the cluster to place."""
@@ -368,7 +385,7 @@ class Hub:
             await self.scheduler.remove(instance_id)
             del self._instances[instance_id]
             self._api_bodies.pop(instance_id, None)
-            self.alerts.instance_removed(instance_id)
+            self._forget_instance(instance_id)
         for instance_id, body in bodies.items():
             old = self._instances.get(instance_id)
             if (old is not None and old.source == "file") or self._api_bodies.get(
@@ -538,6 +555,10 @@ class Hub:
             running_on=self._running_on(instance_id),
         )
 
+    def runs_here(self, instance_id: str) -> bool:
+        """Whether this node runs the instance (False for an unknown id)."""
+        return instance_id in self._instances and self.scheduler.is_held(instance_id)
+
     def _running_on(self, instance_id: str) -> str | None:
         if self.scheduler.is_held(instance_id):
             return self.node_name
@@ -701,7 +722,7 @@ class Hub:
         await self.scheduler.remove(instance_id)
         del self._instances[instance_id]
         await self.cache.forget(instance_id)
-        self.alerts.instance_removed(instance_id)
+        self._forget_instance(instance_id)
         await self.store.delete_instance(instance_id, purge=purge)
         self._api_bodies.pop(instance_id, None)
         self.bus.publish(InstanceChanged(instance_id, False, InstanceState.STOPPED))
@@ -783,7 +804,7 @@ class Hub:
             del self._instances[instance_id]
         for instance_id in removed:
             await self.cache.forget(instance_id)
-            self.alerts.instance_removed(instance_id)
+            self._forget_instance(instance_id)
         stored = await self.store.instance_states()
         for instance_id in added + changed:
             self._instances[instance_id] = built[instance_id]

@@ -98,6 +98,7 @@ def test_the_schema_is_draft_2020_12_and_names_every_section(manager: PluginMana
         "scheduler",
         "store",
         "status_page",
+        "mqtt",
         "plugins",
         "alerting",
         "alerts",

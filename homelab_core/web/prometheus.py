@@ -225,6 +225,46 @@ CORE = {
         "gauge",
         "Events waiting to be sent to Redis.",
     ),
+    "mqtt_connected": (
+        "homelab_core_mqtt_connected",
+        "gauge",
+        "1 while the MQTT exporter is connected to its broker.",
+    ),
+    "mqtt_published": (
+        "homelab_core_mqtt_published_total",
+        "counter",
+        "MQTT messages published: states, discovery configs, health and enabled states.",
+    ),
+    "mqtt_dropped": (
+        "homelab_core_mqtt_dropped_total",
+        "counter",
+        "MQTT state messages dropped: [mqtt] queue_size were waiting for the broker.",
+    ),
+    "mqtt_queued": (
+        "homelab_core_mqtt_queued",
+        "gauge",
+        "MQTT messages waiting to be published.",
+    ),
+    "mqtt_reconnects": (
+        "homelab_core_mqtt_reconnects_total",
+        "counter",
+        "Times the MQTT broker was reached again after the connection was lost.",
+    ),
+    "mqtt_commands": (
+        "homelab_core_mqtt_commands_total",
+        "counter",
+        "MQTT commands carried out (switch: enable or disable; button: run now).",
+    ),
+    "mqtt_commands_refused": (
+        "homelab_core_mqtt_commands_refused_total",
+        "counter",
+        "MQTT commands refused: unknown instance, bad payload, retained, or an error.",
+    ),
+    "mqtt_events_missed": (
+        "homelab_core_mqtt_events_missed_total",
+        "counter",
+        "Bus events the MQTT exporter missed because its buffer was full.",
+    ),
     "cache_redis_connected": (
         "homelab_core_cache_redis_connected",
         "gauge",
