@@ -555,6 +555,15 @@ class Hub:
             running_on=self._running_on(instance_id),
         )
 
+    def knows(self, instance_id: str) -> bool:
+        """Whether there is an instance by that id (of the file or of the API)."""
+        return instance_id in self._instances
+
+    def is_enabled(self, instance_id: str) -> bool:
+        """Whether the instance is enabled; :class:`UnknownInstanceError` if there is none."""
+        self._get(instance_id)
+        return self.scheduler.is_enabled(instance_id)
+
     def runs_here(self, instance_id: str) -> bool:
         """Whether this node runs the instance (False for an unknown id)."""
         return instance_id in self._instances and self.scheduler.is_held(instance_id)

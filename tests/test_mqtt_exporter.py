@@ -116,7 +116,9 @@ async def test_the_system_plugins_series_arrive_with_discovery_then_states(
             )
             unique_ids = {c["unique_id"] for c in listener.configs().values()}
             stats = hub.counters()
-        assert listener.last(topics.status) == "offline"  # said when the hub stopped
+        await eventually(  # said when the hub stopped
+            lambda: listener.last(topics.status) == "offline", 5, "offline at the end"
+        )
 
     configs = listener.configs()
     by_state_topic = {c.get("state_topic"): c for c in configs.values()}
@@ -397,6 +399,54 @@ async def test_a_deleted_instance_and_a_vanished_series_lose_their_discovery(
     async with listening(mosquitto, "homeassistant/#") as after:
         await anyio.sleep(0.3)
         assert not [t for t in after.configs() if "homelab_made" in t]
+
+
+# -- several nodes ---------------------------------------------------------------------------
+
+
+async def test_each_node_publishes_the_instances_it_runs_with_its_own_availability(
+    mosquitto: MosquittoBroker,
+    make_settings: Any,
+    manager: PluginManager,
+    postgres_url: str,
+    redis_url: str,
+) -> None:
+    from homelab_core.config import BusSettings, NodeSettings
+
+    def hub(name: str) -> Hub:
+        settings = make_settings(
+            InstanceSettings(id="on-a", type="counter", interval=0.1, node="a"),
+            InstanceSettings(id="on-b", type="counter", interval=0.1, node="b"),
+            bus=BusSettings(backend="redis", url=redis_url),
+            node=NodeSettings(name=name, heartbeat=0.2, lease_ttl=1.0),
+            mqtt=mqtt(mosquitto),
+        )
+        settings.database.url = postgres_url
+        return Hub(settings, plugin_manager=manager)
+
+    async with listening(mosquitto, "homeassistant/#", "homelab/#") as listener:
+        async with hub("a") as first, hub("b") as second:
+            await eventually(
+                lambda: len([c for c in listener.configs() if "/homelab_on-" in c]) == 2 * 6,
+                15,
+                "the configs of both instances",
+            )
+            # A command reaches the node that runs the instance; the other leaves it alone.
+            await listener.publish("homelab/instances/on-b/run", "PRESS")
+            await eventually(lambda: second.counters()["mqtt_commands"] == 1, 10, "run on b")
+            assert first.counters()["mqtt_commands_refused"] == 0
+            assert first.counters()["mqtt_commands"] == 0
+        for node in ("a", "b"):
+            await eventually(
+                lambda node=node: listener.last(f"homelab/nodes/{node}/status") == "offline",
+                5,
+                f"node {node} offline at the end",
+            )
+        configs = listener.configs()
+    for instance_id, node in (("on-a", "a"), ("on-b", "b")):
+        mine = [c for t, c in configs.items() if f"/homelab_{instance_id}/" in t]
+        assert {c["availability_topic"] for c in mine} == {f"homelab/nodes/{node}/status"}
+        assert {c["device"]["via_device"] for c in mine} == {f"homelab_node_{node}"}
 
 
 # -- settings and pure parts -----------------------------------------------------------------

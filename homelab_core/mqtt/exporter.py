@@ -307,8 +307,7 @@ class MqttExporter:
         if isinstance(event, MetricsCollected):
             self._collected(exported, event.metrics)
         elif isinstance(event, HealthChanged):
-            enabled = self.hub.instance(instance_id).enabled
-            self._health(instance_id, event.new, enabled)
+            self._health(instance_id, event.new, self.hub.is_enabled(instance_id))
         elif isinstance(event, InstanceChanged):
             self._health(instance_id, self.hub.health(instance_id), event.enabled)
 
@@ -455,6 +454,8 @@ class MqttExporter:
             return
         instance_id, what = command
         if instance_id not in self._exported:
+            if self.hub.knows(instance_id) and not self.hub.runs_here(instance_id):
+                return  # another node runs it: that node's exporter takes the command
             log.warning("MQTT: command on %s: no instance %r published here", topic, instance_id)
             self.commands_refused += 1
             return
@@ -478,9 +479,9 @@ class MqttExporter:
         except HomelabError as exc:
             self._refused(instance_id, exc)
             # Put the switch back where the instance is.
-            if instance_id in self._exported:
-                info = self.hub.instance(instance_id)
-                self._health(instance_id, info.health, info.enabled)
+            if instance_id in self._exported and self.hub.knows(instance_id):
+                health = self.hub.health(instance_id)
+                self._health(instance_id, health, self.hub.is_enabled(instance_id))
             return
         self.commands += 1
         log.info("MQTT: instance %r %s", instance_id, "enabled" if enable else "disabled")
