@@ -50,6 +50,8 @@ MAX_PROBLEM_TOPICS = 1000
 OWN_PREFIX = "mqtt."
 #: Plain payloads (and JSON text values) that read as 1 or 0, in lower case.
 STATE_WORDS = {"on": 1.0, "off": 0.0, "true": 1.0, "false": 0.0}
+#: A topic filter never subscribed to: unsubscribing from it is a round trip to the broker.
+SYNC_TOPIC = "homelab/mqtt-plugin/sync"
 #: Default ports of the two schemes.
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 
@@ -586,6 +588,19 @@ class Mqtt(Plugin[MqttConfig]):
         ]
         with self._state.lock:
             self._state.refused_topics = refused
+        # The broker sends the retained messages of the topics after this acknowledgement.
+        # Its answer to one more request comes after them: once it is in, setup is done,
+        # and a first run has the retained values (`homelab run mqtt --once`).
+        client.unsubscribe(SYNC_TOPIC)
+
+    def _on_unsubscribe(
+        self,
+        client: Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
         self._state.subscribed.set()
 
     def _on_disconnect(
@@ -721,6 +736,7 @@ class Mqtt(Plugin[MqttConfig]):
         client.connect_timeout = config.connect_timeout
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message

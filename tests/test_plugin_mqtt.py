@@ -155,6 +155,25 @@ async def test_plain_numbers_with_two_named_levels(mosquitto: MosquittoBroker) -
     assert run.value("online", device="plug2") == 0
 
 
+async def test_retained_values_are_in_the_first_run(mosquitto: MosquittoBroker) -> None:
+    """Setup returns once the broker has sent the retained messages: ``--once`` sees them."""
+    client = Client(CallbackAPIVersion.VERSION2)
+    client.connect(mosquitto.host, mosquitto.port)
+    client.loop_start()
+    try:
+        info = client.publish("zigbee2mqtt/porch", json.dumps({"battery": 87}), qos=1, retain=True)
+        info.wait_for_publish(timeout=5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    run = await run_plugin_async(
+        Mqtt, url=mosquitto.url, topics=["zigbee2mqtt/{device}"], units={"battery": "%"}
+    )
+    run.assert_ok()
+    battery = run.metric("battery")
+    assert (battery.value, battery.unit, battery.labels) == (87, "%", {"device": "porch"})
+
+
 async def test_a_named_metric_for_plain_payloads(mosquitto: MosquittoBroker) -> None:
     async with PluginHarness(
         Mqtt, url=mosquitto.url, topics=["sensors/+/{room}"], payload="number", name="celsius"
