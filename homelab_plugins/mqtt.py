@@ -463,6 +463,28 @@ def read_payload(
     return readings, problems
 
 
+def describe_error(broker: str, exc: BaseException, timeout: float) -> str:
+    """A sentence saying why connecting to ``broker`` failed (TLS failures included)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = exc.verify_message or exc.reason or str(exc)
+        return f"{broker} failed TLS certificate verification: {reason}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake with {broker} failed: {exc.reason or exc}"
+    return describe_connect_error(broker, exc, timeout)
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """A TLS socket that closes itself when its handshake fails: paho-mqtt leaves such a
+    socket to the garbage collector, one per failed attempt to connect."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
 # -- the buffer between runs -------------------------------------------------------------
 
 
@@ -622,7 +644,7 @@ class Mqtt(Plugin[MqttConfig]):
         # paho calls this from the handler of the connection's OSError: it is the reason.
         error = sys.exc_info()[1]
         reason = (
-            describe_connect_error(self._broker, error, self.config.connect_timeout)
+            describe_error(self._broker, error, self.config.connect_timeout)
             if error is not None
             else f"cannot connect to {self._broker}"
         )
@@ -632,7 +654,14 @@ class Mqtt(Plugin[MqttConfig]):
 
     def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
         try:
-            self._take(message.topic, bytes(message.payload))
+            topic = message.topic
+        except UnicodeDecodeError:  # brokers refuse such topics; counted if one does not
+            with self._state.lock:
+                self._state.messages += 1
+                self._state.malformed += 1
+            return
+        try:
+            self._take(topic, bytes(message.payload))
         except Exception as exc:  # a message must never end paho's thread
             self.log.exception("cannot handle a message: %s", exc)
 
@@ -703,6 +732,7 @@ class Mqtt(Plugin[MqttConfig]):
         if not self.config.tls_verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
+        context.sslsocket_class = _ClosingSSLSocket
         return context
 
     async def setup(self) -> None:
@@ -732,6 +762,8 @@ class Mqtt(Plugin[MqttConfig]):
             client.username_pw_set(username, password)
         if parts.scheme == "mqtts":
             client.tls_set_context(self._tls_context())  # raises if ca_file cannot be read
+            # Without verification paho must not check the host name either.
+            client.tls_insecure_set(not config.tls_verify)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.connect_timeout = config.connect_timeout
         client.on_connect = self._on_connect
@@ -748,8 +780,7 @@ class Mqtt(Plugin[MqttConfig]):
                 )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise ConnectionError(
-                "cannot connect to the MQTT broker: "
-                + describe_connect_error(self._broker, exc, timeout)
+                "cannot connect to the MQTT broker: " + describe_error(self._broker, exc, timeout)
             ) from None
         client.loop_start()
         self._client = client

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from paho.mqtt.client import Client
 from paho.mqtt.enums import CallbackAPIVersion
-from services import MosquittoBroker, free_port
+from services import MosquittoBroker, free_port, unavailable
 from waiting import eventually
 
 from homelab_core import ConfigError, HealthState, MetricKind
@@ -374,6 +375,81 @@ async def test_setup_against_a_port_with_nothing_listening_fails_naming_the_brok
     assert run.error is not None
     assert f"mqtt://127.0.0.1:{port} refused the connection" in run.error
     assert "MQTT broker" in run.error
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, and its key."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        unavailable("the openssl command is not installed")
+        raise AssertionError  # unreachable
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "30",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+def tls_broker(
+    mosquitto: MosquittoBroker, certificate: tuple[Path, Path], tmp_path: Path
+) -> Iterator[tuple[MosquittoBroker, str]]:
+    """A broker with a TLS listener (its mqtts:// URL) and a plain one (``.port``)."""
+    cert, key = certificate
+    broker = MosquittoBroker(mosquitto.binary, tmp_path, free_port())
+    tls_port = free_port()
+    broker.config.write_text(
+        f"per_listener_settings false\nallow_anonymous true\npersistence false\nuser root\n"
+        f"log_dest stdout\nlistener {broker.port} 127.0.0.1\n"
+        f"listener {tls_port} 127.0.0.1\ncertfile {cert}\nkeyfile {key}\n"
+    )
+    broker.start()
+    try:
+        yield broker, f"mqtts://127.0.0.1:{tls_port}"
+    finally:
+        broker.stop()
+
+
+async def test_mqtts_with_the_broker_s_ca_file(
+    tls_broker: tuple[MosquittoBroker, str], certificate: tuple[Path, Path]
+) -> None:
+    broker, url = tls_broker
+    async with PluginHarness(
+        Mqtt, url=url, topics=["tele/{device}/SENSOR"], ca_file=str(certificate[0])
+    ) as harness:
+        publish(broker, ("tele/attic/SENSOR", json.dumps({"Temp": 30})))
+        run = await run_until(harness, lambda r: r.has("temp"), "a message over TLS")
+    assert run.value("temp", device="attic") == 30
+    assert run.health is not None
+    assert f"connected to {url}" in run.health.message
+
+
+async def test_mqtts_with_an_untrusted_certificate_fails_setup_clearly(
+    tls_broker: tuple[MosquittoBroker, str],
+) -> None:
+    _, url = tls_broker
+    run = await run_plugin_async(Mqtt, url=url, topics=["#"])
+    assert not run.ok
+    assert run.error is not None
+    assert f"{url} failed TLS certificate verification" in run.error
+
+
+async def test_mqtts_without_verification_connects(
+    tls_broker: tuple[MosquittoBroker, str],
+) -> None:
+    _, url = tls_broker
+    run = await run_plugin_async(Mqtt, url=url, topics=["#"], tls_verify=False)
+    run.assert_ok()
+    assert run.value("mqtt.connected") == 1
 
 
 async def test_a_missing_ca_file_fails_setup(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
