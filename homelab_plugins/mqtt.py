@@ -793,13 +793,15 @@ class Mqtt(Plugin[MqttConfig]):
                         raise ConnectionError(f"cannot connect to the MQTT broker: {refused}")
                     await anyio.sleep(0.01)
         except TimeoutError:
-            await self.teardown()
+            with anyio.CancelScope(shield=True):
+                await self.teardown()
             raise ConnectionError(
                 f"cannot connect to the MQTT broker: {self._broker} did not accept the"
                 f" connection and the subscriptions within {timeout:g} s"
             ) from None
-        except BaseException:
-            await self.teardown()
+        except BaseException:  # refused, or cancelled: stop paho's thread all the same
+            with anyio.CancelScope(shield=True):
+                await self.teardown()
             raise
 
     async def teardown(self) -> None:

@@ -452,6 +452,57 @@ async def test_mqtts_without_verification_connects(
     assert run.value("mqtt.connected") == 1
 
 
+@pytest.fixture
+def auth_broker(mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """A broker that lets in only the user ``homelab`` with the password ``right-pass``."""
+    tool = shutil.which("mosquitto_passwd")
+    if tool is None:
+        unavailable("mosquitto_passwd is not installed (it comes with mosquitto)")
+        raise AssertionError  # unreachable
+    passwords = tmp_path / "passwords"
+    subprocess.run(
+        [tool, "-b", "-c", str(passwords), "homelab", "right-pass"],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    broker = MosquittoBroker(mosquitto.binary, tmp_path, free_port())
+    broker.config.write_text(
+        f"listener {broker.port} 127.0.0.1\nallow_anonymous false\npassword_file {passwords}\n"
+        "persistence false\nuser root\nlog_dest stdout\n"
+    )
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+async def test_refused_credentials_fail_setup_naming_the_broker_and_the_reason(
+    auth_broker: MosquittoBroker,
+) -> None:
+    url = f"mqtt://homelab:wrong-pass@127.0.0.1:{auth_broker.port}"
+    run = await run_plugin_async(Mqtt, url=url, topics=["#"])
+    assert not run.ok
+    assert run.error is not None
+    assert (
+        f"mqtt://127.0.0.1:{auth_broker.port} refused the connection: Not authorized" in run.error
+    )
+    assert "wrong-pass" not in run.error
+
+
+async def test_username_and_password_options_log_in(auth_broker: MosquittoBroker) -> None:
+    run = await run_plugin_async(
+        Mqtt,
+        url=f"mqtt://127.0.0.1:{auth_broker.port}",
+        topics=["#"],
+        username="homelab",
+        password="right-pass",
+    )
+    run.assert_ok()
+    assert run.value("mqtt.connected") == 1
+
+
 async def test_a_missing_ca_file_fails_setup(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
     run = await run_plugin_async(
         Mqtt,
