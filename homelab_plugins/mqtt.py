@@ -571,6 +571,8 @@ class Mqtt(Plugin[MqttConfig]):
     _broker: str = ""
     #: Topic to when its malformed payloads were last logged, and how many since.
     _logged: dict[str, tuple[float, int]]
+    #: Values dropped in the last run (its health says so).
+    _dropped_now: int = 0
 
     # -- paho's thread -------------------------------------------------------------------
 
@@ -861,7 +863,10 @@ class Mqtt(Plugin[MqttConfig]):
                 continue
             logged.pop(topic, None)
             logged[topic] = (now, 0)
-            more = f" ({unlogged} malformed payloads on it since the last line)" * (unlogged > 1)
+            more = ""
+            if unlogged > 1:
+                since = "" if last == -math.inf else " since the last line about it"
+                more = f" ({unlogged} malformed payloads on this topic{since})"
             self.log.warning("malformed payload on topic %r: %s%s", topic, problem.reason, more)
         while len(logged) > MAX_PROBLEM_TOPICS:
             del logged[next(iter(logged))]
@@ -895,8 +900,6 @@ class Mqtt(Plugin[MqttConfig]):
                 f" = {self.config.max_series}",
             )
         return HealthReport("ok", message)
-
-    _dropped_now: int = 0
 
 
 @hookimpl

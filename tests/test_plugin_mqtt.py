@@ -19,8 +19,14 @@ from waiting import eventually
 
 from homelab_core import ConfigError, HealthState, MetricKind
 from homelab_core.plugin import validate_plugin_type
-from homelab_core.testing import PluginHarness, PluginRun, run_plugin, run_plugin_async
-from homelab_plugins.mqtt import Mqtt, TopicPattern, metric_name, parse_topic_pattern
+from homelab_core.testing import Clock, PluginHarness, PluginRun, run_plugin, run_plugin_async
+from homelab_plugins.mqtt import (
+    LOG_INTERVAL,
+    Mqtt,
+    TopicPattern,
+    metric_name,
+    parse_topic_pattern,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -253,9 +259,11 @@ async def test_a_malformed_payload_is_counted_and_logged_and_the_instance_goes_o
     mosquitto: MosquittoBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="homelab.plugin.plugs")
+    clock = Clock()
     async with PluginHarness(
         Mqtt,
         instance_id="plugs",
+        clock=clock,
         url=mosquitto.url,
         topics=["tele/{device}/SENSOR"],
         payload="json",
@@ -298,6 +306,20 @@ async def test_a_malformed_payload_is_counted_and_logged_and_the_instance_goes_o
         assert again.value("mqtt.malformed") == 4
         assert again.value("power", device="kitchen") == 13
         assert not [r for r in caplog.records if "tele/bad/SENSOR" in r.getMessage()]
+
+        # Once LOG_INTERVAL has passed, the topic is logged again, with the count since.
+        clock.advance(LOG_INTERVAL)
+        publish(
+            mosquitto,
+            ("tele/bad/SENSOR", "[1, "),
+            ("tele/kitchen/SENSOR", json.dumps({"ENERGY": {"Power": 14}})),
+        )
+        await run_until(harness, lambda r: r.value("power") == 14, "the third good payload")
+        lines = [r.getMessage() for r in caplog.records if "tele/bad/SENSOR" in r.getMessage()]
+        assert lines == [
+            "malformed payload on topic 'tele/bad/SENSOR': the payload is not valid JSON"
+            " (2 malformed payloads on this topic since the last line about it)"
+        ]
 
 
 async def test_a_topic_level_that_is_no_valid_label_text_is_malformed(
