@@ -776,14 +776,19 @@ class Mqtt(Plugin[MqttConfig]):
         client.on_message = self._on_message
         timeout = config.connect_timeout
         try:
-            with anyio.fail_after(timeout + 1):
-                await anyio.to_thread.run_sync(
-                    partial(client.connect, host, port, config.keepalive), abandon_on_cancel=True
-                )
+            # Not abandoned if the run is cancelled: the connection it may still open must
+            # be closed below. paho bounds connecting and the TLS handshake by
+            # connect_timeout (resolving the host name, by the resolver's own timeouts).
+            await anyio.to_thread.run_sync(partial(client.connect, host, port, config.keepalive))
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise ConnectionError(
                 "cannot connect to the MQTT broker: " + describe_error(self._broker, exc, timeout)
             ) from None
+        except BaseException:  # cancelled: close what the thread may have opened
+            sock = client.socket()
+            if sock is not None:
+                sock.close()
+            raise
         client.loop_start()
         self._client = client
         try:

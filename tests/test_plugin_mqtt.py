@@ -19,7 +19,16 @@ from waiting import eventually
 
 from homelab_core import ConfigError, HealthState, MetricKind
 from homelab_core.plugin import validate_plugin_type
-from homelab_core.testing import Clock, PluginHarness, PluginRun, run_plugin, run_plugin_async
+from homelab_core.testing import (
+    Clock,
+    HubFactory,
+    PluginHarness,
+    PluginRun,
+    run_plugin,
+    run_plugin_async,
+    wait_for_health,
+    wait_for_metric,
+)
 from homelab_plugins.mqtt import (
     LOG_INTERVAL,
     Mqtt,
@@ -320,6 +329,37 @@ async def test_a_malformed_payload_is_counted_and_logged_and_the_instance_goes_o
             "malformed payload on topic 'tele/bad/SENSOR': the payload is not valid JSON"
             " (2 malformed payloads on this topic since the last line about it)"
         ]
+
+
+@pytest.mark.parametrize("isolation", ["none", "process"])
+async def test_in_a_hub_a_malformed_payload_does_not_stop_the_instance(
+    mosquitto: MosquittoBroker, homelab_hub: HubFactory, isolation: str
+) -> None:
+    instance = {
+        "type": "mqtt",
+        "interval": 0.1,
+        "timeout": 10,  # setup (in a worker process) takes longer than an interval
+        "isolation": isolation,
+        "url": mosquitto.url,
+        "topics": ["tele/{device}/SENSOR"],
+        "fields": {"ENERGY.Power": "power"},
+        "units": {"power": "W"},
+    }
+    async with homelab_hub(Mqtt, instances={"plugs": instance}) as hub:
+        await wait_for_health(hub, "plugs", "ok", timeout=10)
+        publish(mosquitto, ("tele/bad/SENSOR", "{oops"))
+
+        async def malformed_seen() -> bool:
+            latest = await hub.latest("plugs")
+            return any(m.name == "mqtt.malformed" and m.value == 1 for m in latest)
+
+        await eventually(malformed_seen, 10, "mqtt.malformed = 1 in the latest values")
+        publish(mosquitto, ("tele/kitchen/SENSOR", json.dumps({"ENERGY": {"Power": 9.5}})))
+        power = await wait_for_metric(hub, "plugs", "power", device="kitchen", timeout=10)
+        assert (power.value, power.unit) == (9.5, "W")
+        stats = hub.stats("plugs")
+        assert stats.errors == 0 and stats.ok == stats.runs
+        assert hub.health("plugs").state == HealthState.OK
 
 
 async def test_a_topic_level_that_is_no_valid_label_text_is_malformed(
