@@ -204,8 +204,10 @@ def _name(_: Any, __: attrs.Attribute[str], value: str) -> None:
         _check_metric_name("'name'", value)
 
 
-def _texts(field: str) -> Callable[[Any, Any, dict[str, str]], None]:
-    def check(_: Any, __: Any, value: dict[str, str]) -> None:
+def _texts(field: str) -> Callable[[Any, attrs.Attribute[dict[str, str]], dict[str, str]], None]:
+    """A validator: every value of the table is a valid ``field`` of a :class:`Metric`."""
+
+    def check(_: Any, attribute: attrs.Attribute[dict[str, str]], value: dict[str, str]) -> None:
         for name, text in value.items():
             try:
                 if field == "unit":
@@ -214,7 +216,7 @@ def _texts(field: str) -> Callable[[Any, Any, dict[str, str]], None]:
                     Metric("x", 0, device_class=text)
             except (TypeError, ValueError) as exc:
                 reason = str(exc).removeprefix("metric 'x': ")
-                raise ValueError(f"'{field}s' {name!r}: {reason}") from None
+                raise ValueError(f"'{attribute.name}' {name!r}: {reason}") from None
 
     return check
 

@@ -599,6 +599,7 @@ async def test_a_missing_ca_file_fails_setup(mosquitto: MosquittoBroker, tmp_pat
         ({"fields": {"a": "mqtt.connected"}}, "are the plugin's own"),
         ({"fields": {"a": "x", "b": "x"}}, "maps both 'a' and 'b' to 'x'"),
         ({"units": {"x": "u" * 40}}, "'units' 'x': unit is 40 characters long"),
+        ({"device_classes": {"x": "d\x00"}}, "'device_classes' 'x': device_class contains a NUL"),
         ({"password": "pw"}, "'password' needs a 'username'"),
         ({"ca_file": "/etc/ca.pem"}, "apply to mqtts:// URLs only"),
     ],
