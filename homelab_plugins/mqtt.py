@@ -349,9 +349,10 @@ def number_text(text: str, where: str = "the payload") -> float:
     if state is not None:
         return state
     try:
-        return _finite(float(word), where)
+        value = float(word)
     except ValueError:
         raise Malformed(f"{where} is not a number: {word[:40]!r}") from None
+    return _finite(value, where)
 
 
 def _json_number(value: Any, where: str, *, strict: bool) -> float | None:
@@ -382,7 +383,11 @@ def _json_type(value: Any) -> str:
         return "an object"
     if isinstance(value, list):
         return "an array"
-    return type(value).__name__
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a text"
+    return "a number"
 
 
 def _leaves(value: Any, path: str) -> Iterator[tuple[str, Any]]:
@@ -422,7 +427,7 @@ def parse_json(payload: bytes) -> Any:
             raise
         raise Malformed("the payload is not valid JSON") from None
     if not isinstance(document, dict | list):
-        raise Malformed(f"the payload is JSON {_json_type(document)}, not an object or an array")
+        raise Malformed(f"the payload is {_json_type(document)} in JSON, not an object or an array")
     return document
 
 
@@ -458,10 +463,13 @@ def read_payload(
         if not readings:
             raise Malformed("; ".join(problems))
         return readings, problems
-    for path, leaf in _leaves(document, ""):
-        value = _json_number(leaf, repr(path), strict=False)
-        if value is not None:
-            readings.append((metric_name(path), value))
+    try:
+        for path, leaf in _leaves(document, ""):
+            value = _json_number(leaf, repr(path), strict=False)
+            if value is not None:
+                readings.append((metric_name(path), value))
+    except RecursionError:
+        raise Malformed("the JSON is nested too deeply") from None
     return readings, problems
 
 

@@ -31,10 +31,13 @@ from homelab_core.testing import (
 )
 from homelab_plugins.mqtt import (
     LOG_INTERVAL,
+    Malformed,
     Mqtt,
+    MqttConfig,
     TopicPattern,
     metric_name,
     parse_topic_pattern,
+    read_payload,
 )
 
 pytestmark = pytest.mark.anyio
@@ -633,6 +636,44 @@ def test_topic_patterns_match_as_mqtt_filters_do() -> None:
     assert tail.match("zigbee2mqtt") == {}
     assert tail.match("zigbee2mqtt/hall/set") == {}
     assert isinstance(tail, TopicPattern)
+
+
+def payload_problem(data: bytes, /, **options: Any) -> str:
+    """Why ``read_payload`` refuses ``data`` with these options."""
+    config = MqttConfig(url="mqtt://broker", topics=["t/{device}"], **options)
+    with pytest.raises(Malformed) as caught:
+        read_payload(data, config, "t/x")
+    return str(caught.value)
+
+
+def test_what_makes_a_payload_malformed() -> None:
+    assert payload_problem(b"") == "the payload is empty"
+    assert payload_problem(b"12 W") == "the payload is not a number: '12 W'"
+    assert payload_problem(b"inf") == "the payload is not a finite number"
+    assert payload_problem(b"\xff") == "the payload is not UTF-8 text"
+    assert payload_problem(b"{") == "the payload is not valid JSON"
+    assert payload_problem(b"42", payload="json") == (
+        "the payload is a number in JSON, not an object or an array"
+    )
+    assert payload_problem(b'{"a": NaN}') == "the JSON holds NaN, not a finite number"
+    assert payload_problem(b'{"a": 1e999}') == "'a' is not a finite number"
+    assert payload_problem(b"[" * 100_000 + b"]" * 100_000) in (
+        "the payload is not valid JSON",
+        "the JSON is nested too deeply",
+    )
+    assert payload_problem(b'{"a": {"b": [1]}}', fields={"a.b": "x"}) == (
+        "'a.b' is not a number but an array"
+    )
+    assert payload_problem(b'{"a": [1]}', fields={"a.1": "x"}) == "the JSON has no 'a.1'"
+
+
+def test_a_document_with_some_of_the_fields_gives_those_and_says_what_is_missing() -> None:
+    config = MqttConfig(
+        url="mqtt://broker", topics=["t/{device}"], fields={"a": "x", "b.0": "y", "c": "z"}
+    )
+    readings, problems = read_payload(b'{"a": "ON", "b": ["2.5"]}', config, "t/x")
+    assert readings == [("x", 1.0), ("y", 2.5)]
+    assert problems == ["the JSON has no 'c'"]
 
 
 def test_names_from_paths_and_levels() -> None:
