@@ -40,6 +40,7 @@ BOTH_ISOLATIONS = frozenset(
         "test_plugin_dns",
         "test_plugin_docker",
         "test_plugin_http",
+        "test_plugin_mqtt",
         "test_plugin_ping",
         "test_plugin_prometheus",
         "test_plugin_tcp",
