@@ -566,7 +566,12 @@ class Hub:
 
     def runs_here(self, instance_id: str) -> bool:
         """Whether this node runs the instance (False for an unknown id)."""
-        return instance_id in self._instances and self.scheduler.is_held(instance_id)
+        if instance_id not in self._instances:
+            return False
+        try:
+            return self.scheduler.is_held(instance_id)
+        except UnknownInstanceError:
+            return False  # being changed: between its old and its new schedule
 
     def _running_on(self, instance_id: str) -> str | None:
         if self.scheduler.is_held(instance_id):
@@ -722,6 +727,8 @@ class Hub:
             config_enabled=new.settings.enabled,
         )
         await self._schedule(instance_id, new, known)
+        if self.mqtt is not None:
+            self.mqtt.instance_updated(instance_id)
         await self._tell_cluster()
         return self.instance(instance_id)
 
@@ -730,8 +737,8 @@ class Hub:
         self._owned_by_api(instance_id)
         await self.scheduler.remove(instance_id)
         del self._instances[instance_id]
-        await self.cache.forget(instance_id)
         self._forget_instance(instance_id)
+        await self.cache.forget(instance_id)
         await self.store.delete_instance(instance_id, purge=purge)
         self._api_bodies.pop(instance_id, None)
         self.bus.publish(InstanceChanged(instance_id, False, InstanceState.STOPPED))
@@ -812,8 +819,8 @@ class Hub:
             await self.scheduler.remove(instance_id)
             del self._instances[instance_id]
         for instance_id in removed:
-            await self.cache.forget(instance_id)
             self._forget_instance(instance_id)
+            await self.cache.forget(instance_id)
         stored = await self.store.instance_states()
         for instance_id in added + changed:
             self._instances[instance_id] = built[instance_id]

@@ -20,12 +20,14 @@ from waiting import eventually
 
 from homelab_core import ConfigError, Hub, InstanceSettings, PluginManager
 from homelab_core.config import settings_from_mapping
-from homelab_core.model import Health, HealthState, Metric
+from homelab_core.model import Health, HealthState, InstanceState, Metric
 from homelab_core.mqtt.config import MqttSettings
 from homelab_core.mqtt.discovery import (
     Topics,
     health_payload,
+    sensor_config,
     series_key,
+    state_payload,
     state_text,
 )
 from homelab_core.web import create_app
@@ -254,6 +256,10 @@ async def test_the_switch_disables_and_enables_and_the_button_runs_now(
         before = await executions()
         await listener.publish(topics.run_command("c"), "PRESS")
         await eventually(lambda: _more(executions(), before), 10, "a run now through the button")
+        # An empty message (what clears a retained one) is no command at all.
+        runs = await executions()
+        await listener.publish(topics.run_command("c"), "")
+        await listener.publish(topics.enable_command("c"), "")
         # Refused: a payload that is neither ON nor OFF, an unknown instance, a retained one.
         await listener.publish(topics.enable_command("c"), "maybe")
         await listener.publish(topics.run_command("nope"), "PRESS")
@@ -266,6 +272,8 @@ async def test_the_switch_disables_and_enables_and_the_button_runs_now(
 
         await eventually(refused, 10, "three refused commands on /metrics")
         assert "homelab_core_mqtt_commands_total 3" in metrics
+        await anyio.sleep(0.3)
+        assert await executions() == runs  # the empty message ran nothing
         await listener.publish(topics.enable_command("c"), "", retain=True)  # clear it
 
 
@@ -334,6 +342,54 @@ async def test_a_broker_that_is_not_there_at_start_is_reached_later(
         mosquitto.start()
         await eventually(lambda: hub.counters()["mqtt_connected"] == 1, 10, "connected")
         assert hub.counters()["mqtt_reconnects"] == 0  # a first connection, not a reconnection
+
+
+async def test_the_pause_between_attempts_starts_again_small_after_a_connection(
+    mosquitto: MosquittoBroker, make_settings: Any, manager: PluginManager
+) -> None:
+    settings = make_settings(
+        InstanceSettings(id="c", type="counter", interval=3600),
+        mqtt=mqtt(mosquitto, reconnect_max=4.0),
+    )
+    async with Hub(settings, plugin_manager=manager) as hub:
+        await eventually(lambda: hub.counters()["mqtt_connected"] == 1, 10, "connected")
+        mosquitto.stop()
+        await anyio.sleep(4.0)  # attempts after 0.5, 1 and 2 s: the pause reached 4 s
+        mosquitto.start()
+        await eventually(lambda: hub.counters()["mqtt_reconnects"] == 1, 10, "back")
+        # A second loss right away: retried after 0.5 s, not after the last pause, 4 s.
+        mosquitto.stop()
+        mosquitto.start()
+        await eventually(
+            lambda: hub.counters()["mqtt_reconnects"] == 2, 2.5, "back soon the second time"
+        )
+
+
+async def test_a_ca_file_that_does_not_load_is_logged_and_the_hub_goes_on(
+    mosquitto: MosquittoBroker,
+    make_settings: Any,
+    manager: PluginManager,
+    tmp_path: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    garbage = tmp_path / "ca.pem"
+    garbage.write_text("not a certificate")
+    settings = make_settings(
+        InstanceSettings(id="c", type="counter", interval=0.1),
+        mqtt=MqttSettings(url=f"mqtts://127.0.0.1:{mosquitto.port}", ca_file=str(garbage)),
+    )
+    async with Hub(settings, plugin_manager=manager) as hub:
+        await eventually(lambda: hub.stats("c").runs >= 5, 10, "runs go on")
+        assert hub.counters()["mqtt_connected"] == 0
+    assert any(str(garbage) in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_a_missing_ca_file_is_refused_with_the_settings(tmp_path: Any) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping(
+            {"mqtt": {"url": "mqtts://broker", "ca_file": str(tmp_path / "nope.pem")}}
+        )
+    assert "ca_file" in str(caught.value) and "nope.pem" in str(caught.value)
 
 
 async def test_home_assistants_birth_message_has_discovery_sent_again(
@@ -449,6 +505,62 @@ async def test_each_node_publishes_the_instances_it_runs_with_its_own_availabili
         assert {c["device"]["via_device"] for c in mine} == {f"homelab_node_{node}"}
 
 
+async def test_an_instance_that_moves_is_published_by_its_new_node_alone(
+    mosquitto: MosquittoBroker,
+    make_settings: Any,
+    manager: PluginManager,
+    postgres_url: str,
+    redis_url: str,
+) -> None:
+    from homelab_core.config import BusSettings, NodeSettings
+
+    def hub(name: str) -> Hub:
+        settings = make_settings(
+            bus=BusSettings(backend="redis", url=redis_url),
+            node=NodeSettings(name=name, heartbeat=0.2, lease_ttl=1.0),
+            mqtt=mqtt(mosquitto),
+        )
+        settings.database.url = postgres_url
+        return Hub(settings, plugin_manager=manager)
+
+    def availability(listener: Listener) -> set[str]:
+        return {
+            c["availability_topic"]
+            for t, c in listener.configs().items()
+            if "/homelab_roamer/" in t
+        }
+
+    async with (
+        listening(mosquitto, "homeassistant/#") as listener,
+        hub("a") as first,
+        hub("b") as second,
+    ):
+        await first.create_instance("roamer", {"type": "counter", "interval": 0.1, "node": "a"})
+        await eventually(lambda: availability(listener) == {"homelab/nodes/a/status"}, 10, "on a")
+        await first.update_instance("roamer", {"node": "b"})
+        await eventually(
+            lambda: availability(listener) == {"homelab/nodes/b/status"}, 10, "moved to b"
+        )
+        await eventually(lambda: _all_sent(first) and _all_sent(second), 10, "all sent")
+        # Home Assistant restarts: both nodes send what they hold, a no longer roamer.
+        mark = len(listener.messages)
+        await listener.publish("homeassistant/status", "online")
+        await eventually(
+            lambda: any("/homelab_roamer/" in t for t, _, _ in listener.messages[mark:]),
+            10,
+            "roamer's configs again",
+        )
+        await eventually(lambda: _all_sent(first) and _all_sent(second), 10, "all sent")
+        await anyio.sleep(0.2)
+        again = [
+            json.loads(p)["availability_topic"]
+            for t, p, _ in listener.messages[mark:]
+            if "/homelab_roamer/" in t and p
+        ]
+        assert set(again) == {"homelab/nodes/b/status"}, again
+        assert availability(listener) == {"homelab/nodes/b/status"}
+
+
 # -- settings and pure parts -----------------------------------------------------------------
 
 
@@ -501,6 +613,39 @@ def test_series_keys_are_stable_readable_and_distinct() -> None:
     assert series_key(Metric("x-0123abcd", 1.0)) != "x-0123abcd"
     wild = series_key(Metric("x", 1.0, labels={"q": "a+b/#"}))
     assert not set("+#/") & set(wild), wild
+
+
+def test_a_timestamp_is_iso_text_and_a_binary_device_class_a_binary_sensor() -> None:
+    from homelab_core.model import InstanceInfo
+
+    topics = Topics("homelab", "homeassistant", "n1")
+    info = InstanceInfo(
+        id="web",
+        type="tls_cert",
+        title="TLS",
+        category="network",
+        enabled=True,
+        state=InstanceState.READY,
+        interval=60.0,
+        timeout=10.0,
+        config={},
+        health=Health(HealthState.OK),
+        source="file",
+    )
+    expires = Metric("tls.expires_at", 1_800_000_000.0, "s", device_class="timestamp")
+    topic, config = sensor_config(topics, info, expires, "1", expire_after=0)
+    assert problems("sensor", config) == []
+    assert "unit_of_measurement" not in config and "state_class" not in config
+    assert state_payload(expires) == "2027-01-15T08:00:00+00:00"
+    days = Metric("tls.days_left", 30.0, "days", device_class="duration")
+    _, config = sensor_config(topics, info, days, "1", expire_after=0)
+    assert (config["unit_of_measurement"], config["device_class"]) == ("d", "duration")
+    up = Metric("tcp.up", 1.0, device_class="connectivity")
+    topic, config = sensor_config(topics, info, up, "1", expire_after=0)
+    assert topic.startswith("homeassistant/binary_sensor/")
+    assert problems("binary_sensor", config) == []
+    assert (config["payload_on"], config["payload_off"]) == ("1", "0")
+    assert state_payload(up) == "1"
 
 
 def test_states_and_health_payloads() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Top-level modules the bundled plugins use, and that nothing else in the listing needs.
-HEAVY = ("httpx", "dns", "prometheus_client")
+HEAVY = ("httpx", "dns", "prometheus_client", "paho")
 #: Bundled types whose modules use those libraries.
 USERS = {"http", "docker", "prometheus", "dns"}
 

@@ -6,6 +6,7 @@ Read when the file is; importing this module imports no MQTT client.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -52,6 +53,11 @@ def _topic_base(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
         raise ValueError(f"'{attribute.name}' has an empty topic level: {value!r}")
 
 
+def _readable_file(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    if value and not Path(value).is_file():
+        raise ValueError(f"'{attribute.name}': no file {value!r}")
+
+
 def _patterns(_: Any, attribute: attrs.Attribute[list[str]], value: list[str]) -> None:
     for entry in value:
         if not entry.strip():
@@ -74,7 +80,9 @@ class MqttSettings:
     username: str = option("", description="The user to log in as ('': the URL's, or none).")
     password: str = option("", description="The password of username.", secret=True)
     ca_file: str = option(
-        "", description="For mqtts: a PEM file of the CAs to trust ('': the system's)."
+        "",
+        description="For mqtts: a PEM file of the CAs to trust ('': the system's).",
+        validator=_readable_file,
     )
     tls_verify: bool = option(
         True, description="For mqtts: check the broker's certificate and host name."

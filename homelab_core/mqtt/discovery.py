@@ -12,6 +12,7 @@ the next.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import math
@@ -79,7 +80,16 @@ DEVICE_CLASS_UNITS: dict[str, frozenset[str]] = {
     "signal_strength": frozenset({"dB", "dBm"}),
 }
 #: Units the bundled plugins write otherwise than Home Assistant does.
-HA_UNITS = {"bytes": "B", "bytes/s": "B/s", "seconds": "s"}
+HA_UNITS = {"bytes": "B", "bytes/s": "B/s", "seconds": "s", "days": "d", "hours": "h"}
+#: Home Assistant's binary sensor device classes that are no sensor's: a series with one
+#: of them (a plugin's ``up``, say: 1 or 0) is a binary sensor, on at 1.
+BINARY_DEVICE_CLASSES = frozenset(
+    {
+        "battery_charging", "cold", "connectivity", "door", "garage_door", "heat", "light",
+        "lock", "motion", "moving", "occupancy", "opening", "plug", "presence", "problem",
+        "running", "safety", "smoke", "sound", "tamper", "update", "vibration", "window",
+    }
+)  # fmt: skip
 #: Device classes whose state is not a number: no state class goes with them.
 _NOT_NUMERIC = frozenset({"date", "enum", "timestamp"})
 #: The health states an instance's ``health`` sensor takes (an ``enum`` sensor).
@@ -115,6 +125,14 @@ def series_name(metric: Metric) -> str:
         return metric.name
     inner = ", ".join(f"{key}={value}" for key, value in metric.labels.items())
     return f"{metric.name} ({inner})"
+
+
+def state_payload(metric: Metric) -> str:
+    """A series' state message: its value as text, or for a ``timestamp`` series the time
+    it holds (epoch seconds) as ISO 8601, which is what Home Assistant reads."""
+    if metric.device_class == "timestamp":
+        return datetime.datetime.fromtimestamp(metric.value, datetime.UTC).isoformat()
+    return state_text(metric.value)
 
 
 def state_text(value: float) -> str:
@@ -375,7 +393,8 @@ def sensor_object_id(metric: Metric) -> str:
 def sensor_config(
     topics: Topics, info: InstanceInfo, metric: Metric, version: str, *, expire_after: int
 ) -> tuple[str, dict[str, Any]]:
-    """A series' sensor: its state topic, unit, device class, state class and unique id."""
+    """A series' entity: a sensor with its state topic, unit, device class, state class and
+    unique id; a binary sensor for a device class only binary sensors have."""
     node_id = topics.instance_node_id(info.id)
     object_id = sensor_object_id(metric)
     payload: dict[str, Any] = {
@@ -386,8 +405,13 @@ def sensor_config(
         "device": instance_device(topics, info, version),
         "origin": _origin(version),
     }
+    if expire_after > 0:
+        payload["expire_after"] = expire_after
+    if metric.device_class in BINARY_DEVICE_CLASSES:
+        payload.update(device_class=metric.device_class, payload_on="1", payload_off="0")
+        return topics.config("binary_sensor", node_id, object_id), payload
     device_class = ha_device_class(metric)
-    if metric.unit:
+    if metric.unit and device_class not in _NOT_NUMERIC:
         payload["unit_of_measurement"] = ha_unit(metric.unit)
     if device_class:
         payload["device_class"] = device_class
@@ -395,8 +419,6 @@ def sensor_config(
         payload["state_class"] = (
             "total_increasing" if metric.kind == MetricKind.COUNTER else "measurement"
         )
-    if expire_after > 0:
-        payload["expire_after"] = expire_after
     return topics.config("sensor", node_id, object_id), payload
 
 
@@ -406,7 +428,7 @@ def ha_device_class(metric: Metric) -> str | None:
     if not device_class or device_class not in SENSOR_DEVICE_CLASSES:
         return None
     units = DEVICE_CLASS_UNITS.get(device_class)
-    if units is not None and ha_unit(metric.unit) not in units:
+    if device_class not in _NOT_NUMERIC and units is not None and ha_unit(metric.unit) not in units:
         return None
     return device_class
 

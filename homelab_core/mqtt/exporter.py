@@ -60,6 +60,16 @@ CLOSE_TIMEOUT = 2.0
 _FIRST_PAUSE = 0.5
 
 
+@attrs.frozen
+class _Series:
+    """A series the exporter published: its config's topic ('' without discovery), its
+    state topic, and its last metric (to build its config again)."""
+
+    config_topic: str
+    state_topic: str
+    metric: Metric
+
+
 @attrs.define
 class _Exported:
     """What the exporter published for one instance."""
@@ -67,8 +77,8 @@ class _Exported:
     info: InstanceInfo
     #: The topics of its own configs, health and enabled state (retained).
     own: list[str]
-    #: Sensor object id -> (config topic, state topic) of each series.
-    series: dict[str, tuple[str, str]] = attrs.field(factory=dict)
+    #: Sensor object id -> each series.
+    series: dict[str, _Series] = attrs.field(factory=dict)
     #: Sensor object id -> collections in a row without it.
     absent: dict[str, int] = attrs.field(factory=dict)
 
@@ -106,6 +116,7 @@ class MqttExporter:
         self._subscription: Any = None
         self._was_connected = False
         self._failing_since: float | None = None
+        self._reached = False
         #: Whether the broker is connected now.
         self.connected = False
         #: Messages published.
@@ -203,7 +214,9 @@ class MqttExporter:
             return
         self._last_taken[topic] = now
         states = self._states
-        if topic not in states and len(states) >= self.settings.queue_size:
+        if topic in states:
+            states.move_to_end(topic)  # the stalest waiting state goes first
+        elif len(states) >= self.settings.queue_size:
             states.popitem(last=False)
             self.dropped += 1
         states[topic] = payload
@@ -242,24 +255,34 @@ class MqttExporter:
             self._set(self.topics.enabled(instance_id), ON if enabled else OFF)
 
     def _series(self, exported: _Exported, metric: Metric) -> str:
-        """Announce a series if it is new; its sensor's object id."""
+        """Announce a series if it is new (or its config changed); its object id."""
         object_id = discovery.sensor_object_id(metric)
-        if object_id not in exported.series:
-            info = exported.info
-            state_topic = self.topics.series(info.id, discovery.series_key(metric))
-            config_topic = ""
-            if self.settings.discovery:
-                config_topic, config = discovery.sensor_config(
-                    self.topics,
-                    info,
-                    metric,
-                    self._version,
-                    expire_after=discovery.expire_after(
-                        info.interval, info.timeout, self.settings.min_interval
-                    ),
-                )
-                self._set(config_topic, _json(config))
-            exported.series[object_id] = (config_topic, state_topic)
+        known = exported.series.get(object_id)
+        if known is not None and (
+            known.metric.unit,
+            known.metric.device_class,
+            known.metric.kind,
+        ) == (
+            metric.unit,
+            metric.device_class,
+            metric.kind,
+        ):
+            return object_id
+        info = exported.info
+        state_topic = self.topics.series(info.id, discovery.series_key(metric))
+        config_topic = ""
+        if self.settings.discovery:
+            config_topic, config = discovery.sensor_config(
+                self.topics,
+                info,
+                metric,
+                self._version,
+                expire_after=discovery.expire_after(
+                    info.interval, info.timeout, self.settings.min_interval
+                ),
+            )
+            self._set(config_topic, _json(config))
+        exported.series[object_id] = _Series(config_topic, state_topic, metric)
         return object_id
 
     def instance_removed(self, instance_id: str) -> None:
@@ -274,14 +297,41 @@ class MqttExporter:
             self._forget_series(exported, object_id)
         log.info("MQTT: instance %r removed from the broker", instance_id)
 
+    def instance_updated(self, instance_id: str) -> None:
+        """An instance was changed (through the API): its device and sensors again, from
+        its new settings (a config that did not change is not sent again)."""
+        old = self._exported.pop(instance_id, None)
+        if old is None or not self._wanted(instance_id):
+            return
+        exported = self._announce(self.hub.instance(instance_id))
+        for series in old.series.values():
+            self._series(exported, series.metric)
+
     def _forget_series(self, exported: _Exported, object_id: str) -> None:
-        config_topic, state_topic = exported.series.pop(object_id)
+        series = exported.series.pop(object_id)
         exported.absent.pop(object_id, None)
-        if config_topic:
-            self._clear(config_topic)
-        self._states.pop(state_topic, None)
-        self._last_state.pop(state_topic, None)
-        self._last_taken.pop(state_topic, None)
+        if series.config_topic:
+            self._clear(series.config_topic)
+        self._forget_state(series.state_topic)
+
+    def _forget_state(self, topic: str) -> None:
+        self._states.pop(topic, None)
+        self._last_state.pop(topic, None)
+        self._last_taken.pop(topic, None)
+
+    def _let_go(self, instance_id: str) -> None:
+        """Another node runs the instance now (or it is filtered out): forget what was
+        published for it here, without clearing it on the broker, where the node that
+        runs it has replaced it (or will)."""
+        exported = self._exported.pop(instance_id, None)
+        if exported is None:
+            return
+        topics = [*exported.own, *(s.config_topic for s in exported.series.values())]
+        for topic in topics:
+            self._retained.pop(topic, None)
+            self._dirty.pop(topic, None)
+        for series in exported.series.values():
+            self._forget_state(series.state_topic)
 
     # -- the consumer --------------------------------------------------------------------
 
@@ -295,8 +345,10 @@ class MqttExporter:
     def _on_event(self, event: Event) -> None:
         instance_id = event.instance_id
         if not self._wanted(instance_id):
-            # Deleted, filtered out, or now run by another node (which publishes it).
-            self._exported.pop(instance_id, None)
+            # Now run by another node, which publishes it; a deleted instance is left to
+            # instance_removed(), which clears what was published.
+            if self.hub.knows(instance_id):
+                self._let_go(instance_id)
             return
         exported = self._exported.get(instance_id)
         if exported is None:
@@ -318,7 +370,9 @@ class MqttExporter:
                 continue
             object_id = self._series(exported, metric)
             seen.add(object_id)
-            self._take_state(exported.series[object_id][1], discovery.state_text(metric.value))
+            self._take_state(
+                exported.series[object_id].state_topic, discovery.state_payload(metric)
+            )
         for object_id in list(exported.series):
             if object_id in seen:
                 exported.absent.pop(object_id, None)
@@ -358,22 +412,33 @@ class MqttExporter:
         pause = 0.0
         where = redact_urls(self.settings.url)
         while True:
+            self._reached = False
             try:
-                async with self._client_for() as client:
-                    self._client = client
-                    await self._session(client)
-            except* aiomqtt.MqttError as group:
-                problem = group.exceptions[0]
-                if self.connected or self._failing_since is None:
-                    log.warning("MQTT broker %s: %s; retrying", where, problem)
-                    self._failing_since = time.monotonic()
-                else:
-                    log.debug("MQTT broker %s: still failing: %s", where, problem)
-            finally:
-                self._client = None
-                self.connected = False
+                client = self._client_for()
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                self._failed(f"cannot use ca_file {self.settings.ca_file!r}: {exc}")
+            else:
+                try:
+                    async with client:
+                        self._client = client
+                        await self._session(client)
+                except* aiomqtt.MqttError as group:
+                    self._failed(f"broker {where}: {group.exceptions[0]}")
+                finally:
+                    self._client = None
+                    self.connected = False
+            # After a connection, the pauses start again from the shortest.
+            pause = 0.0 if self._reached else pause
             pause = min(max(pause * 2, _FIRST_PAUSE), self.settings.reconnect_max)
             await anyio.sleep(pause)
+
+    def _failed(self, problem: str) -> None:
+        """Log a failure to reach the broker: a warning when it starts, then debug lines."""
+        if self._reached or self._failing_since is None:
+            log.warning("MQTT: %s; retrying", problem)
+            self._failing_since = time.monotonic()
+        else:
+            log.debug("MQTT: %s (still failing)", problem)
 
     async def _session(self, client: aiomqtt.Client) -> None:
         """One connection: say online, subscribe, send everything, then what comes."""
@@ -383,7 +448,7 @@ class MqttExporter:
                 await client.subscribe(topic, qos=1)
         if self.settings.discovery:
             await client.subscribe(self.topics.birth, qos=1)
-        self.connected = True
+        self.connected = self._reached = True
         if self._was_connected:
             self.reconnects += 1
             log.info("MQTT broker %s: connected again", redact_urls(self.settings.url))
@@ -397,6 +462,9 @@ class MqttExporter:
 
     def _send_everything(self, *, states: bool = False) -> None:
         """Every retained message again (and with ``states`` the last state of each series)."""
+        for instance_id in [i for i in self._exported if not self._wanted(i)]:
+            if self.hub.knows(instance_id):
+                self._let_go(instance_id)
         self._dirty.update(dict.fromkeys(self._retained))
         if states:
             for topic, payload in self._last_state.items():
@@ -445,15 +513,15 @@ class MqttExporter:
                 self._send_everything(states=True)
             return
         command = self.topics.command(topic)
-        if command is None:
-            return
+        if command is None or not text:
+            return  # an empty message clears a retained one: it is no command
         if message.retain:
             # A retained command would be carried out again at every connection.
             log.warning("MQTT: retained command on %s ignored", topic)
             self.commands_refused += 1
             return
         instance_id, what = command
-        if instance_id not in self._exported:
+        if not self._wanted(instance_id) or instance_id not in self._exported:
             if self.hub.knows(instance_id) and not self.hub.runs_here(instance_id):
                 return  # another node runs it: that node's exporter takes the command
             log.warning("MQTT: command on %s: no instance %r published here", topic, instance_id)
