@@ -63,6 +63,34 @@ class TLSHTTPServer(ThreadingHTTPServer):
         pass  # clients that hang up during or after the handshake are expected in tests
 
 
+def self_signed_certificate(folder: Path, days: int = 30) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 valid for ``days`` days, and its key, made
+    in ``folder`` with the openssl command."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        unavailable("the openssl command is not installed")
+        raise AssertionError  # unreachable: unavailable() raises
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", str(days),
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )  # fmt: skip
+    return cert, key
+
+
+def _kill(proc: subprocess.Popen[bytes] | None) -> None:
+    """End a server process at once (SIGKILL: as if its host died) and reap it."""
+    if proc is not None:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def _postgres_bin(name: str) -> str | None:
     found = shutil.which(name)
     if found:
@@ -271,9 +299,7 @@ class RedisServer:
     def stop(self) -> None:
         """Stop the server at once (SIGKILL: as if its host died)."""
         proc, self._proc = self._proc, None
-        if proc is not None:
-            proc.kill()
-            proc.wait(timeout=10)
+        _kill(proc)
 
 
 @contextmanager
@@ -344,9 +370,7 @@ class MosquittoBroker:
     def stop(self) -> None:
         """Stop the broker at once (SIGKILL: as if its host died; no will is sent)."""
         proc, self._proc = self._proc, None
-        if proc is not None:
-            proc.kill()
-            proc.wait(timeout=10)
+        _kill(proc)
 
 
 @contextmanager

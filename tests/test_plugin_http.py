@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +15,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from services import TLSHTTPServer, free_port, unavailable
+from services import TLSHTTPServer, free_port, self_signed_certificate
 
 from homelab_core import ConfigError, ExecutionStatus, HealthState, PluginManager
 from homelab_core.cli import cli
@@ -126,23 +124,7 @@ def base_url() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 valid for CERT_DAYS days, and its key."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        unavailable("the openssl command is not installed")
-        raise AssertionError  # unreachable
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", str(CERT_DAYS),
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )  # fmt: skip
-    return cert, key
+    return self_signed_certificate(tmp_path_factory.mktemp("tls"), CERT_DAYS)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from paho.mqtt.client import Client
 from paho.mqtt.enums import CallbackAPIVersion
-from services import MosquittoBroker, free_port, unavailable
+from services import MosquittoBroker, free_port, self_signed_certificate, unavailable
 from waiting import eventually
 
 from homelab_core import ConfigError, HealthState, MetricKind
@@ -444,24 +444,8 @@ async def test_setup_against_a_port_with_nothing_listening_fails_naming_the_brok
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1, and its key."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        unavailable("the openssl command is not installed")
-        raise AssertionError  # unreachable
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "30",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )  # fmt: skip
-    return cert, key
+    """A self-signed certificate for 127.0.0.1 and its key."""
+    return self_signed_certificate(tmp_path_factory.mktemp("tls"), 30)
 
 
 @pytest.fixture
