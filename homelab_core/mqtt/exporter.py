@@ -282,6 +282,8 @@ class MqttExporter:
                 ),
             )
             self._set(config_topic, _json(config))
+        if known is not None and known.config_topic not in ("", config_topic):
+            self._clear(known.config_topic)  # a sensor that became a binary sensor, say
         exported.series[object_id] = _Series(config_topic, state_topic, metric)
         return object_id
 
@@ -300,9 +302,13 @@ class MqttExporter:
     def instance_updated(self, instance_id: str) -> None:
         """An instance was changed (through the API): its device and sensors again, from
         its new settings (a config that did not change is not sent again)."""
-        old = self._exported.pop(instance_id, None)
-        if old is None or not self._wanted(instance_id):
+        old = self._exported.get(instance_id)
+        if old is None:
+            return  # announced at its first event here
+        if not self._wanted(instance_id):
+            self._let_go(instance_id)  # it runs on another node now
             return
+        del self._exported[instance_id]
         exported = self._announce(self.hub.instance(instance_id))
         for series in old.series.values():
             self._series(exported, series.metric)
