@@ -404,6 +404,8 @@ class Hub:
             self._instances[instance_id] = new
             self._api_bodies[instance_id] = body
             await self._schedule(instance_id, new, states.get(instance_id), save=False)
+            if old is not None and self.mqtt is not None:
+                self.mqtt.instance_updated(instance_id)
             if old is None:
                 self.alerts.instance_added(
                     instance_id, enabled=self.scheduler.is_enabled(instance_id)
@@ -826,6 +828,8 @@ class Hub:
             self._instances[instance_id] = built[instance_id]
             await self._schedule(instance_id, built[instance_id], stored.get(instance_id))
             self.alerts.instance_added(instance_id, enabled=self.scheduler.is_enabled(instance_id))
+            if self.mqtt is not None and instance_id in changed:
+                self.mqtt.instance_updated(instance_id)
         # Keep the order of the file, then the instances of the API.
         self._instances = {
             **{i: self._instances[i] for i in built},

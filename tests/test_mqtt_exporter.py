@@ -457,6 +457,31 @@ async def test_a_deleted_instance_and_a_vanished_series_lose_their_discovery(
         assert not [t for t in after.configs() if "homelab_made" in t]
 
 
+async def test_an_instance_changed_by_a_reload_is_announced_again(
+    mosquitto: MosquittoBroker, make_settings: Any, manager: PluginManager
+) -> None:
+    def settings(interval: float) -> Any:
+        return make_settings(
+            InstanceSettings(id="c", type="counter", interval=interval, timeout=1.0),
+            mqtt=mqtt(mosquitto),
+        )
+
+    def expire_after(listener: Listener) -> set[int]:
+        return {
+            c["expire_after"]
+            for t, c in listener.configs().items()
+            if t.startswith("homeassistant/sensor/homelab_c/s")
+        }
+
+    async with (
+        listening(mosquitto, "homeassistant/#") as listener,
+        Hub(settings(0.1), plugin_manager=manager) as hub,
+    ):
+        await eventually(lambda: expire_after(listener) == {2}, 10, "3 x 0.1 s + 1 s")
+        await hub.reload(settings(10.0))
+        await eventually(lambda: expire_after(listener) == {31}, 10, "3 x 10 s + 1 s")
+
+
 # -- several nodes ---------------------------------------------------------------------------
 
 
