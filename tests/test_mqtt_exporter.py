@@ -485,25 +485,40 @@ async def test_an_instance_changed_by_a_reload_is_announced_again(
 # -- several nodes ---------------------------------------------------------------------------
 
 
-async def test_each_node_publishes_the_instances_it_runs_with_its_own_availability(
+@pytest.fixture
+def cluster_node(
     mosquitto: MosquittoBroker,
     make_settings: Any,
     manager: PluginManager,
     postgres_url: str,
     redis_url: str,
-) -> None:
+) -> Any:
+    """Makes a hub that is node ``name`` of a cluster on one PostgreSQL and one Redis."""
     from homelab_core.config import BusSettings, NodeSettings
 
-    def hub(name: str) -> Hub:
+    def hub(name: str, *instances: InstanceSettings) -> Hub:
         settings = make_settings(
-            InstanceSettings(id="on-a", type="counter", interval=0.1, node="a"),
-            InstanceSettings(id="on-b", type="counter", interval=0.1, node="b"),
+            *instances,
             bus=BusSettings(backend="redis", url=redis_url),
             node=NodeSettings(name=name, heartbeat=0.2, lease_ttl=1.0),
             mqtt=mqtt(mosquitto),
         )
         settings.database.url = postgres_url
         return Hub(settings, plugin_manager=manager)
+
+    return hub
+
+
+async def test_each_node_publishes_the_instances_it_runs_with_its_own_availability(
+    mosquitto: MosquittoBroker, cluster_node: Any
+) -> None:
+    pinned = [
+        InstanceSettings(id="on-a", type="counter", interval=0.1, node="a"),
+        InstanceSettings(id="on-b", type="counter", interval=0.1, node="b"),
+    ]
+
+    def hub(name: str) -> Hub:
+        return cluster_node(name, *pinned)  # type: ignore[no-any-return]
 
     async with listening(mosquitto, "homeassistant/#", "homelab/#") as listener:
         async with hub("a") as first, hub("b") as second:
@@ -531,22 +546,9 @@ async def test_each_node_publishes_the_instances_it_runs_with_its_own_availabili
 
 
 async def test_an_instance_that_moves_is_published_by_its_new_node_alone(
-    mosquitto: MosquittoBroker,
-    make_settings: Any,
-    manager: PluginManager,
-    postgres_url: str,
-    redis_url: str,
+    mosquitto: MosquittoBroker, cluster_node: Any
 ) -> None:
-    from homelab_core.config import BusSettings, NodeSettings
-
-    def hub(name: str) -> Hub:
-        settings = make_settings(
-            bus=BusSettings(backend="redis", url=redis_url),
-            node=NodeSettings(name=name, heartbeat=0.2, lease_ttl=1.0),
-            mqtt=mqtt(mosquitto),
-        )
-        settings.database.url = postgres_url
-        return Hub(settings, plugin_manager=manager)
+    hub = cluster_node
 
     def availability(listener: Listener) -> set[str]:
         return {
