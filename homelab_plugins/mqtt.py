@@ -34,6 +34,7 @@ import anyio.to_thread
 import attrs
 
 from homelab_core import HealthReport, Metric, MetricKind, Plugin, hookimpl, option, redact_urls
+from homelab_core.mqtt.config import SCHEMES, broker_url_problem
 
 from .tcp import describe_connect_error
 
@@ -53,7 +54,6 @@ STATE_WORDS = {"on": 1.0, "off": 0.0, "true": 1.0, "false": 0.0}
 #: A topic filter never subscribed to: unsubscribing from it is a round trip to the broker.
 SYNC_TOPIC = "homelab/mqtt-plugin/sync"
 #: Default ports of the two schemes.
-DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 
 Payload = Literal["auto", "json", "number"]
 Aggregate = Literal["latest", "mean", "min", "max", "sum", "count"]
@@ -67,19 +67,7 @@ _NOT_NAME = re.compile(r"[^a-z0-9_]")
 
 
 def _url(_: Any, __: attrs.Attribute[str], value: str) -> None:
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        parts = None
-    if (
-        parts is None
-        or parts.scheme not in DEFAULT_PORTS
-        or not parts.hostname
-        or parts.path not in ("", "/")
-        or parts.query
-        or parts.fragment
-    ):
+    if broker_url_problem(value) is not None:
         raise ValueError(
             "'url' must be an mqtt:// or mqtts:// (TLS) URL of a broker, such as"
             f" mqtt://broker.lan or mqtts://broker.lan:8883, got {redact_urls(value)!r}"
@@ -755,7 +743,7 @@ class Mqtt(Plugin[MqttConfig]):
 
         config = self.config
         parts = urlsplit(config.url)
-        host, port = parts.hostname or "", parts.port or DEFAULT_PORTS[parts.scheme]
+        host, port = parts.hostname or "", parts.port or SCHEMES[parts.scheme]
         shown = f"[{host}]" if ":" in host else host
         self._broker = f"{parts.scheme}://{shown}:{port}"
         self._patterns = [parse_topic_pattern(text) for text in config.topics]

@@ -20,22 +20,26 @@ _TOPIC_TEXT = re.compile(r"[^+#\x00]+")
 _text_list = attrs.validators.deep_iterable(attrs.validators.instance_of(str))
 
 
-def _broker_url(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
-    if not value:
-        return
-    parts = urlsplit(value)
-    problem = None
+def broker_url_problem(value: str) -> str | None:
+    """What keeps ``value`` from being a broker URL (``mqtt://host[:port]`` or
+    ``mqtts://...``), or None when it is one. The MQTT plugin type checks its ``url`` by
+    this rule too."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises on a port out of range or not a number)
+    except ValueError:
+        return "its port is not a number between 0 and 65535"
     if parts.scheme not in SCHEMES:
-        problem = "the scheme must be mqtt:// or mqtts:// (TLS)"
-    elif not parts.hostname:
-        problem = "it names no host"
-    elif parts.path not in ("", "/") or parts.query or parts.fragment:
-        problem = "a broker URL has no path or query"
-    else:
-        try:
-            parts.port  # noqa: B018 (raises on a port out of range or not a number)
-        except ValueError:
-            problem = "its port is not a number between 0 and 65535"
+        return "the scheme must be mqtt:// or mqtts:// (TLS)"
+    if not parts.hostname:
+        return "it names no host"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return "a broker URL has no path or query"
+    return None
+
+
+def _broker_url(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    problem = broker_url_problem(value) if value else None
     if problem:
         raise ValueError(
             f"'{attribute.name}' must be a broker URL such as mqtt://broker:1883 or"
